@@ -1,0 +1,1 @@
+"""pytest11 entry point `tunlab` (fixtures arrive with the plugin issue)."""

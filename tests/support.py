@@ -1,0 +1,82 @@
+"""Helpers shared by the test modules (not fixtures: those live in conftest.py)."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import select
+import sys
+import time
+from typing import Any
+
+IS_LINUX = sys.platform.startswith("linux")
+IS_ROOT = IS_LINUX and os.geteuid() == 0
+HAS_TUN = os.path.exists("/dev/net/tun")
+
+_counter = itertools.count()
+
+
+def unique_name(prefix: str = "tlt") -> str:
+    """A namespace name no other test, worker or run uses at the same time."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw")
+    return f"{prefix}-{worker}-{os.getpid()}-{next(_counter)}"
+
+
+def require_tool(name: str) -> None:
+    """Skip the calling test, with the reason, when a command-line tool is missing."""
+    import shutil
+
+    import pytest
+
+    if shutil.which(name) is None and not os.path.exists(f"/usr/sbin/{name}"):
+        pytest.skip(f"{name} is not installed (make test installs it on Debian/Ubuntu)")
+
+
+def fd_count() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def link_info(ns: Any, ifname: str) -> dict[str, Any]:
+    """What netlink itself says about an interface (for round-trip checks)."""
+    with ns.iproute() as ipr:
+        found = ipr.link_lookup(ifname=ifname)
+        if not found:
+            return {}
+        msg = ipr.link("get", index=found[0])[0]
+        info = msg.get_attr("IFLA_LINKINFO")
+        data = info.get_attr("IFLA_INFO_DATA") if info else None
+        addrs = sorted(
+            f"{a.get_attr('IFA_LOCAL') or a.get_attr('IFA_ADDRESS')}/{a['prefixlen']}"
+            for a in ipr.get_addr(index=found[0])
+        )
+        return {
+            "index": msg["index"],
+            "flags": msg["flags"],
+            "mtu": msg.get_attr("IFLA_MTU"),
+            "txqlen": msg.get_attr("IFLA_TXQLEN"),
+            "mac": msg.get_attr("IFLA_ADDRESS"),
+            "addresses": addrs,
+            "tun": dict(data["attrs"]) if data else {},
+        }
+
+
+def link_names(ns: Any) -> set[str]:
+    with ns.iproute() as ipr:
+        return {link.get_attr("IFLA_IFNAME") for link in ipr.get_links()}
+
+
+def read_until(dev: Any, match: Any, timeout: float = 5.0) -> bytes:
+    """Read frames from a device until match(frame) is true; fail after timeout."""
+    deadline = time.monotonic() + timeout
+    fd = dev.fileno()
+    seen = 0
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise AssertionError(f"no matching frame within {timeout} s ({seen} others seen)")
+        r, _, _ = select.select([fd], [], [], left)
+        if r:
+            frame = dev.recv()
+            if match(frame):
+                return frame
+            seen += 1

@@ -1,0 +1,1 @@
+"""The `tunlab` command line."""

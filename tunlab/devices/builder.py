@@ -1,0 +1,168 @@
+"""DeviceBuilder: collect and validate options, create the device, configure it, roll back."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from typing import TYPE_CHECKING
+
+from tunlab.devices.config import (
+    DeviceConfig,
+    IPv4Setting,
+    check_bool,
+    check_mtu,
+    check_name,
+    check_uint,
+    parse_ipv4,
+    parse_ipv6,
+    parse_mac,
+    parse_netns,
+    parse_prefix_v4,
+    parse_prefix_v6,
+)
+from tunlab.devices.layer import Layer
+from tunlab.devices.platform import create_backend
+from tunlab.devices.sync import SyncDevice
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
+
+    from tunlab.netns import NetNamespace
+
+
+class DeviceBuilder:
+    """Chainable device options; each setter validates at once and names the bad option.
+
+    >>> dev = DeviceBuilder().name("tun0").ipv4("198.18.0.1", 24).mtu(1400).build_sync()
+    """
+
+    def __init__(self) -> None:
+        self._config = DeviceConfig()
+
+    @property
+    def config(self) -> DeviceConfig:
+        """The validated options collected so far."""
+        return self._config
+
+    def name(self, name: str) -> Self:
+        self._config.name = check_name(name)
+        return self
+
+    def layer(self, layer: Layer) -> Self:
+        if not isinstance(layer, Layer):
+            raise TypeError(f"layer: expected Layer.L2 or Layer.L3, got {layer!r}")
+        self._config.layer = layer
+        return self
+
+    def ipv4(
+        self,
+        address: str | ipaddress.IPv4Address,
+        mask: int | str | ipaddress.IPv4Address,
+        destination: str | ipaddress.IPv4Address | None = None,
+    ) -> Self:
+        """Add an IPv4 address; mask is a prefix length or a dotted netmask (repeatable)."""
+        ip = parse_ipv4(address, "ipv4 address")
+        prefix = parse_prefix_v4(mask, "ipv4 mask")
+        dest = None if destination is None else parse_ipv4(destination, "ipv4 destination")
+        iface = ipaddress.IPv4Interface(f"{ip}/{prefix}")
+        if any(s.interface.ip == ip for s in self._config.ipv4):
+            raise ValueError(f"ipv4: {ip} was given twice")
+        self._config.ipv4.append(IPv4Setting(iface, dest))
+        return self
+
+    def ipv6(self, address: str | ipaddress.IPv6Address, prefix: int) -> Self:
+        """Add an IPv6 address with its prefix length (repeatable)."""
+        ip = parse_ipv6(address, "ipv6 address")
+        plen = parse_prefix_v6(prefix, "ipv6 prefix")
+        if any(i.ip == ip for i in self._config.ipv6):
+            raise ValueError(f"ipv6: {ip} was given twice")
+        self._config.ipv6.append(ipaddress.IPv6Interface(f"{ip}/{plen}"))
+        return self
+
+    def mtu(self, mtu: int) -> Self:
+        self._config.mtu = check_mtu(mtu)
+        return self
+
+    def mac_addr(self, mac: str | bytes) -> Self:
+        """MAC address of a TAP (Layer.L2) device."""
+        self._config.mac = parse_mac(mac)
+        return self
+
+    def packet_information(self, enable: bool) -> Self:
+        """Keep the 4-byte packet-information header on every frame (default off)."""
+        self._config.packet_information = check_bool(enable, "packet_information")
+        return self
+
+    def offload(self, enable: bool) -> Self:
+        """virtio-net header with TSO/USO super-packets (Linux); False clears a stale mask."""
+        self._config.offload = check_bool(enable, "offload")
+        return self
+
+    def multi_queue(self, enable: bool) -> Self:
+        self._config.multi_queue = check_bool(enable, "multi_queue")
+        return self
+
+    def enable(self, up: bool = True) -> Self:
+        """Bring the interface up (default) or leave it down after creation."""
+        self._config.enabled = check_bool(up, "enable")
+        return self
+
+    def inherit_enable_state(self) -> Self:
+        """Leave the up/down state alone (no privileged call: attach to a pre-made device)."""
+        self._config.enabled = None
+        return self
+
+    def tx_queue_len(self, length: int) -> Self:
+        self._config.tx_queue_len = check_uint(length, "tx_queue_len")
+        return self
+
+    def persist(self, enable: bool = True) -> Self:
+        """Keep the interface after the fd closes."""
+        self._config.persist = check_bool(enable, "persist")
+        return self
+
+    def owner(self, uid: int) -> Self:
+        """User allowed to attach to the (persistent) device without CAP_NET_ADMIN."""
+        self._config.owner = check_uint(uid, "owner", 2**31 - 1)
+        return self
+
+    def group(self, gid: int) -> Self:
+        self._config.group = check_uint(gid, "group", 2**31 - 1)
+        return self
+
+    def netns(self, name_or_path: str | os.PathLike[str] | NetNamespace) -> Self:
+        """Create the interface directly inside this network namespace; the fd stays here."""
+        self._config.netns = parse_netns(name_or_path)
+        return self
+
+    def _check(self) -> None:
+        cfg = self._config
+        if cfg.mac is not None and cfg.layer is not Layer.L2:
+            raise ValueError("mac_addr: only TAP devices have a MAC address; add .layer(Layer.L2)")
+
+    def build_sync(self) -> SyncDevice:
+        """Create and configure the device; on any failure nothing is left behind."""
+        self._check()
+        device = SyncDevice(create_backend(self._config))
+        try:
+            configure(device, self._config)
+        except BaseException:
+            device.backend.destroy_on_failure()
+            raise
+        return device
+
+
+def configure(device: SyncDevice, cfg: DeviceConfig) -> None:
+    """Apply options through the public methods, so build-time and later changes share code."""
+    if cfg.mtu is not None:
+        device.set_mtu(cfg.mtu)
+    if cfg.tx_queue_len is not None:
+        device.set_tx_queue_len(cfg.tx_queue_len)
+    if cfg.mac is not None:
+        device.set_mac_address(cfg.mac)
+    for v4 in cfg.ipv4:
+        device.add_address_v4(v4.interface.ip, v4.interface.network.prefixlen, v4.destination)
+    for v6 in cfg.ipv6:
+        device.add_address_v6(v6.ip, v6.network.prefixlen)
+    if cfg.enabled is not None:
+        device.enabled(cfg.enabled)

@@ -1,0 +1,176 @@
+"""Parsing and validating device options before anything touches the kernel."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+from dataclasses import dataclass, field
+
+from tunlab.devices.layer import Layer
+
+IFNAMSIZ = 16
+MIN_MTU = 68
+MAX_MTU = 65535
+
+
+_MAC_RE = re.compile(r"^[0-9a-fA-F]{2}([:-][0-9a-fA-F]{2}){5}$")
+
+
+@dataclass(frozen=True)
+class IPv4Setting:
+    """One IPv4 address to put on a device; destination is the point-to-point peer."""
+
+    interface: ipaddress.IPv4Interface
+    destination: ipaddress.IPv4Address | None = None
+
+
+@dataclass
+class DeviceConfig:
+    """Validated options, consumed by a platform backend; None means 'leave the OS default'."""
+
+    name: str | None = None
+    layer: Layer = Layer.L3
+    ipv4: list[IPv4Setting] = field(default_factory=list)
+    ipv6: list[ipaddress.IPv6Interface] = field(default_factory=list)
+    mtu: int | None = None
+    mac: str | None = None
+    packet_information: bool = False
+    offload: bool = False
+    multi_queue: bool = False
+    enabled: bool | None = True
+    tx_queue_len: int | None = None
+    persist: bool = False
+    owner: int | None = None
+    group: int | None = None
+    netns: str | None = None
+
+
+def check_name(name: object, option: str = "name") -> str:
+    """An interface name the kernel will accept: 1-15 bytes, no '/', ':' or whitespace."""
+    if not isinstance(name, str):
+        raise TypeError(f"{option}: expected a str, got {type(name).__name__}")
+    raw = name.encode()
+    if not raw:
+        raise ValueError(f"{option}: the interface name is empty")
+    if len(raw) >= IFNAMSIZ:
+        raise ValueError(
+            f"{option}: interface name {name!r} is longer than {IFNAMSIZ - 1} bytes "
+            f"({len(raw)}); pick a shorter name"
+        )
+    if name in (".", "..") or any(c in name for c in "/: \t\n\r\x00"):
+        raise ValueError(f"{option}: interface name {name!r} contains '/', ':' or whitespace")
+    return name
+
+
+def check_mtu(mtu: object, option: str = "mtu") -> int:
+    if isinstance(mtu, bool) or not isinstance(mtu, int):
+        raise TypeError(f"{option}: expected an int, got {type(mtu).__name__}")
+    if not MIN_MTU <= mtu <= MAX_MTU:
+        raise ValueError(f"{option}: {mtu} is outside {MIN_MTU}..{MAX_MTU}")
+    return mtu
+
+
+def check_uint(value: object, option: str, maximum: int = 2**32 - 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{option}: expected an int, got {type(value).__name__}")
+    if not 0 <= value <= maximum:
+        raise ValueError(f"{option}: {value} is outside 0..{maximum}")
+    return value
+
+
+def check_bool(value: object, option: str) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f"{option}: expected True or False, got {value!r}")
+    return value
+
+
+def parse_ipv4(addr: object, option: str) -> ipaddress.IPv4Address:
+    if isinstance(addr, ipaddress.IPv4Address):
+        return addr
+    if not isinstance(addr, str):
+        raise TypeError(f"{option}: expected an IPv4 address string, got {type(addr).__name__}")
+    try:
+        return ipaddress.IPv4Address(addr)
+    except ValueError:
+        raise ValueError(f"{option}: {addr!r} is not an IPv4 address") from None
+
+
+def parse_ipv6(addr: object, option: str) -> ipaddress.IPv6Address:
+    if isinstance(addr, ipaddress.IPv6Address):
+        return addr
+    if not isinstance(addr, str):
+        raise TypeError(f"{option}: expected an IPv6 address string, got {type(addr).__name__}")
+    try:
+        return ipaddress.IPv6Address(addr)
+    except ValueError:
+        raise ValueError(f"{option}: {addr!r} is not an IPv6 address") from None
+
+
+def parse_prefix_v4(mask: object, option: str) -> int:
+    """A prefix length from an int (0-32), a digit string, or a contiguous dotted netmask."""
+    if isinstance(mask, bool):
+        raise TypeError(f"{option}: expected a prefix length or netmask, got {mask!r}")
+    if isinstance(mask, str) and mask.isdigit():
+        mask = int(mask)
+    if isinstance(mask, int):
+        if not 0 <= mask <= 32:
+            raise ValueError(f"{option}: prefix length {mask} is outside 0..32")
+        return mask
+    if isinstance(mask, (str, ipaddress.IPv4Address)):
+        try:
+            net = ipaddress.IPv4Network(f"0.0.0.0/{mask}")
+        except ValueError:
+            raise ValueError(
+                f"{option}: {str(mask)!r} is not a contiguous netmask (like 255.255.255.0)"
+            ) from None
+        if str(net.netmask) != str(mask):
+            raise ValueError(f"{option}: {str(mask)!r} is a host mask, not a netmask")
+        return net.prefixlen
+    raise TypeError(f"{option}: expected a prefix length or netmask, got {type(mask).__name__}")
+
+
+def parse_prefix_v6(prefix: object, option: str) -> int:
+    if isinstance(prefix, str) and prefix.isdigit():
+        prefix = int(prefix)
+    if isinstance(prefix, bool) or not isinstance(prefix, int):
+        raise TypeError(f"{option}: expected a prefix length (0-128), got {prefix!r}")
+    if not 0 <= prefix <= 128:
+        raise ValueError(f"{option}: prefix length {prefix} is outside 0..128")
+    return prefix
+
+
+def parse_mac(mac: object, option: str = "mac_addr") -> str:
+    """A unicast MAC as 'aa:bb:cc:dd:ee:ff' from a string or 6 bytes."""
+    if isinstance(mac, (bytes, bytearray)):
+        if len(mac) != 6:
+            raise ValueError(f"{option}: a MAC address is 6 bytes, got {len(mac)}")
+        raw = bytes(mac)
+    elif isinstance(mac, str):
+        if not _MAC_RE.match(mac):
+            raise ValueError(f"{option}: {mac!r} is not a MAC address like 02:00:5e:00:53:01")
+        raw = bytes.fromhex(mac.replace(":", "").replace("-", ""))
+    else:
+        raise TypeError(f"{option}: expected a str or 6 bytes, got {type(mac).__name__}")
+    if raw[0] & 1:
+        raise ValueError(f"{option}: {format_mac(raw)} is a multicast address; use a unicast MAC")
+    if raw == bytes(6):
+        raise ValueError(f"{option}: 00:00:00:00:00:00 is not a usable MAC address")
+    return format_mac(raw)
+
+
+def format_mac(raw: bytes) -> str:
+    return ":".join(f"{b:02x}" for b in raw)
+
+
+def parse_netns(value: object) -> str:
+    if isinstance(value, os.PathLike):
+        value = os.fspath(value)
+    if not isinstance(value, str):
+        name = getattr(value, "path", None)
+        if isinstance(name, str):
+            return name
+        raise TypeError(f"netns: expected a namespace name or path, got {type(value).__name__}")
+    if not value or value in (".", ".."):
+        raise ValueError(f"netns: {value!r} is not a namespace name or path")
+    return value

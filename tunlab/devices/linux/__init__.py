@@ -1,0 +1,1 @@
+"""Linux backend: /dev/net/tun ioctls for the fd, netlink (pyroute2) for the interface."""

@@ -1,0 +1,381 @@
+"""SyncDevice: the blocking device API, the same on every platform."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import warnings
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from tunlab.devices.backend import DeviceBackend, IPAddress, IPInterface
+from tunlab.devices.capabilities import Capability
+from tunlab.devices.config import (
+    check_bool,
+    check_mtu,
+    check_name,
+    check_uint,
+    parse_ipv4,
+    parse_ipv6,
+    parse_mac,
+    parse_prefix_v4,
+    parse_prefix_v6,
+)
+from tunlab.devices.interrupt import InterruptEvent, wait_fd
+from tunlab.devices.layer import Layer
+from tunlab.devices.platform import backend_from_fd
+from tunlab.errors import DeviceClosedError
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
+
+    from tunlab.netns import NetNamespace
+
+
+class SyncDevice:
+    """A TUN (L3) or TAP (L2) device with blocking I/O; also a context manager.
+
+    Frames are exactly what the kernel passes: with packet_information the 4-byte PI header is
+    in front, with offload the 10-byte virtio-net header is (recv_multiple/send_multiple hide it).
+    """
+
+    def __init__(self, backend: DeviceBackend) -> None:
+        self._backend = backend
+        self._fd = backend.fd
+        self._raw = backend.raw_io
+
+    # ---- ownership --------------------------------------------------------------------------
+    @classmethod
+    def from_fd(cls, fd: int) -> Self:
+        """Take ownership of an open TUN/TAP fd (the Android VpnService path); close() closes it."""
+        if isinstance(fd, bool) or not isinstance(fd, int):
+            raise TypeError(f"fd: expected an int, got {type(fd).__name__}")
+        return cls(backend_from_fd(fd, owned=True))
+
+    def into_fd(self) -> int:
+        """Give up the fd: the caller owns it now and this device is closed (not the fd)."""
+        fd = self._backend.detach()
+        self._fd = -1
+        self._backend.close()
+        if fd < 0:
+            raise DeviceClosedError()
+        return fd
+
+    @property
+    def backend(self) -> DeviceBackend:
+        """The platform backend (for platform-only extras)."""
+        return self._backend
+
+    @property
+    def capabilities(self) -> frozenset[Capability]:
+        return self._backend.capabilities
+
+    @property
+    def layer(self) -> Layer:
+        return self._backend.layer
+
+    @property
+    def closed(self) -> bool:
+        return self._fd < 0
+
+    def fileno(self) -> int:
+        if self._fd < 0:
+            raise DeviceClosedError()
+        return self._fd
+
+    # ---- I/O --------------------------------------------------------------------------------
+    @property
+    def max_frame_size(self) -> int:
+        """Largest frame a read can return (headers included): the safe buffer size."""
+        return self._backend.max_frame_size
+
+    def recv(self, bufsize: int | None = None) -> bytes:
+        """Read one frame; bufsize defaults to max_frame_size so nothing is ever truncated."""
+        size = self._backend.max_frame_size if bufsize is None else bufsize
+        if self._raw:
+            return os.read(self.fileno(), size)
+        return self._backend.recv(size)
+
+    def recv_into(self, buffer: bytearray | memoryview) -> int:
+        """Read one frame into a writable buffer; returns its length."""
+        if self._raw:
+            return os.readv(self.fileno(), (buffer,))
+        return self._backend.recv_into(memoryview(buffer))
+
+    def send(self, data: bytes | bytearray | memoryview) -> int:
+        """Write one frame; returns the bytes written."""
+        if self._raw:
+            return os.write(self.fileno(), data)
+        return self._backend.send(data)
+
+    def recv_vectored(self, buffers: Sequence[bytearray | memoryview]) -> int:
+        """Read one frame scattered over several buffers (readv)."""
+        if not self._raw:
+            self._backend.unsupported("recv_vectored")
+        return os.readv(self.fileno(), buffers)
+
+    def send_vectored(self, buffers: Sequence[bytes | bytearray | memoryview]) -> int:
+        """Write one frame gathered from several buffers (writev)."""
+        if not self._raw:
+            self._backend.unsupported("send_vectored")
+        return os.writev(self.fileno(), buffers)
+
+    def set_nonblocking(self, nonblocking: bool) -> None:
+        os.set_blocking(self.fileno(), not check_bool(nonblocking, "nonblocking"))
+
+    @property
+    def is_nonblocking(self) -> bool:
+        return not os.get_blocking(self.fileno())
+
+    # ---- interruptible I/O ------------------------------------------------------------------
+    def wait_readable_intr(self, event: InterruptEvent, timeout: float | None = None) -> None:
+        """Block until readable; InterruptedError if event fires, TimeoutError after timeout."""
+        wait_fd(self.fileno(), event, timeout)
+
+    def wait_writable_intr(self, event: InterruptEvent, timeout: float | None = None) -> None:
+        wait_fd(self.fileno(), event, timeout, write=True)
+
+    def recv_intr(
+        self,
+        buffer: bytearray | memoryview,
+        event: InterruptEvent,
+        timeout: float | None = None,
+    ) -> int:
+        """recv_into that another thread can interrupt; a packet already queued wins.
+
+        With several readers on one fd, call set_nonblocking(True): a reader that loses the race
+        for a packet then waits again instead of blocking in read().
+        """
+        while True:
+            wait_fd(self.fileno(), event, timeout)
+            try:
+                return self.recv_into(buffer)
+            except BlockingIOError:
+                continue
+
+    def recv_vectored_intr(
+        self,
+        buffers: Sequence[bytearray | memoryview],
+        event: InterruptEvent,
+        timeout: float | None = None,
+    ) -> int:
+        while True:
+            wait_fd(self.fileno(), event, timeout)
+            try:
+                return self.recv_vectored(buffers)
+            except BlockingIOError:
+                continue
+
+    def send_vectored_intr(
+        self,
+        buffers: Sequence[bytes | bytearray | memoryview],
+        event: InterruptEvent,
+        timeout: float | None = None,
+    ) -> int:
+        while True:
+            wait_fd(self.fileno(), event, timeout, write=True)
+            try:
+                return self.send_vectored(buffers)
+            except BlockingIOError:
+                continue
+
+    def send_intr(
+        self,
+        data: bytes | bytearray | memoryview,
+        event: InterruptEvent,
+        timeout: float | None = None,
+    ) -> int:
+        while True:
+            wait_fd(self.fileno(), event, timeout, write=True)
+            try:
+                return self.send(data)
+            except BlockingIOError:
+                continue
+
+    # ---- interface configuration ------------------------------------------------------------
+    @property
+    def name(self) -> str:
+        return self._backend.name()
+
+    def set_name(self, name: str) -> None:
+        self._backend.set_name(check_name(name, "set_name"))
+
+    @property
+    def if_index(self) -> int:
+        return self._backend.if_index()
+
+    @property
+    def mtu(self) -> int:
+        return self._backend.mtu()
+
+    def set_mtu(self, mtu: int) -> None:
+        self._backend.set_mtu(check_mtu(mtu, "set_mtu"))
+
+    def addresses(self) -> list[IPInterface]:
+        """Every address on the interface, as ipaddress interface objects."""
+        return self._backend.addresses()
+
+    def add_address_v4(
+        self,
+        address: str | ipaddress.IPv4Address,
+        prefix: int | str = 32,
+        destination: str | ipaddress.IPv4Address | None = None,
+    ) -> None:
+        """Add an IPv4 address; prefix is a length or a dotted netmask; destination = P2P peer."""
+        ip = parse_ipv4(address, "add_address_v4 address")
+        plen = parse_prefix_v4(prefix, "add_address_v4 prefix")
+        dest = None if destination is None else parse_ipv4(destination, "destination")
+        self._backend.add_address_v4(ipaddress.IPv4Interface(f"{ip}/{plen}"), dest)
+
+    def set_network_address(
+        self,
+        address: str | ipaddress.IPv4Address,
+        mask: int | str = 32,
+        destination: str | ipaddress.IPv4Address | None = None,
+    ) -> None:
+        """Replace every IPv4 address with this one (IPv6 addresses stay)."""
+        ip = parse_ipv4(address, "set_network_address address")
+        plen = parse_prefix_v4(mask, "set_network_address mask")
+        dest = None if destination is None else parse_ipv4(destination, "destination")
+        for old in self._backend.addresses():
+            if old.version == 4:
+                self._backend.remove_address(old.ip)
+        self._backend.add_address_v4(ipaddress.IPv4Interface(f"{ip}/{plen}"), dest)
+
+    def add_address_v6(self, address: str | ipaddress.IPv6Address, prefix: int = 128) -> None:
+        """Add an IPv6 address (usable at once: no duplicate address detection)."""
+        ip = parse_ipv6(address, "add_address_v6 address")
+        plen = parse_prefix_v6(prefix, "add_address_v6 prefix")
+        self._backend.add_address_v6(ipaddress.IPv6Interface(f"{ip}/{plen}"))
+
+    def remove_address(self, address: str | IPAddress) -> None:
+        try:
+            ip = ipaddress.ip_address(str(address).split("/")[0])
+        except ValueError:
+            raise ValueError(f"remove_address: {address!r} is not an IP address") from None
+        self._backend.remove_address(ip)
+
+    def enabled(self, up: bool) -> None:
+        """Bring the interface up (True) or down (False)."""
+        self._backend.enabled(check_bool(up, "enabled"))
+
+    @property
+    def is_running(self) -> bool:
+        """Up and running (a TUN has carrier while an fd is attached)."""
+        return self._backend.is_running()
+
+    @property
+    def mac_address(self) -> str:
+        return self._backend.mac_address()
+
+    def set_mac_address(self, mac: str | bytes) -> None:
+        self._backend.set_mac_address(parse_mac(mac, "set_mac_address"))
+
+    @property
+    def broadcast(self) -> ipaddress.IPv4Address | None:
+        """IPv4 broadcast address of the first IPv4 address (None when it has none)."""
+        return self._backend.broadcast()
+
+    def set_broadcast(self, address: str | ipaddress.IPv4Address) -> None:
+        self._backend.set_broadcast(parse_ipv4(address, "set_broadcast"))
+
+    @property
+    def tx_queue_len(self) -> int:
+        return self._backend.tx_queue_len()
+
+    def set_tx_queue_len(self, length: int) -> None:
+        self._backend.set_tx_queue_len(check_uint(length, "set_tx_queue_len"))
+
+    def persist(self, enable: bool = True) -> None:
+        """Keep the interface after the last fd closes (TUNSETPERSIST); False undoes it."""
+        self._backend.set_persist(check_bool(enable, "persist"))
+
+    def set_owner(self, uid: int) -> None:
+        """User that may attach to the device without CAP_NET_ADMIN (TUNSETOWNER)."""
+        self._backend.set_owner(check_uint(uid, "set_owner", 2**31 - 1))
+
+    def set_group(self, gid: int) -> None:
+        self._backend.set_group(check_uint(gid, "set_group", 2**31 - 1))
+
+    @property
+    def is_persistent(self) -> bool:
+        return self._backend.is_persistent()
+
+    @property
+    def tcp_gso(self) -> bool:
+        """TCP super-packets (TSO/GSO) cross this fd: frames carry a virtio-net header."""
+        return self._backend.tcp_gso
+
+    @property
+    def udp_gso(self) -> bool:
+        """UDP super-packets (USO) cross this fd too."""
+        return self._backend.udp_gso
+
+    @property
+    def packet_information(self) -> bool:
+        return self._backend.packet_information
+
+    @property
+    def multi_queue(self) -> bool:
+        return self._backend.multi_queue
+
+    def netns(self) -> NetNamespace:
+        """The network namespace the interface lives in now (Linux; close it when done)."""
+        getter = getattr(self._backend, "netns", None)
+        if getter is None:
+            self._backend.unsupported("netns", Capability.NETNS)
+        ns: NetNamespace = getter()
+        return ns
+
+    def try_clone(self) -> Self:
+        """Another queue of the same multi-queue interface, as an independent device."""
+        return type(self)(self._backend.try_clone())
+
+    def attach_queue(self, attach: bool = True) -> None:
+        """Attach (True) or detach (False) this queue of a multi-queue device (TUNSETQUEUE)."""
+        self._backend.attach_queue(check_bool(attach, "attach"))
+
+    # ---- lifetime ---------------------------------------------------------------------------
+    def close(self) -> None:
+        """Close the fd; a non-persistent interface disappears with its last queue."""
+        self._fd = -1
+        self._backend.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        backend = getattr(self, "_backend", None)
+        if backend is not None and backend.fd >= 0 and backend.owned:
+            warnings.warn(
+                f"unclosed {type(self).__name__} (fd {backend.fd}); closing it",
+                ResourceWarning,
+                stacklevel=2,
+            )
+            backend.close()
+
+    def __repr__(self) -> str:
+        if self._fd < 0:
+            return f"<{type(self).__name__} closed>"
+        try:
+            name = self.name
+        except OSError:
+            name = "?"
+        return f"<{type(self).__name__} {self.layer.kind} {name!r} fd={self._fd}>"
+
+
+class BorrowedSyncDevice(SyncDevice):
+    """A device over an fd someone else owns: close() forgets the fd but never closes it."""
+
+    @classmethod
+    def borrow_raw(cls, fd: int) -> BorrowedSyncDevice:
+        if isinstance(fd, bool) or not isinstance(fd, int):
+            raise TypeError(f"fd: expected an int, got {type(fd).__name__}")
+        return cls(backend_from_fd(fd, owned=False))
+
+    @classmethod
+    def from_fd(cls, fd: int) -> Self:
+        raise TypeError("BorrowedSyncDevice never owns its fd: use BorrowedSyncDevice.borrow_raw")

@@ -1,0 +1,93 @@
+"""Typed errors: every message says what went wrong and what to do about it."""
+
+from __future__ import annotations
+
+import errno as _errno
+
+
+class TunlabError(Exception):
+    """Base class of every error tunlab raises on purpose."""
+
+
+class DeviceError(TunlabError, OSError):
+    """A TUN/TAP device could not be created, configured or used."""
+
+    def __init__(self, message: str, err: int = _errno.EIO) -> None:
+        OSError.__init__(self, err, message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class DevicePermissionError(DeviceError, PermissionError):
+    """The operation needs a privilege (CAP_NET_ADMIN) this process lacks."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, _errno.EPERM)
+
+
+class TunUnavailableError(DeviceError, FileNotFoundError):
+    """The platform's TUN/TAP driver is missing."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, _errno.ENOENT)
+
+
+class InterfaceExistsError(DeviceError, FileExistsError):
+    """An interface of that name already exists and cannot be attached to."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, _errno.EEXIST)
+
+
+class InterfaceNotFoundError(DeviceError, FileNotFoundError):
+    """The interface behind a device is gone (removed or closed)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, _errno.ENODEV)
+
+
+class NamespaceNotFoundError(DeviceError, FileNotFoundError):
+    """A network namespace named by the caller does not exist."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, _errno.ENOENT)
+
+
+class OffloadUnavailableError(DeviceError):
+    """The kernel refused the requested offload features."""
+
+    def __init__(self, message: str, err: int = _errno.EOPNOTSUPP) -> None:
+        super().__init__(message, err)
+
+
+class UnsupportedOperationError(DeviceError):
+    """The operation does not exist on this platform or for this kind of device."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, _errno.EOPNOTSUPP)
+
+
+class DeviceClosedError(DeviceError):
+    """The device was closed (possibly while another task was waiting on it)."""
+
+    def __init__(self, message: str = "the device is closed") -> None:
+        super().__init__(message, _errno.EBADF)
+
+
+class LabError(TunlabError):
+    """A lab could not be validated, brought up, used or torn down."""
+
+
+class TopologyError(LabError, ValueError):
+    """A topology file or model is invalid; the message names the field path."""
+
+
+class DeployError(LabError, RuntimeError):
+    """A deploy step failed; everything already made was rolled back."""
+
+    def __init__(self, step: str, cause: BaseException) -> None:
+        super().__init__(f"step '{step}' failed: {cause}")
+        self.step = step
+        self.cause = cause
