@@ -76,6 +76,20 @@ class DeviceClosedError(DeviceError):
         super().__init__(message, _errno.EBADF)
 
 
+class SendMultipleError(DeviceError):
+    """Some frames of a send_multiple batch were refused; the others were written."""
+
+    def __init__(self, written: int, errors: list[OSError]) -> None:
+        first = errors[0]
+        super().__init__(
+            f"{len(errors)} frame(s) of the batch were refused ({first.strerror or first}); "
+            f"{written} bytes were written",
+            first.errno or 0,
+        )
+        self.written = written
+        self.errors = errors
+
+
 class LabError(TunlabError):
     """A lab could not be validated, brought up, used or torn down."""
 

@@ -10,7 +10,7 @@ import ipaddress
 import struct
 from dataclasses import dataclass
 
-from tunlab.devices.offload.checksum import checksum, ones_sum, pseudo_header_sum
+from tunlab.devices.offload.csum import checksum, ones_sum, pseudo_header_sum
 
 IPPROTO_ICMP = 1
 IPPROTO_TCP = 6

@@ -5,10 +5,11 @@ from __future__ import annotations
 import ipaddress
 import os
 import warnings
-from collections.abc import Sequence
+from collections.abc import MutableSequence, Sequence
 from typing import TYPE_CHECKING
 
 from tunlab.devices.backend import DeviceBackend, IPAddress, IPInterface
+from tunlab.devices.batch import RxQueue, check_batch_args, frames_to_send
 from tunlab.devices.capabilities import Capability
 from tunlab.devices.config import (
     check_bool,
@@ -23,8 +24,9 @@ from tunlab.devices.config import (
 )
 from tunlab.devices.interrupt import InterruptEvent, wait_fd
 from tunlab.devices.layer import Layer
+from tunlab.devices.offload import GROTable
 from tunlab.devices.platform import backend_from_fd
-from tunlab.errors import DeviceClosedError
+from tunlab.errors import DeviceClosedError, SendMultipleError
 
 if TYPE_CHECKING:
     from typing_extensions import Self
@@ -43,6 +45,8 @@ class SyncDevice:
         self._backend = backend
         self._fd = backend.fd
         self._raw = backend.raw_io
+        self._rx = RxQueue()
+        self._rxbuf = bytearray(backend.max_frame_size)
 
     # ---- ownership --------------------------------------------------------------------------
     @classmethod
@@ -119,6 +123,60 @@ class SyncDevice:
         if not self._raw:
             self._backend.unsupported("send_vectored")
         return os.writev(self.fileno(), buffers)
+
+    # ---- batches (offload) -------------------------------------------------------------------
+    def recv_multiple(
+        self,
+        bufs: Sequence[bytearray | memoryview],
+        sizes: MutableSequence[int],
+        offset: int = 0,
+    ) -> int:
+        """Read once and deliver the IP packets it holds into bufs[i][offset:], lengths in sizes.
+
+        With offload one read brings a super-packet that is split into up to ~45 packets; those
+        that do not fit in bufs wait for the next call (nothing is dropped). Without offload it
+        moves one packet. Returns how many packets were delivered.
+        """
+        check_batch_args(bufs, sizes, offset, vnet=False, send=False)
+        if not self._rx.pending:
+            n = self.recv_into(self._rxbuf)
+            self._rx.feed(
+                memoryview(self._rxbuf)[:n], vnet=self._backend.vnet_hdr, layer=self.layer
+            )
+        return self._rx.drain_into(bufs, sizes, offset)
+
+    def send_multiple(
+        self,
+        gro_table: GROTable | None,
+        bufs: Sequence[bytes | bytearray | memoryview],
+        offset: int,
+    ) -> int:
+        """Write a batch: each bufs[i][offset:] is one IP packet (Ethernet frame for TAP).
+
+        With offload the batch is coalesced first (GRO: TCP, and UDP when USO is active), so a
+        flow's segments cross the fd as one super-packet; offset must leave room for the
+        10-byte header (>= VIRTIO_NET_HDR_LEN), as in tun-rs, but the caller's buffers are never
+        modified. Returns the bytes written (headers included). If a write fails the rest are
+        still written and a SendMultipleError reports the failures.
+        """
+        vnet = self._backend.vnet_hdr
+        check_batch_args(bufs, None, offset, vnet=vnet, send=True)
+        frames = frames_to_send(
+            bufs, offset, vnet=vnet, layer=self.layer, udp_gro=self.udp_gso, table=gro_table
+        )
+        fd = self.fileno()
+        written = 0
+        errors: list[OSError] = []
+        for frame in frames:
+            try:
+                written += os.write(fd, frame)
+            except BlockingIOError:
+                raise
+            except OSError as exc:
+                errors.append(exc)
+        if errors:
+            raise SendMultipleError(written, errors)
+        return written
 
     def set_nonblocking(self, nonblocking: bool) -> None:
         os.set_blocking(self.fileno(), not check_bool(nonblocking, "nonblocking"))

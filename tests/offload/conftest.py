@@ -1,0 +1,3 @@
+from tests.offload.helpers import accel
+
+__all__ = ["accel"]

@@ -1,0 +1,103 @@
+"""recv_multiple/send_multiple: the pure steps around one read or a batch of writes.
+
+Kept apart from the I/O so the sync and async devices share them: a read becomes packets
+(split super-packets, kept in a queue so nothing is lost when the caller's buffers run out),
+and a batch of packets becomes frames to write (coalesced when offload is on).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import MutableSequence, Sequence
+
+from tunlab.devices.layer import Layer
+from tunlab.devices.offload import GROTable, VirtioNetHdr, coalesce
+from tunlab.devices.offload.gso import link_header_len, split, split_frame
+from tunlab.devices.offload.virtio import VIRTIO_NET_HDR_LEN
+
+Bytes = bytes | bytearray | memoryview
+
+
+class RxQueue:
+    """Packets split from super-packets, waiting for the caller's buffers."""
+
+    def __init__(self) -> None:
+        self.pending: deque[bytes] = deque()
+
+    def feed(self, frame: Bytes, *, vnet: bool, layer: Layer) -> None:
+        """Turn one frame read from the fd into packets (or frames, for TAP)."""
+        if not vnet:
+            self.pending.append(bytes(frame))
+            return
+        if len(frame) <= VIRTIO_NET_HDR_LEN:
+            raise ValueError(f"read {len(frame)} bytes: shorter than a virtio-net header")
+        hdr = VirtioNetHdr.decode(frame)
+        body = memoryview(frame)[VIRTIO_NET_HDR_LEN:]
+        if layer is Layer.L2:
+            self.pending.extend(split_frame(hdr, body))
+        else:
+            self.pending.extend(split(hdr, body))
+
+    def drain_into(
+        self, bufs: Sequence[bytearray | memoryview], sizes: MutableSequence[int], offset: int
+    ) -> int:
+        """Copy queued packets into bufs[i][offset:], their lengths into sizes[i]."""
+        count = 0
+        pending = self.pending
+        while pending and count < len(bufs):
+            pkt = pending[0]
+            buf = bufs[count]
+            room = len(buf) - offset
+            if room < len(pkt):
+                if count:
+                    break  # deliver what fits now; the rest waits for the next call
+                raise ValueError(
+                    f"bufs[0] holds {room} bytes after offset {offset} but the next packet has "
+                    f"{len(pkt)}: give buffers of at least {len(pkt) + offset} bytes"
+                )
+            buf[offset : offset + len(pkt)] = pkt
+            sizes[count] = len(pkt)
+            pending.popleft()
+            count += 1
+        return count
+
+
+def check_batch_args(
+    bufs: Sequence[object], sizes: Sequence[int] | None, offset: int, *, vnet: bool, send: bool
+) -> None:
+    if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
+        raise ValueError(f"offset: expected a non-negative int, got {offset!r}")
+    if not bufs:
+        raise ValueError("bufs is empty")
+    if sizes is not None and len(sizes) < len(bufs):
+        raise ValueError(f"sizes has {len(sizes)} entries for {len(bufs)} buffers")
+    if send and vnet and offset < VIRTIO_NET_HDR_LEN:
+        raise ValueError(
+            f"offset {offset}: with offload each buffer keeps room for the "
+            f"{VIRTIO_NET_HDR_LEN}-byte virtio-net header in front (offset >= {VIRTIO_NET_HDR_LEN})"
+        )
+
+
+def frames_to_send(
+    bufs: Sequence[Bytes],
+    offset: int,
+    *,
+    vnet: bool,
+    layer: Layer,
+    udp_gro: bool,
+    table: GROTable | None,
+) -> list[Bytes]:
+    """What to write for a batch: the packets themselves, or coalesced frames with offload.
+
+    The caller's buffers are never modified.
+    """
+    packets = [memoryview(b)[offset:] for b in bufs]
+    if not vnet:
+        return list(packets)
+    l2 = 0
+    if layer is Layer.L2:
+        l2 = 14  # frames with VLAN tags are written alone (not coalesced)
+        for p in packets:
+            if len(p) >= 14 and link_header_len(p) != 14:
+                return [b"\0" * VIRTIO_NET_HDR_LEN + bytes(p) for p in packets]
+    return list(coalesce(packets, udp_gro=udp_gro, table=table, l2_len=l2))
