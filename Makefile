@@ -42,6 +42,7 @@ unit: system-deps $(STAMP)
 test: lint typecheck unit
 
 bench: system-deps $(STAMP)
+	$(PY) -m pip install -q --disable-pip-version-check -e '.[dev,bench]'
 	$(PY) -m benchmarks
 
 clean:

@@ -1,0 +1,255 @@
+"""Relay benchmark (the tun-benchmark2 method): two TUN devices in two namespaces, one relay
+process between them, iperf3 across. Every variant runs in the same invocation, so ratios
+compare like with like on this machine."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from tunlab import DeviceBuilder
+from tunlab.netns import NetNamespace
+
+HERE = Path(__file__).resolve().parent
+BUILD = HERE / ".build"
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+A_NET, B_NET = "198.18.102", "198.18.103"
+
+
+@dataclass
+class Result:
+    name: str
+    gbps: float
+    retransmits: int
+    relay_cpu: float | None  # % of one core (user + system)
+    note: str = ""
+    relay_usr: float | None = None  # % of one core spent in user space (the interpreter)
+
+
+def c_relay() -> Path:
+    """Compile the minimal C relay (the native ceiling) at bench time."""
+    BUILD.mkdir(exist_ok=True)
+    exe = BUILD / "tunrelay"
+    subprocess.run(["gcc", "-O2", "-pthread", "-o", str(exe), str(HERE / "tunrelay.c")], check=True)
+    return exe
+
+
+def _cpu_ticks(pids: list[int]) -> tuple[int, int]:
+    """(user, system) clock ticks of every thread of these processes."""
+    usr = sys_ = 0
+    for pid in pids:
+        for task in os.listdir(f"/proc/{pid}/task"):
+            with contextlib.suppress(OSError), open(f"/proc/{pid}/task/{task}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+                usr += int(fields[11])
+                sys_ += int(fields[12])
+    return usr, sys_
+
+
+@contextlib.contextmanager
+def two_namespaces(tag: str) -> Iterator[tuple[NetNamespace, NetNamespace]]:
+    a = NetNamespace.create(f"tlbench-{os.getpid()}-{tag}-a")
+    b = NetNamespace.create(f"tlbench-{os.getpid()}-{tag}-b")
+    try:
+        yield a, b
+    finally:
+        a.delete()
+        b.delete()
+
+
+def _configure(ns: NetNamespace, ifname: str, addr: str, peer_net: str) -> None:
+    with ns.iproute() as ipr:
+        idx = ipr.link_lookup(ifname=ifname)[0]
+        ipr.addr("add", index=idx, address=addr, prefixlen=24)
+        ipr.link("set", index=idx, state="up")
+        if peer_net:
+            ipr.route("add", dst=peer_net, oif=idx)
+
+
+def iperf(a: NetNamespace, b: NetNamespace, server_addr: str, seconds: int) -> tuple[float, int]:
+    server = b.popen(
+        ["iperf3", "-s", "-1", "-B", server_addr],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        for _ in range(50):
+            if a.run(["ping", "-c1", "-W1", server_addr], timeout=5).returncode == 0:
+                break
+            time.sleep(0.1)
+        time.sleep(0.3)
+        out = a.run(["iperf3", "-c", server_addr, "-t", str(seconds), "-J"], timeout=seconds + 30)
+        report = json.loads(out.stdout)
+        if "error" in report:
+            raise RuntimeError(report["error"])
+        end = report["end"]
+        return end["sum_received"]["bits_per_second"] / 1e9, int(
+            end["sum_sent"].get("retransmits", 0)
+        )
+    finally:
+        server.kill()
+        server.wait()
+
+
+def veth_ceiling(seconds: int) -> Result:
+    with two_namespaces("veth") as (a, b):
+        with a.iproute() as ipr:
+            ipr.link(
+                "add", ifname="veth-a", kind="veth", peer={"ifname": "veth-b", "net_ns_fd": b.path}
+            )
+        _configure(a, "veth-a", f"{A_NET}.1", "")
+        _configure(b, "veth-b", f"{A_NET}.2", "")
+        gbps, retr = iperf(a, b, f"{A_NET}.2", seconds)
+        return Result("(1) veth pair, no relay (kernel ceiling)", gbps, retr, None)
+
+
+def relay_run(
+    name: str, argv_for: object, offload: bool, seconds: int, *, own_devices: bool = False
+) -> Result:
+    with two_namespaces(str(abs(hash(name)) % 10000)) as (a, b):
+        pass_fds: tuple[int, ...] = ()
+        devs = []
+        if not own_devices:
+            devs = [
+                DeviceBuilder().name("tuna").offload(offload).netns(a.name).build_sync(),
+                DeviceBuilder().name("tunb").offload(offload).netns(b.name).build_sync(),
+            ]
+            pass_fds = tuple(d.fileno() for d in devs)
+            argv = argv_for(*pass_fds)  # type: ignore[operator]
+        else:
+            argv = argv_for(a.name, b.name)  # type: ignore[operator]
+        proc = subprocess.Popen(argv, pass_fds=pass_fds, stdout=subprocess.PIPE, cwd=HERE.parent)
+        pids = [proc.pid]
+        try:
+            line = proc.stdout.readline().decode().split() if proc.stdout else []
+            if not line or line[0] != "READY":
+                raise RuntimeError(f"{name}: relay did not start")
+            pids += [int(x) for x in line[1:]]
+            for d in devs:
+                d.close()  # the relay holds the only fds now
+            _configure(a, "tuna", f"{A_NET}.1", f"{B_NET}.0/24")
+            _configure(b, "tunb", f"{B_NET}.1", f"{A_NET}.0/24")
+            t0, (u0, s0) = time.monotonic(), _cpu_ticks(pids)
+            gbps, retr = iperf(a, b, f"{B_NET}.1", seconds)
+            u1, s1 = _cpu_ticks(pids)
+            wall = time.monotonic() - t0
+            cpu = (u1 - u0 + s1 - s0) / CLK_TCK / wall * 100
+            return Result(name, gbps, retr, cpu, relay_usr=(u1 - u0) / CLK_TCK / wall * 100)
+        finally:
+            for pid in pids:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, 9)
+            proc.wait()
+
+
+def run(seconds: int = 10, repeat: int = 3) -> list[Result]:
+    """Every variant `repeat` times, interleaved (so drift hits all alike); medians reported."""
+    py = sys.executable
+    exe = c_relay()
+
+    def worker(mode: str) -> object:
+        return lambda fa, fb: [py, "-m", "benchmarks.relay_worker", mode, str(fa), str(fb)]
+
+    def c(fa: int, fb: int) -> list[str]:
+        return [str(exe), str(fa), str(fb)]
+
+    runs: list[tuple[str, object, bool, bool]] = [
+        ("(2a) C relay, plain", c, False, False),
+        ("(2b) C relay, vnet header (offload)", c, True, False),
+        ("(3) tunlab relay, plain (process workers)", worker("processes"), False, False),
+        ("(3t) tunlab relay, plain (thread workers)", worker("threads"), False, False),
+        (
+            "(4) tunlab relay, super-packets passed through (process workers)",
+            worker("processes"),
+            True,
+            False,
+        ),
+        (
+            "(4t) tunlab relay, super-packets passed through (thread workers)",
+            worker("threads"),
+            True,
+            False,
+        ),
+        ("(5) tunlab relay, recv_multiple/send_multiple", worker("batch"), True, False),
+        (
+            "(7) tunlab async relay (asyncio), super-packets passed through",
+            worker("async"),
+            True,
+            False,
+        ),
+        (
+            "(7u) tunlab async relay (uvloop), super-packets passed through",
+            worker("uvloop"),
+            True,
+            False,
+        ),
+        ("(8) tunlab framed relay (asyncio, split + coalesce)", worker("framed"), True, False),
+    ]
+    try:
+        import pytun  # noqa: F401
+
+        pyt = lambda na, nb: [py, "-m", "benchmarks.relay_worker", "pytun", na, nb]  # noqa: E731
+        runs.append(("(6) python-pytun relay, plain", pyt, False, True))
+    except ImportError:
+        print("python-pytun is not installed: variant (6) skipped", file=sys.stderr)
+    samples: dict[str, list[Result]] = {}
+    for round_ in range(repeat):
+        samples.setdefault("veth", []).append(veth_ceiling(seconds))
+        for name, argv, offload, own in runs:
+            print(f"  round {round_ + 1}/{repeat}: {name}", file=sys.stderr, flush=True)
+            samples.setdefault(name, []).append(
+                relay_run(name, argv, offload, seconds, own_devices=own)
+            )
+    return [_median(rs) for rs in samples.values()]
+
+
+def _median(results: list[Result]) -> Result:
+    ordered = sorted(results, key=lambda r: r.gbps)
+    mid = ordered[len(ordered) // 2]
+    spread = f"{ordered[0].gbps:.2f}-{ordered[-1].gbps:.2f}" if len(ordered) > 1 else ""
+    return Result(mid.name, mid.gbps, mid.retransmits, mid.relay_cpu, spread, mid.relay_usr)
+
+
+def report(results: list[Result]) -> str:
+    by = {r.name.split(")")[0] + ")": r for r in results}
+    ratio_base = {
+        "(3)": "(2a)",
+        "(3t)": "(2a)",
+        "(4)": "(2b)",
+        "(4t)": "(2b)",
+        "(5)": "(4)",
+        "(6)": "(2a)",
+        "(2a)": "(1)",
+        "(2b)": "(1)",
+    }
+    lines = [
+        "| variant | Gbit/s (median) | range | retransmits | relay CPU % (user) | ratio |",
+        "|---|---:|---:|---:|---:|---|",
+    ]
+    for r in results:
+        key = r.name.split(")")[0] + ")"
+        base = by.get(ratio_base.get(key, ""))
+        ratio = f"{r.gbps / base.gbps:.2f}x of {ratio_base[key]}" if base and base.gbps else ""
+        cpu = f"{r.relay_cpu:.0f} ({r.relay_usr:.0f})" if r.relay_cpu is not None else "-"
+        lines.append(f"| {r.name} | {r.gbps:.2f} | {r.note} | {r.retransmits} | {cpu} | {ratio} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    if shutil.which("iperf3") is None:
+        sys.exit("iperf3 is missing: apt-get install iperf3 (make bench installs it)")
+    seconds = int(os.environ.get("BENCH_SECONDS", "10"))
+    repeat = int(os.environ.get("BENCH_REPEAT", "3"))
+    print(report(run(seconds, repeat)))
+
+
+if __name__ == "__main__":
+    main()

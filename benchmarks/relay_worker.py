@@ -1,0 +1,100 @@
+"""Relay processes measured by benchmarks/relay.py (each prints READY [pids], then relays).
+
+usage: python -m benchmarks.relay_worker MODE FD_A FD_B
+       (MODE: threads, processes, batch, async, uvloop, framed)
+       python -m benchmarks.relay_worker pytun NS_A NS_B  (python-pytun creates its own devices)
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+
+
+def tunlab_relay(fd_a: int, fd_b: int, mode: str) -> None:
+    from tunlab import SyncDevice
+    from tunlab.relay import Relay
+
+    a, b = SyncDevice.from_fd(fd_a), SyncDevice.from_fd(fd_b)
+    if mode == "processes":
+        relay = Relay(a, b, workers="processes").start()
+    else:
+        relay = Relay(a, b, mode="batch" if mode == "batch" else "passthrough").start()
+    print("READY", *relay.pids, flush=True)
+    threading.Event().wait()  # until the harness kills us (process workers die with us)
+
+
+def tunlab_async(fd_a: int, fd_b: int, mode: str) -> None:
+    """Both directions in one event loop: frames with their headers pass through unchanged."""
+    import asyncio
+
+    from tunlab import AsyncDevice
+
+    async def pump(src: AsyncDevice, dst: AsyncDevice) -> None:
+        if mode == "framed":
+            reader, writer = src.framed(), dst.framed_writer()
+            async for packet in reader:
+                await writer.send(packet)
+                if not src._rx.pending:
+                    await writer.flush()
+        else:
+            recv, send = src.recv, dst.send
+            while True:
+                frame = await recv()
+                try:
+                    await send(frame)
+                except OSError:
+                    pass
+
+    async def main() -> None:
+        a, b = AsyncDevice.from_fd(fd_a), AsyncDevice.from_fd(fd_b)
+        print("READY", flush=True)
+        await asyncio.gather(pump(a, b), pump(b, a))
+
+    if mode == "uvloop":
+        import uvloop
+
+        uvloop.run(main())
+    else:
+        asyncio.run(main())
+
+
+def pytun_relay(ns_a: str, ns_b: str) -> None:
+    """The Python peer, used the way its README shows: read() a packet, write() it."""
+    import pytun
+
+    from tunlab.netns import NetNamespace
+
+    flags = pytun.IFF_TUN | pytun.IFF_NO_PI
+
+    def make(ns: str, name: str) -> object:
+        return NetNamespace.open(ns).call(pytun.TunTapDevice, name=name, flags=flags)
+
+    a, b = make(ns_a, "tuna"), make(ns_b, "tunb")
+
+    def pump(src: object, dst: object) -> None:
+        read, write = src.read, dst.write  # type: ignore[attr-defined]
+        while True:
+            frame = read(65536)
+            try:
+                write(frame)
+            except pytun.Error:
+                pass  # e.g. the other side is not up yet: dropped, as the C relay does
+
+    threading.Thread(target=pump, args=(b, a), daemon=True).start()
+    print("READY", flush=True)
+    pump(a, b)
+
+
+def main() -> None:
+    mode = sys.argv[1]
+    if mode == "pytun":
+        pytun_relay(sys.argv[2], sys.argv[3])
+    elif mode in ("async", "uvloop", "framed"):
+        tunlab_async(int(sys.argv[2]), int(sys.argv[3]), mode)
+    else:
+        tunlab_relay(int(sys.argv[2]), int(sys.argv[3]), mode)
+
+
+if __name__ == "__main__":
+    main()
