@@ -2,6 +2,7 @@
 
 from tunlab.devices import (
     PACKET_INFORMATION_LENGTH,
+    AsyncDevice,
     BorrowedSyncDevice,
     Capability,
     DeviceBuilder,
@@ -26,6 +27,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "PACKET_INFORMATION_LENGTH",
+    "AsyncDevice",
     "BorrowedSyncDevice",
     "Capability",
     "DeviceBuilder",

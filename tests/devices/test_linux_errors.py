@@ -60,6 +60,7 @@ def test_failure_after_creation_removes_the_half_made_device(ns) -> None:
     with pytest.raises(DeviceError) as info:
         builder.build_sync()
     assert "adding address 2001:db8:20::1/64" in str(info.value)
+    assert "IPv6 is disabled" in str(info.value)
     assert "thalf" not in link_names(ns)
     assert fd_count() == before
 

@@ -1,5 +1,6 @@
 """tunlab.devices: native TUN/TAP devices (sync and async), with Linux offload."""
 
+from tunlab.devices.aio import AsyncDevice, Framed
 from tunlab.devices.backend import DeviceBackend
 from tunlab.devices.builder import DeviceBuilder
 from tunlab.devices.capabilities import Capability
@@ -33,10 +34,12 @@ __all__ = [
     "VIRTIO_NET_HDR_GSO_UDP",
     "VIRTIO_NET_HDR_GSO_UDP_L4",
     "VIRTIO_NET_HDR_LEN",
+    "AsyncDevice",
     "BorrowedSyncDevice",
     "Capability",
     "DeviceBackend",
     "DeviceBuilder",
+    "Framed",
     "GROTable",
     "InterruptEvent",
     "Layer",

@@ -27,6 +27,7 @@ from tunlab.devices.sync import SyncDevice
 if TYPE_CHECKING:
     from typing_extensions import Self
 
+    from tunlab.devices.aio import AsyncDevice
     from tunlab.netns import NetNamespace
 
 
@@ -150,6 +151,15 @@ class DeviceBuilder:
             device.backend.destroy_on_failure()
             raise
         return device
+
+    async def build_async(self) -> AsyncDevice:
+        """`await builder.build_async()`: build_sync() in a worker thread, as an AsyncDevice.
+
+        Creation and netlink configuration take milliseconds; they never block the event loop.
+        """
+        from tunlab.devices.aio import AsyncDevice, run_in_thread
+
+        return AsyncDevice(await run_in_thread(self.build_sync))
 
 
 def configure(device: SyncDevice, cfg: DeviceConfig) -> None:

@@ -7,15 +7,18 @@ namespace with TUNGETDEVNETNS, so it keeps working after the interface moves.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import errno
 import fcntl
+import functools
 import ipaddress
 import os
 import socket
 import struct
-from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any, ClassVar
+import threading
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from tunlab.devices.backend import DeviceBackend, IPAddress, IPInterface
 from tunlab.devices.capabilities import Capability
@@ -36,6 +39,7 @@ from tunlab.netns import NetNamespace, call_in_netns
 if TYPE_CHECKING:
     from pyroute2 import IPRoute
 
+T = TypeVar("T")
 TUN_PATH = "/dev/net/tun"
 IFA_F_NODAD = 0x02
 VNET_HDR_LEN = 10
@@ -109,6 +113,37 @@ def _setiff_error(exc: OSError, name: str, kind: str, ns: NetNamespace | None) -
             f"it, or attach with the same layer and flags (multi_queue for several fds)"
         )
     return DeviceError(f"TUNSETIFF for '{label}' in {where} failed: {exc.strerror}", exc.errno or 0)
+
+
+def _off_loop(fn: Callable[..., T]) -> Callable[..., T]:
+    """Run a netlink-using method in a worker thread when an asyncio loop runs in this one.
+
+    pyroute2's synchronous IPRoute drives its own event loop and refuses to start inside a
+    running one; a SyncDevice used from async code would otherwise fail with a confusing error.
+    """
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> T:
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return fn(*args, **kwargs)
+        box: dict[str, Any] = {}
+
+        def work() -> None:
+            try:
+                box["value"] = fn(*args, **kwargs)
+            except BaseException as exc:
+                box["error"] = exc
+
+        thread = threading.Thread(target=work, name="tunlab-netlink", daemon=True)
+        thread.start()
+        thread.join()
+        if "error" in box:
+            raise box["error"]
+        return box["value"]  # type: ignore[no-any-return]
+
+    return wrapper
 
 
 def _netlink_error(operation: str, exc: Exception, name: str) -> DeviceError:
@@ -213,6 +248,7 @@ class LinuxDevice(DeviceBackend):
             dev.tcp_gso = True  # the kernel may hand over TSO super-packets on this fd
         return dev
 
+    @_off_loop
     def _netlink_packet_information(self) -> bool:
         try:
             with self._netlink() as (ipr, index, _name):
@@ -374,6 +410,7 @@ class LinuxDevice(DeviceBackend):
         finally:
             ipr.close()
 
+    @_off_loop
     def _link_attr(self, attr: str) -> Any:
         with self._netlink() as (ipr, index, name):
             try:
@@ -384,6 +421,7 @@ class LinuxDevice(DeviceBackend):
                 return msg["flags"]
             return msg.get(attr)
 
+    @_off_loop
     def _link_set(self, operation: str, **kwargs: Any) -> None:
         with self._netlink() as (ipr, index, name):
             try:
@@ -393,10 +431,12 @@ class LinuxDevice(DeviceBackend):
             except Exception as exc:
                 raise _netlink_error(operation, exc, name) from None
 
+    @_off_loop
     def if_index(self) -> int:
         with self._netlink() as (_ipr, index, _name):
             return index
 
+    @_off_loop
     def set_name(self, name: str) -> None:
         check_name(name)
         with self._netlink() as (ipr, index, old):
@@ -459,6 +499,7 @@ class LinuxDevice(DeviceBackend):
             out.append((ipaddress.ip_interface(f"{local}/{msg['prefixlen']}"), msg))
         return out
 
+    @_off_loop
     def addresses(self) -> list[IPInterface]:
         with self._netlink() as (ipr, index, name):
             try:
@@ -486,17 +527,31 @@ class LinuxDevice(DeviceBackend):
         }
         self._add_address(str(interface), kwargs)
 
+    @_off_loop
     def _add_address(self, label: str, kwargs: dict[str, Any]) -> None:
         with self._netlink() as (ipr, index, name):
             try:
                 ipr.addr("add", index=index, **kwargs)
             except Exception as exc:
-                if getattr(exc, "code", None) == errno.EEXIST:
+                code = getattr(exc, "code", None)
+                if code == errno.EEXIST:
                     raise DeviceError(
                         f"address {label} is already on '{name}'", errno.EEXIST
                     ) from None
+                if code in (errno.EACCES, errno.EINVAL) and ":" in label:
+                    mtu = ipr.link("get", index=index)[0].get_attr("IFLA_MTU")
+                    if mtu is not None and mtu < 1280:
+                        why = f"IPv6 is disabled on it: it needs MTU >= 1280 (MTU is {mtu})"
+                    elif code == errno.EACCES:
+                        why = "IPv6 is disabled on it (net.ipv6.conf.*.disable_ipv6=1)"
+                    else:
+                        why = os.strerror(code)
+                    raise DeviceError(
+                        f"adding address {label} on '{name}' failed: {why}", code
+                    ) from None
                 raise _netlink_error(f"adding address {label}", exc, name) from None
 
+    @_off_loop
     def remove_address(self, address: IPAddress) -> None:
         with self._netlink() as (ipr, index, name):
             matches = [m for iface, m in self._dump_addresses(ipr, index) if iface.ip == address]
@@ -519,6 +574,7 @@ class LinuxDevice(DeviceBackend):
         found = [(i, m) for i, m in self._dump_addresses(ipr, index) if i.version == 4]
         return sorted(found, key=lambda pair: pair[0].ip)
 
+    @_off_loop
     def broadcast(self) -> ipaddress.IPv4Address | None:
         with self._netlink() as (ipr, index, _name):
             v4 = self._v4_messages(ipr, index)
@@ -526,6 +582,7 @@ class LinuxDevice(DeviceBackend):
                 return None
             return ipaddress.IPv4Address(v4[0][1].get("IFA_BROADCAST"))
 
+    @_off_loop
     def set_broadcast(self, address: ipaddress.IPv4Address) -> None:
         """Set the broadcast of the IPv4 address whose subnet holds it (else the first one)."""
         with self._netlink() as (ipr, index, name):
