@@ -10,7 +10,7 @@ import os
 import platform
 import sys
 
-SUITES = ["relay"]
+SUITES = ["relay", "topology"]
 
 
 def machine() -> str:

@@ -91,9 +91,7 @@ def iperf(a: NetNamespace, b: NetNamespace, server_addr: str, seconds: int) -> t
         if "error" in report:
             raise RuntimeError(report["error"])
         end = report["end"]
-        return end["sum_received"]["bits_per_second"] / 1e9, int(
-            end["sum_sent"].get("retransmits", 0)
-        )
+        return end["sum_received"]["bits_per_second"] / 1e9, int(end["sum_sent"].get("retransmits", 0))
     finally:
         server.kill()
         server.wait()
@@ -102,9 +100,7 @@ def iperf(a: NetNamespace, b: NetNamespace, server_addr: str, seconds: int) -> t
 def veth_ceiling(seconds: int) -> Result:
     with two_namespaces("veth") as (a, b):
         with a.iproute() as ipr:
-            ipr.link(
-                "add", ifname="veth-a", kind="veth", peer={"ifname": "veth-b", "net_ns_fd": b.path}
-            )
+            ipr.link("add", ifname="veth-a", kind="veth", peer={"ifname": "veth-b", "net_ns_fd": b.path})
         _configure(a, "veth-a", f"{A_NET}.1", "")
         _configure(b, "veth-b", f"{A_NET}.2", "")
         gbps, retr = iperf(a, b, f"{A_NET}.2", seconds)
@@ -205,9 +201,7 @@ def run(seconds: int = 10, repeat: int = 3) -> list[Result]:
         samples.setdefault("veth", []).append(veth_ceiling(seconds))
         for name, argv, offload, own in runs:
             print(f"  round {round_ + 1}/{repeat}: {name}", file=sys.stderr, flush=True)
-            samples.setdefault(name, []).append(
-                relay_run(name, argv, offload, seconds, own_devices=own)
-            )
+            samples.setdefault(name, []).append(relay_run(name, argv, offload, seconds, own_devices=own))
     return [_median(rs) for rs in samples.values()]
 
 

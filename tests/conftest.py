@@ -42,6 +42,19 @@ def _root_snapshot() -> dict[str, set[tuple[object, ...]]]:
 
 
 @pytest.fixture(scope="session", autouse=True)
+def private_run_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Lab state files of this test run live in a private directory, not /run/tunlab."""
+    path = str(tmp_path_factory.mktemp("tunlab-run"))
+    old = os.environ.get("TUNLAB_RUN_DIR")
+    os.environ["TUNLAB_RUN_DIR"] = path
+    yield path
+    if old is None:
+        os.environ.pop("TUNLAB_RUN_DIR", None)
+    else:
+        os.environ["TUNLAB_RUN_DIR"] = old
+
+
+@pytest.fixture(scope="session", autouse=True)
 def root_namespace_unchanged() -> Iterator[None]:
     """Fail the run if any test added or removed links, addresses or routes in the root ns."""
     if not IS_ROOT:

@@ -64,9 +64,7 @@ def _setns(fd: int) -> None:
     if _lib().setns(fd, CLONE_NEWNET) != 0:
         err = ctypes.get_errno()
         if err == errno.EPERM:
-            raise PermissionError(
-                err, "entering a network namespace needs CAP_SYS_ADMIN: run as root"
-            )
+            raise PermissionError(err, "entering a network namespace needs CAP_SYS_ADMIN: run as root")
         _raise_errno("setns")
 
 
@@ -135,8 +133,18 @@ class NetNamespace:
 
     # ---- construction -------------------------------------------------------------------
     @classmethod
-    def create(cls, name: str, run_dir: str = NETNS_RUN_DIR) -> NetNamespace:
-        """Create a new named namespace (like `ip netns add NAME`), with loopback up."""
+    def create(
+        cls,
+        name: str,
+        run_dir: str = NETNS_RUN_DIR,
+        sysctls: dict[str, str] | None = None,
+        setup: Callable[[], None] | None = None,
+    ) -> NetNamespace:
+        """Create a new named namespace (like `ip netns add NAME`), with loopback up.
+
+        sysctls (net.* keys) are written, and setup() is called, by the creating thread inside
+        the new namespace before anything else exists in it (no extra thread per step).
+        """
         _validate_name(name)
         _ensure_run_dir(run_dir)
         path = os.path.join(run_dir, name)
@@ -154,6 +162,11 @@ class NetNamespace:
             if libc.mount(b"/proc/thread-self/ns/net", path.encode(), b"none", _MS_BIND, None):
                 _raise_errno(f"bind-mounting the new namespace on {path}")
             _loopback_up()
+            for key, value in (sysctls or {}).items():
+                with open(_sysctl_path(key), "w") as f:
+                    f.write(str(value))
+            if setup is not None:
+                setup()
             return os.open(path, os.O_RDONLY | os.O_CLOEXEC)
 
         box: dict[str, Any] = {}
@@ -187,9 +200,7 @@ class NetNamespace:
             hint = "check the path"
             if name:
                 hint = f"create it first (NetNamespace.create({spec!r}) or `ip netns add {spec}`)"
-            raise NamespaceNotFoundError(
-                f"network namespace {spec!r} does not exist: {hint}"
-            ) from None
+            raise NamespaceNotFoundError(f"network namespace {spec!r} does not exist: {hint}") from None
         ns = cls(path, name=name, fd=fd)
         try:
             ns._check_is_netns()

@@ -132,9 +132,7 @@ def ipv6_header(
     traffic_class: int = 0,
 ) -> bytes:
     first = (6 << 28) | (traffic_class << 20)
-    return struct.pack(
-        "!IHBB16s16s", first, payload_len, next_header, hop_limit, src.packed, dst.packed
-    )
+    return struct.pack("!IHBB16s16s", first, payload_len, next_header, hop_limit, src.packed, dst.packed)
 
 
 def ip_packet(src: IPAddress, dst: IPAddress, proto: int, payload: bytes, **kw: int) -> bytes:

@@ -11,19 +11,23 @@ direction: blocking read/write loops that share no GIL (the fastest for per-pack
 from __future__ import annotations
 
 import errno
+import mmap
 import os
 import select
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from tunlab.devices.interrupt import InterruptEvent
 from tunlab.devices.offload import IDEAL_BATCH_SIZE, VIRTIO_NET_HDR_LEN, GROTable
 from tunlab.devices.sync import SyncDevice
+from tunlab.relay_worker import STATS_SIZE
 
 PacketHook = Callable[[str, list[bytes]], list[bytes]]
+_WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "relay_worker.py")
 
 
 @dataclass
@@ -60,9 +64,7 @@ class Relay:
         if hook is not None and mode != "batch":
             raise ValueError("a packet hook needs mode='batch' (packets are split first)")
         if a.backend.vnet_hdr != b.backend.vnet_hdr and mode == "passthrough":
-            raise ValueError(
-                "passthrough needs offload on both devices or on neither; use mode='batch'"
-            )
+            raise ValueError("passthrough needs offload on both devices or on neither; use mode='batch'")
         if a.layer is not b.layer:
             raise ValueError("both devices must have the same layer (TUN with TUN, TAP with TAP)")
         self.a, self.b = a, b
@@ -71,6 +73,7 @@ class Relay:
         self.workers = workers
         self.name = name
         self._procs: list[subprocess.Popen[bytes]] = []
+        self._shared: mmap.mmap | None = None
         self.stats = {"a->b": DirectionStats(), "b->a": DirectionStats()}
         self._stop = InterruptEvent()
         self._threads: list[threading.Thread] = []
@@ -104,12 +107,53 @@ class Relay:
 
     def _start_processes(self) -> Relay:
         parent = str(os.getpid())
-        for src, dst in ((self.a, self.b), (self.b, self.a)):
-            fds = (src.fileno(), dst.fileno())
-            argv = [sys.executable, "-m", "tunlab.relay_worker", *map(str, fds)]
-            argv += [str(self._read_size(src)), parent]
-            self._procs.append(subprocess.Popen(argv, pass_fds=fds, stdin=subprocess.DEVNULL))
+        stats_fd = os.memfd_create("tunlab-relay-stats", os.MFD_CLOEXEC)
+        os.ftruncate(stats_fd, STATS_SIZE)
+        self._shared = mmap.mmap(stats_fd, STATS_SIZE)
+        try:
+            for slot, (src, dst) in enumerate(((self.a, self.b), (self.b, self.a))):
+                fds = (src.fileno(), dst.fileno(), stats_fd)
+                argv = [sys.executable, "-I", "-S", _WORKER, str(fds[0]), str(fds[1])]
+                argv += [str(self._read_size(src)), parent, str(stats_fd), str(slot)]
+                argv.append("1" if src.backend.vnet_hdr else "0")
+                self._procs.append(subprocess.Popen(argv, pass_fds=fds, stdin=subprocess.DEVNULL))
+        finally:
+            os.close(stats_fd)
+        self._wait_ready()
         return self
+
+    def _wait_ready(self, timeout: float = 10.0) -> None:
+        """Block until both workers run (their ready flag), so the link works on return."""
+        assert self._shared is not None
+        counters = memoryview(self._shared).cast("Q")
+        deadline = time.monotonic() + timeout
+        try:
+            while not (counters[3] and counters[7]):
+                for proc in self._procs:
+                    if proc.poll() is not None:
+                        raise RuntimeError(f"relay worker exited with status {proc.returncode}")
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"relay workers not ready within {timeout} s")
+                time.sleep(0.002)
+        finally:
+            counters.release()
+
+    def _process_stats(self) -> None:
+        if self._shared is None:
+            return
+        counters = memoryview(self._shared).cast("Q")
+        for slot, key in enumerate(("a->b", "b->a")):
+            frames, nbytes, supers = counters[slot * 4 : slot * 4 + 3]
+            st = self.stats[key]
+            st.frames_in = st.frames_out = frames
+            st.bytes_in = st.bytes_out = nbytes
+            st.super_frames_in = supers
+        counters.release()
+
+    def snapshot(self) -> dict[str, DirectionStats]:
+        """Current counters per direction (read from the workers' shared memory if needed)."""
+        self._process_stats()
+        return self.stats
 
     @property
     def pids(self) -> list[int]:
@@ -117,6 +161,7 @@ class Relay:
         return [p.pid for p in self._procs]
 
     def stop(self, timeout: float = 5.0) -> None:
+        self._process_stats()
         for proc in self._procs:
             proc.terminate()
         for proc in self._procs:
@@ -126,6 +171,9 @@ class Relay:
                 proc.kill()
                 proc.wait()
         self._procs.clear()
+        if self._shared is not None:
+            self._shared.close()
+            self._shared = None
         if self._stop.fileno() < 0:
             return
         self._stop.trigger()
@@ -142,14 +190,10 @@ class Relay:
 
     @property
     def running(self) -> bool:
-        return any(t.is_alive() for t in self._threads) or any(
-            p.poll() is None for p in self._procs
-        )
+        return any(t.is_alive() for t in self._threads) or any(p.poll() is None for p in self._procs)
 
     # ---- the pumps ---------------------------------------------------------------------------
-    def _guard(
-        self, target: Callable[..., None], src: SyncDevice, dst: SyncDevice, key: str
-    ) -> None:
+    def _guard(self, target: Callable[..., None], src: SyncDevice, dst: SyncDevice, key: str) -> None:
         try:
             target(src, dst, key)
         except Exception as exc:  # a relay thread must never die silently

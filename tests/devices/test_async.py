@@ -58,13 +58,7 @@ def test_asyncio_round_trip(quiet_ns, uvloop: bool) -> None:
     ns = quiet_ns
 
     async def main() -> None:
-        dev = (
-            await DeviceBuilder()
-            .name("tasync")
-            .ipv4("198.18.60.1", 24)
-            .netns(ns.name)
-            .build_async()
-        )
+        dev = await DeviceBuilder().name("tasync").ipv4("198.18.60.1", 24).netns(ns.name).build_async()
         async with dev:
             assert dev.name == "tasync"
             assert await dev.mtu() == 1500
@@ -78,9 +72,7 @@ def test_asyncio_round_trip(quiet_ns, uvloop: bool) -> None:
                 frame = await recv_matching(dev, udp_to(4444))
                 assert pk.parse_udp(frame).payload == b"to the library"
                 await dev.send(
-                    pk.udp_packet(
-                        "198.18.60.2", "198.18.60.1", 4444, sock.getsockname()[1], b"back"
-                    )
+                    pk.udp_packet("198.18.60.2", "198.18.60.1", 4444, sock.getsockname()[1], b"back")
                 )
                 loop = asyncio.get_running_loop()
                 data = await asyncio.wait_for(loop.sock_recv(sock, 100), 5)
@@ -94,13 +86,7 @@ def test_asyncio_round_trip(quiet_ns, uvloop: bool) -> None:
 def test_trio_round_trip(ns) -> None:
 
     async def main() -> None:
-        dev = (
-            await DeviceBuilder()
-            .name("ttrio")
-            .ipv6("2001:db8:61::1", 64)
-            .netns(ns.name)
-            .build_async()
-        )
+        dev = await DeviceBuilder().name("ttrio").ipv6("2001:db8:61::1", 64).netns(ns.name).build_async()
         async with dev:
             assert await dev.mtu() == 1500
             sock = ns.socket(socket.AF_INET6, socket.SOCK_DGRAM)
@@ -113,9 +99,7 @@ def test_trio_round_trip(ns) -> None:
                         break
             assert pk.parse_udp(frame).payload == b"trio"
             await dev.send(
-                pk.udp_packet(
-                    "2001:db8:61::2", "2001:db8:61::1", 5555, sock.getsockname()[1], b"ok"
-                )
+                pk.udp_packet("2001:db8:61::2", "2001:db8:61::1", 5555, sock.getsockname()[1], b"ok")
             )
             tsock = trio.socket.from_stdlib_socket(sock)
             with trio.fail_after(5):
@@ -129,13 +113,7 @@ def test_cancelled_recv_leaves_the_device_usable(quiet_ns) -> None:
     ns = quiet_ns
 
     async def main() -> None:
-        dev = (
-            await DeviceBuilder()
-            .name("tcancel")
-            .ipv4("198.18.62.1", 24)
-            .netns(ns.name)
-            .build_async()
-        )
+        dev = await DeviceBuilder().name("tcancel").ipv4("198.18.62.1", 24).netns(ns.name).build_async()
         async with dev:
             loop = asyncio.get_running_loop()
             task = asyncio.create_task(dev.recv())
@@ -164,9 +142,7 @@ def test_two_waiting_readers_both_wake(quiet_ns) -> None:
     ns = quiet_ns
 
     async def main() -> None:
-        dev = (
-            await DeviceBuilder().name("ttwo").ipv4("198.18.63.1", 24).netns(ns.name).build_async()
-        )
+        dev = await DeviceBuilder().name("ttwo").ipv4("198.18.63.1", 24).netns(ns.name).build_async()
         async with dev:
             got: list[bytes] = []
 
@@ -231,13 +207,7 @@ def test_many_concurrent_flows_with_framed(quiet_ns) -> None:
     ns = quiet_ns
 
     async def main() -> None:
-        dev = (
-            await DeviceBuilder()
-            .name("tflows")
-            .ipv4("198.18.64.1", 24)
-            .netns(ns.name)
-            .build_async()
-        )
+        dev = await DeviceBuilder().name("tflows").ipv4("198.18.64.1", 24).netns(ns.name).build_async()
         async with dev:
             framed = dev.framed(batch_size=16)
             socks = [ns.socket() for _ in range(40)]

@@ -57,10 +57,7 @@ def test_every_builder_option_on_a_tap(ns) -> None:
         # addresses() reports the same set, as ipaddress objects
         mine = {str(a) for a in dev.addresses()}
         assert {"198.18.10.1/24", "2001:db8:10::1/64"} <= mine
-        assert all(
-            isinstance(a, (ipaddress.IPv4Interface, ipaddress.IPv6Interface))
-            for a in dev.addresses()
-        )
+        assert all(isinstance(a, (ipaddress.IPv4Interface, ipaddress.IPv6Interface)) for a in dev.addresses())
     assert "tapall" not in link_names(ns)
 
 
@@ -77,13 +74,7 @@ def test_enable_false_and_inherit_leave_the_link_down(ns) -> None:
 
 
 def test_point_to_point_destination(ns) -> None:
-    with (
-        DeviceBuilder()
-        .name("tp2p")
-        .ipv4("198.18.12.1", 32, "198.18.12.2")
-        .netns(ns.name)
-        .build_sync()
-    ):
+    with DeviceBuilder().name("tp2p").ipv4("198.18.12.1", 32, "198.18.12.2").netns(ns.name).build_sync():
         with ns.iproute() as ipr:
             idx = ipr.link_lookup(ifname="tp2p")[0]
             addr = ipr.get_addr(index=idx, family=2)[0]
@@ -166,14 +157,7 @@ def test_offload_false_clears_a_stale_mask_on_a_persistent_device(ns) -> None:
     assert dev.tcp_gso
     dev.close()
     assert _tso(ns, "tmask") == "on"
-    again = (
-        DeviceBuilder()
-        .name("tmask")
-        .offload(False)
-        .inherit_enable_state()
-        .netns(ns.name)
-        .build_sync()
-    )
+    again = DeviceBuilder().name("tmask").offload(False).inherit_enable_state().netns(ns.name).build_sync()
     try:
         assert not again.tcp_gso
         assert _tso(ns, "tmask") == "off"

@@ -66,14 +66,7 @@ def test_failure_after_creation_removes_the_half_made_device(ns) -> None:
 
 
 def test_failure_removes_a_persistent_device_it_created(ns) -> None:
-    builder = (
-        DeviceBuilder()
-        .name("thalfp")
-        .persist(True)
-        .mtu(1000)
-        .ipv6("2001:db8:21::1", 64)
-        .netns(ns.name)
-    )
+    builder = DeviceBuilder().name("thalfp").persist(True).mtu(1000).ipv6("2001:db8:21::1", 64).netns(ns.name)
     with pytest.raises(DeviceError):
         builder.build_sync()
     assert "thalfp" not in link_names(ns)

@@ -117,12 +117,7 @@ def test_tap_answers_arp_and_neighbour_solicitation(ns) -> None:
 @pytest.mark.parametrize("pi", [True, False])
 def test_packet_information_header(ns, pi: bool) -> None:
     dev = (
-        DeviceBuilder()
-        .name("tun0")
-        .packet_information(pi)
-        .ipv4("198.18.5.1", 24)
-        .netns(ns.name)
-        .build_sync()
+        DeviceBuilder().name("tun0").packet_information(pi).ipv4("198.18.5.1", 24).netns(ns.name).build_sync()
     )
     with dev, ns.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         assert dev.packet_information is pi
@@ -148,9 +143,7 @@ def test_vectored_io(ns) -> None:
     ):
         sock.bind(("198.18.6.1", 7777))
         pkt = pk.udp_packet("198.18.6.2", "198.18.6.1", 1, 7777, b"scatter-gather")
-        assert dev.send_vectored([pkt[:10], memoryview(pkt)[10:30], bytearray(pkt[30:])]) == len(
-            pkt
-        )
+        assert dev.send_vectored([pkt[:10], memoryview(pkt)[10:30], bytearray(pkt[30:])]) == len(pkt)
         sock.settimeout(5)
         assert sock.recv(100) == b"scatter-gather"
         sock.sendto(b"readv", ("198.18.6.2", 9))
@@ -165,14 +158,7 @@ def test_vectored_io(ns) -> None:
 
 
 def test_multi_queue_spreads_flows_and_loses_nothing(ns) -> None:
-    dev = (
-        DeviceBuilder()
-        .name("tun0")
-        .multi_queue(True)
-        .ipv4("198.18.7.1", 24)
-        .netns(ns.name)
-        .build_sync()
-    )
+    dev = DeviceBuilder().name("tun0").multi_queue(True).ipv4("198.18.7.1", 24).netns(ns.name).build_sync()
     queues = [dev] + [dev.try_clone() for _ in range(3)]
     try:
         for q in queues:
@@ -207,23 +193,14 @@ def test_multi_queue_spreads_flows_and_loses_nothing(ns) -> None:
         for i, ps in got.items():
             for p in ps:
                 flow = p.split(b":")[0]
-                assert all(
-                    not x.startswith(flow + b":") for j, xs in got.items() if j != i for x in xs
-                )
+                assert all(not x.startswith(flow + b":") for j, xs in got.items() if j != i for x in xs)
     finally:
         for q in queues:
             q.close()
 
 
 def test_detached_queue_receives_nothing(ns) -> None:
-    dev = (
-        DeviceBuilder()
-        .name("tun0")
-        .multi_queue(True)
-        .ipv4("198.18.8.1", 24)
-        .netns(ns.name)
-        .build_sync()
-    )
+    dev = DeviceBuilder().name("tun0").multi_queue(True).ipv4("198.18.8.1", 24).netns(ns.name).build_sync()
     other = dev.try_clone()
     try:
         other.attach_queue(False)

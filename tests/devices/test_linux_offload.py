@@ -158,9 +158,7 @@ def test_tcp_stream_arrives_as_gso_super_packets(pair: Pair) -> None:
         t.join()
     assert hashlib.sha256(got).digest() == hashlib.sha256(data).digest()
 
-    want_type = (
-        VIRTIO_NET_HDR_GSO_TCPV4 if pair.family == socket.AF_INET else VIRTIO_NET_HDR_GSO_TCPV6
-    )
+    want_type = VIRTIO_NET_HDR_GSO_TCPV4 if pair.family == socket.AF_INET else VIRTIO_NET_HDR_GSO_TCPV6
     supers = [f for f in frames if VirtioNetHdr.decode(f).gso_type == want_type]
     assert supers, "no GSO super-packet crossed the TUN"
     assert max(len(f) for f in supers) - VIRTIO_NET_HDR_LEN > 1500  # above the MTU

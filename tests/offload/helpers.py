@@ -68,9 +68,7 @@ def udp_flow(
         n = last if (last is not None and i == count - 1) else size
         kw = {"ident": 100 + i} if ":" not in addrs[0] else {}  # the kernel's USO increments IDs
         out.append(
-            pk.udp_packet(
-                addrs[0], addrs[1], 5000, 6000, bytes((i + j) & 0xFF for j in range(n)), **kw
-            )
+            pk.udp_packet(addrs[0], addrs[1], 5000, 6000, bytes((i + j) & 0xFF for j in range(n)), **kw)
         )
     return out
 

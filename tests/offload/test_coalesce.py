@@ -53,11 +53,7 @@ def test_consecutive_segments_merge(accel, addrs, gso_type, iph) -> None:
         assert ones_sum(pkt[:20]) == 0
     # the checksum field holds the folded pseudo-header sum (CHECKSUM_PARTIAL)
     partial = (
-        int.from_bytes(ip.src.packed, "big")
-        + int.from_bytes(ip.dst.packed, "big")
-        + 6
-        + len(pkt)
-        - iph
+        int.from_bytes(ip.src.packed, "big") + int.from_bytes(ip.dst.packed, "big") + 6 + len(pkt) - iph
     ) % 0xFFFF
     assert struct.unpack_from("!H", pkt, iph + 16)[0] == partial
     assert split(hdr, pkt) == segs
@@ -110,17 +106,9 @@ def test_different_flows_or_headers_do_not_merge(accel, mutate) -> None:
             options=TS_OPTS[:-1] + b"\x01",
             ident=101,
         ),
-        pk.tcp_packet(
-            *V4, 40000, 80, second_payload, seq=1500, ack=7, options=TS_OPTS, ident=101, ttl=63
-        ),
-        pk.tcp_packet(
-            *V4, 40000, 80, second_payload, seq=1500, ack=7, options=TS_OPTS, ident=101, tos=4
-        ),
-        _no_df(
-            pk.tcp_packet(
-                *V4, 40000, 80, second_payload, seq=1500, ack=7, options=TS_OPTS, ident=101
-            )
-        ),
+        pk.tcp_packet(*V4, 40000, 80, second_payload, seq=1500, ack=7, options=TS_OPTS, ident=101, ttl=63),
+        pk.tcp_packet(*V4, 40000, 80, second_payload, seq=1500, ack=7, options=TS_OPTS, ident=101, tos=4),
+        _no_df(pk.tcp_packet(*V4, 40000, 80, second_payload, seq=1500, ack=7, options=TS_OPTS, ident=101)),
         pk.tcp_packet(*V4, 40000, 80, second_payload, seq=1501, ack=7, options=TS_OPTS, ident=101),
     ]
     second = mutate(variants)
@@ -183,9 +171,7 @@ def test_larger_segment_does_not_append(accel) -> None:
 @pytest.mark.parametrize("flags", [0x02, 0x12, 0x11, 0x04, 0x30, 0x50, 0x90])
 def test_only_ack_and_ack_psh_merge(accel, flags) -> None:
     segs = tcp_flow(2, 500)
-    odd = pk.tcp_packet(
-        *V4, 40000, 80, bytes(500), seq=1500, ack=7, flags=flags, options=TS_OPTS, ident=101
-    )
+    odd = pk.tcp_packet(*V4, 40000, 80, bytes(500), seq=1500, ack=7, flags=flags, options=TS_OPTS, ident=101)
     out = coalesce([segs[0], odd])
     assert len(out) == 2
     assert alone(out[1], odd)

@@ -44,9 +44,7 @@ def super_packet(segments: list[bytes]) -> bytes:
     # the kernel leaves the pseudo-header sum in the L4 checksum field (CHECKSUM_PARTIAL)
     at = ihl + (16 if first.proto == pk.IPPROTO_TCP else 6)
     src, dst = first.src.packed, first.dst.packed
-    partial = (
-        int.from_bytes(src, "big") + int.from_bytes(dst, "big") + first.proto + total - ihl
-    ) % 0xFFFF
+    partial = (int.from_bytes(src, "big") + int.from_bytes(dst, "big") + first.proto + total - ihl) % 0xFFFF
     struct.pack_into("!H", head, at, partial)
     return bytes(head) + body
 
@@ -66,9 +64,7 @@ def hdr_for(gso_type: int, gso_size: int, hdr_len: int = 0, csum_start: int = 20
 )
 def test_two_segment_sizes(accel, addrs, gso_type, proto, sizes) -> None:
     """200 bytes of payload with gso_size 100 become two packets of header + 100."""
-    segs = (
-        tcp_flow(2, 100, addrs=addrs, opts=b"") if proto == "tcp" else udp_flow(2, 100, addrs=addrs)
-    )
+    segs = tcp_flow(2, 100, addrs=addrs, opts=b"") if proto == "tcp" else udp_flow(2, 100, addrs=addrs)
     out = split(hdr_for(gso_type, 100), super_packet(segs))
     assert [len(p) for p in out] == sizes
     assert out == segs
@@ -91,9 +87,7 @@ def test_tcp_segments_rebuild_the_stream(accel, addrs, last) -> None:
             assert f["flags"] == 0x10  # FIN and PSH only on the last segment
         else:
             assert f["flags"] == (0x19 if last != 1448 else 0x18)
-    assert b"".join(tcp_fields(p)["payload"] for p in out) == b"".join(
-        tcp_fields(s)["payload"] for s in segs
-    )
+    assert b"".join(tcp_fields(p)["payload"] for p in out) == b"".join(tcp_fields(s)["payload"] for s in segs)
     if addrs is V4:
         assert [struct.unpack_from("!H", p, 4)[0] for p in out] == list(range(100, 145))
     assert out == segs
@@ -113,9 +107,7 @@ def test_hdr_len_and_csum_start_from_the_kernel_are_not_trusted(accel) -> None:
     sp = super_packet(segs)
     good = split(hdr_for(VIRTIO_NET_HDR_GSO_TCPV4, 1000, hdr_len=52), sp)
     for bogus in (0, 1, 3052, 65535):
-        hdr = VirtioNetHdr(
-            VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_TCPV4, bogus, 1000, 99, 3
-        )
+        hdr = VirtioNetHdr(VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_TCPV4, bogus, 1000, 99, 3)
         assert split(hdr, sp) == good == segs
 
 
@@ -156,9 +148,7 @@ def test_gso_none_checksum_is_completed(accel) -> None:
 def test_ethernet_frames_keep_their_link_header(accel) -> None:
     segs = tcp_flow(3, 500)
     link = bytes.fromhex("0200000000020200000000010800")
-    frames = split_frame(
-        hdr_for(VIRTIO_NET_HDR_GSO_TCPV4, 500, csum_start=34), link + super_packet(segs)
-    )
+    frames = split_frame(hdr_for(VIRTIO_NET_HDR_GSO_TCPV4, 500, csum_start=34), link + super_packet(segs))
     assert frames == [link + s for s in segs]
 
 
@@ -190,9 +180,7 @@ def test_malformed_input_raises_value_error(hdr, packet, message) -> None:
         "udp4": super_packet(udp_flow(2, 100)),
         "short": super_packet(tcp_flow(2, 100))[:15],
         "nopayload": super_packet(tcp_flow(2, 100))[:52],
-        "badoff": super_packet(tcp_flow(2, 100))[:32]
-        + b"\x40"
-        + super_packet(tcp_flow(2, 100))[33:],
+        "badoff": super_packet(tcp_flow(2, 100))[:32] + b"\x40" + super_packet(tcp_flow(2, 100))[33:],
         "v5": b"\x55" + bytes(100),
     }
     with pytest.raises(ValueError, match=message):

@@ -66,9 +66,7 @@ def test_rfc1071_example(accel) -> None:
     assert checksum(data) == 0x220D
 
 
-@pytest.mark.parametrize(
-    "size", [0, 1, 2, 3, 5, 63, 1023, 1448, 2047, 2048, 2049, 4095, 9001, 65535, 65536]
-)
+@pytest.mark.parametrize("size", [0, 1, 2, 3, 5, 63, 1023, 1448, 2047, 2048, 2049, 4095, 9001, 65535, 65536])
 def test_sum_matches_reference(accel, size: int) -> None:
     for _ in range(3):
         data = os.urandom(size)

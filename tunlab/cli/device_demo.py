@@ -17,9 +17,7 @@ from tunlab.netns import NetNamespace
 def run(console: Console, count: int = 3) -> bool:
     """Bring up a TUN in a fresh namespace, answer `count` pings with the library, clean up."""
     name = f"tunlab-demo-{os.getpid()}"
-    console.print(
-        f"[bold]1.[/] network namespace [cyan]{name}[/] (nothing touches the root namespace)"
-    )
+    console.print(f"[bold]1.[/] network namespace [cyan]{name}[/] (nothing touches the root namespace)")
     ns = NetNamespace.create(name)
     try:
         dev = DeviceBuilder().name("tun0").ipv4("198.18.0.1", 24).netns(name).build_sync()
@@ -54,9 +52,7 @@ def run(console: Console, count: int = 3) -> bool:
                     f"({len(frame)} bytes) and wrote the reply"
                 )
             out, _ = ping.communicate(timeout=10)
-            summary = [
-                ln for ln in out.decode().splitlines() if "packets transmitted" in ln or "rtt" in ln
-            ]
+            summary = [ln for ln in out.decode().splitlines() if "packets transmitted" in ln or "rtt" in ln]
             for line in summary:
                 console.print(f"   ping: {line}")
             ok = ping.returncode == 0 and answered == count

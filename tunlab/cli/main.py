@@ -1,18 +1,27 @@
-"""`tunlab` CLI entry point: exit 0 ok, 1 runtime failure, 2 bad input; no tracebacks for users."""
+"""`tunlab` CLI: exit 0 ok, 1 runtime failure, 2 bad input; user errors never show a traceback."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import signal
+import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
 
 import click
 from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
 
-from tunlab.errors import TopologyError, TunlabError
+from tunlab.errors import DeployError, LabError, TopologyError, TunlabError
 
-console = Console(highlight=False)
-err_console = Console(stderr=True, highlight=False)
+console = Console(highlight=False, soft_wrap=True)
+err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 
 EXIT_OK, EXIT_FAILURE, EXIT_BAD_INPUT = 0, 1, 2
 
@@ -23,11 +32,48 @@ class UserError(click.ClickException):
     exit_code = EXIT_FAILURE
 
 
+class BadInput(click.ClickException):
+    """Bad input (exit 2)."""
+
+    exit_code = EXIT_BAD_INPUT
+
+
 def _require_root_linux(what: str) -> None:
     if not sys.platform.startswith("linux"):
         raise UserError(f"{what} needs Linux network namespaces (this is {sys.platform})")
     if os.geteuid() != 0:
-        raise UserError(f"{what} needs root (CAP_NET_ADMIN): run it with sudo")
+        raise UserError(f"{what} needs root (CAP_NET_ADMIN and CAP_SYS_ADMIN): run it with sudo")
+
+
+def _vars(assignments: tuple[str, ...]) -> dict[str, Any]:
+    from tunlab.topologies.loader import parse_var
+
+    return dict(parse_var(a) for a in assignments)
+
+
+var_option = click.option(
+    "--var", "variables", multiple=True, metavar="NAME=VALUE", help="template variable (repeatable)"
+)
+
+
+@contextmanager
+def _progress(title: str) -> Iterator[Any]:
+    """A rich progress bar fed by the engine's step callback."""
+    with Progress(
+        TextColumn("[bold]{task.fields[title]}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TimeElapsedColumn(),
+        TextColumn("{task.description}"),
+        console=err_console,
+        transient=True,
+    ) as progress:
+        task = progress.add_task("", total=None, title=title)
+
+        def update(step: str, index: int, total: int) -> None:
+            progress.update(task, description=step, completed=index, total=total)
+
+        yield update
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -38,14 +84,278 @@ def cli() -> None:
 
 @cli.command()
 def demo() -> None:
-    """Bring a TUN device up in a namespace, answer the kernel's pings with tunlab, clean up."""
+    """The built-in lab: two hosts and a router (a tun-pair with offload), traffic, report."""
     _require_root_linux("the demo")
     if shutil.which("ping") is None:
         raise UserError("the demo needs ping (apt-get install iputils-ping)")
-    from tunlab.cli import device_demo
+    from tunlab.cli import lab_demo
 
-    if not device_demo.run(console):
-        raise UserError("the demo did not complete")
+    if not lab_demo.run(console, _progress):
+        raise UserError("the demo did not complete (see above)")
+
+
+@cli.command()
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@var_option
+def validate(file: Path, variables: tuple[str, ...]) -> None:
+    """Check a topology file (and its templating) without creating anything."""
+    from tunlab.topologies.loader import load_file
+
+    topo = load_file(file, _vars(variables))
+    console.print(f"{file}: ok — lab '{topo.name}', {len(topo.nodes)} nodes, {len(topo.links)} links")
+
+
+@cli.command()
+def schema() -> None:
+    """Print the JSON Schema of topology files (for editors and CI)."""
+    from tunlab.topologies.models import Topology
+
+    click.echo(json.dumps(Topology.model_json_schema(by_alias=True), indent=2))
+
+
+@cli.command()
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["mermaid", "dot", "svg", "png"]),
+    default="mermaid",
+    show_default=True,
+)
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="write here instead of stdout",
+)
+@var_option
+def graph(file: Path, fmt: str, output: Path | None, variables: tuple[str, ...]) -> None:
+    """Draw the topology: nodes, interfaces, addresses and link types."""
+    from tunlab.topologies.graph import render_graph
+    from tunlab.topologies.loader import load_file
+
+    data = render_graph(load_file(file, _vars(variables)), fmt)
+    if output is not None:
+        output.write_bytes(data if isinstance(data, bytes) else data.encode())
+        console.print(f"wrote {output}")
+    elif isinstance(data, bytes):
+        if sys.stdout.isatty():
+            raise BadInput(f"--format {fmt} is binary: give -o FILE")
+        sys.stdout.buffer.write(data)
+    else:
+        click.echo(data, nl=False)
+
+
+def _summary(lab: Any) -> None:
+    table = Table(title=f"lab {lab.name} (id {lab.id}) is up", title_justify="left")
+    table.add_column("node")
+    table.add_column("kind")
+    table.add_column("interfaces")
+    data = lab.inspect()
+    for name, node in data["nodes"].items():
+        ifaces = "; ".join(
+            f"{i['name']} {' '.join(i['addresses'])}".strip() for i in node.get("interfaces", [])
+        )
+        table.add_row(name, node["kind"], ifaces)
+    console.print(table)
+
+
+@cli.command()
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@var_option
+@click.option("-d", "--detach", is_flag=True, help="hand the lab to a background supervisor and return")
+@click.option("--name", help="lab name (default: the topology's name)")
+def up(file: Path, variables: tuple[str, ...], detach: bool, name: str | None) -> None:
+    """Bring a lab up; in the foreground it runs until Ctrl-C or SIGTERM, then tears down."""
+    _require_root_linux("tunlab up")
+    from tunlab.topologies.lab import Lab
+    from tunlab.topologies.loader import load_file
+
+    values = _vars(variables)
+    topo = load_file(file, values)  # bad input fails here, before anything exists
+    if detach:
+        _up_detached(file, variables, name or topo.name)
+        return
+    lab = Lab(topo, name=name, source=str(file.resolve()))
+    stop = {"now": False}
+
+    def on_signal(signum: int, frame: Any) -> None:
+        stop["now"] = True
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_signal)
+    with _progress(f"up {lab.name}") as progress:
+        lab.progress = progress
+        lab.up()
+    try:
+        _summary(lab)
+        console.print(
+            f"enter a node: [bold]tunlab exec {lab.name} <node> -- <command>[/]; "
+            "Ctrl-C (or SIGTERM) tears the lab down"
+        )
+        while True:
+            signal.pause()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        problems = lab.down()
+        for p in problems:
+            err_console.print(f"[yellow]teardown:[/] {p}")
+        console.print(f"lab {lab.name} is down")
+
+
+def _up_detached(file: Path, variables: tuple[str, ...], name: str) -> None:
+    from tunlab.topologies.state import labs_dir
+
+    labs_dir().mkdir(parents=True, exist_ok=True)
+    log = labs_dir() / f"{name}.log"
+    read_fd, write_fd = os.pipe()
+    argv = [
+        sys.executable,
+        "-m",
+        "tunlab.topologies.supervisor",
+        "--file",
+        str(file.resolve()),
+        "--name",
+        name,
+        "--ready-fd",
+        str(write_fd),
+    ]
+    for v in variables:
+        argv += ["--var", v]
+    with open(log, "ab") as logf:
+        proc = subprocess.Popen(
+            argv,
+            pass_fds=(write_fd,),
+            stdin=subprocess.DEVNULL,
+            stdout=logf,
+            stderr=logf,
+            start_new_session=True,
+        )
+    os.close(write_fd)
+    with os.fdopen(read_fd) as ready:
+        answer = ready.read().strip()
+    if not answer.startswith("OK"):
+        proc.wait(10)
+        message = (
+            answer.removeprefix("ERR ").strip() or f"the supervisor exited ({proc.returncode}); see {log}"
+        )
+        raise UserError(message)
+    console.print(f"lab {name} is up, held by supervisor pid {proc.pid}; `tunlab down {name}` stops it")
+
+
+@cli.command()
+@click.argument("name")
+def down(name: str) -> None:
+    """Stop a lab (its holder tears it down; a dead holder's lab is cleaned up directly)."""
+    _require_root_linux("tunlab down")
+    from tunlab.topologies.lab import stop_lab
+
+    problems = stop_lab(name)
+    for p in problems:
+        err_console.print(f"[yellow]teardown:[/] {p}")
+    console.print(f"lab {name} is down")
+
+
+@cli.command(name="ls")
+def list_labs() -> None:
+    """List labs on this machine."""
+    from tunlab.topologies.state import all_labs
+
+    labs = all_labs()
+    if not labs:
+        console.print("no labs")
+        return
+    table = Table()
+    for col in ("name", "id", "status", "nodes", "links", "holder", "source"):
+        table.add_column(col)
+    for s in labs:
+        holder = f"{s.owner_pid}{' (detached)' if s.detached else ''}" + (
+            "" if s.owner_alive else " DEAD: run tunlab gc"
+        )
+        table.add_row(
+            s.name,
+            s.id,
+            s.status,
+            str(len(s.topology.get("nodes", {}))),
+            str(len(s.topology.get("links", []))),
+            holder,
+            s.source or "-",
+        )
+    console.print(table)
+
+
+@cli.command()
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+def inspect(name: str, as_json: bool) -> None:
+    """Show a running lab: nodes, interfaces, addresses, routes, original offload state."""
+    _require_root_linux("tunlab inspect")
+    from tunlab.topologies.inspect import inspect_state
+    from tunlab.topologies.state import LabState
+
+    state = LabState.load(name)
+    if state is None:
+        raise UserError(f"no lab named '{name}' (see `tunlab ls`)")
+    data = inspect_state(state)
+    if as_json:
+        click.echo(json.dumps(data, indent=2, default=str))
+        return
+    console.print(
+        f"[bold]lab {data['name']}[/] id {data['id']} status {data['status']} holder {data['holder_pid']}"
+    )
+    for node, info in data["nodes"].items():
+        console.print(f"[bold]{node}[/] ({info['kind']}, {info['netns']})")
+        for i in info.get("interfaces", []):
+            off = f" offload(original) {i['offload_original']}" if "offload_original" in i else ""
+            console.print(
+                f"  {i['name']:<15} {i['kind']:<8} {i['state']:<4} mtu {i['mtu']:<6} "
+                f"{' '.join(i['addresses'])}"
+                f"  rx {i['rx_packets']}p/{i['rx_bytes']}B tx {i['tx_packets']}p/{i['tx_bytes']}B{off}"
+            )
+        for r in info.get("routes", []):
+            console.print(f"  route {r}")
+
+
+@cli.command(name="exec", context_settings={"ignore_unknown_options": True})
+@click.argument("name")
+@click.argument("node")
+@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
+def exec_(name: str, node: str, command: tuple[str, ...]) -> None:
+    """Run a command inside a lab node: tunlab exec LAB NODE -- CMD ARGS..."""
+    _require_root_linux("tunlab exec")
+    from tunlab.netns import NetNamespace
+    from tunlab.topologies.state import LabState
+
+    state = LabState.load(name)
+    if state is None:
+        raise UserError(f"no lab named '{name}' (see `tunlab ls`)")
+    if node not in state.nodes:
+        raise BadInput(f"lab '{name}' has no node '{node}' (nodes: {', '.join(state.nodes)})")
+    env = {**os.environ, **state.topology.get("nodes", {}).get(node, {}).get("env", {})}
+    ns = NetNamespace.open(state.nodes[node]["netns"])
+    try:
+        proc = ns.popen(list(command), env=env)
+    except FileNotFoundError:
+        raise UserError(f"{command[0]}: command not found in node '{node}'") from None
+    try:
+        code = proc.wait()
+    except KeyboardInterrupt:
+        proc.send_signal(signal.SIGINT)
+        code = proc.wait()
+    sys.exit(code)
+
+
+@cli.command()
+def gc() -> None:
+    """Remove labs whose holder died (SIGKILL included) and anything else tunlab left."""
+    _require_root_linux("tunlab gc")
+    from tunlab.topologies.lab import garbage_collect
+
+    removed = garbage_collect()
+    for item in removed:
+        console.print(f"removed {item}")
+    console.print("nothing to clean" if not removed else f"{len(removed)} item(s) removed")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -58,10 +368,14 @@ def main(argv: list[str] | None = None) -> None:
     except click.ClickException as exc:
         exc.show()
         sys.exit(exc.exit_code)
+    except DeployError as exc:
+        err_console.print(f"[red]error:[/] deploy failed at step '{exc.step}': {exc.cause}")
+        err_console.print("everything made before that step was removed")
+        sys.exit(EXIT_FAILURE)
     except (TopologyError, ValueError, TypeError) as exc:
         err_console.print(f"[red]error:[/] {exc}")
         sys.exit(EXIT_BAD_INPUT)
-    except (TunlabError, OSError) as exc:
+    except (TunlabError, LabError, OSError) as exc:
         err_console.print(f"[red]error:[/] {exc}")
         sys.exit(EXIT_FAILURE)
     sys.exit(EXIT_OK)

@@ -206,14 +206,10 @@ class AsyncDevice:
             except BlockingIOError:
                 await self._wait(False)
                 continue
-            self._rx.feed(
-                memoryview(self._rxbuf)[:n], vnet=self._dev.backend.vnet_hdr, layer=self.layer
-            )
+            self._rx.feed(memoryview(self._rxbuf)[:n], vnet=self._dev.backend.vnet_hdr, layer=self.layer)
         return self._rx.drain_into(bufs, sizes, offset)
 
-    async def send_multiple(
-        self, gro_table: GROTable | None, bufs: Sequence[Bytes], offset: int
-    ) -> int:
+    async def send_multiple(self, gro_table: GROTable | None, bufs: Sequence[Bytes], offset: int) -> int:
         """SyncDevice.send_multiple, waiting (not blocking) when the device is full."""
         vnet = self._dev.backend.vnet_hdr
         check_batch_args(bufs, None, offset, vnet=vnet, send=True)
@@ -371,9 +367,7 @@ class AsyncDevice:
                 loop = fut.get_loop()
                 (loop.remove_writer if write else loop.remove_reader)(self._fd)
                 if not fut.done():
-                    fut.set_exception(
-                        DeviceClosedError("the device was closed while a task waited on it")
-                    )
+                    fut.set_exception(DeviceClosedError("the device was closed while a task waited on it"))
             waiters.clear()
 
     def close(self) -> None:

@@ -40,8 +40,7 @@ class DeviceBackend(abc.ABC):
     def unsupported(self, operation: str, capability: Capability | None = None) -> NoReturn:
         what = f" ({capability.value})" if capability else ""
         raise UnsupportedOperationError(
-            f"{operation} is not supported for {self.layer.kind.upper()} devices on "
-            f"{self.platform}{what}"
+            f"{operation} is not supported for {self.layer.kind.upper()} devices on {self.platform}{what}"
         )
 
     @property

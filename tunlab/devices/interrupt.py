@@ -103,6 +103,4 @@ def wait_fd(fd: int, event: InterruptEvent, timeout: float | None, *, write: boo
         if ready.get(event.fileno(), 0):
             raise InterruptedError("wait interrupted by InterruptEvent")
         if deadline is not None and time.monotonic() >= deadline:
-            raise TimeoutError(
-                f"device not {'writable' if write else 'readable'} within {timeout} s"
-            )
+            raise TimeoutError(f"device not {'writable' if write else 'readable'} within {timeout} s")

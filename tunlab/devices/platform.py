@@ -10,9 +10,7 @@ from tunlab.errors import UnsupportedOperationError
 
 
 def _no_backend() -> UnsupportedOperationError:
-    return UnsupportedOperationError(
-        f"tunlab has no TUN/TAP backend for sys.platform={sys.platform!r} yet"
-    )
+    return UnsupportedOperationError(f"tunlab has no TUN/TAP backend for sys.platform={sys.platform!r} yet")
 
 
 def create_backend(config: DeviceConfig) -> DeviceBackend:

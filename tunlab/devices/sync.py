@@ -140,9 +140,7 @@ class SyncDevice:
         check_batch_args(bufs, sizes, offset, vnet=False, send=False)
         if not self._rx.pending:
             n = self.recv_into(self._rxbuf)
-            self._rx.feed(
-                memoryview(self._rxbuf)[:n], vnet=self._backend.vnet_hdr, layer=self.layer
-            )
+            self._rx.feed(memoryview(self._rxbuf)[:n], vnet=self._backend.vnet_hdr, layer=self.layer)
         return self._rx.drain_into(bufs, sizes, offset)
 
     def send_multiple(

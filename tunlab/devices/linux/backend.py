@@ -73,9 +73,7 @@ def _open_queue(name: str, flags: int, ns: NetNamespace | None, kind: str) -> tu
         try:
             out = fcntl.ioctl(fd, tun.TUNSETIFF, tun.pack_ifreq_flags(name, flags))
             actual, _ = tun.unpack_ifreq_flags(out)
-            _, kflags = tun.unpack_ifreq_flags(
-                fcntl.ioctl(fd, tun.TUNGETIFF, bytes(tun.IFREQ_SIZE))
-            )
+            _, kflags = tun.unpack_ifreq_flags(fcntl.ioctl(fd, tun.TUNGETIFF, bytes(tun.IFREQ_SIZE)))
         except OSError as exc:
             os.close(fd)
             raise _setiff_error(exc, name, kind, ns) from None
@@ -287,8 +285,7 @@ class LinuxDevice(DeviceBackend):
     def set_offload(self, enable: bool) -> None:
         if enable and not self.vnet_hdr:
             raise OffloadUnavailableError(
-                "offload needs a device built with .offload(True) (IFF_VNET_HDR is fixed at "
-                "creation)"
+                "offload needs a device built with .offload(True) (IFF_VNET_HDR is fixed at creation)"
             )
         self._apply_offload(enable)
         if not enable:
@@ -453,8 +450,7 @@ class LinuxDevice(DeviceBackend):
                 code = getattr(exc, "code", None)
                 if code == errno.EEXIST:
                     raise InterfaceExistsError(
-                        f"set_name: an interface named '{name}' already exists in the "
-                        f"namespace of '{old}'"
+                        f"set_name: an interface named '{name}' already exists in the namespace of '{old}'"
                     ) from None
                 raise _netlink_error(f"renaming to '{name}'", exc, old) from None
 
@@ -471,9 +467,7 @@ class LinuxDevice(DeviceBackend):
         self._link_set(f"setting txqueuelen {length}", txqlen=length)
 
     def enabled(self, up: bool) -> None:
-        self._link_set(
-            "bringing the link " + ("up" if up else "down"), state="up" if up else "down"
-        )
+        self._link_set("bringing the link " + ("up" if up else "down"), state="up" if up else "down")
 
     def is_running(self) -> bool:
         flags = int(self._link_attr("flags"))
@@ -535,9 +529,7 @@ class LinuxDevice(DeviceBackend):
             except Exception as exc:
                 code = getattr(exc, "code", None)
                 if code == errno.EEXIST:
-                    raise DeviceError(
-                        f"address {label} is already on '{name}'", errno.EEXIST
-                    ) from None
+                    raise DeviceError(f"address {label} is already on '{name}'", errno.EEXIST) from None
                 if code in (errno.EACCES, errno.EINVAL) and ":" in label:
                     mtu = ipr.link("get", index=index)[0].get_attr("IFLA_MTU")
                     if mtu is not None and mtu < 1280:
@@ -546,9 +538,7 @@ class LinuxDevice(DeviceBackend):
                         why = "IPv6 is disabled on it (net.ipv6.conf.*.disable_ipv6=1)"
                     else:
                         why = os.strerror(code)
-                    raise DeviceError(
-                        f"adding address {label} on '{name}' failed: {why}", code
-                    ) from None
+                    raise DeviceError(f"adding address {label} on '{name}' failed: {why}", code) from None
                 raise _netlink_error(f"adding address {label}", exc, name) from None
 
     @_off_loop
@@ -556,9 +546,7 @@ class LinuxDevice(DeviceBackend):
         with self._netlink() as (ipr, index, name):
             matches = [m for iface, m in self._dump_addresses(ipr, index) if iface.ip == address]
             if not matches:
-                raise DeviceError(
-                    f"remove_address: {address} is not on '{name}'", errno.EADDRNOTAVAIL
-                )
+                raise DeviceError(f"remove_address: {address} is not on '{name}'", errno.EADDRNOTAVAIL)
             msg = matches[0]
             kwargs: dict[str, Any] = {"prefixlen": msg["prefixlen"], "family": msg["family"]}
             kwargs["address"] = msg.get("IFA_ADDRESS")

@@ -187,9 +187,7 @@ def coalesce(
     return [item for _, item in _coalesce_ip(packets, udp_gro, table)]
 
 
-def _coalesce_ip(
-    packets: Sequence[Bytes], udp_gro: bool, table: GROTable | None
-) -> list[tuple[int, bytes]]:
+def _coalesce_ip(packets: Sequence[Bytes], udp_gro: bool, table: GROTable | None) -> list[tuple[int, bytes]]:
     """coalesce() on IP packets, each output paired with the index of its first packet."""
     tab = table if table is not None else GROTable()
     tab.reset()
@@ -278,9 +276,7 @@ def _coalesce_ip(
     return out
 
 
-def _coalesce_l2(
-    frames: Sequence[Bytes], udp_gro: bool, table: GROTable | None, l2_len: int
-) -> list[bytes]:
+def _coalesce_l2(frames: Sequence[Bytes], udp_gro: bool, table: GROTable | None, l2_len: int) -> list[bytes]:
     """Coalesce Ethernet frames: group by link header, coalesce the IP packets, put it back."""
     ip_types = (b"\x08\x00", b"\x86\xdd")
     groups: dict[bytes, list[int]] = {}
@@ -307,9 +303,7 @@ def _with_link(item: bytes, link: bytes) -> bytes:
     flags, gso_type, hdr_len, gso_size, csum_start, csum_offset = HDR_STRUCT.unpack(vnet)
     if gso_type or flags:
         n = len(link)
-        vnet = bytearray(
-            HDR_STRUCT.pack(flags, gso_type, hdr_len + n, gso_size, csum_start + n, csum_offset)
-        )
+        vnet = bytearray(HDR_STRUCT.pack(flags, gso_type, hdr_len + n, gso_size, csum_start + n, csum_offset))
     return b"".join((vnet, link, item[10:]))
 
 

@@ -70,8 +70,7 @@ def complete_checksum(hdr: VirtioNetHdr, packet: Bytes) -> bytes:
     start, at = hdr.csum_start, hdr.csum_start + hdr.csum_offset
     if start >= len(pkt) or at + 2 > len(pkt):
         raise ValueError(
-            f"csum_start {start} / csum_offset {hdr.csum_offset} point outside a "
-            f"{len(pkt)}-byte packet"
+            f"csum_start {start} / csum_offset {hdr.csum_offset} point outside a {len(pkt)}-byte packet"
         )
     initial = _U16.unpack_from(pkt, at)[0]
     pkt[at : at + 2] = b"\0\0"
@@ -231,19 +230,14 @@ def segment_headers(
     return out
 
 
-def _segment(
-    data: bytes, version: int, iph: int, proto: int, hdr_len: int, gso: int
-) -> list[bytes]:
+def _segment(data: bytes, version: int, iph: int, proto: int, hdr_len: int, gso: int) -> list[bytes]:
     np = _cs._np
     n = len(data)
     if np is not None and n - hdr_len >= 4 * gso and hdr_len % 4 == 0 and gso % 4 == 0:
         rows, lengths = _segment_rows_numpy(data, version, iph, proto, hdr_len, gso)
         return [rows[i, :length].tobytes() for i, length in enumerate(lengths)]
     view = memoryview(data)
-    return [
-        b"".join((h, view[a:b]))
-        for h, a, b in segment_headers(data, version, iph, proto, hdr_len, gso)
-    ]
+    return [b"".join((h, view[a:b])) for h, a, b in segment_headers(data, version, iph, proto, hdr_len, gso)]
 
 
 def _segment_rows_numpy(

@@ -1,0 +1,213 @@
+"""Every CLI verb, its exit codes (0 ok, 1 runtime failure, 2 bad input) and messages."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.support import require_tool
+from tunlab.topologies.state import LabState, all_labs, owned_namespaces
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+DEMO = str(EXAMPLES / "demo.yaml")
+
+
+def tunlab(*args: str, timeout: float = 120, check: bool = False) -> subprocess.CompletedProcess[str]:
+    done = subprocess.run(
+        [sys.executable, "-m", "tunlab.cli.main", *args], capture_output=True, text=True, timeout=timeout
+    )
+    if check:
+        assert done.returncode == 0, done.stderr
+    return done
+
+
+def no_traceback(done: subprocess.CompletedProcess[str]) -> None:
+    assert "Traceback" not in done.stderr, done.stderr
+
+
+def write(tmp_path: Path, name: str, text: str) -> str:
+    path = tmp_path / name
+    path.write_text(text)
+    return str(path)
+
+
+def test_validate_ok_and_bad(tmp_path) -> None:
+    ok = tunlab("validate", DEMO)
+    assert ok.returncode == 0
+    assert "ok — lab 'demo', 3 nodes, 2 links" in ok.stdout
+    bad = write(tmp_path, "bad.yaml", "name: b\nnodes: {h1: {}}\nlinks:\n  - endpoints: ['h1:e0', 'h9:e0']\n")
+    done = tunlab("validate", bad)
+    assert done.returncode == 2
+    assert "bad.yaml:4: links[0].endpoints[1]: node 'h9' is not defined" in done.stderr
+    no_traceback(done)
+
+
+def test_vars_on_the_command_line() -> None:
+    done = tunlab("validate", str(EXAMPLES / "chain.yaml"), "--var", "n=7")
+    assert "7 nodes, 6 links" in done.stdout
+    done = tunlab("validate", DEMO, "--var", "not a var")
+    assert done.returncode == 2
+    assert "write it as NAME=VALUE" in done.stderr
+    no_traceback(done)
+
+
+def test_schema_is_json() -> None:
+    done = tunlab("schema", check=True)
+    schema = json.loads(done.stdout)
+    assert schema["title"] == "Topology"
+    assert "nodes" in schema["properties"]
+
+
+@pytest.mark.parametrize("fmt", ["mermaid", "dot", "svg", "png"])
+def test_graph(tmp_path, fmt: str) -> None:
+    if fmt in ("svg", "png"):
+        require_tool("dot")
+    out = tmp_path / f"demo.{fmt}"
+    tunlab("graph", DEMO, "--format", fmt, "-o", str(out), check=True)
+    data = out.read_bytes()
+    if fmt == "mermaid":
+        assert data.startswith(b"graph LR") and b"tun-pair" in data and b"198.18.2.2/24" in data
+    elif fmt == "dot":
+        assert data.startswith(b"graph") and b"r1" in data
+    elif fmt == "svg":
+        assert b"<svg" in data
+        assert b"tun-pair" in data or b"tun&#45;pair" in data
+    else:
+        assert data.startswith(b"\x89PNG")
+
+
+def test_bad_input_exit_codes(tmp_path) -> None:
+    for args, words in (
+        (("validate", str(tmp_path / "missing.yaml")), "no such file"),
+        (("graph", DEMO, "--format", "gif"), "Invalid value"),
+        (("up",), "Missing argument"),
+        (("nonsense",), "No such command"),
+    ):
+        done = tunlab(*args)
+        assert done.returncode == 2, (args, done.stderr)
+        assert words in done.stderr
+        no_traceback(done)
+
+
+@pytest.mark.root
+def test_detached_lab_ls_inspect_exec_down(needs_root) -> None:
+    name = f"clidemo{os.getpid()}"
+    up = tunlab("up", DEMO, "-d", "--name", name)
+    assert up.returncode == 0, up.stderr
+    try:
+        state = LabState.load(name)
+        assert state is not None and state.owner_alive and state.detached
+        listed = tunlab("ls", check=True)
+        assert name in listed.stdout
+        human = tunlab("inspect", name, check=True)
+        assert "198.18.2.2/24" in human.stdout
+        data = json.loads(tunlab("inspect", name, "--json", check=True).stdout)
+        assert set(data["nodes"]) == {"h1", "r1", "h2"}
+        ping = tunlab("exec", name, "h1", "--", "ping", "-c", "1", "-W", "2", "198.18.2.2")
+        assert ping.returncode == 0, ping.stderr
+        assert tunlab("exec", name, "h1", "--", "false").returncode == 1  # the command's own code
+        missing = tunlab("exec", name, "h9", "--", "true")
+        assert missing.returncode == 2 and "has no node 'h9'" in missing.stderr
+        again = tunlab("up", DEMO, "-d", "--name", name)
+        assert again.returncode == 1 and "already running" in again.stderr
+        no_traceback(again)
+    finally:
+        down = tunlab("down", name)
+    assert down.returncode == 0, down.stderr
+    assert LabState.load(name) is None
+    assert not owned_namespaces(state.id)
+    assert tunlab("down", name).returncode == 1
+
+
+@pytest.mark.root
+def test_foreground_up_stops_on_sigterm(needs_root) -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tunlab.cli.main", "up", DEMO, "--name", f"fg{os.getpid()}"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    state = _wait_for_lab(f"fg{os.getpid()}", proc)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert "is down" in out
+    assert not owned_namespaces(state.id)
+    assert LabState.load(state.name) is None
+
+
+def _wait_for_lab(name: str, proc: subprocess.Popen[str]) -> LabState:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        state = LabState.load(name)
+        if state is not None and state.status == "up":
+            return state
+        if proc.poll() is not None:
+            raise AssertionError(f"tunlab up exited: {proc.stderr.read() if proc.stderr else ''}")
+        time.sleep(0.05)
+    raise AssertionError("the lab did not come up")
+
+
+@pytest.mark.root
+def test_gc_after_sigkill_of_the_holder(needs_root) -> None:
+    name = f"killed{os.getpid()}"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tunlab.cli.main", "up", DEMO, "--name", name],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    state = _wait_for_lab(name, proc)
+    assert owned_namespaces(state.id)
+    proc.kill()
+    proc.wait()
+    time.sleep(0.2)
+    for pid in state.relay_pids:  # relay workers die with their holder (PR_SET_PDEATHSIG)
+        assert (
+            not os.path.exists(f"/proc/{pid}")
+            or b"relay_worker" not in Path(f"/proc/{pid}/cmdline").read_bytes()
+        )
+    listed = tunlab("ls", check=True)
+    assert "DEAD" in listed.stdout
+    gc = tunlab("gc", check=True)
+    assert f"lab {name}" in gc.stdout
+    assert not owned_namespaces(state.id)
+    assert name not in {s.name for s in all_labs()}
+    assert "nothing to clean" in tunlab("gc", check=True).stdout
+
+
+@pytest.mark.root
+def test_deploy_failure_rolls_back_and_explains(needs_root) -> None:
+    env = {**os.environ, "TUNLAB_FAIL_AT": "relay r1:tun0"}
+    done = subprocess.run(
+        [sys.executable, "-m", "tunlab.cli.main", "up", DEMO, "-d", "--name", f"fail{os.getpid()}"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
+    assert done.returncode == 1
+    assert "deploy failed at step 'relay r1:tun0 <-> h2:tun0'" in done.stderr
+    assert "injected failure" in done.stderr
+    no_traceback(done)
+    assert f"fail{os.getpid()}" not in {s.name for s in all_labs()}
+    live = {s.id for s in all_labs() if s.owner_alive}
+    assert all(n[3:9] in live for n in owned_namespaces()), "a failed deploy left namespaces"
+
+
+def test_commands_that_need_root_say_so(monkeypatch, capsys) -> None:
+    from tunlab.cli.main import main
+
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    for args in (["up", DEMO], ["down", "x"], ["gc"], ["exec", "a", "b", "--", "true"], ["demo"]):
+        with pytest.raises(SystemExit) as info:
+            main(args)
+        assert info.value.code == 1
+        assert "needs root" in capsys.readouterr().err

@@ -1,0 +1,55 @@
+"""kind: netns — a node is a named network namespace (tl-<lab id>-<node>)."""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING
+
+from tunlab.errors import LabError
+from tunlab.netns import NetNamespace
+from tunlab.topologies.drivers.base import NodeDriver, NodeHandle
+from tunlab.topologies.state import ns_name
+
+if TYPE_CHECKING:
+    from tunlab.topologies.models import Node
+
+
+# IPv6 usable the moment an address is added: no duplicate address detection in a lab (a node's
+# own sysctls can turn it back on).
+LAB_SYSCTLS = {
+    "net.ipv6.conf.all.accept_dad": "0",
+    "net.ipv6.conf.default.accept_dad": "0",
+}
+
+
+def write_sysctls(node: Node, *, early: bool) -> None:
+    """Write a node's sysctls from a thread inside its namespace.
+
+    early: before interfaces exist; keys that do not exist yet (interface-specific ones) wait
+    for the second call, after the interfaces are made, where a missing key is an error.
+    """
+    for key, value in node.sysctls.items():
+        path = "/proc/sys/" + key.replace(".", "/")
+        if not os.path.exists(path):
+            if early:
+                continue
+            raise LabError(f"sysctl {key}: no such key (check the interface name in it)")
+        text = str(int(value)) if isinstance(value, bool) else str(value)
+        try:
+            with open(path, "w") as f:
+                f.write(text)
+        except OSError as exc:
+            raise LabError(f"sysctl {key}={text}: {exc.strerror}") from None
+
+
+class NetnsDriver(NodeDriver):
+    kind = "netns"
+
+    def create(self, lab_id: str, name: str, node: Node) -> NodeHandle:
+        ns = NetNamespace.create(
+            ns_name(lab_id, name), sysctls=LAB_SYSCTLS, setup=lambda: write_sysctls(node, early=True)
+        )
+        return NodeHandle(name, self.kind, ns, node.env)
+
+    def destroy(self, handle: NodeHandle) -> None:
+        handle.netns.delete()

@@ -1,0 +1,266 @@
+"""The topology file as pydantic models: what a lab is made of, before anything is created."""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+
+NAME_RE = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+NODE_RE = r"^[A-Za-z0-9][A-Za-z0-9_-]*$"
+IFNAME_MAX = 15
+KINDS = ("netns", "container", "vm")
+LINK_TYPES = ("veth", "bridge", "vxlan", "tun-pair")
+
+
+def _on_off(value: Any) -> Any:
+    """Accept on/off, yes/no and true/false for feature switches (YAML turns on/off into bools)."""
+    if isinstance(value, str):
+        low = value.strip().lower()
+        if low in ("on", "yes", "true", "1"):
+            return True
+        if low in ("off", "no", "false", "0"):
+            return False
+    return value
+
+
+def _listify(value: Any) -> Any:
+    if value is None:
+        return []
+    if isinstance(value, (str, ipaddress.IPv4Interface, ipaddress.IPv6Interface)):
+        return [value]
+    return value
+
+
+Switch = Annotated[bool, BeforeValidator(_on_off)]
+OptSwitch = Annotated[bool | None, BeforeValidator(_on_off)]
+IPv4List = Annotated[list[ipaddress.IPv4Interface], BeforeValidator(_listify)]
+IPv6List = Annotated[list[ipaddress.IPv6Interface], BeforeValidator(_listify)]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class OffloadFeatures(Strict):
+    """ethtool features of an interface; unset ones are left as the kernel made them."""
+
+    gro: OptSwitch = None
+    gso: OptSwitch = None
+    tso: OptSwitch = None
+    tx_checksum: OptSwitch = Field(None, alias="tx-checksum")
+    rx_checksum: OptSwitch = Field(None, alias="rx-checksum")
+    sg: OptSwitch = None
+
+    def wanted(self) -> dict[str, bool]:
+        """{feature name as in `ethtool -K`: on/off} for the features that are set."""
+        out: dict[str, bool] = {}
+        for name, field in type(self).model_fields.items():
+            value = getattr(self, name)
+            if value is not None:
+                out[field.alias or name] = value
+        return out
+
+
+class InterfaceSettings(Strict):
+    """Settings of one interface (in a node's `interfaces`, or on a link endpoint)."""
+
+    type: Literal["tun", "tap"] | None = Field(
+        None, description="tun/tap: a device made by tunlab's device library (fd held by the lab)"
+    )
+    ipv4: IPv4List = Field(default_factory=list, description="addresses as 'addr/prefix'")
+    ipv6: IPv6List = Field(default_factory=list)
+    mtu: int | None = Field(None, ge=68, le=65535)
+    mac: str | None = None
+    offload: OffloadFeatures | OptSwitch = Field(
+        None,
+        description="tun/tap: true for the virtio-net header (super-packets); other interfaces: "
+        "ethtool features {gro, gso, tso, tx-checksum, rx-checksum, sg: on|off}, or on/off for all",
+    )
+    multi_queue: OptSwitch = None
+
+    @field_validator("mac")
+    @classmethod
+    def _mac(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        from tunlab.devices.config import parse_mac
+
+        return parse_mac(value, "mac")
+
+    def merged_with(self, other: InterfaceSettings) -> InterfaceSettings:
+        """These settings with other's explicitly set fields on top."""
+        data = self.model_dump(exclude_unset=True, by_alias=False)
+        data.update(other.model_dump(exclude_unset=True, by_alias=False))
+        return InterfaceSettings.model_validate(data)
+
+
+class Endpoint(InterfaceSettings):
+    """One end of a link: node:interface, plus its settings."""
+
+    node: str
+    interface: str
+    underlay: str | None = Field(None, description="vxlan: the interface that carries the tunnel")
+    remote: ipaddress.IPv4Address | ipaddress.IPv6Address | None = Field(
+        None, description="vxlan: the peer's underlay address (default: the other end's)"
+    )
+
+
+def _brief_endpoint(value: Any) -> Any:
+    if isinstance(value, str):
+        node, sep, iface = value.partition(":")
+        if not sep or not node or not iface:
+            raise ValueError(f"endpoint {value!r}: write it as 'node:interface'")
+        return {"node": node, "interface": iface}
+    return value
+
+
+EndpointSpec = Annotated[Endpoint, BeforeValidator(_brief_endpoint)]
+
+
+class Route(Strict):
+    """A route in a node: dst is a prefix, 'default' (IPv4) or 'default6'."""
+
+    dst: str
+    via: ipaddress.IPv4Address | ipaddress.IPv6Address | None = None
+    dev: str | None = None
+    metric: int | None = Field(None, ge=0)
+
+    @field_validator("dst")
+    @classmethod
+    def _dst(cls, value: str) -> str:
+        if value in ("default", "default6"):
+            return value
+        try:
+            ipaddress.ip_network(value, strict=False)
+        except ValueError:
+            raise ValueError(
+                f"{value!r} is not a prefix (like 198.18.2.0/24), 'default' or 'default6'"
+            ) from None
+        return value
+
+    @model_validator(mode="after")
+    def _target(self) -> Route:
+        if self.via is None and self.dev is None:
+            raise ValueError("a route needs 'via' (next hop) or 'dev' (interface)")
+        return self
+
+    def network(self) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+        if self.dst == "default":
+            if self.via is not None and self.via.version == 6:
+                return ipaddress.IPv6Network("::/0")
+            return ipaddress.IPv4Network("0.0.0.0/0")
+        if self.dst == "default6":
+            return ipaddress.IPv6Network("::/0")
+        return ipaddress.ip_network(self.dst, strict=False)
+
+
+class Healthcheck(Strict):
+    """A container is up once this command succeeds or this file appears (containers issue)."""
+
+    command: list[str] | None = None
+    file: str | None = None
+    timeout: float = Field(30.0, gt=0)
+    interval: float = Field(0.2, gt=0)
+
+
+class NodeBase(Strict):
+    kind: Literal["netns", "container", "vm"] | None = None
+    sysctls: dict[str, str | int | bool] = Field(default_factory=dict)
+    env: dict[str, str] = Field(default_factory=dict)
+    routes: list[Route] = Field(default_factory=list)
+    exec: list[list[str]] = Field(default_factory=list, description="argv lists run after deploy")
+    # container nodes
+    image: str | None = None
+    command: list[str] | None = None
+    binds: list[str] = Field(default_factory=list)
+    cap_add: list[str] = Field(default_factory=list)
+    devices: list[str] = Field(default_factory=list)
+    privileged: bool | None = None
+    workdir: str | None = None
+    healthcheck: Healthcheck | None = None
+    # vm nodes
+    kernel: str | None = None
+    initrd: str | None = None
+    memory: int | None = Field(None, ge=64, description="vm: MiB")
+
+    @field_validator("exec", mode="before")
+    @classmethod
+    def _argv_lists(cls, value: Any) -> Any:
+        if isinstance(value, list):
+            for item in value:
+                if isinstance(item, str):
+                    raise ValueError(
+                        f"exec entries are argv lists, like [ping, -c1, 198.18.0.1], not the string "
+                        f"{item!r} (no shell is involved)"
+                    )
+        return value
+
+    @field_validator("sysctls")
+    @classmethod
+    def _sysctls(cls, value: dict[str, Any]) -> dict[str, Any]:
+        for key in value:
+            if not re.fullmatch(r"net(\.[A-Za-z0-9_-]+)+", key):
+                raise ValueError(f"sysctl {key!r}: only per-namespace net.* keys can be set")
+        return value
+
+
+class Defaults(NodeBase):
+    """Settings every node inherits unless it sets them (dicts are merged, node keys win)."""
+
+
+class Node(NodeBase):
+    interfaces: dict[str, InterfaceSettings] = Field(default_factory=dict)
+
+
+class Link(Strict):
+    """A link: brief form {endpoints: ["h1:eth0", "h2:eth0"]} is a veth pair."""
+
+    type: Literal["veth", "bridge", "vxlan", "tun-pair"] = "veth"
+    endpoints: list[EndpointSpec]
+    name: str | None = Field(None, description="bridge: its name (default br<index>)")
+    mtu: int | None = Field(None, ge=68, le=65535, description="default MTU of every end")
+    vni: int | None = Field(None, ge=1, le=16777215, description="vxlan: network identifier")
+    port: int = Field(4789, ge=1, le=65535, description="vxlan: UDP port")
+    offload: Switch = Field(
+        True, description="tun-pair: TUN devices with the virtio-net header (super-packets cross)"
+    )
+    workers: Literal["threads", "processes"] = Field("processes", description="tun-pair: relay workers")
+
+
+class Topology(Strict):
+    """A lab: nodes (network namespaces, containers, VMs) and the links between them."""
+
+    name: str = Field(pattern=NAME_RE, max_length=40)
+    vars: dict[str, Any] = Field(default_factory=dict, description="template variables")
+    defaults: Defaults = Field(default_factory=Defaults)
+    nodes: dict[str, Node] = Field(min_length=1)
+    links: list[Link] = Field(default_factory=list)
+
+    @field_validator("nodes")
+    @classmethod
+    def _node_names(cls, value: dict[str, Node]) -> dict[str, Node]:
+        for name in value:
+            if not re.fullmatch(NODE_RE, name) or len(name) > 32:
+                raise ValueError(
+                    f"node name {name!r}: use 1-32 letters, digits, '_' or '-' (it names a namespace)"
+                )
+        return value
+
+    def resolved_nodes(self) -> dict[str, Node]:
+        """Nodes with the defaults applied."""
+        base = self.defaults.model_dump(exclude_unset=True)
+        out: dict[str, Node] = {}
+        for name, node in self.nodes.items():
+            data = dict(base)
+            mine = node.model_dump(exclude_unset=True)
+            for key, value in mine.items():
+                if isinstance(value, dict) and isinstance(data.get(key), dict):
+                    data[key] = {**data[key], **value}
+                else:
+                    data[key] = value
+            data.setdefault("kind", "netns")
+            out[name] = Node.model_validate(data)
+        return out

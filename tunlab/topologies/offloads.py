@@ -1,0 +1,83 @@
+"""ethtool offload features of lab interfaces: read the original state, then switch."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from tunlab.errors import LabError
+from tunlab.netns import NetNamespace
+
+# `ethtool -K` short names -> the kernel feature strings they switch. Groups are patterns, as in
+# ethtool itself, so bits newer kernels add (tx-tcp-accecn-segmentation, ...) are switched too.
+FEATURE_GROUPS: dict[str, re.Pattern[str]] = {
+    "gro": re.compile(r"^rx-gro$"),
+    "gso": re.compile(r"^tx-generic-segmentation$"),
+    "tso": re.compile(r"^tx-tcp[0-9a-z-]*-segmentation$"),
+    "tx-checksum": re.compile(r"^tx-checksum-"),
+    "rx-checksum": re.compile(r"^rx-checksum$"),
+    "sg": re.compile(r"^tx-scatter-gather$"),
+}
+# the feature read back as the group's state (ethtool -k shows the group as on when it is on)
+PRIMARY = {
+    "gro": "rx-gro",
+    "gso": "tx-generic-segmentation",
+    "tso": "tx-tcp-segmentation",
+    "tx-checksum": "tx-checksum-ip-generic",
+    "rx-checksum": "rx-checksum",
+    "sg": "tx-scatter-gather",
+}
+
+
+def _members(short: str, feats: dict[str, Any]) -> list[str]:
+    return [n for n in feats if FEATURE_GROUPS[short].match(n)]
+
+
+def _ethtool() -> Any:
+    from pyroute2.ethtool import Ethtool
+
+    return Ethtool()
+
+
+def read_features(ns: NetNamespace, ifname: str) -> dict[str, bool]:
+    """{gro: on?, gso: ..., tso: ..., tx-checksum: ..., rx-checksum: ..., sg: ...} now."""
+
+    def read() -> dict[str, bool]:
+        with _ethtool() as eth:
+            feats = eth.get_features(ifname).features
+        out = {}
+        for short in FEATURE_GROUPS:
+            names = _members(short, feats)
+            if not names:
+                continue
+            primary = PRIMARY[short] if PRIMARY[short] in feats else names[0]
+            # a group is on when any changeable member is on (what `ethtool -k` prints)
+            changeable = [n for n in names if feats[n].available] or [primary]
+            out[short] = any(bool(feats[n].enable) for n in changeable)
+        return out
+
+    return ns.call(read)
+
+
+def set_features(ns: NetNamespace, ifname: str, wanted: dict[str, bool]) -> None:
+    """Switch features like `ethtool -K`; a feature the device cannot change is an error."""
+
+    def write() -> None:
+        with _ethtool() as eth:
+            current = eth.get_features(ifname)
+            feats = current.features
+            fixed = []
+            for short, on in wanted.items():
+                names = _members(short, feats)
+                changeable = [n for n in names if feats[n].available]
+                if not changeable and any(bool(feats[n].enable) != on for n in names):
+                    fixed.append(short)
+                for n in changeable:
+                    feats[n].enable = on
+            if fixed:
+                raise LabError(
+                    f"{ifname}: {', '.join(fixed)} cannot be changed on this interface (fixed by its driver)"
+                )
+            eth.set_features(ifname, current)
+
+    ns.call(write)

@@ -1,0 +1,64 @@
+"""The detached holder of a lab (`tunlab up -d`): deploys, reports on a pipe, waits for SIGTERM.
+
+usage: python -m tunlab.topologies.supervisor --file F --name N --ready-fd FD [--var K=V ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import time
+from types import FrameType
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="tunlab-supervisor")
+    parser.add_argument("--file", required=True)
+    parser.add_argument("--name", required=True)
+    parser.add_argument("--ready-fd", type=int, required=True)
+    parser.add_argument("--var", action="append", default=[])
+    args = parser.parse_args()
+
+    ready = os.fdopen(args.ready_fd, "w")
+    stopping = {"now": False}
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stopping["now"] = True
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    try:
+        from tunlab.topologies.lab import Lab
+        from tunlab.topologies.loader import load_file, parse_var
+
+        topo = load_file(args.file, dict(parse_var(v) for v in args.var))
+        lab = Lab(topo, name=args.name, source=args.file)
+        lab.detached = True
+        lab.up()
+    except Exception as exc:
+        from tunlab.errors import DeployError
+
+        text = (
+            f"deploy failed at step '{exc.step}': {exc.cause}" if isinstance(exc, DeployError) else str(exc)
+        )
+        ready.write(f"ERR {text}\n")
+        ready.close()
+        print(f"tunlab supervisor: {text}", file=sys.stderr)
+        return 1
+    ready.write(f"OK {os.getpid()}\n")
+    ready.close()
+    print(f"tunlab supervisor {os.getpid()}: lab {lab.name} (id {lab.id}) is up", flush=True)
+    while not stopping["now"]:
+        time.sleep(0.2)
+    problems = lab.down()
+    for p in problems:
+        print(f"teardown: {p}", file=sys.stderr)
+    print(f"tunlab supervisor {os.getpid()}: lab {lab.name} is down", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
