@@ -10,6 +10,8 @@ import pytest
 
 from tests.support import HAS_TUN, IS_LINUX, IS_ROOT, unique_name
 
+pytest_plugins = ["pytester"]
+
 
 def _root_snapshot() -> dict[str, set[tuple[object, ...]]]:
     from pyroute2 import IPRoute

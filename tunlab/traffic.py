@@ -242,8 +242,8 @@ def udp_stream(
             )
             if rate_pps:
                 target = start + (seq + 1) / rate_pps
-                while time.perf_counter() < target:
-                    time.sleep(min(0.001, target - time.perf_counter()))
+                while (ahead := target - time.perf_counter()) > 0:
+                    time.sleep(min(0.001, ahead))
         sent_time = time.perf_counter() - start
         time.sleep(settle)
     finally:
@@ -348,7 +348,7 @@ def iperf3(
         for _ in range(50):
             done = client.run(argv, timeout=seconds + 30)
             report = json.loads(done.stdout or b"{}")
-            if "connection refused" not in report.get("error", ""):
+            if "connection refused" not in str(report.get("error", "")).lower():
                 break
             time.sleep(0.1)
         if "error" in report:

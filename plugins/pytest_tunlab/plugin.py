@@ -1,1 +1,412 @@
-"""pytest11 entry point `tunlab` (fixtures arrive with the plugin issue)."""
+"""pytest-tunlab: real TUN devices and whole labs per test, captures, offload matrices, diagnostics.
+
+Registered through the pytest11 entry point `tunlab`. Every default is a fixture a conftest.py
+can override; names carry the xdist worker id, so parallel workers never collide.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import json
+import os
+from collections.abc import Callable, Generator, Iterator
+from pathlib import Path
+from typing import Any, Literal, cast
+
+import pytest
+
+from pytest_tunlab.environment import missing
+from pytest_tunlab.handles import Peer, TunDeviceHandle
+from pytest_tunlab.offload_matrix import DEFAULT_COMBINATIONS, Combination, OffloadCase, combination
+from tunlab.capture import Capture
+from tunlab.devices.aio import AsyncDevice
+from tunlab.devices.builder import DeviceBuilder
+from tunlab.devices.layer import Layer
+from tunlab.netns import NetNamespace
+from tunlab.topologies.lab import Lab
+from tunlab.topologies.loader import load_file
+from tunlab.topologies.models import Topology
+
+FAILED = pytest.StashKey[bool]()
+LABS = pytest.StashKey[list[Lab]]()
+CAPTURES = pytest.StashKey[list[Capture]]()
+DEVICES = pytest.StashKey[list[TunDeviceHandle]]()
+SCOPES = ("function", "module", "session")
+_counter = iter(range(1, 1 << 30))
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("tunlab", "tunlab: TUN devices and network labs")
+    group.addoption(
+        "--tunlab-scope",
+        choices=SCOPES,
+        default="function",
+        help="scope of the tun_device and topology fixtures (default: function)",
+    )
+    group.addoption(
+        "--tunlab-keep-on-failure",
+        action="store_true",
+        default=False,
+        help="leave the lab of a failing test up and print how to enter it",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "tun_device(layer=Layer.L3, offload=False, mtu=None, ipv4='198.18.0.1/24', ipv6=None, "
+        "multi_queue=False, packet_information=False, name=None): configure the tun_device fixture",
+    )
+    config.addinivalue_line(
+        "markers", "topology(path_or_model, vars=None): the lab the topology fixture brings up"
+    )
+    config.addinivalue_line(
+        "markers", "offload_matrix(*combinations): offload combinations for the offload_matrix fixture"
+    )
+
+
+ScopeName = Literal["session", "package", "module", "class", "function"]
+
+
+def _scope(fixture_name: str, config: pytest.Config) -> ScopeName:
+    return cast(ScopeName, str(config.getoption("--tunlab-scope")))
+
+
+def _skip_unless_able(*tools: str) -> None:
+    reason = missing(tools=tools)
+    if reason is not None:
+        pytest.skip(reason)
+
+
+def _item(request: pytest.FixtureRequest) -> pytest.Item | None:
+    node = request.node
+    return node if isinstance(node, pytest.Item) else None
+
+
+def _remember(request: pytest.FixtureRequest, key: pytest.StashKey[list[Any]], value: Any) -> None:
+    item = _item(request)
+    if item is not None:
+        item.stash.setdefault(key, []).append(value)
+
+
+# ---- overridable defaults -------------------------------------------------------------------------
+@pytest.fixture(scope="session")
+def tunlab_worker_id(request: pytest.FixtureRequest) -> str:
+    """The pytest-xdist worker id ('gw0', ...) or 'main'."""
+    workerinput = getattr(request.config, "workerinput", None)
+    return str(workerinput["workerid"]) if workerinput else "main"
+
+
+@pytest.fixture(scope="session")
+def tunlab_name_prefix(tunlab_worker_id: str) -> str:
+    """Prefix of every namespace the plugin makes (worker id and pid: never shared)."""
+    return f"tlp-{tunlab_worker_id}-{os.getpid()}"
+
+
+@pytest.fixture(scope="session")
+def tunlab_tun_defaults() -> dict[str, Any]:
+    """Device options a tun_device marker does not set."""
+    return {
+        "layer": Layer.L3,
+        "offload": False,
+        "mtu": None,
+        "ipv4": "198.18.0.1/24",
+        "ipv6": None,
+        "multi_queue": False,
+        "packet_information": False,
+        "name": None,
+    }
+
+
+@pytest.fixture(scope="session")
+def tunlab_keep_on_failure(request: pytest.FixtureRequest) -> bool:
+    return bool(request.config.getoption("--tunlab-keep-on-failure"))
+
+
+# ---- namespaces and devices -----------------------------------------------------------------------
+def _new_netns(prefix: str) -> NetNamespace:
+    return NetNamespace.create(f"{prefix}-{next(_counter)}")
+
+
+@pytest.fixture(scope=_scope)
+def netns(tunlab_name_prefix: str) -> Iterator[NetNamespace]:
+    """A bare network namespace, removed afterwards."""
+    _skip_unless_able()
+    ns = _new_netns(tunlab_name_prefix)
+    try:
+        yield ns
+    finally:
+        ns.delete()
+
+
+def _device_options(request: pytest.FixtureRequest, defaults: dict[str, Any]) -> dict[str, Any]:
+    options = dict(defaults)
+    marker = request.node.get_closest_marker("tun_device")
+    if marker is not None:
+        if marker.args:
+            raise pytest.UsageError("@pytest.mark.tun_device takes keyword arguments only")
+        options.update(marker.kwargs)
+    param = getattr(request, "param", None)
+    if isinstance(param, dict):
+        options.update(param)
+    unknown = set(options) - set(defaults)
+    if unknown:
+        raise pytest.UsageError(f"tun_device: unknown options {sorted(unknown)} (known: {sorted(defaults)})")
+    return options
+
+
+def _build(options: dict[str, Any], ns: NetNamespace) -> DeviceBuilder:
+    builder = DeviceBuilder().netns(ns)
+    layer = options["layer"]
+    if isinstance(layer, str):
+        layer = {"l2": Layer.L2, "tap": Layer.L2, "l3": Layer.L3, "tun": Layer.L3}[layer.lower()]
+    builder.layer(layer).offload(options["offload"]).multi_queue(options["multi_queue"])
+    builder.packet_information(options["packet_information"])
+    if options["name"]:
+        builder.name(options["name"])
+    if options["mtu"] is not None:
+        builder.mtu(options["mtu"])
+    for key, add in (("ipv4", builder.ipv4), ("ipv6", builder.ipv6)):
+        values = options[key]
+        for value in [values] if isinstance(values, str) else values or []:
+            iface = ipaddress.ip_interface(value)
+            add(str(iface.ip), iface.network.prefixlen)
+    return builder
+
+
+@contextlib.contextmanager
+def _tun_handle(
+    request: pytest.FixtureRequest, prefix: str, defaults: dict[str, Any], asynchronous: bool
+) -> Iterator[TunDeviceHandle]:
+    _skip_unless_able()
+    options = _device_options(request, defaults)
+    ns = _new_netns(prefix)
+    try:
+        sync = _build(options, ns).build_sync()
+        device: Any = AsyncDevice(sync) if asynchronous else sync
+        handle = TunDeviceHandle(device, ns, options)
+        _remember(request, DEVICES, handle)
+        try:
+            yield handle
+        finally:
+            device.close()
+    finally:
+        ns.delete()
+
+
+@pytest.fixture(scope=_scope)
+def tun_device(
+    request: pytest.FixtureRequest, tunlab_name_prefix: str, tunlab_tun_defaults: dict[str, Any]
+) -> Iterator[TunDeviceHandle]:
+    """A SyncDevice in a fresh namespace (.device), with the kernel side next to it (.peer).
+
+    Configure it with @pytest.mark.tun_device(layer=..., offload=..., mtu=..., ipv4=..., ...) or
+    indirect parametrization with dicts of the same options.
+    """
+    with _tun_handle(request, tunlab_name_prefix, tunlab_tun_defaults, asynchronous=False) as handle:
+        yield handle
+
+
+@pytest.fixture(scope=_scope)
+def async_tun_device(
+    request: pytest.FixtureRequest, tunlab_name_prefix: str, tunlab_tun_defaults: dict[str, Any]
+) -> Iterator[TunDeviceHandle]:
+    """tun_device with an AsyncDevice (use it from asyncio, uvloop or trio tests)."""
+    with _tun_handle(request, tunlab_name_prefix, tunlab_tun_defaults, asynchronous=True) as handle:
+        yield handle
+
+
+# ---- labs -----------------------------------------------------------------------------------------
+def _resolve_topology(spec: Any, request: pytest.FixtureRequest, variables: dict[str, Any]) -> Topology:
+    if isinstance(spec, Topology):
+        return spec
+    path = Path(spec)
+    if not path.is_absolute():
+        path = Path(str(request.node.path)).parent / path if request.node.path else path
+    return load_file(path, variables)
+
+
+def _finish_lab(request: pytest.FixtureRequest, lab: Lab, keep: bool) -> None:
+    item = _item(request)
+    failed = item is not None and item.stash.get(FAILED, False)
+    if failed and keep:
+        reporter = request.config.pluginmanager.get_plugin("terminalreporter")
+        nodes = ", ".join(lab.topology.nodes)
+        message = (
+            f"\ntunlab: kept lab '{lab.name}' of the failing test {request.node.nodeid}\n"
+            f"  enter a node ({nodes}): tunlab exec {lab.name} <node> -- bash\n"
+            f"  remove it: tunlab down {lab.name}  (or tunlab gc); tun-pair relays stop with pytest\n"
+        )
+        if reporter is not None:
+            reporter.write_line(message)
+        lab._rt = None  # hand the lab over as it is: the state file stays, gc knows it
+        return
+    lab.down()
+
+
+@pytest.fixture(scope=_scope)
+def topology(request: pytest.FixtureRequest, tunlab_keep_on_failure: bool) -> Iterator[Lab]:
+    """The running lab of @pytest.mark.topology("file.yaml", vars={...}) (paths relative to the test)."""
+    _skip_unless_able()
+    marker = request.node.get_closest_marker("topology")
+    param = getattr(request, "param", None)
+    if marker is None and param is None:
+        raise pytest.UsageError("the topology fixture needs @pytest.mark.topology('lab.yaml') or a param")
+    spec = param if param is not None else marker.args[0] if marker and marker.args else None
+    if spec is None:
+        raise pytest.UsageError(
+            "@pytest.mark.topology needs the topology file or model as its first argument"
+        )
+    variables = dict(marker.kwargs.get("vars") or {}) if marker else {}
+    lab = Lab(_resolve_topology(spec, request, variables), unique=True)
+    lab.up()
+    _remember(request, LABS, lab)
+    try:
+        yield lab
+    finally:
+        _finish_lab(request, lab, tunlab_keep_on_failure)
+
+
+@pytest.fixture
+def lab_factory(request: pytest.FixtureRequest, tunlab_keep_on_failure: bool) -> Iterator[Callable[..., Lab]]:
+    """lab_factory(path_or_model, **vars) -> a running Lab; all of them go down after the test."""
+    _skip_unless_able()
+    labs: list[Lab] = []
+
+    def make(spec: str | os.PathLike[str] | Topology, **variables: Any) -> Lab:
+        lab = Lab(_resolve_topology(spec, request, variables), unique=True)
+        lab.up()
+        labs.append(lab)
+        _remember(request, LABS, lab)
+        return lab
+
+    try:
+        yield make
+    finally:
+        for lab in reversed(labs):
+            _finish_lab(request, lab, tunlab_keep_on_failure)
+
+
+# ---- captures -------------------------------------------------------------------------------------
+class CaptureFactory:
+    """capture(lab, "node", "iface") or capture(tun_device) -> a Capture to use with `with`."""
+
+    def __init__(self, request: pytest.FixtureRequest, directory: Path) -> None:
+        self._request = request
+        self._directory = directory
+        self.captures: list[Capture] = []
+
+    def __call__(
+        self,
+        target: Any,
+        node: str | None = None,
+        interface: str | None = None,
+        *,
+        path: str | os.PathLike[str] | None = None,
+    ) -> Capture:
+        if isinstance(target, TunDeviceHandle):
+            ns, iface, label = target.netns, interface or target.device.name, target.device.name
+        elif isinstance(target, Lab):
+            if node is None or interface is None:
+                raise TypeError("capture(lab, node, interface): name the node and the interface")
+            ns, iface, label = target.node(node).netns, interface, f"{node}-{interface}"
+        elif isinstance(target, NetNamespace):
+            if node is None:
+                raise TypeError("capture(netns, interface)")
+            ns, iface, label = target, node, node
+        else:
+            raise TypeError(f"capture: cannot capture on {type(target).__name__}")
+        pcap = Path(path) if path is not None else self._directory / f"{label}-{len(self.captures)}.pcap"
+        cap = Capture(ns, iface, pcap)
+        self.captures.append(cap)
+        _remember(self._request, CAPTURES, cap)
+        return cap
+
+
+@pytest.fixture
+def capture(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[CaptureFactory]:
+    """Record packets on an interface of a lab or a tun_device to a pcap file (+ a parsed view)."""
+    factory = CaptureFactory(request, tmp_path)
+    try:
+        yield factory
+    finally:
+        for cap in factory.captures:
+            cap.stop()
+
+
+# ---- offload matrix -------------------------------------------------------------------------------
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "offload_matrix" not in metafunc.fixturenames:
+        return
+    marker = metafunc.definition.get_closest_marker("offload_matrix")
+    combos: list[Combination] = (
+        [combination(c) for c in marker.args] if marker and marker.args else list(DEFAULT_COMBINATIONS)
+    )
+    metafunc.parametrize("offload_matrix", combos, ids=[c.id for c in combos], indirect=True)
+
+
+@pytest.fixture
+def offload_matrix(request: pytest.FixtureRequest) -> OffloadCase:
+    """The offload combination of this run: offload_matrix.apply(lab, "r1:eth0", ...)."""
+    _skip_unless_able()
+    return OffloadCase(request.param, request.addfinalizer)
+
+
+# ---- diagnostics on failure -----------------------------------------------------------------------
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    report = yield
+    if report.when != "call" or not report.failed:
+        return report
+    item.stash[FAILED] = True
+    for lab in item.stash.get(LABS, []):
+        with contextlib.suppress(Exception):
+            report.sections.append((f"tunlab: lab {lab.name}", _describe_lab(lab)))
+    for handle in item.stash.get(DEVICES, []):
+        with contextlib.suppress(Exception):
+            report.sections.append((f"tunlab: tun_device {handle.device.name}", _describe_device(handle)))
+    captures = item.stash.get(CAPTURES, [])
+    if captures:
+        lines = [f"{c.path} ({len(c.packets)} packets on {c.interface})" for c in captures if c.path]
+        report.sections.append(("tunlab: packet captures (tcpdump -r / wireshark)", "\n".join(lines)))
+    return report
+
+
+def _describe_lab(lab: Lab) -> str:
+    if not lab.running:
+        return "(the lab is down)"
+    data = lab.inspect()
+    lines = []
+    for name, node in data["nodes"].items():
+        lines.append(f"{name} ({node['kind']}, {node['netns']})")
+        for i in node.get("interfaces", []):
+            off = f" offload(original) {i['offload_original']}" if "offload_original" in i else ""
+            lines.append(
+                f"  {i['name']} {i['kind']} {i['state']} mtu {i['mtu']} {' '.join(i['addresses'])} "
+                f"rx {i['rx_packets']}p/{i['rx_bytes']}B tx {i['tx_packets']}p/{i['tx_bytes']}B{off}"
+            )
+        for r in node.get("routes", []):
+            lines.append(f"  route {r}")
+    if data.get("relays"):
+        lines.append("relays: " + json.dumps(data["relays"], default=str))
+    return "\n".join(lines)
+
+
+def _describe_device(handle: TunDeviceHandle) -> str:
+    from tunlab.topologies.inspect import _interfaces
+
+    data = _interfaces(handle.netns)[0]
+    lines = [f"options: {handle.options}"]
+    for i in data["interfaces"]:
+        lines.append(
+            f"{i['name']} {i['kind']} {i['state']} mtu {i['mtu']} {' '.join(i['addresses'])} "
+            f"rx {i['rx_packets']}p/{i['rx_bytes']}B tx {i['tx_packets']}p/{i['tx_bytes']}B"
+        )
+    lines += [f"route {r}" for r in data["routes"]]
+    return "\n".join(lines)
+
+
+__all__ = ["CaptureFactory", "OffloadCase", "Peer", "TunDeviceHandle"]

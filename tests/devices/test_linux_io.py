@@ -27,29 +27,32 @@ def is_udp_to(port: int):
     return match
 
 
-def test_kernel_ping_answered_by_the_library(ns) -> None:
-    with DeviceBuilder().name("tun0").ipv4("198.18.0.1", 24).netns(ns.name).build_sync() as dev:
-        ping = ns.popen(["ping", "-c", "1", "-W", "5", "198.18.0.2"], stdout=-1, stderr=-1)
-        request = read_until(dev, lambda f: pk.echo_reply(f) is not None)
-        ip = pk.parse_ip(request)
-        assert (str(ip.src), str(ip.dst)) == ("198.18.0.1", "198.18.0.2")
-        dev.send(pk.echo_reply(request))
-        out, _ = ping.communicate(timeout=10)
-        assert ping.returncode == 0, out
-        assert b"1 received" in out
+@pytest.mark.tun_device(name="tun0", ipv4="198.18.0.1/24")
+def test_kernel_ping_answered_by_the_library(tun_device) -> None:
+    """Uses the project's own pytest plugin: a device and its kernel-side peer."""
+    dev, peer = tun_device.device, tun_device.peer
+    ping = peer.popen(["ping", "-c", "1", "-W", "5", "198.18.0.2"], stdout=-1, stderr=-1)
+    request = read_until(dev, lambda f: pk.echo_reply(f) is not None)
+    ip = pk.parse_ip(request)
+    assert (str(ip.src), str(ip.dst)) == ("198.18.0.1", "198.18.0.2")
+    dev.send(pk.echo_reply(request))
+    out, _ = ping.communicate(timeout=10)
+    assert ping.returncode == 0, out
+    assert b"1 received" in out
 
 
 @pytest.mark.parametrize(
-    ("local", "remote", "family"),
+    ("tun_device", "local", "remote", "family"),
     [
-        ("198.18.3.1", "198.18.3.2", socket.AF_INET),
-        ("2001:db8:3::1", "2001:db8:3::2", socket.AF_INET6),
+        ({"ipv4": "198.18.3.1/24"}, "198.18.3.1", "198.18.3.2", socket.AF_INET),
+        ({"ipv4": None, "ipv6": "2001:db8:3::1/64"}, "2001:db8:3::1", "2001:db8:3::2", socket.AF_INET6),
     ],
+    indirect=["tun_device"],
+    ids=["ipv4", "ipv6"],
 )
-def test_udp_both_ways(ns, local, remote, family) -> None:
-    builder = DeviceBuilder().name("tun0").netns(ns.name)
-    builder = builder.ipv4(local, 24) if family == socket.AF_INET else builder.ipv6(local, 64)
-    with builder.build_sync() as dev, ns.socket(family, socket.SOCK_DGRAM) as sock:
+def test_udp_both_ways(tun_device, local, remote, family) -> None:
+    dev = tun_device.device
+    with tun_device.peer.socket(family, socket.SOCK_DGRAM) as sock:
         sock.bind((local, 0))
         sport = sock.getsockname()[1]
         sock.sendto(b"kernel to library", (remote, 4000))

@@ -64,15 +64,19 @@ def full_topology():
 
 
 def relay_worker_count() -> int:
+    """Relay worker processes of this process (others may be dying elsewhere: not ours)."""
     count = 0
     for pid in os.listdir("/proc"):
         if pid.isdigit():
             try:
                 with open(f"/proc/{pid}/cmdline", "rb") as f:
-                    if b"relay_worker" in f.read():
-                        count += 1
-            except OSError:
-                pass
+                    cmd = f.read()
+                with open(f"/proc/{pid}/stat") as f:
+                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError):
+                continue
+            if b"relay_worker" in cmd and ppid == os.getpid():
+                count += 1
     return count
 
 

@@ -180,28 +180,28 @@ def up(file: Path, variables: tuple[str, ...], detach: bool, name: str | None) -
     stop = {"now": False}
 
     def on_signal(signum: int, frame: Any) -> None:
-        stop["now"] = True
-        raise KeyboardInterrupt
+        stop["now"] = True  # noted, never raised: teardown runs however early the signal comes
 
     signal.signal(signal.SIGTERM, on_signal)
-    with _progress(f"up {lab.name}") as progress:
-        lab.progress = progress
-        lab.up()
+    signal.signal(signal.SIGINT, on_signal)
     try:
-        _summary(lab)
-        console.print(
-            f"enter a node: [bold]tunlab exec {lab.name} <node> -- <command>[/]; "
-            "Ctrl-C (or SIGTERM) tears the lab down"
-        )
-        while True:
+        with _progress(f"up {lab.name}") as progress:
+            lab.progress = progress
+            lab.up()
+        if not stop["now"]:
+            _summary(lab)
+            console.print(
+                f"enter a node: [bold]tunlab exec {lab.name} <node> -- <command>[/]; "
+                "Ctrl-C (or SIGTERM) tears the lab down"
+            )
+        while not stop["now"]:
             signal.pause()
-    except KeyboardInterrupt:
-        pass
     finally:
-        problems = lab.down()
-        for p in problems:
-            err_console.print(f"[yellow]teardown:[/] {p}")
-        console.print(f"lab {lab.name} is down")
+        if lab.running:
+            problems = lab.down()
+            for p in problems:
+                err_console.print(f"[yellow]teardown:[/] {p}")
+            console.print(f"lab {lab.name} is down")
 
 
 def _up_detached(file: Path, variables: tuple[str, ...], name: str) -> None:

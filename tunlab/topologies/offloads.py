@@ -60,24 +60,34 @@ def read_features(ns: NetNamespace, ifname: str) -> dict[str, bool]:
 
 
 def set_features(ns: NetNamespace, ifname: str, wanted: dict[str, bool]) -> None:
-    """Switch features like `ethtool -K`; a feature the device cannot change is an error."""
+    """Switch features like `ethtool -K`, then read them back: anything the device (or a
+    dependency, like TSO needing checksum offload) does not allow is an error naming it."""
 
     def write() -> None:
         with _ethtool() as eth:
             current = eth.get_features(ifname)
             feats = current.features
-            fixed = []
             for short, on in wanted.items():
-                names = _members(short, feats)
-                changeable = [n for n in names if feats[n].available]
-                if not changeable and any(bool(feats[n].enable) != on for n in names):
-                    fixed.append(short)
-                for n in changeable:
-                    feats[n].enable = on
-            if fixed:
+                for n in _members(short, feats):
+                    if feats[n].available:
+                        feats[n].enable = on
+            try:
+                eth.set_features(ifname, current)
+            except Exception as exc:  # pyroute2 NotSupportedError, OSError
                 raise LabError(
-                    f"{ifname}: {', '.join(fixed)} cannot be changed on this interface (fixed by its driver)"
-                )
-            eth.set_features(ifname, current)
+                    f"{ifname}: the driver refused to change {', '.join(wanted)} ({type(exc).__name__})"
+                ) from None
+            after = eth.get_features(ifname).features
+        stuck = []
+        for short, on in wanted.items():
+            names = _members(short, after)
+            if not names:
+                continue
+            primary = PRIMARY[short] if PRIMARY[short] in after else names[0]
+            state = bool(after[primary].enable) if on else any(bool(after[n].enable) for n in names)
+            if state != on:
+                stuck.append(f"{short} stays {'on' if state else 'off'}")
+        if stuck:
+            raise LabError(f"{ifname}: cannot be changed as asked: {', '.join(stuck)}")
 
     ns.call(write)

@@ -1,0 +1,228 @@
+"""Packet capture on any interface of a namespace, to a pcap file and a parsed view.
+
+An AF_PACKET socket opened inside the interface's namespace with PACKET_VNET_HDR sees each
+packet once, as the kernel handles it: a GSO super-packet arrives whole, with its virtio-net
+header (gso_type, gso_size), which is what offload assertions need. The pcap file holds the
+packets without that header, so tcpdump, tshark and Wireshark read it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import select
+import socket
+import struct
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tunlab.devices.offload.virtio import VIRTIO_NET_HDR_LEN, VirtioNetHdr
+from tunlab.netns import NetNamespace
+
+ETH_P_ALL = 0x0003
+SOL_PACKET = 263
+PACKET_AUXDATA = 8
+PACKET_VNET_HDR = 15
+PACKET_OUTGOING = 4
+PACKET_HOST = 0
+LINKTYPE_ETHERNET = 1
+LINKTYPE_RAW = 101  # raw IPv4/IPv6 (TUN, tun-pair)
+ARPHRD_ETHER = 1
+_PCAP_HEADER = struct.Struct("<IHHiIII")
+_PCAP_RECORD = struct.Struct("<IIII")
+
+
+@dataclass(frozen=True)
+class CapturedPacket:
+    """One packet as the kernel saw it on the interface."""
+
+    timestamp: float
+    outgoing: bool
+    data: bytes  # the frame (Ethernet) or IP packet (TUN), without the virtio-net header
+    gso_type: int
+    gso_size: int
+    l2: bool
+
+    @property
+    def ip(self) -> bytes:
+        """The IP packet (the Ethernet header removed where there is one)."""
+        if not self.l2:
+            return self.data
+        off = 12
+        while len(self.data) >= off + 2 and self.data[off : off + 2] in (b"\x81\x00", b"\x88\xa8"):
+            off += 4
+        return self.data[off + 2 :]
+
+    @property
+    def is_gso(self) -> bool:
+        return self.gso_type != 0
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+
+def _link_type(ns: NetNamespace, ifname: str) -> int:
+    with ns.iproute() as ipr:
+        found = ipr.link_lookup(ifname=ifname)
+        if not found:
+            raise ValueError(f"capture: no interface '{ifname}' in {ns.name or ns.path}")
+        return int(ipr.link("get", index=found[0])[0]["ifi_type"])
+
+
+class Capture:
+    """Record packets on one interface until stopped; `with Capture(ns, "eth0", path) as cap:`."""
+
+    def __init__(
+        self,
+        ns: NetNamespace,
+        interface: str,
+        path: str | os.PathLike[str] | None = None,
+        *,
+        snaplen: int = 262144,
+    ) -> None:
+        self.ns = ns
+        self.interface = interface
+        self.path = Path(path) if path is not None else None
+        self.snaplen = snaplen
+        self.packets: list[CapturedPacket] = []
+        self._l2 = _link_type(ns, interface) == ARPHRD_ETHER
+        self._sock: socket.socket | None = None
+        self._stop: tuple[int, int] | None = None
+        self._thread: threading.Thread | None = None
+        self._file: Any = None
+
+    def start(self) -> Capture:
+        sock = self.ns.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
+        try:
+            sock.setsockopt(SOL_PACKET, PACKET_VNET_HDR, 1)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16 << 20)
+            sock.bind((self.interface, ETH_P_ALL))
+        except BaseException:
+            sock.close()
+            raise
+        self._sock = sock
+        if self.path is not None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._file = open(self.path, "wb")  # noqa: SIM115 (closed in stop)
+            link = LINKTYPE_ETHERNET if self._l2 else LINKTYPE_RAW
+            self._file.write(_PCAP_HEADER.pack(0xA1B2C3D4, 2, 4, 0, 0, self.snaplen, link))
+        self._stop = os.pipe()
+        self._thread = threading.Thread(target=self._run, name=f"capture-{self.interface}", daemon=True)
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        assert self._sock is not None
+        assert self._stop is not None
+        sock, stop_r = self._sock.fileno(), self._stop[0]
+        rsock = self._sock
+        buf = bytearray(65536 + VIRTIO_NET_HDR_LEN + 64)
+        while True:
+            ready, _, _ = select.select([sock, stop_r], [], [])
+            if stop_r in ready and sock not in ready:
+                return
+            try:
+                n, addr = rsock.recvfrom_into(buf, 0, socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                continue
+            except OSError:
+                return
+            now = time.time()
+            hdr = VirtioNetHdr.decode(buf)
+            data = bytes(buf[VIRTIO_NET_HDR_LEN:n])
+            pkt = CapturedPacket(now, addr[2] == PACKET_OUTGOING, data, hdr.gso_type, hdr.gso_size, self._l2)
+            self.packets.append(pkt)
+            if self._file is not None:
+                snap = data[: self.snaplen]
+                sec = int(now)
+                self._file.write(_PCAP_RECORD.pack(sec, int((now - sec) * 1e6), len(snap), len(data)))
+                self._file.write(snap)
+
+    def stop(self) -> None:
+        if self._stop is None:
+            return
+        time.sleep(0.05)  # let packets already in flight reach the socket
+        os.write(self._stop[1], b"x")
+        if self._thread is not None:
+            self._thread.join(5)
+        for fd in self._stop:
+            os.close(fd)
+        self._stop = None
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+    def __enter__(self) -> Capture:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # ---- views ------------------------------------------------------------------------------
+    def outgoing(self) -> list[CapturedPacket]:
+        """Packets the interface transmitted."""
+        return [p for p in self.packets if p.outgoing]
+
+    def incoming(self) -> list[CapturedPacket]:
+        return [p for p in self.packets if not p.outgoing]
+
+    def gso_packets(self) -> list[CapturedPacket]:
+        return [p for p in self.packets if p.is_gso]
+
+    def tcp_payload_sizes(self, *, outgoing: bool | None = None, port: int | None = None) -> list[int]:
+        """TCP payload size of each captured TCP packet (optionally one direction / port)."""
+        out = []
+        for p in self.packets:
+            if outgoing is not None and p.outgoing != outgoing:
+                continue
+            info = tcp_info(p.ip)
+            if info is None:
+                continue
+            sport, dport, payload = info
+            if port is not None and port not in (sport, dport):
+                continue
+            if payload:
+                out.append(payload)
+        return out
+
+
+def tcp_info(ip: bytes) -> tuple[int, int, int] | None:
+    """(source port, destination port, payload length) of a TCP/IP packet, else None."""
+    if len(ip) < 20:
+        return None
+    version = ip[0] >> 4
+    if version == 4:
+        ihl = (ip[0] & 0xF) * 4
+        if ip[9] != 6 or len(ip) < ihl + 20:
+            return None
+        total = struct.unpack_from("!H", ip, 2)[0]
+    elif version == 6:
+        ihl = 40
+        if len(ip) < 60 or ip[6] != 6:
+            return None
+        total = 40 + struct.unpack_from("!H", ip, 4)[0]
+    else:
+        return None
+    sport, dport = struct.unpack_from("!HH", ip, ihl)
+    thl = (ip[ihl + 12] >> 4) * 4
+    return sport, dport, max(0, min(total, len(ip)) - ihl - thl)
+
+
+@contextlib.contextmanager
+def capture(
+    ns: NetNamespace, interface: str, path: str | os.PathLike[str] | None = None
+) -> Iterator[Capture]:
+    """`with capture(ns, "eth0", "out.pcap") as cap: ...` then look at cap.packets."""
+    cap = Capture(ns, interface, path)
+    cap.start()
+    try:
+        yield cap
+    finally:
+        cap.stop()
