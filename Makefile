@@ -36,14 +36,17 @@ format: $(STAMP)
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy
 
+# container tests need a docker engine: started here when none runs, stopped afterwards
 unit: system-deps $(STAMP)
-	$(VENV)/bin/pytest $(PYTEST_ARGS)
+	@./.ci/docker-up
+	@$(VENV)/bin/pytest $(PYTEST_ARGS); rc=$$?; ./.ci/docker-down; exit $$rc
 
 test: lint typecheck unit
 
 bench: system-deps $(STAMP)
 	$(PY) -m pip install -q --disable-pip-version-check -e '.[dev,bench]'
-	$(PY) -m benchmarks
+	@./.ci/docker-up
+	@$(PY) -m benchmarks; rc=$$?; ./.ci/docker-down; exit $$rc
 
 clean:
 	rm -rf $(VENV) build *.egg-info .mypy_cache .ruff_cache .pytest_cache

@@ -10,7 +10,7 @@ import os
 import platform
 import sys
 
-SUITES = ["relay", "topology"]
+SUITES = ["relay", "topology", "containers"]
 
 
 def machine() -> str:

@@ -333,9 +333,13 @@ def exec_(name: str, node: str, command: tuple[str, ...]) -> None:
     if node not in state.nodes:
         raise BadInput(f"lab '{name}' has no node '{node}' (nodes: {', '.join(state.nodes)})")
     env = {**os.environ, **state.topology.get("nodes", {}).get(node, {}).get("env", {})}
-    ns = NetNamespace.open(state.nodes[node]["netns"])
+    info = state.nodes[node]
     try:
-        proc = ns.popen(list(command), env=env)
+        if info.get("container"):
+            tty = ["-t"] if sys.stdin.isatty() and sys.stdout.isatty() else []
+            proc = subprocess.Popen(["docker", "exec", "-i", *tty, info["container"], *command])
+        else:
+            proc = NetNamespace.open(info["netns"]).popen(list(command), env=env)
     except FileNotFoundError:
         raise UserError(f"{command[0]}: command not found in node '{node}'") from None
     try:
@@ -344,6 +348,23 @@ def exec_(name: str, node: str, command: tuple[str, ...]) -> None:
         proc.send_signal(signal.SIGINT)
         code = proc.wait()
     sys.exit(code)
+
+
+@cli.group()
+def image() -> None:
+    """Container images tunlab builds locally (no registry needed)."""
+
+
+@image.command(name="build")
+@click.option("--rebuild", is_flag=True, help="build again even if the image exists")
+def image_build(rebuild: bool) -> None:
+    """Build tunlab/base:latest (debootstrap minbase + iproute2, ping, python3) and import it."""
+    _require_root_linux("tunlab image build")
+    from tunlab.topologies.drivers.container import docker_client
+    from tunlab.topologies.images import build_base_image
+
+    image_id = build_base_image(docker_client(), rebuild=rebuild, say=lambda text: console.print(text))
+    console.print(f"tunlab/base:latest is {image_id[:19]}")
 
 
 @cli.command()

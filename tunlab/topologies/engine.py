@@ -134,12 +134,23 @@ def plan(rt: Runtime) -> list[Step]:
         driver.check_available()
         rt.drivers[name] = driver
     steps: list[Step] = []
+    containers = {n: node for n, node in rt.resolved.items() if node.kind == "container"}
     for name, node in rt.resolved.items():
+        if name in containers:
+            continue
         steps.append(
             Step(
                 f"create {node.kind} node {name}",
                 functools.partial(_create_node, rt, name, node),
                 functools.partial(_destroy_node, rt, name),
+            )
+        )
+    if containers:
+        steps.append(
+            Step(
+                f"create container nodes {', '.join(containers)}",
+                functools.partial(_create_containers, rt, containers),
+                functools.partial(_destroy_containers, rt, containers),
             )
         )
     vxlans = []
@@ -214,6 +225,9 @@ def plan(rt: Runtime) -> list[Step]:
     for name, node in rt.resolved.items():
         for argv in node.exec:
             steps.append(Step(f"exec on {name}: {' '.join(argv)}", functools.partial(_exec, rt, name, argv)))
+    for name, node in containers.items():
+        if node.healthcheck is not None:
+            steps.append(Step(f"wait for {name}", functools.partial(_wait_healthy, rt, name, node)))
     return steps
 
 
@@ -259,6 +273,33 @@ def _env_failure_hook() -> FailureHook | None:
 # ---- the steps -----------------------------------------------------------------------------
 def _create_node(rt: Runtime, name: str, node: Node) -> None:
     rt.nodes[name] = rt.drivers[name].create(rt.lab_id, name, node)
+
+
+def _create_containers(rt: Runtime, nodes: dict[str, Node]) -> None:
+    from tunlab.topologies.drivers.container import ContainerDriver
+
+    driver = rt.drivers[next(iter(nodes))]
+    assert isinstance(driver, ContainerDriver)
+    rt.nodes.update(driver.create_many(rt.lab_id, rt.state.name, nodes))
+
+
+def _destroy_containers(rt: Runtime, nodes: dict[str, Node]) -> None:
+    from tunlab.topologies import containers
+
+    rt.close_netlink()
+    for name in nodes:
+        handle = rt.nodes.pop(name, None)
+        if handle is not None:
+            rt.drivers[name].destroy(handle)
+    containers.remove_lab_containers(rt.lab_id)  # anything a failed start left
+
+
+def _wait_healthy(rt: Runtime, name: str, node: Node) -> None:
+    from tunlab.topologies.drivers.container import ContainerDriver
+
+    driver = rt.drivers[name]
+    assert isinstance(driver, ContainerDriver)
+    driver.wait_healthy(rt.nodes[name], node)
 
 
 def _destroy_node(rt: Runtime, name: str) -> None:

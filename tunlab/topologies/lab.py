@@ -22,6 +22,7 @@ from tunlab.topologies.state import (
     LabState,
     all_labs,
     new_lab_id,
+    ns_name,
     owned_namespaces,
     process_start,
     registry_lock,
@@ -87,6 +88,10 @@ class Lab:
             rt.close_netlink()
         state.status = "up"
         state.nodes = {n: {"kind": h.kind, "netns": h.netns.path} for n, h in rt.nodes.items()}
+        for n, h in rt.nodes.items():
+            container = getattr(h, "container", None)
+            if container is not None:
+                state.nodes[n]["container"] = str(container.id)
         state.save()
         self._rt, self._state = rt, state
         return self
@@ -112,6 +117,11 @@ class Lab:
                 detached=self.detached,
             )
             state.namespaces = engine.planned_namespaces(self.topology, self.id)
+            state.containers = [
+                ns_name(self.id, n)
+                for n, node in self.topology.resolved_nodes().items()
+                if node.kind == "container"
+            ]
             state.save()
         return state
 

@@ -112,7 +112,9 @@ def driver_for(kind: str) -> NodeDriver:
     if kind == "netns":
         return NetnsDriver()
     if kind == "container":
-        return UnavailableDriver("container", "docker container nodes arrive with Topologies II")
+        from tunlab.topologies.drivers.container import ContainerDriver
+
+        return ContainerDriver()
     if kind == "vm":
         return UnavailableDriver("vm", "qemu nodes need their driver (not in this release)")
     raise LabError(f"unknown node kind {kind!r}")
