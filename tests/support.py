@@ -80,3 +80,16 @@ def read_until(dev: Any, match: Any, timeout: float = 5.0) -> bytes:
             if match(frame):
                 return frame
             seen += 1
+
+
+def udp_to(port: int):
+    """A frame matcher: a UDP packet to this port."""
+    from tunlab import packets
+
+    def match(frame: bytes) -> bool:
+        try:
+            return packets.parse_udp(frame).dport == port
+        except ValueError:
+            return False
+
+    return match

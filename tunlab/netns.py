@@ -74,26 +74,35 @@ def current_netns_inode() -> tuple[int, int]:
     return (st.st_dev, st.st_ino)
 
 
-def call_in_netns(ns_fd: int, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-    """Run fn(*args) in a worker thread that first joins the namespace behind ns_fd."""
-    st = os.fstat(ns_fd)
-    if (st.st_dev, st.st_ino) == current_netns_inode():
-        return fn(*args, **kwargs)
+def run_in_thread(fn: Callable[[], T], name: str = "tunlab-worker") -> T:
+    """Run fn() on a fresh thread and wait: its result, or its exception raised here."""
     box: dict[str, Any] = {}
 
     def worker() -> None:
         try:
-            _setns(ns_fd)
-            box["value"] = fn(*args, **kwargs)
+            box["value"] = fn()
         except BaseException as exc:  # handed to the caller's thread
             box["error"] = exc
 
-    thread = threading.Thread(target=worker, name="tunlab-netns", daemon=True)
+    thread = threading.Thread(target=worker, name=name, daemon=True)
     thread.start()
     thread.join()
     if "error" in box:
         raise box["error"]
     return box["value"]  # type: ignore[no-any-return]
+
+
+def call_in_netns(ns_fd: int, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """Run fn(*args) in a worker thread that first joins the namespace behind ns_fd."""
+    st = os.fstat(ns_fd)
+    if (st.st_dev, st.st_ino) == current_netns_inode():
+        return fn(*args, **kwargs)
+
+    def inside() -> T:
+        _setns(ns_fd)
+        return fn(*args, **kwargs)
+
+    return run_in_thread(inside, "tunlab-netns")
 
 
 def list_named_netns(run_dir: str = NETNS_RUN_DIR) -> list[str]:
@@ -169,24 +178,15 @@ class NetNamespace:
                 setup()
             return os.open(path, os.O_RDONLY | os.O_CLOEXEC)
 
-        box: dict[str, Any] = {}
-
-        def worker() -> None:
-            try:
-                box["fd"] = make()
-            except BaseException as exc:
-                box["error"] = exc
-
-        thread = threading.Thread(target=worker, name="tunlab-netns-create", daemon=True)
-        thread.start()
-        thread.join()
-        if "error" in box:
+        try:
+            fd = run_in_thread(make, "tunlab-netns-create")
+        except BaseException:
             with contextlib.suppress(OSError):
                 _lib().umount2(path.encode(), _MNT_DETACH)
             with contextlib.suppress(OSError):
                 os.unlink(path)
-            raise box["error"]
-        return cls(path, name=name, fd=box["fd"])
+            raise
+        return cls(path, name=name, fd=fd)
 
     @classmethod
     def open(cls, name_or_path: str | os.PathLike[str]) -> NetNamespace:
@@ -296,12 +296,7 @@ class NetNamespace:
             stderr=subprocess.PIPE,
             env=env,
         )
-        try:
-            out, err = proc.communicate(input=input, timeout=timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.communicate()
-            raise
+        out, err = finish(proc, input, timeout)
         result = subprocess.CompletedProcess(list(argv), proc.returncode, out, err)
         if check:
             result.check_returncode()
@@ -363,6 +358,17 @@ class NetNamespace:
                 _setns(back)
             finally:
                 os.close(back)
+
+
+def finish(proc: subprocess.Popen[Any], input: bytes | None, timeout: float | None) -> tuple[bytes, bytes]:
+    """communicate() with a timeout that kills the process instead of leaving it behind."""
+    try:
+        out, err = proc.communicate(input=input, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        raise
+    return out or b"", err or b""
 
 
 def _sysctl_path(key: str) -> str:

@@ -24,6 +24,7 @@ from tunlab.devices.aio import AsyncDevice
 from tunlab.devices.builder import DeviceBuilder
 from tunlab.devices.layer import Layer
 from tunlab.netns import NetNamespace
+from tunlab.topologies.inspect import describe, format_interface, interfaces_and_routes
 from tunlab.topologies.lab import Lab
 from tunlab.topologies.loader import load_file
 from tunlab.topologies.models import Topology
@@ -379,32 +380,16 @@ def _describe_lab(lab: Lab) -> str:
     if not lab.running:
         return "(the lab is down)"
     data = lab.inspect()
-    lines = []
-    for name, node in data["nodes"].items():
-        lines.append(f"{name} ({node['kind']}, {node['netns']})")
-        for i in node.get("interfaces", []):
-            off = f" offload(original) {i['offload_original']}" if "offload_original" in i else ""
-            lines.append(
-                f"  {i['name']} {i['kind']} {i['state']} mtu {i['mtu']} {' '.join(i['addresses'])} "
-                f"rx {i['rx_packets']}p/{i['rx_bytes']}B tx {i['tx_packets']}p/{i['tx_bytes']}B{off}"
-            )
-        for r in node.get("routes", []):
-            lines.append(f"  route {r}")
+    lines = describe(data)
     if data.get("relays"):
         lines.append("relays: " + json.dumps(data["relays"], default=str))
     return "\n".join(lines)
 
 
 def _describe_device(handle: TunDeviceHandle) -> str:
-    from tunlab.topologies.inspect import _interfaces
-
-    data = _interfaces(handle.netns)[0]
+    data = interfaces_and_routes(handle.netns)
     lines = [f"options: {handle.options}"]
-    for i in data["interfaces"]:
-        lines.append(
-            f"{i['name']} {i['kind']} {i['state']} mtu {i['mtu']} {' '.join(i['addresses'])} "
-            f"rx {i['rx_packets']}p/{i['rx_bytes']}B tx {i['tx_packets']}p/{i['tx_bytes']}B"
-        )
+    lines += [format_interface(i) for i in data["interfaces"]]
     lines += [f"route {r}" for r in data["routes"]]
     return "\n".join(lines)
 

@@ -10,7 +10,7 @@ import threading
 
 import pytest
 
-from tests.support import unique_name
+from tests.support import udp_to, unique_name
 from tunlab import AsyncDevice, DeviceBuilder, Layer
 from tunlab import packets as pk
 from tunlab.devices.offload import GROTable
@@ -20,16 +20,6 @@ from tunlab.netns import NetNamespace
 pytestmark = pytest.mark.root
 
 trio = pytest.importorskip("trio")
-
-
-def udp_to(port: int):
-    def match(frame: bytes) -> bool:
-        try:
-            return pk.parse_udp(frame).dport == port
-        except ValueError:
-            return False
-
-    return match
 
 
 async def recv_matching(dev, match, timeout: float = 5.0) -> bytes:

@@ -10,21 +10,11 @@ import time
 
 import pytest
 
-from tests.support import read_until
+from tests.support import read_until, udp_to
 from tunlab import DeviceBuilder, Layer
 from tunlab import packets as pk
 
 pytestmark = pytest.mark.root
-
-
-def is_udp_to(port: int):
-    def match(frame: bytes) -> bool:
-        try:
-            return pk.parse_udp(frame).dport == port
-        except ValueError:
-            return False
-
-    return match
 
 
 @pytest.mark.tun_device(name="tun0", ipv4="198.18.0.1/24")
@@ -56,7 +46,7 @@ def test_udp_both_ways(tun_device, local, remote, family) -> None:
         sock.bind((local, 0))
         sport = sock.getsockname()[1]
         sock.sendto(b"kernel to library", (remote, 4000))
-        frame = read_until(dev, is_udp_to(4000))
+        frame = read_until(dev, udp_to(4000))
         udp = pk.parse_udp(frame)
         assert udp.payload == b"kernel to library"
         assert (str(udp.src), udp.sport, str(udp.dst)) == (local, sport, remote)
@@ -127,7 +117,7 @@ def test_packet_information_header(ns, pi: bool) -> None:
         sock.bind(("198.18.5.1", 0))
         sock.sendto(b"pi", ("198.18.5.2", 6000))
         strip = 4 if pi else 0
-        frame = read_until(dev, lambda f: is_udp_to(6000)(f[strip:]))
+        frame = read_until(dev, lambda f: udp_to(6000)(f[strip:]))
         if pi:
             flags, proto = struct.unpack("!HH", frame[:4])
             assert (flags, proto) == (0, pk.ETH_P_IP)
@@ -155,7 +145,7 @@ def test_vectored_io(ns) -> None:
             head, rest = bytearray(20), bytearray(2000)
             n = dev.recv_vectored([head, rest])
             frame = bytes(head + rest[: n - 20])
-            if is_udp_to(9)(frame):
+            if udp_to(9)(frame):
                 break
         assert pk.parse_udp(frame).payload == b"readv"
 
@@ -184,7 +174,7 @@ def test_multi_queue_spreads_flows_and_loses_nothing(ns) -> None:
                 try:
                     while True:
                         frame = q.recv()
-                        if is_udp_to(9000)(frame):
+                        if udp_to(9000)(frame):
                             got[i].append(pk.parse_udp(frame).payload)
                 except BlockingIOError:
                     pass
@@ -211,7 +201,7 @@ def test_detached_queue_receives_nothing(ns) -> None:
         with ns.socket() as sock:
             for port in range(30000, 30040):
                 sock.sendto(b"x", ("198.18.8.2", port))
-        read_until(dev, is_udp_to(30039))
+        read_until(dev, udp_to(30039))
         with pytest.raises(BlockingIOError):
             other.recv()
         other.attach_queue(True)

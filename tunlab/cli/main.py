@@ -291,7 +291,7 @@ def list_labs() -> None:
 def inspect(name: str, as_json: bool) -> None:
     """Show a running lab: nodes, interfaces, addresses, routes, original offload state."""
     _require_root_linux("tunlab inspect")
-    from tunlab.topologies.inspect import inspect_state
+    from tunlab.topologies.inspect import describe, inspect_state
     from tunlab.topologies.state import LabState
 
     state = LabState.load(name)
@@ -304,17 +304,8 @@ def inspect(name: str, as_json: bool) -> None:
     console.print(
         f"[bold]lab {data['name']}[/] id {data['id']} status {data['status']} holder {data['holder_pid']}"
     )
-    for node, info in data["nodes"].items():
-        console.print(f"[bold]{node}[/] ({info['kind']}, {info['netns']})")
-        for i in info.get("interfaces", []):
-            off = f" offload(original) {i['offload_original']}" if "offload_original" in i else ""
-            console.print(
-                f"  {i['name']:<15} {i['kind']:<8} {i['state']:<4} mtu {i['mtu']:<6} "
-                f"{' '.join(i['addresses'])}"
-                f"  rx {i['rx_packets']}p/{i['rx_bytes']}B tx {i['tx_packets']}p/{i['tx_bytes']}B{off}"
-            )
-        for r in info.get("routes", []):
-            console.print(f"  route {r}")
+    for line in describe(data):
+        console.print(line if line.startswith(" ") else f"[bold]{line}[/]", markup=not line.startswith(" "))
 
 
 @cli.command(name="exec", context_settings={"ignore_unknown_options": True})

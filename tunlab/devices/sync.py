@@ -5,7 +5,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import warnings
-from collections.abc import MutableSequence, Sequence
+from collections.abc import Callable, MutableSequence, Sequence
 from typing import TYPE_CHECKING
 
 from tunlab.devices.backend import DeviceBackend, IPAddress, IPInterface
@@ -32,6 +32,19 @@ if TYPE_CHECKING:
     from typing_extensions import Self
 
     from tunlab.netns import NetNamespace
+
+
+def _ipv4_setting(
+    operation: str,
+    address: str | ipaddress.IPv4Address,
+    prefix: int | str,
+    destination: str | ipaddress.IPv4Address | None,
+) -> tuple[ipaddress.IPv4Interface, ipaddress.IPv4Address | None]:
+    """Validated (address/prefix, point-to-point peer); errors name the operation's argument."""
+    ip = parse_ipv4(address, f"{operation} address")
+    plen = parse_prefix_v4(prefix, f"{operation} prefix")
+    dest = None if destination is None else parse_ipv4(destination, f"{operation} destination")
+    return ipaddress.IPv4Interface(f"{ip}/{plen}"), dest
 
 
 class SyncDevice:
@@ -191,6 +204,17 @@ class SyncDevice:
     def wait_writable_intr(self, event: InterruptEvent, timeout: float | None = None) -> None:
         wait_fd(self.fileno(), event, timeout, write=True)
 
+    def _when_ready(
+        self, op: Callable[[], int], event: InterruptEvent, timeout: float | None, *, write: bool
+    ) -> int:
+        """Wait (interruptibly), then do op; a reader that lost a race waits again."""
+        while True:
+            wait_fd(self.fileno(), event, timeout, write=write)
+            try:
+                return op()
+            except BlockingIOError:
+                continue
+
     def recv_intr(
         self,
         buffer: bytearray | memoryview,
@@ -202,12 +226,7 @@ class SyncDevice:
         With several readers on one fd, call set_nonblocking(True): a reader that loses the race
         for a packet then waits again instead of blocking in read().
         """
-        while True:
-            wait_fd(self.fileno(), event, timeout)
-            try:
-                return self.recv_into(buffer)
-            except BlockingIOError:
-                continue
+        return self._when_ready(lambda: self.recv_into(buffer), event, timeout, write=False)
 
     def recv_vectored_intr(
         self,
@@ -215,25 +234,7 @@ class SyncDevice:
         event: InterruptEvent,
         timeout: float | None = None,
     ) -> int:
-        while True:
-            wait_fd(self.fileno(), event, timeout)
-            try:
-                return self.recv_vectored(buffers)
-            except BlockingIOError:
-                continue
-
-    def send_vectored_intr(
-        self,
-        buffers: Sequence[bytes | bytearray | memoryview],
-        event: InterruptEvent,
-        timeout: float | None = None,
-    ) -> int:
-        while True:
-            wait_fd(self.fileno(), event, timeout, write=True)
-            try:
-                return self.send_vectored(buffers)
-            except BlockingIOError:
-                continue
+        return self._when_ready(lambda: self.recv_vectored(buffers), event, timeout, write=False)
 
     def send_intr(
         self,
@@ -241,12 +242,15 @@ class SyncDevice:
         event: InterruptEvent,
         timeout: float | None = None,
     ) -> int:
-        while True:
-            wait_fd(self.fileno(), event, timeout, write=True)
-            try:
-                return self.send(data)
-            except BlockingIOError:
-                continue
+        return self._when_ready(lambda: self.send(data), event, timeout, write=True)
+
+    def send_vectored_intr(
+        self,
+        buffers: Sequence[bytes | bytearray | memoryview],
+        event: InterruptEvent,
+        timeout: float | None = None,
+    ) -> int:
+        return self._when_ready(lambda: self.send_vectored(buffers), event, timeout, write=True)
 
     # ---- interface configuration ------------------------------------------------------------
     @property
@@ -278,10 +282,7 @@ class SyncDevice:
         destination: str | ipaddress.IPv4Address | None = None,
     ) -> None:
         """Add an IPv4 address; prefix is a length or a dotted netmask; destination = P2P peer."""
-        ip = parse_ipv4(address, "add_address_v4 address")
-        plen = parse_prefix_v4(prefix, "add_address_v4 prefix")
-        dest = None if destination is None else parse_ipv4(destination, "destination")
-        self._backend.add_address_v4(ipaddress.IPv4Interface(f"{ip}/{plen}"), dest)
+        self._backend.add_address_v4(*_ipv4_setting("add_address_v4", address, prefix, destination))
 
     def set_network_address(
         self,
@@ -290,13 +291,11 @@ class SyncDevice:
         destination: str | ipaddress.IPv4Address | None = None,
     ) -> None:
         """Replace every IPv4 address with this one (IPv6 addresses stay)."""
-        ip = parse_ipv4(address, "set_network_address address")
-        plen = parse_prefix_v4(mask, "set_network_address mask")
-        dest = None if destination is None else parse_ipv4(destination, "destination")
+        setting = _ipv4_setting("set_network_address", address, mask, destination)
         for old in self._backend.addresses():
             if old.version == 4:
                 self._backend.remove_address(old.ip)
-        self._backend.add_address_v4(ipaddress.IPv4Interface(f"{ip}/{plen}"), dest)
+        self._backend.add_address_v4(*setting)
 
     def add_address_v6(self, address: str | ipaddress.IPv6Address, prefix: int = 128) -> None:
         """Add an IPv6 address (usable at once: no duplicate address detection)."""

@@ -11,7 +11,8 @@ from tunlab.topologies.state import LabState
 _IFF_UP, _IFF_LOWER_UP = 0x1, 0x10000
 
 
-def _interfaces(ns: NetNamespace) -> list[dict[str, Any]]:
+def interfaces_and_routes(ns: NetNamespace) -> dict[str, Any]:
+    """Interfaces (addresses, MTU, state, counters) and main-table routes of a namespace."""
     out = []
     with ns.iproute() as ipr:
         addrs: dict[int, list[str]] = {}
@@ -55,7 +56,7 @@ def _interfaces(ns: NetNamespace) -> list[dict[str, Any]]:
                 if family == 10 and str(dst).startswith("fe80"):
                     continue
                 routes.append(f"{dst} via {via}" if via else f"{dst} (connected)")
-    return [{"interfaces": out, "routes": routes}]
+    return {"interfaces": out, "routes": routes}
 
 
 def inspect_state(state: LabState) -> dict[str, Any]:
@@ -69,7 +70,7 @@ def inspect_state(state: LabState) -> dict[str, Any]:
             entry["error"] = str(exc)
         else:
             with ns:
-                data = _interfaces(ns)[0]
+                data = interfaces_and_routes(ns)
             entry.update(data)
             for iface in entry["interfaces"]:
                 original = state.offload_original.get(f"{name}:{iface['name']}")
@@ -93,3 +94,24 @@ def inspect_state(state: LabState) -> dict[str, Any]:
             for link in state.topology.get("links", [])
         ],
     }
+
+
+def format_interface(i: dict[str, Any]) -> str:
+    """One line: name, kind, state, MTU, addresses, counters (and the original offload state)."""
+    off = f" offload(original) {i['offload_original']}" if "offload_original" in i else ""
+    return (
+        f"{i['name']} {i['kind']} {i['state']} mtu {i['mtu']} {' '.join(i['addresses'])} "
+        f"rx {i['rx_packets']}p/{i['rx_bytes']}B tx {i['tx_packets']}p/{i['tx_bytes']}B{off}"
+    )
+
+
+def describe(data: dict[str, Any]) -> list[str]:
+    """inspect_state() as text: each node, its interfaces and its routes."""
+    lines = []
+    for name, node in data["nodes"].items():
+        lines.append(f"{name} ({node['kind']}, {node['netns']})")
+        lines += [f"  {format_interface(i)}" for i in node.get("interfaces", [])]
+        lines += [f"  route {r}" for r in node.get("routes", [])]
+        if "error" in node:
+            lines.append(f"  cannot read it: {node['error']}")
+    return lines

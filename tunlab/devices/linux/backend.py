@@ -16,7 +16,6 @@ import ipaddress
 import os
 import socket
 import struct
-import threading
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
@@ -34,7 +33,7 @@ from tunlab.errors import (
     OffloadUnavailableError,
     TunUnavailableError,
 )
-from tunlab.netns import NetNamespace, call_in_netns
+from tunlab.netns import NetNamespace, call_in_netns, run_in_thread
 
 if TYPE_CHECKING:
     from pyroute2 import IPRoute
@@ -126,20 +125,7 @@ def _off_loop(fn: Callable[..., T]) -> Callable[..., T]:
             asyncio.get_running_loop()
         except RuntimeError:
             return fn(*args, **kwargs)
-        box: dict[str, Any] = {}
-
-        def work() -> None:
-            try:
-                box["value"] = fn(*args, **kwargs)
-            except BaseException as exc:
-                box["error"] = exc
-
-        thread = threading.Thread(target=work, name="tunlab-netlink", daemon=True)
-        thread.start()
-        thread.join()
-        if "error" in box:
-            raise box["error"]
-        return box["value"]  # type: ignore[no-any-return]
+        return run_in_thread(functools.partial(fn, *args, **kwargs), "tunlab-netlink")
 
     return wrapper
 

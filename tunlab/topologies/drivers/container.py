@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from tunlab.errors import LabError
-from tunlab.netns import NetNamespace
+from tunlab.netns import NetNamespace, finish
 from tunlab.topologies import images
 from tunlab.topologies.containers import LABEL_ID, LABEL_LAB, LABEL_OWNER
 from tunlab.topologies.drivers.base import ExecResult, NodeDriver, NodeHandle
@@ -67,12 +67,7 @@ class ContainerHandle(NodeHandle):
             proc = self.popen(
                 argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env
             )
-            try:
-                out, err = proc.communicate(input=input, timeout=timeout)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.communicate()
-                raise
+            out, err = finish(proc, input, timeout)
             return ExecResult(proc.returncode, out, err)
         code, (out, err) = self.container.exec_run(
             list(argv), environment={**self.env, **(env or {})}, demux=True
