@@ -247,3 +247,40 @@ def test_usage_errors_are_explained(pytester: pytest.Pytester, needs_root) -> No
     out = result.stdout.str()
     assert "tun_device: unknown options ['speed']" in out
     assert "the topology fixture needs @pytest.mark.topology('lab.yaml')" in out
+
+
+def test_module_scope_shares_one_lab_and_defaults_are_overridable(
+    lab_dir: pytest.Pytester, needs_root
+) -> None:
+    lab_dir.makeconftest(
+        """
+        import pytest
+
+        @pytest.fixture(scope="session")
+        def tunlab_tun_defaults():
+            return {"layer": "tun", "offload": False, "mtu": 1280, "ipv4": "198.18.90.1/24", "ipv6": None,
+                    "multi_queue": False, "packet_information": False, "name": "mytun"}
+        """
+    )
+    lab_dir.makepyfile(
+        """
+        import pytest
+
+        pytestmark = pytest.mark.topology("demo.yaml")
+        seen = []
+
+        def test_one(topology):
+            seen.append(topology.id)
+
+        def test_two(topology):
+            seen.append(topology.id)
+            assert seen[0] == seen[1], "module scope: one lab for the whole module"
+
+        def test_defaults(tun_device):
+            assert tun_device.device.name == "mytun"
+            assert tun_device.device.mtu == 1280
+            assert "198.18.90.1/24" in {str(a) for a in tun_device.device.addresses()}
+        """
+    )
+    result = run(lab_dir, "--tunlab-scope=module")
+    result.assert_outcomes(passed=3)
