@@ -152,13 +152,16 @@ class ContainerDriver(NodeDriver):
         try:
             container.reload()
             if container.status != "running":
-                logs = container.logs(tail=5).decode(errors="replace").strip()
-                raise LabError(
-                    f"container '{name}' exited at once (status {container.status}): {logs or 'no output'}"
-                )
+                raise _exited(container, name)
             pid = int(container.attrs["State"]["Pid"])
-            ns = NetNamespace.from_pid(pid)
-            ns.call(_lab_sysctls, node)
+            try:
+                ns = NetNamespace.from_pid(pid)
+                ns.call(_lab_sysctls, node)
+            except OSError:
+                container.reload()
+                if container.status != "running":  # it died between starting and wiring
+                    raise _exited(container, name) from None
+                raise
         except BaseException:
             container.remove(force=True)
             raise
@@ -232,6 +235,15 @@ def _lab_sysctls(node: Node) -> None:
         with open("/proc/sys/" + key.replace(".", "/"), "w") as f:
             f.write(value)
     write_sysctls(node, early=True)
+
+
+def _exited(container: Any, name: str) -> LabError:
+    logs = container.logs(tail=5).decode(errors="replace").strip()
+    code = container.attrs.get("State", {}).get("ExitCode")
+    return LabError(
+        f"container '{name}' exited at once (status {container.status}, exit code {code}): "
+        f"{logs or 'no output'}"
+    )
 
 
 def _docker_message(exc: BaseException) -> str:
