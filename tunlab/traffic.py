@@ -111,14 +111,18 @@ def tcp_stream(
     *,
     nbytes: int | None = None,
     duration: float | None = None,
+    data: bytes | None = None,
     port: int = 0,
     chunk: int = 1 << 16,
     timeout: float = 60.0,
 ) -> StreamResult:
     """Send a TCP stream client -> server (listening on address) and verify every byte.
 
-    Give nbytes (exact size) or duration (seconds of sending; default 2 s).
+    Give nbytes (exact size), duration (seconds of sending; default 2 s) or data (exactly these
+    bytes).
     """
+    if data is not None:
+        nbytes, duration = len(data), None
     if nbytes is None and duration is None:
         duration = 2.0
     family = _family(address)
@@ -128,7 +132,7 @@ def tcp_stream(
     srv.listen(1)
     srv.settimeout(timeout)
     port = srv.getsockname()[1]
-    block = _pattern(1 << 20, 7)
+    block = data if data is not None else _pattern(1 << 20, 7)
     digest_rx = hashlib.sha256()
     got = [0]
     errors: list[BaseException] = []

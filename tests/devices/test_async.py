@@ -11,7 +11,7 @@ import threading
 import pytest
 
 from tests.support import udp_to, unique_name
-from tunlab import AsyncDevice, DeviceBuilder, Layer
+from tunlab import AsyncDevice, DeviceBuilder, Layer, traffic
 from tunlab import packets as pk
 from tunlab.devices.offload import GROTable
 from tunlab.errors import DeviceClosedError
@@ -283,30 +283,11 @@ def async_pair(request, needs_root):
 
 
 def _tcp_transfer_in_thread(ns_a, ns_b, data: bytes, result: dict) -> threading.Thread:
-    server = ns_b.socket(socket.AF_INET, socket.SOCK_STREAM)
-    server.bind(("198.18.66.1", 0))
-    server.listen(1)
-    port = server.getsockname()[1]
+    """tunlab.traffic's TCP stream A -> B in a thread (the event loop relays meanwhile)."""
 
     def run() -> None:
-        got = bytearray()
-
-        def serve() -> None:
-            conn, _ = server.accept()
-            with conn:
-                conn.settimeout(20)
-                while chunk := conn.recv(1 << 20):
-                    got.extend(chunk)
-
-        t = threading.Thread(target=serve)
-        t.start()
-        with ns_a.socket(socket.AF_INET, socket.SOCK_STREAM) as c:
-            c.settimeout(20)
-            c.connect(("198.18.66.1", port))
-            c.sendall(data)
-        t.join(30)
-        server.close()
-        result["got"] = bytes(got)
+        res = traffic.tcp_stream(traffic.place(ns_a), traffic.place(ns_b), "198.18.66.1", data=data)
+        result["got"] = data if res.exact else b""
 
     th = threading.Thread(target=run)
     th.start()
