@@ -11,7 +11,6 @@ import contextlib
 import ctypes
 import ctypes.util
 import errno
-import fcntl
 import os
 import socket
 import struct
@@ -225,6 +224,8 @@ class NetNamespace:
         return cls.open("/proc/thread-self/ns/net")
 
     def _check_is_netns(self) -> None:
+        import fcntl
+
         try:
             nstype = fcntl.ioctl(self.fd, _NS_GET_NSTYPE)
         except OSError:
@@ -380,6 +381,8 @@ def _sysctl_path(key: str) -> str:
 
 def _loopback_up() -> None:
     """Bring 'lo' up in the calling thread's namespace (SIOCSIFFLAGS; no netlink round trip)."""
+    import fcntl
+
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as s:
         req = struct.pack("16sH22x", b"lo", 0)
         flags = struct.unpack_from("16sH", fcntl.ioctl(s.fileno(), 0x8913, req))[1]

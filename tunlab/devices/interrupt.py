@@ -71,9 +71,16 @@ class InterruptEvent:
             self.close()
 
 
-_READ_READY = select.POLLIN | select.POLLPRI
-_WRITE_READY = select.POLLOUT
-_BAD = select.POLLERR | select.POLLHUP | select.POLLNVAL
+# poll() flags (Linux values where select has no poll(), so the module imports everywhere)
+_POLLIN = getattr(select, "POLLIN", 0x1)
+_POLLPRI = getattr(select, "POLLPRI", 0x2)
+_POLLOUT = getattr(select, "POLLOUT", 0x4)
+_POLLERR = getattr(select, "POLLERR", 0x8)
+_POLLHUP = getattr(select, "POLLHUP", 0x10)
+_POLLNVAL = getattr(select, "POLLNVAL", 0x20)
+_READ_READY = _POLLIN | _POLLPRI
+_WRITE_READY = _POLLOUT
+_BAD = _POLLERR | _POLLHUP | _POLLNVAL
 
 
 def wait_fd(fd: int, event: InterruptEvent, timeout: float | None, *, write: bool = False) -> None:
@@ -87,7 +94,7 @@ def wait_fd(fd: int, event: InterruptEvent, timeout: float | None, *, write: boo
     deadline = None if timeout is None else time.monotonic() + max(timeout, 0.0)
     poller = select.poll()
     poller.register(fd, want)
-    poller.register(event.fileno(), select.POLLIN)
+    poller.register(event.fileno(), _POLLIN)
     while True:
         remaining_ms: int | None = None
         if deadline is not None:
@@ -96,7 +103,7 @@ def wait_fd(fd: int, event: InterruptEvent, timeout: float | None, *, write: boo
         dev = ready.get(fd, 0)
         if dev & want:
             return
-        if dev & select.POLLNVAL:
+        if dev & _POLLNVAL:
             raise DeviceClosedError("the device was closed while waiting")
         if dev & _BAD:
             raise OSError("the device reported an error or hang-up while waiting")

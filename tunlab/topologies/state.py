@@ -7,7 +7,6 @@ make, so `tunlab down` and `tunlab gc` remove exactly what tunlab made, even aft
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
 import re
@@ -131,6 +130,8 @@ def all_labs() -> list[LabState]:
 @contextlib.contextmanager
 def registry_lock() -> Iterator[None]:
     """Serialise lab creation and removal between processes (name checks, state files)."""
+    import fcntl
+
     run_dir().mkdir(parents=True, exist_ok=True, mode=0o755)
     fd = os.open(run_dir() / "lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
     try:
