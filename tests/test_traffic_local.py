@@ -1,0 +1,56 @@
+"""The stream checkers themselves, on loopback (no root): they must notice damage."""
+
+from __future__ import annotations
+
+import socket
+
+from tunlab import traffic
+
+
+class Loopback:
+    """A traffic place on 127.0.0.1; `corrupt_at` flips one byte of what the client sends."""
+
+    def __init__(self, corrupt_at: int | None = None) -> None:
+        self.corrupt_at = corrupt_at
+
+    def socket(
+        self, family: int = socket.AF_INET, type: int = socket.SOCK_STREAM, proto: int = 0
+    ) -> socket.socket:
+        sock = socket.socket(family, type, proto)
+        if self.corrupt_at is None:
+            return sock
+        return _Corrupting(sock, self.corrupt_at)
+
+
+class _Corrupting:
+    def __init__(self, sock: socket.socket, at: int) -> None:
+        self._sock, self._at, self._sent = sock, at, 0
+
+    def sendall(self, data) -> None:
+        data = bytearray(data)
+        if self._sent <= self._at < self._sent + len(data):
+            data[self._at - self._sent] ^= 0xFF
+        self._sent += len(data)
+        self._sock.sendall(data)
+
+    def __getattr__(self, name):
+        return getattr(self._sock, name)
+
+
+def test_an_intact_stream_is_exact() -> None:
+    for kwargs in ({"nbytes": 3_000_001}, {"data": b"tunlab" * 5000}, {"duration": 0.2}):
+        res = traffic.tcp_stream(Loopback(), Loopback(), "127.0.0.1", **kwargs)
+        assert res.exact, kwargs
+        assert res.sent_bytes == res.received_bytes > 0
+
+
+def test_one_flipped_byte_is_noticed() -> None:
+    res = traffic.tcp_stream(Loopback(corrupt_at=1_500_000), Loopback(), "127.0.0.1", nbytes=3_000_000)
+    assert res.received_bytes == res.sent_bytes == 3_000_000
+    assert not res.exact
+
+
+def test_udp_stream_on_loopback() -> None:
+    res = traffic.udp_stream(Loopback(), Loopback(), "127.0.0.1", count=200, size=200, rate_pps=20000)
+    assert res.datagrams_sent == 200
+    assert res.exact
