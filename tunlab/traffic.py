@@ -133,8 +133,10 @@ def tcp_stream(
     srv.settimeout(timeout)
     port = srv.getsockname()[1]
     # the stream is `block` repeated (or exactly `data`): the receiver compares what arrives with
-    # where it must be in the block, so corruption, loss and reordering all show, without hashing
-    block = memoryview(data if data is not None else _pattern(1 << 20, 7))
+    # where it must be in the block, so corruption, loss and reordering all show, without hashing.
+    # Slices are compared as bytes (memcmp); memoryview equality goes item by item and is 30x slower.
+    expected = bytes(data) if data is not None else _pattern(1 << 20, 7)
+    block = memoryview(expected)
     got = [0]
     damaged = [False]
     errors: list[BaseException] = []
@@ -145,17 +147,16 @@ def tcp_stream(
             with conn:
                 conn.settimeout(timeout)
                 buf = bytearray(1 << 20)
-                view = memoryview(buf)
                 pos = 0
                 while n := conn.recv_into(buf):
                     got[0] += n
                     off = 0
                     while off < n and not damaged[0]:
-                        take = min(n - off, len(block) - pos)
-                        if view[off : off + take] != block[pos : pos + take]:
+                        take = min(n - off, len(expected) - pos)
+                        if buf[off : off + take] != expected[pos : pos + take]:
                             damaged[0] = True
                         off += take
-                        pos = (pos + take) % len(block)
+                        pos = (pos + take) % len(expected)
         except BaseException as exc:
             errors.append(exc)
 
