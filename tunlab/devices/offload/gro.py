@@ -155,17 +155,11 @@ def _checksums_ok(packets: list[Bytes], iphs: list[int]) -> list[bool]:
             ip_ok = iph != 20 or sums[2 * i] % 0xFFFF == 0
             ok.append(ip_ok and (sums[2 * i + 1] + pseudo[i]) % 0xFFFF == 0)
         return ok
-    out = []
-    from_bytes = int.from_bytes
-    for p, iph, ps in zip(packets, iphs, pseudo, strict=True):
-        if iph == 20 and from_bytes(p[:20], "big") % 0xFFFF:
-            out.append(False)
-            continue
-        seg = p[iph:]
-        if len(seg) & 1:
-            seg = bytes(seg) + b"\0"
-        out.append((from_bytes(seg, "big") + ps) % 0xFFFF == 0)
-    return out
+    ones_sum = _cs.ones_sum
+    return [
+        (iph != 20 or ones_sum(p[:20]) == 0) and ones_sum(p[iph:], ps) == 0
+        for p, iph, ps in zip(packets, iphs, pseudo, strict=True)
+    ]
 
 
 def coalesce(

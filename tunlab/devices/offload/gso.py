@@ -128,29 +128,33 @@ def split(hdr: VirtioNetHdr, packet: Bytes) -> list[bytes]:
     return _segment(bytes(packet), version, iph, proto, hdr_len, hdr.gso_size)
 
 
-def _payload_sums(data: bytes, start: int, gso: int) -> list[int]:
-    """One's-complement sum (mod 0xFFFF, big-endian words) of each gso-sized slice of data[start:].
+def _numpy_payload_sums(data: bytes, start: int, gso: int) -> Any:
+    """_payload_sums as an int64 array: one reduceat over native 32-bit words.
 
-    With numpy the slices are summed in one reduceat over native 32-bit words (the one's
-    complement sum does not depend on byte order: swap the folded result back).
+    The one's-complement sum does not depend on byte order: the folded result is swapped back.
+    Needs start and gso to be multiples of 4 and at least one full word of payload.
     """
     np = _cs._np
     n = len(data) - start
     count = -(-n // gso)
-    if np is not None and n >= 4096 and gso % 4 == 0 and start % 4 == 0:
-        words = np.frombuffer(data, dtype=_cs._NATIVE_U32, offset=start, count=n >> 2)
-        sums = np.add.reduceat(words, np.arange(0, words.size, gso >> 2), dtype=np.uint64).tolist()
-        if len(sums) < count:
-            sums.append(0)  # the last slice is shorter than one 32-bit word
-        out = []
-        for v in sums:
-            v %= 0xFFFF
-            out.append(((v & 0xFF) << 8) | (v >> 8) if _cs._LITTLE else v)
-        tail = n & 3
-        if tail:
-            rest = data[len(data) - tail :]
-            out[-1] += int.from_bytes(rest + b"\0" * (tail & 1), "big")
-        return out
+    words = np.frombuffer(data, dtype=_cs._NATIVE_U32, offset=start, count=n >> 2)
+    sums = np.add.reduceat(words, np.arange(0, words.size, gso >> 2), dtype=np.uint64)
+    sums = (sums % 0xFFFF).astype(np.int64)
+    if _cs._LITTLE:
+        sums = ((sums & 0xFF) << 8) | (sums >> 8)
+    if sums.size < count:
+        sums = np.append(sums, 0)  # the last slice is shorter than one 32-bit word
+    tail = n & 3
+    if tail:
+        rest = data[len(data) - tail :]
+        sums[-1] += int.from_bytes(rest + b"\0" * (tail & 1), "big")
+    return sums
+
+
+def _payload_sums(data: bytes, start: int, gso: int) -> list[int]:
+    """One's-complement sum (mod 0xFFFF, big-endian words) of each gso-sized slice of data[start:]."""
+    if _cs._np is not None and len(data) - start >= 4096 and gso % 4 == 0 and start % 4 == 0:
+        return list(_numpy_payload_sums(data, start, gso).tolist())
     from_bytes = int.from_bytes
     out = []
     for off in range(start, len(data), gso):
@@ -253,17 +257,7 @@ def _segment_rows_numpy(
     payload = n - hdr_len
     count = -(-payload // gso)
     full = payload // gso
-    words = np.frombuffer(data, dtype=_cs._NATIVE_U32, offset=hdr_len, count=payload >> 2)
-    sums = np.add.reduceat(words, np.arange(0, words.size, gso >> 2), dtype=np.uint64)
-    sums = (sums % 0xFFFF).astype(np.int64)
-    if _cs._LITTLE:
-        sums = ((sums & 0xFF) << 8) | (sums >> 8)
-    if sums.size < count:
-        sums = np.append(sums, 0)  # the last segment is shorter than one 32-bit word
-    tail = payload & 3
-    if tail:
-        rest = data[n - tail :]
-        sums[-1] += int.from_bytes(rest + b"\0" * (tail & 1), "big")
+    sums = _numpy_payload_sums(data, hdr_len, gso)
     idx = np.arange(count, dtype=np.int64)
     seg_len = np.full(count, gso, dtype=np.int64)
     seg_len[-1] = payload - (count - 1) * gso
