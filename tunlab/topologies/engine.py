@@ -153,13 +153,14 @@ def plan(rt: Runtime) -> list[Step]:
                 functools.partial(_destroy_containers, rt, containers),
             )
         )
-    vxlans = []
+    vxlans, tun_pairs = [], []
     for li, link in enumerate(rt.topo.links):
         ends = [rt.catalog.ifaces[(e.node, e.interface)] for e in link.endpoints]
         label = " <-> ".join(f"{e.node}:{e.name}" for e in ends)
         if link.type == "veth":
             steps.append(Step(f"veth {label}", functools.partial(_veth, rt, ends[0], ends[1])))
         elif link.type == "tun-pair":
+            tun_pairs.append((li, link, ends, label))
             steps.append(
                 Step(
                     f"tun-pair {label}",
@@ -211,17 +212,14 @@ def plan(rt: Runtime) -> list[Step]:
             steps.append(Step(f"sysctls of {name}", functools.partial(_sysctls, rt, name, node)))
         if node.routes:
             steps.append(Step(f"routes of {name}", functools.partial(_routes, rt, name, node)))
-    for li, link in enumerate(rt.topo.links):
-        if link.type == "tun-pair":
-            ends = [rt.catalog.ifaces[(e.node, e.interface)] for e in link.endpoints]
-            label = " <-> ".join(f"{e.node}:{e.name}" for e in ends)
-            steps.append(
-                Step(
-                    f"relay {label}",
-                    functools.partial(_start_relay, rt, li, link, ends),
-                    functools.partial(_stop_relay, rt, li),
-                )
+    for li, link, ends, label in tun_pairs:
+        steps.append(
+            Step(
+                f"relay {label}",
+                functools.partial(_start_relay, rt, li, link, ends),
+                functools.partial(_stop_relay, rt, li),
             )
+        )
     for name, node in rt.resolved.items():
         for argv in node.exec:
             steps.append(Step(f"exec on {name}: {' '.join(argv)}", functools.partial(_exec, rt, name, argv)))
