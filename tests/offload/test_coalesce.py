@@ -8,6 +8,8 @@ import pytest
 
 from tests.offload.helpers import TS_OPTS, V4, V6, tcp_fields, tcp_flow, udp_flow
 from tunlab import packets as pk
+from tunlab.devices.batch import frames_to_send
+from tunlab.devices.layer import Layer
 from tunlab.devices.offload import (
     VIRTIO_NET_HDR_F_NEEDS_CSUM,
     VIRTIO_NET_HDR_GSO_NONE,
@@ -283,3 +285,19 @@ def test_ethernet_frames(accel) -> None:
     assert alone(out[1], arp)
     assert alone(out[2], other_link + segs[1])
     assert VirtioNetHdr.decode(out[1]).gso_type == VIRTIO_NET_HDR_GSO_NONE
+
+
+def test_vlan_tagged_frames_go_alone_and_the_rest_still_merge(accel) -> None:
+    """frames_to_send (send_multiple and Framed): a tagged frame never merges, others do."""
+    link = bytes.fromhex("0200000000020200000000010800")
+    tagged = bytes.fromhex("020000000002020000000001810000050800") + tcp_flow(1, 500)[0]
+    segs = tcp_flow(3, 500)
+    frames = [link + segs[0], tagged, link + segs[1], link + segs[2]]
+    out = frames_to_send(
+        [b"\0" * 10 + f for f in frames], 10, vnet=True, layer=Layer.L2, udp_gro=False, table=None
+    )
+    assert len(out) == 2
+    hdr, frame = parts(bytes(out[0]))
+    assert hdr.gso_type == VIRTIO_NET_HDR_GSO_TCPV4 and frame[:14] == link
+    assert split(hdr, frame[14:]) == segs
+    assert alone(bytes(out[1]), tagged)

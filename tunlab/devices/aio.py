@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from tunlab.devices.backend import IPAddress, IPInterface
 from tunlab.devices.batch import RxQueue, check_batch_args, frames_to_send
 from tunlab.devices.layer import Layer
-from tunlab.devices.offload import IDEAL_BATCH_SIZE, GROTable, coalesce
+from tunlab.devices.offload import IDEAL_BATCH_SIZE, GROTable
 from tunlab.devices.sync import SyncDevice
 from tunlab.errors import DeviceClosedError, SendMultipleError
 
@@ -200,6 +200,10 @@ class AsyncDevice:
     ) -> int:
         """SyncDevice.recv_multiple without blocking: segments that do not fit wait, unlost."""
         check_batch_args(bufs, sizes, offset, vnet=False, send=False)
+        return (await self._fill_rx()).drain_into(bufs, sizes, offset)
+
+    async def _fill_rx(self) -> RxQueue:
+        """The receive queue, after one read if it was empty (waiting while nothing is queued)."""
         while not self._rx.pending:
             try:
                 n = self.try_recv_into(self._rxbuf)
@@ -207,7 +211,7 @@ class AsyncDevice:
                 await self._wait(False)
                 continue
             self._rx.feed(memoryview(self._rxbuf)[:n], vnet=self._dev.backend.vnet_hdr, layer=self.layer)
-        return self._rx.drain_into(bufs, sizes, offset)
+        return self._rx
 
     async def send_multiple(self, gro_table: GROTable | None, bufs: Sequence[Bytes], offset: int) -> int:
         """SyncDevice.send_multiple, waiting (not blocking) when the device is full."""
@@ -243,7 +247,8 @@ class AsyncDevice:
         return Framed(self, batch_size)
 
     def framed_writer(self, batch_size: int = IDEAL_BATCH_SIZE) -> Framed:
-        return Framed(self, batch_size)
+        """The writer half (tun-rs's name): a Framed, whose read half stays usable too."""
+        return self.framed(batch_size)
 
     # ---- configuration (in a worker thread: netlink must not block the loop) -----------------
     async def _call(self, fn: Callable[..., T], *args: Any) -> T:
@@ -417,16 +422,7 @@ class Framed:
 
     async def recv(self) -> bytes:
         """The next packet."""
-        dev = self.device
-        rx = dev._rx
-        while not rx.pending:
-            try:
-                n = dev.try_recv_into(dev._rxbuf)
-            except BlockingIOError:
-                await dev._wait(False)
-                continue
-            rx.feed(memoryview(dev._rxbuf)[:n], vnet=dev._dev.backend.vnet_hdr, layer=dev.layer)
-        return rx.pending.popleft()
+        return (await self.device._fill_rx()).pending.popleft()
 
     # write half
     @property
@@ -448,10 +444,9 @@ class Framed:
             return 0
         batch, self._batch = self._batch, []
         dev = self.device
-        frames: Sequence[Bytes] = batch
-        if dev._dev.backend.vnet_hdr:
-            l2 = 14 if dev.layer is Layer.L2 else 0
-            frames = coalesce(batch, udp_gro=dev.udp_gso, table=self._table, l2_len=l2)
+        frames = frames_to_send(
+            batch, 0, vnet=dev._dev.backend.vnet_hdr, layer=dev.layer, udp_gro=dev.udp_gso, table=self._table
+        )
         return await dev._write_frames(frames)
 
     async def aclose(self) -> None:

@@ -12,7 +12,7 @@ from collections.abc import MutableSequence, Sequence
 
 from tunlab.devices.layer import Layer
 from tunlab.devices.offload import GROTable, VirtioNetHdr, coalesce
-from tunlab.devices.offload.gso import link_header_len, split, split_frame
+from tunlab.devices.offload.gso import split, split_frame
 from tunlab.devices.offload.virtio import VIRTIO_NET_HDR_LEN
 
 Bytes = bytes | bytearray | memoryview
@@ -94,10 +94,6 @@ def frames_to_send(
     packets = [memoryview(b)[offset:] for b in bufs]
     if not vnet:
         return list(packets)
-    l2 = 0
-    if layer is Layer.L2:
-        l2 = 14  # frames with VLAN tags are written alone (not coalesced)
-        for p in packets:
-            if len(p) >= 14 and link_header_len(p) != 14:
-                return [b"\0" * VIRTIO_NET_HDR_LEN + bytes(p) for p in packets]
+    # TAP: coalesce() merges only untagged IPv4/IPv6 frames; VLAN-tagged ones go out alone
+    l2 = 14 if layer is Layer.L2 else 0
     return list(coalesce(packets, udp_gro=udp_gro, table=table, l2_len=l2))
