@@ -75,7 +75,8 @@ class Relay:
         self._procs: list[subprocess.Popen[bytes]] = []
         self._shared: mmap.mmap | None = None
         self.stats = {"a->b": DirectionStats(), "b->a": DirectionStats()}
-        self._stop = InterruptEvent()
+        self._stop = InterruptEvent()  # wakes workers waiting in select()
+        self._stopping = False  # seen by workers between frames: a busy queue never blocks them
         self._threads: list[threading.Thread] = []
 
     def start(self) -> Relay:
@@ -176,11 +177,13 @@ class Relay:
             self._shared = None
         if self._stop.fileno() < 0:
             return
+        self._stopping = True
         self._stop.trigger()
         for t in self._threads:
             t.join(timeout)
-        self._threads.clear()
-        self._stop.close()
+        self._threads = [t for t in self._threads if t.is_alive()]
+        if not self._threads:
+            self._stop.close()
 
     def __enter__(self) -> Relay:
         return self.start()
@@ -199,10 +202,13 @@ class Relay:
         except Exception as exc:  # a relay thread must never die silently
             self.stats[key].errors.append(f"{type(exc).__name__}: {exc}")
 
-    def _wait(self, fd: int) -> bool:
-        """Wait until fd is readable; False once the relay is stopping."""
-        ready, _, _ = select.select([fd, self._stop.fileno()], [], [])
-        return fd in ready
+    def _wait(self, fd: int, write: bool = False) -> bool:
+        """Wait until fd is readable (or writable); False once the relay is stopping."""
+        if write:
+            _, ready, _ = select.select([self._stop.fileno()], [fd], [])
+        else:
+            ready, _, _ = select.select([fd, self._stop.fileno()], [], [])
+        return fd in ready and not self._stopping
 
     def _pump_passthrough(self, src: SyncDevice, dst: SyncDevice, key: str) -> None:
         stats = self.stats[key]
@@ -210,7 +216,7 @@ class Relay:
         size = src.max_frame_size  # threads keep the exact size: no MTU assumption
         vnet = src.backend.vnet_hdr
         read = os.read
-        while True:
+        while not self._stopping:
             try:
                 frame = read(rfd, size)
             except BlockingIOError:
@@ -229,8 +235,7 @@ class Relay:
             try:
                 n = os.write(fd, frame)
             except BlockingIOError:
-                _, ready, _ = select.select([self._stop.fileno()], [fd], [])
-                if not ready:
+                if not self._wait(fd, write=True):
                     return False
                 continue
             except OSError as exc:
@@ -248,7 +253,7 @@ class Relay:
         sizes = [0] * IDEAL_BATCH_SIZE
         table = GROTable()
         offset = VIRTIO_NET_HDR_LEN
-        while True:
+        while not self._stopping:
             try:
                 n = src.recv_multiple(bufs, sizes, offset)
             except BlockingIOError:
@@ -273,8 +278,7 @@ class Relay:
                     stats.frames_out += len(out)
                     break
                 except BlockingIOError:
-                    _, ready, _ = select.select([self._stop.fileno()], [dst.fileno()], [])
-                    if not ready:
+                    if not self._wait(dst.fileno(), write=True):
                         return
                 except OSError as exc:
                     if exc.errno in (errno.EBADF, errno.EBADFD):

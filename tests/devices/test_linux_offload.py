@@ -6,6 +6,7 @@ import os
 import select
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -267,3 +268,38 @@ def test_tap_offload_carries_ethernet_super_frames(tap_pair: Pair, mode: str) ->
     stats = relay.stats["a->b"]
     assert not stats.errors
     assert stats.super_frames_in > 0, "no Ethernet super-frame crossed"
+
+
+@pytest.mark.parametrize("mode", ["passthrough", "batch"])
+def test_thread_relay_stops_while_traffic_still_flows(pair: Pair, mode: str) -> None:
+    """stop() ends the workers even when their queue never runs dry (they must not outlive the fds)."""
+    flooding = threading.Event()
+    flooding.set()
+
+    def flood() -> None:
+        with pair.ns_a.socket(pair.family, socket.SOCK_DGRAM) as s:
+            payload = bytes(1200)
+            while flooding.is_set():
+                try:
+                    s.sendto(payload, (pair.addr_b, 9))
+                except OSError:
+                    pass
+
+    name = unique_name()
+    relay = Relay(pair.dev_a, pair.dev_b, mode=mode, workers="threads", name=name).start()
+    sender = threading.Thread(target=flood, daemon=True)
+    sender.start()
+    try:
+        for _ in range(500):
+            if relay.snapshot()["a->b"].frames_in >= 1000:
+                break
+            time.sleep(0.01)
+        assert relay.snapshot()["a->b"].frames_in >= 1000, "the flood never reached the relay"
+        relay.stop(timeout=2.0)
+        alive = [t.name for t in threading.enumerate() if t.name.startswith(f"{name}-")]
+        assert not alive, f"relay workers kept running after stop(): {alive}"
+        assert not relay.running
+    finally:
+        flooding.clear()
+        sender.join(5)
+        relay.stop()
