@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import socket
+
+import pytest
 
 from tunlab import traffic
 
@@ -54,3 +57,24 @@ def test_udp_stream_on_loopback() -> None:
     res = traffic.udp_stream(Loopback(), Loopback(), "127.0.0.1", count=200, size=200, rate_pps=20000)
     assert res.datagrams_sent == 200
     assert res.exact
+
+
+def test_request_response_on_loopback() -> None:
+    res = traffic.request_response(Loopback(), Loopback(), "127.0.0.1", count=50, size=100)
+    assert len(res.samples_us) == 50
+    assert 0 < res.p50 <= res.p99
+
+
+def test_a_server_that_cannot_bind_leaves_no_socket_open() -> None:
+    """198.18.0.1 is no local address: bind fails before anything is sent."""
+    before = set(os.listdir("/proc/self/fd"))
+    failures = []  # kept alive: their tracebacks would keep an unclosed socket referenced
+    for run in (
+        lambda: traffic.tcp_stream(Loopback(), Loopback(), "198.18.0.1", nbytes=10),
+        lambda: traffic.udp_stream(Loopback(), Loopback(), "198.18.0.1", count=1),
+        lambda: traffic.request_response(Loopback(), Loopback(), "198.18.0.1", count=1),
+    ):
+        with pytest.raises(OSError) as info:
+            run()
+        failures.append(info)
+    assert set(os.listdir("/proc/self/fd")) == before

@@ -7,6 +7,7 @@ peer, or a NetNamespace wrapped in `place(ns)`.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import ipaddress
 import json
@@ -29,6 +30,22 @@ class Place(Protocol):
 
 def _family(address: str) -> int:
     return socket.AF_INET6 if ipaddress.ip_address(address).version == 6 else socket.AF_INET
+
+
+def _server_socket(server: Place, address: str, port: int, kind: int, timeout: float) -> socket.socket:
+    """A socket of the server place bound to (address, port), listening if TCP; closed on failure."""
+    srv = server.socket(_family(address), kind)
+    try:
+        if kind == socket.SOCK_STREAM:
+            srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        srv.bind((address, port))
+        if kind == socket.SOCK_STREAM:
+            srv.listen(1)
+        srv.settimeout(timeout)
+    except BaseException:
+        srv.close()
+        raise
+    return srv
 
 
 # ---- ping ---------------------------------------------------------------------------------------
@@ -126,11 +143,7 @@ def tcp_stream(
     if nbytes is None and duration is None:
         duration = 2.0
     family = _family(address)
-    srv = server.socket(family, socket.SOCK_STREAM)
-    srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    srv.bind((address, port))
-    srv.listen(1)
-    srv.settimeout(timeout)
+    srv = _server_socket(server, address, port, socket.SOCK_STREAM, timeout)
     port = srv.getsockname()[1]
     # the stream is `block` repeated (or exactly `data`): the receiver compares what arrives with
     # where it must be in the block, so corruption, loss and reordering all show, without hashing.
@@ -206,11 +219,9 @@ def udp_stream(
     if size < 16:
         raise ValueError("size: UDP datagrams carry a 16-byte sequence header; use >= 16")
     family = _family(address)
-    srv = server.socket(family, socket.SOCK_DGRAM)
-    srv.bind((address, port))
+    srv = _server_socket(server, address, port, socket.SOCK_DGRAM, settle)
     srv.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
     port = srv.getsockname()[1]
-    srv.settimeout(settle)
     seen: dict[int, bool] = {}
     reordered = [0]
     last = [-1]
@@ -236,12 +247,11 @@ def udp_stream(
     t = threading.Thread(target=receive, daemon=True)
     t.start()
     cli = client.socket(family, socket.SOCK_DGRAM)
-    body_base = _pattern(size, 11)
+    body_tail = _pattern(size, 11)[4 : size - 16]
     start = time.perf_counter()
     try:
         for seq in range(count):
-            body = body_base[: size - 16]
-            body = seq.to_bytes(4, "big") + body[4:]
+            body = seq.to_bytes(4, "big") + body_tail
             cli.sendto(
                 seq.to_bytes(8, "big") + hashlib.blake2b(body, digest_size=8).digest() + body,
                 (address, port),
@@ -296,14 +306,14 @@ def request_response(
 ) -> LatencyResult:
     """TCP ping-pong of `size`-byte messages; latency percentiles in microseconds."""
     family = _family(address)
-    srv = server.socket(family, socket.SOCK_STREAM)
-    srv.bind((address, port))
-    srv.listen(1)
-    srv.settimeout(30)
+    srv = _server_socket(server, address, port, socket.SOCK_STREAM, 30)
     port = srv.getsockname()[1]
 
     def echo() -> None:
-        conn, _ = srv.accept()
+        try:
+            conn, _ = srv.accept()
+        except OSError:
+            return  # closed: the client gave up
         with conn:
             conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             while data := conn.recv(65536):
@@ -313,19 +323,26 @@ def request_response(
     t.start()
     samples = []
     msg = b"x" * size
-    with client.socket(family, socket.SOCK_STREAM) as cli:
-        cli.settimeout(30)
-        cli.connect((address, port))
-        cli.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        for _ in range(count):
-            t0 = time.perf_counter()
-            cli.sendall(msg)
-            got = 0
-            while got < size:
-                got += len(cli.recv(size - got))
-            samples.append((time.perf_counter() - t0) * 1e6)
-    t.join(5)
-    srv.close()
+    try:
+        with client.socket(family, socket.SOCK_STREAM) as cli:
+            cli.settimeout(30)
+            cli.connect((address, port))
+            cli.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            for _ in range(count):
+                t0 = time.perf_counter()
+                cli.sendall(msg)
+                got = 0
+                while got < size:
+                    piece = cli.recv(size - got)
+                    if not piece:
+                        raise LabError(f"request/response to {address}: the server closed the connection")
+                    got += len(piece)
+                samples.append((time.perf_counter() - t0) * 1e6)
+    finally:
+        with contextlib.suppress(OSError):
+            srv.shutdown(socket.SHUT_RDWR)  # wakes an echo thread still waiting in accept()
+        srv.close()
+        t.join(5)
     return LatencyResult(samples)
 
 
