@@ -12,7 +12,7 @@ from typing import Any
 
 from tunlab import traffic
 from tunlab.capture import Capture, CapturedPacket
-from tunlab.devices.offload.virtio import VIRTIO_NET_HDR_GSO_ECN, VirtioNetHdr
+from tunlab.devices.offload.virtio import GSO_TYPE_NAMES, VIRTIO_NET_HDR_GSO_ECN, VirtioNetHdr
 from tunlab.traffic import PingResult, StreamResult
 
 __all__ = [
@@ -29,7 +29,7 @@ __all__ = [
     "counters",
 ]
 
-_GSO_NAMES = {"tcpv4": 1, "udp": 3, "tcpv6": 4, "udp_l4": 5, "none": 0}
+_GSO_NUMBERS = {name.lower(): number for number, name in GSO_TYPE_NAMES.items()}
 
 
 def _where(source: Any) -> str:
@@ -113,9 +113,9 @@ def _gso_number(gso_type: int | str | None) -> int | None:
     if gso_type is None or isinstance(gso_type, int):
         return gso_type
     key = gso_type.lower().replace("virtio_net_hdr_gso_", "")
-    if key not in _GSO_NAMES:
-        raise ValueError(f"gso_type: {gso_type!r} is not one of {', '.join(_GSO_NAMES)}")
-    return _GSO_NAMES[key]
+    if key not in _GSO_NUMBERS:
+        raise ValueError(f"gso_type: {gso_type!r} is not one of {', '.join(_GSO_NUMBERS)}")
+    return _GSO_NUMBERS[key]
 
 
 def _gso_items(

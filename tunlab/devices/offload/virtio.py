@@ -21,7 +21,7 @@ VIRTIO_NET_HDR_GSO_ECN = 0x80
 HDR_STRUCT = struct.Struct("=BBHHHH")  # native byte order, as the kernel uses on the tun fd
 GSO_NONE_HEADER = bytes(VIRTIO_NET_HDR_LEN)
 
-_GSO_NAMES = {
+GSO_TYPE_NAMES = {  # the kernel's names, without the VIRTIO_NET_HDR_GSO_ prefix
     VIRTIO_NET_HDR_GSO_NONE: "NONE",
     VIRTIO_NET_HDR_GSO_TCPV4: "TCPV4",
     VIRTIO_NET_HDR_GSO_UDP: "UDP",
@@ -64,7 +64,7 @@ class VirtioNetHdr:
 
     @property
     def gso_name(self) -> str:
-        base = _GSO_NAMES.get(self.gso_type & ~VIRTIO_NET_HDR_GSO_ECN, hex(self.gso_type))
+        base = GSO_TYPE_NAMES.get(self.gso_type & ~VIRTIO_NET_HDR_GSO_ECN, hex(self.gso_type))
         return base + ("|ECN" if self.gso_type & VIRTIO_NET_HDR_GSO_ECN else "")
 
     @property
