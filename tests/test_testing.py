@@ -77,3 +77,12 @@ def test_counter_delta() -> None:
         assert_counter_delta(before, after, "tx_packets", 10, tolerance=2)
     with pytest.raises(ValueError, match="field"):
         assert_counter_delta(before, after, "packets", 1)
+
+
+def test_captured_ethernet_frames_give_their_ip_packet_past_vlan_tags() -> None:
+    ip = bytes.fromhex("4500001c0000400040110000c6120001c6120002") + bytes(8)
+    plain = bytes(12) + b"\x08\x00" + ip
+    tagged = bytes(12) + b"\x81\x00\x00\x05" + b"\x08\x00" + ip
+    for frame in (plain, tagged):
+        assert CapturedPacket(0.0, False, frame, 0, 0, True).ip == ip
+    assert CapturedPacket(0.0, False, b"\x00" * 10, 0, 0, True).ip == b""

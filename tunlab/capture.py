@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tunlab.devices.offload.gso import link_header_len
 from tunlab.devices.offload.virtio import VIRTIO_NET_HDR_LEN, VirtioNetHdr
 from tunlab.netns import NetNamespace
 
@@ -52,10 +53,10 @@ class CapturedPacket:
         """The IP packet (the Ethernet header removed where there is one)."""
         if not self.l2:
             return self.data
-        off = 12
-        while len(self.data) >= off + 2 and self.data[off : off + 2] in (b"\x81\x00", b"\x88\xa8"):
-            off += 4
-        return self.data[off + 2 :]
+        try:
+            return self.data[link_header_len(self.data) :]
+        except ValueError:  # shorter than an Ethernet header
+            return b""
 
     @property
     def is_gso(self) -> bool:
@@ -101,15 +102,18 @@ class Capture:
             sock.setsockopt(SOL_PACKET, PACKET_VNET_HDR, 1)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16 << 20)
             sock.bind((self.interface, ETH_P_ALL))
+            if self.path is not None:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                self._file = open(self.path, "wb")  # noqa: SIM115 (closed in stop)
+                link = LINKTYPE_ETHERNET if self._l2 else LINKTYPE_RAW
+                self._file.write(_PCAP_HEADER.pack(0xA1B2C3D4, 2, 4, 0, 0, self.snaplen, link))
         except BaseException:
             sock.close()
+            if self._file is not None:
+                self._file.close()
+                self._file = None
             raise
         self._sock = sock
-        if self.path is not None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._file = open(self.path, "wb")  # noqa: SIM115 (closed in stop)
-            link = LINKTYPE_ETHERNET if self._l2 else LINKTYPE_RAW
-            self._file.write(_PCAP_HEADER.pack(0xA1B2C3D4, 2, 4, 0, 0, self.snaplen, link))
         self._stop = os.pipe()
         self._thread = threading.Thread(target=self._run, name=f"capture-{self.interface}", daemon=True)
         self._thread.start()
@@ -220,9 +224,5 @@ def capture(
     ns: NetNamespace, interface: str, path: str | os.PathLike[str] | None = None
 ) -> Iterator[Capture]:
     """`with capture(ns, "eth0", "out.pcap") as cap: ...` then look at cap.packets."""
-    cap = Capture(ns, interface, path)
-    cap.start()
-    try:
+    with Capture(ns, interface, path) as cap:
         yield cap
-    finally:
-        cap.stop()

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 
 import pytest
 
 from tunlab import traffic
+from tunlab.capture import Capture
 from tunlab.testing import (
     assert_counter_delta,
     assert_delivered_exactly,
@@ -73,3 +75,14 @@ def test_iperf3_adapter(topology) -> None:
         pytest.skip("iperf3 is not installed")
     report = traffic.iperf3(topology.node("h1"), topology.node("h2"), "198.18.2.2", seconds=1)
     assert report["end"]["sum_received"]["bytes"] > 0
+
+
+def test_capture_that_cannot_write_its_pcap_leaves_no_socket_open(topology, tmp_path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    ns = topology.node("r1").netns
+    before = set(os.listdir("/proc/self/fd"))
+    cap = Capture(ns, "tun0", blocker / "out.pcap")  # kept: it must not hold the socket either
+    with pytest.raises(OSError):
+        cap.start()  # a file cannot hold a directory
+    assert set(os.listdir("/proc/self/fd")) == before
