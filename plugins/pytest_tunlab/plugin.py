@@ -228,6 +228,13 @@ def _resolve_topology(spec: Any, request: pytest.FixtureRequest, variables: dict
     return load_file(path, variables)
 
 
+def _start_lab(request: pytest.FixtureRequest, spec: Any, variables: dict[str, Any]) -> Lab:
+    """Bring a lab up under a unique name; the test's failure report will describe it."""
+    lab = Lab(_resolve_topology(spec, request, variables), unique=True).up()
+    _remember(request, LABS, lab)
+    return lab
+
+
 def _finish_lab(request: pytest.FixtureRequest, lab: Lab, keep: bool) -> None:
     item = _item(request)
     failed = item is not None and item.stash.get(FAILED, False)
@@ -260,9 +267,7 @@ def topology(request: pytest.FixtureRequest, tunlab_keep_on_failure: bool) -> It
             "@pytest.mark.topology needs the topology file or model as its first argument"
         )
     variables = dict(marker.kwargs.get("vars") or {}) if marker else {}
-    lab = Lab(_resolve_topology(spec, request, variables), unique=True)
-    lab.up()
-    _remember(request, LABS, lab)
+    lab = _start_lab(request, spec, variables)
     try:
         yield lab
     finally:
@@ -276,10 +281,8 @@ def lab_factory(request: pytest.FixtureRequest, tunlab_keep_on_failure: bool) ->
     labs: list[Lab] = []
 
     def make(spec: str | os.PathLike[str] | Topology, **variables: Any) -> Lab:
-        lab = Lab(_resolve_topology(spec, request, variables), unique=True)
-        lab.up()
+        lab = _start_lab(request, spec, variables)
         labs.append(lab)
-        _remember(request, LABS, lab)
         return lab
 
     try:
