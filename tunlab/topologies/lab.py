@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import os
 import signal
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -79,9 +80,7 @@ class Lab:
             engine.apply(steps, progress=self.progress)
         except BaseException:
             rt.release()
-            for leftover in owned_namespaces(self.id):  # a namespace made by a failed step
-                with contextlib.suppress(OSError):
-                    NetNamespace.open(leftover).delete()
+            _remove_namespaces(owned_namespaces(self.id))  # a namespace made by a failed step
             state.remove()
             raise
         finally:
@@ -131,12 +130,7 @@ class Lab:
             return []
         rt, state = self._rt, self._state
         self._rt = self._state = None
-        problems = rt.release()
-        for leftover in owned_namespaces(self.id):
-            try:
-                NetNamespace.open(leftover).delete()
-            except OSError as exc:
-                problems.append(f"namespace {leftover}: {exc}")
+        problems = rt.release() + _remove_namespaces(owned_namespaces(self.id))
         if state is not None:
             state.remove()
         return problems
@@ -210,6 +204,18 @@ class Lab:
 
 
 # ---- labs held by other (possibly dead) processes ------------------------------------------------
+def _remove_namespaces(names: Iterable[str]) -> list[str]:
+    """Delete these namespaces (one already gone is fine); returns the failures."""
+    problems = []
+    for name in names:
+        try:
+            NetNamespace.open(name).delete()
+        except OSError as exc:
+            if exc.errno != errno.ENOENT:
+                problems.append(f"namespace {name}: {exc}")
+    return problems
+
+
 def _kill_relays(pids: list[int]) -> None:
     for pid in pids:
         try:
@@ -230,12 +236,7 @@ def teardown_state(state: LabState) -> list[str]:
         from tunlab.topologies import containers
 
         problems += containers.remove_lab_containers(state.id)
-    for name in sorted(set(state.namespaces) | set(owned_namespaces(state.id))):
-        try:
-            NetNamespace.open(name).delete()
-        except OSError as exc:
-            if exc.errno != 2:
-                problems.append(f"namespace {name}: {exc}")
+    problems += _remove_namespaces(sorted(set(state.namespaces) | set(owned_namespaces(state.id))))
     state.remove()
     return problems
 
