@@ -10,7 +10,7 @@ import sys
 import time
 
 from tunlab.topologies import Lab, load_text
-from tunlab.topologies.drivers.container import docker_client
+from tunlab.topologies.containers import docker_client
 from tunlab.topologies.images import BASE_IMAGE, build_base_image
 
 ONE = """

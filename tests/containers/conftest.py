@@ -8,7 +8,7 @@ import pytest
 @pytest.fixture(scope="session")
 def docker_engine(needs_root_session: None):
     try:
-        from tunlab.topologies.drivers.container import docker_client
+        from tunlab.topologies.containers import docker_client
 
         client = docker_client()
     except Exception as exc:

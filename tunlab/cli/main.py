@@ -351,7 +351,7 @@ def image() -> None:
 def image_build(rebuild: bool) -> None:
     """Build tunlab/base:latest (debootstrap minbase + iproute2, ping, python3) and import it."""
     _require_root_linux("tunlab image build")
-    from tunlab.topologies.drivers.container import docker_client
+    from tunlab.topologies.containers import docker_client
     from tunlab.topologies.images import build_base_image
 
     image_id = build_base_image(docker_client(), rebuild=rebuild, say=lambda text: console.print(text))

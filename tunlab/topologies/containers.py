@@ -5,23 +5,36 @@ from __future__ import annotations
 import contextlib
 from typing import Any
 
+from tunlab.errors import LabError
+
 LABEL_LAB = "tunlab.lab"
 LABEL_ID = "tunlab.lab-id"
 LABEL_OWNER = "tunlab.owner-pid"
 
 
-def _client() -> Any | None:
-    """A docker client when the SDK is installed and an engine answers; otherwise None."""
+def docker_client(timeout: int = 60) -> Any:
+    """A client for the local engine, or a LabError saying what is missing."""
     try:
         import docker
     except ImportError:
-        return None
+        raise LabError("kind: container needs the docker SDK: pip install 'tunlab[docker]'") from None
     try:
-        client = docker.from_env(timeout=10)
+        client = docker.from_env(timeout=timeout)
         client.ping()
-    except Exception:
-        return None
+    except Exception as exc:
+        raise LabError(
+            f"kind: container needs a running docker engine ({type(exc).__name__}: {exc}); "
+            "start dockerd (`make test` starts one with .ci/docker-up)"
+        ) from None
     return client
+
+
+def _client() -> Any | None:
+    """For cleanup: a client when docker is there (short timeout), else None (nothing to clean)."""
+    try:
+        return docker_client(timeout=10)
+    except LabError:
+        return None
 
 
 def remove_lab_containers(lab_id: str) -> list[str]:

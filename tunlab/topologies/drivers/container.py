@@ -17,30 +17,13 @@ from typing import TYPE_CHECKING, Any
 from tunlab.errors import LabError
 from tunlab.netns import NetNamespace, finish
 from tunlab.topologies import images
-from tunlab.topologies.containers import LABEL_ID, LABEL_LAB, LABEL_OWNER
+from tunlab.topologies.containers import LABEL_ID, LABEL_LAB, LABEL_OWNER, docker_client
 from tunlab.topologies.drivers.base import ExecResult, NodeDriver, NodeHandle
 from tunlab.topologies.drivers.netns import LAB_SYSCTLS, write_sysctls
 from tunlab.topologies.state import ns_name
 
 if TYPE_CHECKING:
     from tunlab.topologies.models import Node
-
-
-def docker_client() -> Any:
-    """A client for the local engine, or a LabError saying what is missing."""
-    try:
-        import docker
-    except ImportError:
-        raise LabError("kind: container needs the docker SDK: pip install 'tunlab[docker]'") from None
-    try:
-        client = docker.from_env(timeout=60)
-        client.ping()
-    except Exception as exc:
-        raise LabError(
-            f"kind: container needs a running docker engine ({type(exc).__name__}: {exc}); "
-            "start dockerd (`make test` starts one with .ci/docker-up)"
-        ) from None
-    return client
 
 
 class ContainerHandle(NodeHandle):
