@@ -16,7 +16,7 @@ import socket
 import struct
 import subprocess
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from tunlab.errors import NamespaceNotFoundError
@@ -170,9 +170,7 @@ class NetNamespace:
             if libc.mount(b"/proc/thread-self/ns/net", path.encode(), b"none", _MS_BIND, None):
                 _raise_errno(f"bind-mounting the new namespace on {path}")
             _loopback_up()
-            for key, value in (sysctls or {}).items():
-                with open(_sysctl_path(key), "w") as f:
-                    f.write(str(value))
+            write_sysctls_here(sysctls or {})
             if setup is not None:
                 setup()
             return os.open(path, os.O_RDONLY | os.O_CLOEXEC)
@@ -305,7 +303,7 @@ class NetNamespace:
 
     def write_sysctl(self, key: str, value: str | int) -> None:
         """Set a net.* sysctl of this namespace (key like 'net.ipv4.ip_forward')."""
-        path = _sysctl_path(key)
+        path = sysctl_path(key)
 
         def write() -> None:
             with open(path, "w") as f:
@@ -314,7 +312,7 @@ class NetNamespace:
         self.call(write)
 
     def read_sysctl(self, key: str) -> str:
-        path = _sysctl_path(key)
+        path = sysctl_path(key)
 
         def read() -> str:
             with open(path) as f:
@@ -372,11 +370,19 @@ def finish(proc: subprocess.Popen[Any], input: bytes | None, timeout: float | No
     return out or b"", err or b""
 
 
-def _sysctl_path(key: str) -> str:
+def sysctl_path(key: str) -> str:
+    """/proc/sys path of a net.* key (ValueError for keys that are not per-namespace)."""
     parts = key.replace("/", ".").split(".")
     if parts[0] != "net" or any(p in ("", "..") for p in parts):
         raise ValueError(f"sysctl {key!r}: only net.* keys are per-namespace")
     return "/proc/sys/" + "/".join(parts)
+
+
+def write_sysctls_here(values: Mapping[str, object]) -> None:
+    """Write net.* sysctls in the calling thread's namespace."""
+    for key, value in values.items():
+        with open(sysctl_path(key), "w") as f:
+            f.write(str(value))
 
 
 def _loopback_up() -> None:

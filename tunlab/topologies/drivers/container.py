@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from tunlab.errors import LabError
-from tunlab.netns import NetNamespace, finish
+from tunlab.netns import NetNamespace, finish, write_sysctls_here
 from tunlab.topologies import images
 from tunlab.topologies.containers import LABEL_ID, LABEL_LAB, LABEL_OWNER, docker_client
 from tunlab.topologies.drivers.base import ExecResult, NodeDriver, NodeHandle
@@ -214,9 +214,7 @@ CONTAINER_SYSCTLS = {
 
 
 def _lab_sysctls(node: Node) -> None:
-    for key, value in CONTAINER_SYSCTLS.items():
-        with open("/proc/sys/" + key.replace(".", "/"), "w") as f:
-            f.write(value)
+    write_sysctls_here(CONTAINER_SYSCTLS)
     write_sysctls(node, early=True)
 
 

@@ -6,7 +6,7 @@ import os
 from typing import TYPE_CHECKING
 
 from tunlab.errors import LabError
-from tunlab.netns import NetNamespace
+from tunlab.netns import NetNamespace, sysctl_path
 from tunlab.topologies.drivers.base import NodeDriver, NodeHandle
 from tunlab.topologies.state import ns_name
 
@@ -29,7 +29,7 @@ def write_sysctls(node: Node, *, early: bool) -> None:
     for the second call, after the interfaces are made, where a missing key is an error.
     """
     for key, value in node.sysctls.items():
-        path = "/proc/sys/" + key.replace(".", "/")
+        path = sysctl_path(key)
         if not os.path.exists(path):
             if early:
                 continue
