@@ -33,6 +33,10 @@ def _members(short: str, feats: dict[str, Any]) -> list[str]:
     return [n for n in feats if FEATURE_GROUPS[short].match(n)]
 
 
+def _primary(short: str, names: list[str], feats: dict[str, Any]) -> str:
+    return PRIMARY[short] if PRIMARY[short] in feats else names[0]
+
+
 def _ethtool() -> Any:
     from pyroute2.ethtool import Ethtool
 
@@ -50,7 +54,7 @@ def read_features(ns: NetNamespace, ifname: str) -> dict[str, bool]:
             names = _members(short, feats)
             if not names:
                 continue
-            primary = PRIMARY[short] if PRIMARY[short] in feats else names[0]
+            primary = _primary(short, names, feats)
             # a group is on when any changeable member is on (what `ethtool -k` prints)
             changeable = [n for n in names if feats[n].available] or [primary]
             out[short] = any(bool(feats[n].enable) for n in changeable)
@@ -83,7 +87,7 @@ def set_features(ns: NetNamespace, ifname: str, wanted: dict[str, bool]) -> None
             names = _members(short, after)
             if not names:
                 continue
-            primary = PRIMARY[short] if PRIMARY[short] in after else names[0]
+            primary = _primary(short, names, after)
             state = bool(after[primary].enable) if on else any(bool(after[n].enable) for n in names)
             if state != on:
                 stuck.append(f"{short} stays {'on' if state else 'off'}")
