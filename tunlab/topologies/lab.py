@@ -22,6 +22,7 @@ from tunlab.topologies.models import Topology
 from tunlab.topologies.state import (
     LabState,
     all_labs,
+    lab_id_of,
     new_lab_id,
     ns_name,
     owned_namespaces,
@@ -273,8 +274,7 @@ def garbage_collect() -> list[str]:
             teardown_state(state)
             removed.append(f"lab {state.name} (id {state.id}, holder pid {state.owner_pid} is gone)")
         for name in owned_namespaces():
-            lab_id = name[3:9]
-            if lab_id not in live_ids:
+            if lab_id_of(name) not in live_ids:
                 with contextlib.suppress(OSError):
                     NetNamespace.open(name).delete()
                     removed.append(f"namespace {name}")

@@ -20,7 +20,6 @@ from typing import Any
 from tunlab.netns import NETNS_RUN_DIR, list_named_netns
 
 NS_PREFIX = "tl-"
-LAB_ID_RE = re.compile(r"^[0-9a-f]{6}$")
 OWNED_NS_RE = re.compile(r"^tl-([0-9a-f]{6})[-.]")
 
 
@@ -32,9 +31,15 @@ def labs_dir() -> Path:
     return run_dir() / "labs"
 
 
+def lab_id_of(namespace: str) -> str | None:
+    """The lab id in the name of a namespace tunlab made (tl-<id>-node, tl-<id>.bridge), else None."""
+    m = OWNED_NS_RE.match(namespace)
+    return m.group(1) if m else None
+
+
 def new_lab_id() -> str:
     """A short id that no namespace on this machine uses yet."""
-    taken = {m.group(1) for n in list_named_netns() if (m := OWNED_NS_RE.match(n))}
+    taken = {lab_id_of(n) for n in list_named_netns()}
     while True:
         lab_id = secrets.token_hex(3)
         if lab_id not in taken:
@@ -83,7 +88,7 @@ class LabState:
 
     @property
     def path(self) -> Path:
-        return labs_dir() / f"{self.name}.json"
+        return _state_path(self.name)
 
     def save(self) -> None:
         labs_dir().mkdir(parents=True, exist_ok=True, mode=0o755)
@@ -106,15 +111,16 @@ class LabState:
 
     @classmethod
     def load(cls, name: str) -> LabState | None:
-        path = labs_dir() / f"{name}.json"
         try:
-            data = json.loads(path.read_text())
-        except FileNotFoundError:
-            return None
-        except (OSError, ValueError):
+            data = json.loads(_state_path(name).read_text())
+        except (OSError, ValueError):  # gone, or half-written by a process that died
             return None
         known = set(cls.__dataclass_fields__)
         return cls(**{k: v for k, v in data.items() if k in known})
+
+
+def _state_path(name: str) -> Path:
+    return labs_dir() / f"{name}.json"
 
 
 def all_labs() -> list[LabState]:
@@ -145,7 +151,7 @@ def owned_namespaces(lab_id: str | None = None) -> list[str]:
     """Namespaces under /run/netns that tunlab made (for one lab, or all)."""
     out = []
     for name in list_named_netns(NETNS_RUN_DIR):
-        m = OWNED_NS_RE.match(name)
-        if m and (lab_id is None or m.group(1) == lab_id):
+        owner = lab_id_of(name)
+        if owner is not None and (lab_id is None or owner == lab_id):
             out.append(name)
     return out
