@@ -102,6 +102,6 @@ class DeployError(LabError, RuntimeError):
     """A deploy step failed; everything already made was rolled back."""
 
     def __init__(self, step: str, cause: BaseException) -> None:
-        super().__init__(f"step '{step}' failed: {cause}")
+        super().__init__(f"deploy failed at step '{step}': {cause}")
         self.step = step
         self.cause = cause

@@ -381,7 +381,7 @@ def main(argv: list[str] | None = None) -> None:
         exc.show()
         sys.exit(exc.exit_code)
     except DeployError as exc:
-        err_console.print(f"[red]error:[/] deploy failed at step '{exc.step}': {exc.cause}")
+        err_console.print(f"[red]error:[/] {exc}")
         err_console.print("everything made before that step was removed")
         sys.exit(EXIT_FAILURE)
     except (TopologyError, ValueError, TypeError) as exc:

@@ -39,11 +39,7 @@ def main() -> int:
         lab.detached = True
         lab.up()
     except Exception as exc:
-        from tunlab.errors import DeployError
-
-        text = (
-            f"deploy failed at step '{exc.step}': {exc.cause}" if isinstance(exc, DeployError) else str(exc)
-        )
+        text = str(exc)
         ready.write(f"ERR {text}\n")
         ready.close()
         print(f"tunlab supervisor: {text}", file=sys.stderr)
