@@ -11,7 +11,7 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from rich.console import Console
@@ -19,6 +19,9 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from tunlab.errors import DeployError, LabError, TopologyError, TunlabError
+
+if TYPE_CHECKING:
+    from tunlab.topologies.state import LabState
 
 console = Console(highlight=False, soft_wrap=True)
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -285,6 +288,16 @@ def list_labs() -> None:
     console.print(table)
 
 
+def _lab_state(name: str) -> LabState:
+    """The state file of a running lab, or a UserError pointing at `tunlab ls`."""
+    from tunlab.topologies.state import LabState
+
+    state = LabState.load(name)
+    if state is None:
+        raise UserError(f"no lab named '{name}' (see `tunlab ls`)")
+    return state
+
+
 @cli.command()
 @click.argument("name")
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
@@ -292,11 +305,8 @@ def inspect(name: str, as_json: bool) -> None:
     """Show a running lab: nodes, interfaces, addresses, routes, original offload state."""
     _require_root_linux("tunlab inspect")
     from tunlab.topologies.inspect import describe, inspect_state
-    from tunlab.topologies.state import LabState
 
-    state = LabState.load(name)
-    if state is None:
-        raise UserError(f"no lab named '{name}' (see `tunlab ls`)")
+    state = _lab_state(name)
     data = inspect_state(state)
     if as_json:
         click.echo(json.dumps(data, indent=2, default=str))
@@ -316,11 +326,8 @@ def exec_(name: str, node: str, command: tuple[str, ...]) -> None:
     """Run a command inside a lab node: tunlab exec LAB NODE -- CMD ARGS..."""
     _require_root_linux("tunlab exec")
     from tunlab.netns import NetNamespace
-    from tunlab.topologies.state import LabState
 
-    state = LabState.load(name)
-    if state is None:
-        raise UserError(f"no lab named '{name}' (see `tunlab ls`)")
+    state = _lab_state(name)
     if node not in state.nodes:
         raise BadInput(f"lab '{name}' has no node '{node}' (nodes: {', '.join(state.nodes)})")
     env = {**os.environ, **state.topology.get("nodes", {}).get(node, {}).get("env", {})}
