@@ -46,10 +46,7 @@ class Iface:
 
     @property
     def addresses(self) -> list[ipaddress.IPv4Interface | ipaddress.IPv6Interface]:
-        out: list[ipaddress.IPv4Interface | ipaddress.IPv6Interface] = []
-        out.extend(self.settings.ipv4)
-        out.extend(self.settings.ipv6)
-        return out
+        return [*self.settings.ipv4, *self.settings.ipv6]
 
 
 @dataclass
@@ -87,10 +84,9 @@ def catalog(topo: Topology, issues: list[Issue] | None = None) -> Catalog:
                 known = ", ".join(sorted(topo.nodes)) or "none"
                 problems.append(Issue(loc, f"node '{ep.node}' is not defined (nodes: {known})"))
                 continue
-            try:
-                check_name(ep.interface, "interface")
-            except ValueError as exc:
-                problems.append(Issue((*loc, "interface"), str(exc).removeprefix("interface: ")))
+            bad = _name_issue(ep.interface, "interface", (*loc, "interface"))
+            if bad is not None:
+                problems.append(bad)
                 continue
             key = (ep.node, ep.interface)
             if key in cat.ifaces:
@@ -120,24 +116,31 @@ def catalog(topo: Topology, issues: list[Issue] | None = None) -> Catalog:
     for name, node in topo.nodes.items():
         for iface, settings in node.interfaces.items():
             nloc: tuple[Any, ...] = ("nodes", name, "interfaces", iface)
-            loc = nloc
-            try:
-                check_name(iface, "interface")
-            except ValueError as exc:
-                problems.append(Issue(loc, str(exc).removeprefix("interface: ")))
+            bad = _name_issue(iface, "interface", nloc)
+            if bad is not None:
+                problems.append(bad)
                 continue
             if (name, iface) in cat.ifaces:
                 continue  # settings for a link end
             if settings.type is None:
                 problems.append(
                     Issue(
-                        loc,
+                        nloc,
                         "this interface is not connected by any link and has no type (tun or tap)",
                     )
                 )
                 continue
-            cat.ifaces[(name, iface)] = Iface(name, iface, loc, settings)
+            cat.ifaces[(name, iface)] = Iface(name, iface, nloc, settings)
     return cat
+
+
+def _name_issue(name: str, option: str, loc: tuple[Any, ...]) -> Issue | None:
+    """An interface-name problem at loc (the message without check_name's option prefix)."""
+    try:
+        check_name(name, option)
+    except ValueError as exc:
+        return Issue(loc, str(exc).removeprefix(f"{option}: "))
+    return None
 
 
 def _fmt(loc: tuple[Any, ...]) -> str:
@@ -157,10 +160,9 @@ def _check_links(topo: Topology, cat: Catalog, issues: list[Issue]) -> None:
             if n < 1:
                 issues.append(Issue((*loc, "endpoints"), "a bridge needs at least one endpoint"))
             name = link.name or f"br{li}"
-            try:
-                check_name(name, "name")
-            except ValueError as exc:
-                issues.append(Issue((*loc, "name"), str(exc).removeprefix("name: ")))
+            bad = _name_issue(name, "name", (*loc, "name"))
+            if bad is not None:
+                issues.append(bad)
             if name in bridges:
                 issues.append(Issue((*loc, "name"), f"bridge '{name}' is already links[{bridges[name]}]"))
             bridges[name] = li
@@ -240,12 +242,6 @@ def _check_addresses(topo: Topology, cat: Catalog, issues: list[Issue]) -> None:
                 issues.append(Issue(loc, f"{addr} is the {what} address of {net}: pick a host address"))
             if addr.ip.is_multicast or addr.ip.is_unspecified:
                 issues.append(Issue(loc, f"{addr.ip} cannot be an interface address"))
-        if (
-            iface.settings.type is not None
-            and iface.settings.multi_queue
-            and iface.settings.type not in ("tun", "tap")
-        ):
-            issues.append(Issue(iface.loc, "multi_queue is for tun/tap interfaces"))
         if iface.settings.mac is not None and iface.settings.type == "tun":
             issues.append(Issue((*iface.loc, "mac"), "a tun (L3) device has no MAC: use type: tap"))
     # overlaps on one segment (one link), and on one node
