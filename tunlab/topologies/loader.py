@@ -158,14 +158,21 @@ def _parse(text: str, fmt: str, path: str) -> Any:
         raise TopologyError(f"{path}:{exc.lineno}: {exc.msg}") from None
 
 
-def _line_of(source: Source | None, loc: tuple[Any, ...]) -> int | None:
-    """1-based line of a field path in a YAML or JSON source (None when unknown)."""
+def _document(source: Source | None) -> Any:
+    """The node tree of a YAML or JSON source, for finding lines (None when there is none)."""
     if source is None or source.fmt not in ("yaml", "json"):
         return None
     try:
-        node: Any = yaml.compose(source.text, Loader=yaml.SafeLoader)
+        return yaml.compose(source.text, Loader=yaml.SafeLoader)
     except yaml.YAMLError:
         return None
+
+
+def _line_of(document: Any, loc: tuple[Any, ...]) -> int | None:
+    """1-based line of a field path in a composed document (None when unknown)."""
+    if document is None:
+        return None
+    node = document
     line = None
     for part in loc:
         if isinstance(node, yaml.MappingNode):
@@ -187,8 +194,9 @@ def _issues_error(issues: list[Issue], source: Source | None) -> TopologyError:
     lines = []
     where = source.path if source else "topology"
     note = " (rendered)" if source and source.templated else ""
+    document = _document(source)  # composed once for all issues
     for issue in issues:
-        line = _line_of(source, issue.loc)
+        line = _line_of(document, issue.loc)
         at = f"{where}{note}:{line}: " if line else ""
         lines.append(f"{at}{format_path(issue.loc)}: {issue.message}")
     error = TopologyError("\n".join(lines))
