@@ -231,6 +231,9 @@ def test_set_network_address_replaces_ipv4_only(ns) -> None:
         assert "198.18.18.1/30" in addrs
         assert "2001:db8:16::1/64" in addrs
         assert not any(a.startswith(("198.18.16.", "198.18.17.")) for a in addrs)
+        with pytest.raises(ValueError, match="set_network_address mask"):
+            d.set_network_address("198.18.19.1", "255.0.255.0")
+        assert "198.18.18.1/30" in link_info(ns, "tnet")["addresses"]  # nothing removed
 
 
 def test_owner_and_group_after_creation(ns) -> None:

@@ -39,10 +39,11 @@ def _ipv4_setting(
     address: str | ipaddress.IPv4Address,
     prefix: int | str,
     destination: str | ipaddress.IPv4Address | None,
+    prefix_option: str = "prefix",
 ) -> tuple[ipaddress.IPv4Interface, ipaddress.IPv4Address | None]:
     """Validated (address/prefix, point-to-point peer); errors name the operation's argument."""
     ip = parse_ipv4(address, f"{operation} address")
-    plen = parse_prefix_v4(prefix, f"{operation} prefix")
+    plen = parse_prefix_v4(prefix, f"{operation} {prefix_option}")
     dest = None if destination is None else parse_ipv4(destination, f"{operation} destination")
     return ipaddress.IPv4Interface(f"{ip}/{plen}"), dest
 
@@ -291,7 +292,7 @@ class SyncDevice:
         destination: str | ipaddress.IPv4Address | None = None,
     ) -> None:
         """Replace every IPv4 address with this one (IPv6 addresses stay)."""
-        setting = _ipv4_setting("set_network_address", address, mask, destination)
+        setting = _ipv4_setting("set_network_address", address, mask, destination, "mask")
         for old in self._backend.addresses():
             if old.version == 4:
                 self._backend.remove_address(old.ip)
