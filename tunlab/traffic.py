@@ -19,9 +19,13 @@ import subprocess
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from tunlab.errors import LabError
+
+if TYPE_CHECKING:
+    from tunlab.netns import NetNamespace
+    from tunlab.topologies.drivers.base import NodeHandle
 
 
 class Place(Protocol):
@@ -382,23 +386,8 @@ def iperf3(
         srv.wait()
 
 
-class NamespacePlace:
-    """Adapts a NetNamespace to a traffic place."""
+def place(ns: NetNamespace) -> NodeHandle:
+    """A traffic place for a bare namespace: sockets, run and popen inside it."""
+    from tunlab.topologies.drivers.base import NodeHandle
 
-    def __init__(self, ns: Any) -> None:
-        self.ns = ns
-
-    def socket(
-        self, family: int = socket.AF_INET, type: int = socket.SOCK_STREAM, proto: int = 0
-    ) -> socket.socket:
-        return self.ns.socket(family, type, proto)  # type: ignore[no-any-return]
-
-    def run(self, argv: list[str], **kw: Any) -> Any:
-        return self.ns.run(argv, **kw)
-
-    def popen(self, argv: list[str], **kw: Any) -> Any:
-        return self.ns.popen(argv, **kw)
-
-
-def place(ns: Any) -> NamespacePlace:
-    return NamespacePlace(ns)
+    return NodeHandle(ns.name or ns.path, "netns", ns)

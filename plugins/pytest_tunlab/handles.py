@@ -3,39 +3,27 @@
 from __future__ import annotations
 
 import socket
-import subprocess
-from collections.abc import Sequence
 from typing import Any
 
 from tunlab.capture import Capture
 from tunlab.devices.aio import AsyncDevice
 from tunlab.devices.sync import SyncDevice
 from tunlab.netns import NetNamespace
-from tunlab.topologies.drivers.base import ExecResult
+from tunlab.topologies.drivers.base import NodeHandle
 from tunlab.traffic import PingResult, ping
 
 
-class Peer:
+class Peer(NodeHandle):
     """The kernel side of a tun_device: its namespace, where sockets and programs run."""
 
     def __init__(self, netns: NetNamespace, name: str = "peer") -> None:
-        self.netns = netns
-        self.name = name
+        super().__init__(name, "peer", netns)
 
     def socket(
         self, family: int = socket.AF_INET, type: int = socket.SOCK_DGRAM, proto: int = 0
     ) -> socket.socket:
-        """A socket in the device's namespace (the kernel end of the device)."""
+        """A socket in the device's namespace (the kernel end of the device); UDP by default."""
         return self.netns.socket(family, type, proto)
-
-    def run(
-        self, argv: Sequence[str], *, timeout: float | None = 60.0, input: bytes | None = None
-    ) -> ExecResult:
-        done = self.netns.run(argv, timeout=timeout, input=input)
-        return ExecResult(done.returncode, done.stdout, done.stderr)
-
-    def popen(self, argv: Sequence[str], **kwargs: Any) -> subprocess.Popen[Any]:
-        return self.netns.popen(argv, **kwargs)
 
     def ping(self, address: str, *, count: int = 1, timeout: float = 2.0) -> PingResult:
         """ping from the kernel side (through the device for addresses behind it)."""
