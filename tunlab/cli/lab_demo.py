@@ -52,9 +52,8 @@ def run(console: Console, progress: Callable[[str], AbstractContextManager[Any]]
             f"[bold]{stream.gbps:.2f} Gbit/s[/], byte-exact: {'yes' if stream.exact else '[red]NO[/]'}"
         )
         key = next(iter(after))
-        frames = after[key]["a->b"]["frames_in"] - before[key]["a->b"]["frames_in"]
-        supers = after[key]["a->b"]["super_frames_in"] - before[key]["a->b"]["super_frames_in"]
-        nbytes = after[key]["a->b"]["bytes_in"] - before[key]["a->b"]["bytes_in"]
+        now, then = after[key]["a->b"], before[key]["a->b"]
+        frames, supers, nbytes = (now[f] - then[f] for f in ("frames_in", "super_frames_in", "bytes_in"))
         avg = nbytes / frames if frames else 0
         ok &= supers > 0
         console.print(
