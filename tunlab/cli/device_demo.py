@@ -11,7 +11,7 @@ from rich.console import Console
 
 from tunlab import DeviceBuilder
 from tunlab import packets as pk
-from tunlab.netns import NetNamespace
+from tunlab.netns import NetNamespace, list_named_netns
 
 
 def run(console: Console, count: int = 3) -> bool:
@@ -58,7 +58,7 @@ def run(console: Console, count: int = 3) -> bool:
             ok = ping.returncode == 0 and answered == count
     finally:
         ns.delete()
-    left = name in os.listdir("/run/netns") if os.path.isdir("/run/netns") else False
+    left = name in list_named_netns()
     verdict = "LEFT BEHIND" if left else "nothing left"
     console.print(f"[bold]4.[/] cleaned up: device closed, namespace removed ({verdict})")
     status = "[green]OK[/]" if ok else "[red]FAILED[/]"

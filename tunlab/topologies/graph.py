@@ -7,14 +7,13 @@ import subprocess
 
 from tunlab.errors import LabError, TopologyError
 from tunlab.topologies.models import Topology
-from tunlab.topologies.validate import catalog
+from tunlab.topologies.validate import Catalog, catalog
 
 FORMATS = ("mermaid", "dot", "svg", "png")
 _EDGE_STYLE = {"veth": "solid", "tun-pair": "bold", "vxlan": "dashed", "bridge": "solid"}
 
 
-def _iface_label(topo: Topology, node: str, iface: str) -> str:
-    cat = catalog(topo)
+def _iface_label(cat: Catalog, node: str, iface: str) -> str:
     entry = cat.ifaces.get((node, iface))
     if entry is None:
         return iface
@@ -34,18 +33,12 @@ def to_mermaid(topo: Topology) -> str:
             br = link.name or f"br{li}"
             lines.append(f'  {br}{{{{"{br} (bridge)"}}}}')
             for ep in link.endpoints:
-                lines.append(f'  {ep.node} ---|"{_iface_label(topo, ep.node, ep.interface)}"| {br}')
+                lines.append(f'  {ep.node} ---|"{_iface_label(cat, ep.node, ep.interface)}"| {br}')
             continue
         a, b = link.endpoints[0], link.endpoints[-1]
-        arrow = {"tun-pair": "==>", "vxlan": "-.-", "veth": "---"}.get(link.type, "---")
-        left, right = _iface_label(topo, a.node, a.interface), _iface_label(topo, b.node, b.interface)
-        label = f"{left} · {link.type} · {right}"
-        if arrow == "==>":
-            lines.append(f'  {a.node} <==>|"{label}"| {b.node}')
-        elif arrow == "-.-":
-            lines.append(f'  {a.node} -.-|"{label}"| {b.node}')
-        else:
-            lines.append(f'  {a.node} ---|"{label}"| {b.node}')
+        arrow = {"tun-pair": "<==>", "vxlan": "-.-"}.get(link.type, "---")
+        left, right = _iface_label(cat, a.node, a.interface), _iface_label(cat, b.node, b.interface)
+        lines.append(f'  {a.node} {arrow}|"{left} · {link.type} · {right}"| {b.node}')
     return "\n".join(lines) + "\n"
 
 
