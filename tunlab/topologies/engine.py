@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import ipaddress
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -482,11 +481,3 @@ def _exec(rt: Runtime, name: str, argv: list[str]) -> None:
     if result.code != 0:
         tail = result.stderr.decode(errors="replace").strip().splitlines()[-3:]
         raise LabError(f"exec on '{name}': {' '.join(argv)} exited {result.code}: {' | '.join(tail)}")
-
-
-def address_of(rt: Runtime, node: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
-    """The first address configured on a node (for reports and examples)."""
-    for iface in rt.catalog.of_node(node):
-        for addr in iface.addresses:
-            return addr.ip
-    return None

@@ -10,9 +10,6 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_valida
 
 NAME_RE = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 NODE_RE = r"^[A-Za-z0-9][A-Za-z0-9_-]*$"
-IFNAME_MAX = 15
-KINDS = ("netns", "container", "vm")
-LINK_TYPES = ("veth", "bridge", "vxlan", "tun-pair")
 
 
 def _on_off(value: Any) -> Any:
