@@ -5,7 +5,6 @@ compare like with like on this machine."""
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import shutil
 import subprocess
@@ -15,7 +14,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from tunlab import DeviceBuilder
+from tunlab import DeviceBuilder, traffic
 from tunlab.netns import NetNamespace
 
 HERE = Path(__file__).resolve().parent
@@ -75,26 +74,14 @@ def _configure(ns: NetNamespace, ifname: str, addr: str, peer_net: str) -> None:
 
 
 def iperf(a: NetNamespace, b: NetNamespace, server_addr: str, seconds: int) -> tuple[float, int]:
-    server = b.popen(
-        ["iperf3", "-s", "-1", "-B", server_addr],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        for _ in range(50):
-            if a.run(["ping", "-c1", "-W1", server_addr], timeout=5).returncode == 0:
-                break
-            time.sleep(0.1)
-        time.sleep(0.3)
-        out = a.run(["iperf3", "-c", server_addr, "-t", str(seconds), "-J"], timeout=seconds + 30)
-        report = json.loads(out.stdout)
-        if "error" in report:
-            raise RuntimeError(report["error"])
-        end = report["end"]
-        return end["sum_received"]["bits_per_second"] / 1e9, int(end["sum_sent"].get("retransmits", 0))
-    finally:
-        server.kill()
-        server.wait()
+    """iperf3 from a to b once the path answers pings: (Gbit/s received, retransmits)."""
+    for _ in range(50):
+        if a.run(["ping", "-c1", "-W1", server_addr], timeout=5).returncode == 0:
+            break
+        time.sleep(0.1)
+    report = traffic.iperf3(traffic.place(a), traffic.place(b), server_addr, seconds=seconds)
+    end = report["end"]
+    return end["sum_received"]["bits_per_second"] / 1e9, int(end["sum_sent"].get("retransmits", 0))
 
 
 def veth_ceiling(seconds: int) -> Result:
