@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import struct
+import subprocess
 import sys
 
 import pytest
@@ -97,3 +98,15 @@ def test_accelerator_switch() -> None:
             offload.set_accelerator("gpu")
     finally:
         offload.set_accelerator(before)
+
+
+def test_numpy_is_imported_on_first_checksum_not_with_tunlab() -> None:
+    code = (
+        "import sys, tunlab\n"
+        "from tunlab.devices.offload import accelerator\n"
+        "assert 'numpy' not in sys.modules, 'import tunlab pulled in numpy'\n"
+        "print(accelerator())\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() in ("numpy", "python")

@@ -22,6 +22,7 @@ __all__ = [
 Bytes = bytes | bytearray | memoryview
 
 _np: Any = None
+_np_pending = os.environ.get("TUNLAB_CHECKSUM", "auto") != "python"  # import numpy on first use
 _NUMPY_MIN = 2048  # below this numpy's call overhead costs more than it saves
 _LITTLE = sys.byteorder == "little"
 _NATIVE_U32 = "<u4" if _LITTLE else ">u4"
@@ -35,9 +36,19 @@ def _load_numpy() -> Any:
     return numpy
 
 
+def numpy_module() -> Any:
+    """numpy when it accelerates checksums (imported on first use, not at `import tunlab`), else None."""
+    global _np, _np_pending
+    if _np_pending:
+        _np_pending = False
+        _np = _load_numpy()
+    return _np
+
+
 def set_accelerator(name: str) -> None:
     """Choose the summing engine: 'numpy' (when installed) or 'python'."""
-    global _np
+    global _np, _np_pending
+    _np_pending = False
     if name == "python":
         _np = None
     elif name == "numpy":
@@ -50,11 +61,7 @@ def set_accelerator(name: str) -> None:
 
 
 def accelerator() -> str:
-    return "numpy" if _np is not None else "python"
-
-
-if os.environ.get("TUNLAB_CHECKSUM", "auto") != "python":
-    _np = _load_numpy()
+    return "numpy" if numpy_module() is not None else "python"
 
 
 def _fold(value: int) -> int:
@@ -82,7 +89,7 @@ def _numpy_sum(data: Bytes) -> int:
 def ones_sum(data: Bytes, initial: int = 0) -> int:
     """One's-complement sum of data (odd length padded with a zero byte), folded mod 0xFFFF."""
     n = len(data)
-    if _np is not None and n >= _NUMPY_MIN:
+    if n >= _NUMPY_MIN and numpy_module() is not None:
         return (_numpy_sum(data) + initial) % 0xFFFF
     if n & 1:
         data = bytes(data) + b"\0"

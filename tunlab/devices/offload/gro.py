@@ -125,7 +125,7 @@ def _classify(pkt: Bytes, udp_gro: bool) -> tuple[int, int, int] | None:
 
 def _checksums_ok(packets: list[Bytes], iphs: list[int]) -> list[bool]:
     """Verify the L4 checksum (and the IPv4 header checksum) of each packet in one pass."""
-    np = _cs._np
+    np = _cs.numpy_module()
     total = sum(len(p) for p in packets)
     pseudo = []
     for p, iph in zip(packets, iphs, strict=True):

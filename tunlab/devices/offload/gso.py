@@ -134,7 +134,7 @@ def _numpy_payload_sums(data: bytes, start: int, gso: int) -> Any:
     The one's-complement sum does not depend on byte order: the folded result is swapped back.
     Needs start and gso to be multiples of 4 and at least one full word of payload.
     """
-    np = _cs._np
+    np = _cs.numpy_module()
     n = len(data) - start
     count = -(-n // gso)
     words = np.frombuffer(data, dtype=_cs._NATIVE_U32, offset=start, count=n >> 2)
@@ -153,7 +153,7 @@ def _numpy_payload_sums(data: bytes, start: int, gso: int) -> Any:
 
 def _payload_sums(data: bytes, start: int, gso: int) -> list[int]:
     """One's-complement sum (mod 0xFFFF, big-endian words) of each gso-sized slice of data[start:]."""
-    if _cs._np is not None and len(data) - start >= 4096 and gso % 4 == 0 and start % 4 == 0:
+    if _cs.numpy_module() is not None and len(data) - start >= 4096 and gso % 4 == 0 and start % 4 == 0:
         return list(_numpy_payload_sums(data, start, gso).tolist())
     from_bytes = int.from_bytes
     out = []
@@ -235,7 +235,7 @@ def segment_headers(
 
 
 def _segment(data: bytes, version: int, iph: int, proto: int, hdr_len: int, gso: int) -> list[bytes]:
-    np = _cs._np
+    np = _cs.numpy_module()
     n = len(data)
     if np is not None and n - hdr_len >= 4 * gso and hdr_len % 4 == 0 and gso % 4 == 0:
         rows, lengths = _segment_rows_numpy(data, version, iph, proto, hdr_len, gso)
@@ -252,7 +252,7 @@ def _segment_rows_numpy(
     The same arithmetic as segment_headers, on whole columns: the per-segment fields (length,
     ID, sequence number, flags, checksums) are written through big-endian views of the rows.
     """
-    np = _cs._np
+    np = _cs.numpy_module()
     n = len(data)
     payload = n - hdr_len
     count = -(-payload // gso)
