@@ -63,7 +63,7 @@ def pytun_relay(ns_a: str, ns_b: str) -> None:
     """The Python peer, used the way its README shows: read() a packet, write() it."""
     import pytun
 
-    from tunlab.netns import NetNamespace
+    from tunlab.linux.netns import NetNamespace
 
     flags = pytun.IFF_TUN | pytun.IFF_NO_PI
 

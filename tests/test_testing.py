@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 
 from tests.offload.helpers import tcp_flow
-from tunlab.capture import CapturedPacket
 from tunlab.devices.offload import coalesce
 from tunlab.testing import (
     Counters,
@@ -17,7 +16,8 @@ from tunlab.testing import (
     assert_segmented,
     assert_throughput,
 )
-from tunlab.traffic import PingResult, StreamResult
+from tunlab.testing.capture import CapturedPacket
+from tunlab.testing.traffic import PingResult, StreamResult
 
 
 def test_delivered_exactly() -> None:

@@ -1,15 +1,13 @@
-"""tunlab: native TUN/TAP devices for Python, and declarative network labs to test with them."""
+"""tunlab: native TUN/TAP devices for Python, and declarative network labs to test with them.
 
-from tunlab.devices import (
-    PACKET_INFORMATION_LENGTH,
-    AsyncDevice,
-    BorrowedSyncDevice,
-    Capability,
-    DeviceBuilder,
-    InterruptEvent,
-    Layer,
-    SyncDevice,
-)
+Names load their module on first use, so `import tunlab` (and a relay worker process) stays cheap.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from tunlab._lazy import lazy
 from tunlab.errors import (
     DeviceClosedError,
     DeviceError,
@@ -23,7 +21,33 @@ from tunlab.errors import (
     UnsupportedOperationError,
 )
 
+if TYPE_CHECKING:
+    from tunlab.devices import (
+        PACKET_INFORMATION_LENGTH,
+        AsyncDevice,
+        BorrowedSyncDevice,
+        Capability,
+        DeviceBuilder,
+        InterruptEvent,
+        Layer,
+        SyncDevice,
+    )
+
 __version__ = "0.1.0"
+
+__getattr__, __dir__ = lazy(
+    __name__,
+    {
+        "PACKET_INFORMATION_LENGTH": "tunlab.devices",
+        "AsyncDevice": "tunlab.devices.aio",
+        "BorrowedSyncDevice": "tunlab.devices.sync",
+        "Capability": "tunlab.devices.capabilities",
+        "DeviceBuilder": "tunlab.devices.builder",
+        "InterruptEvent": "tunlab.devices.interrupt",
+        "Layer": "tunlab.devices.layer",
+        "SyncDevice": "tunlab.devices.sync",
+    },
+)
 
 __all__ = [
     "PACKET_INFORMATION_LENGTH",

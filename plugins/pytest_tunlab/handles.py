@@ -5,12 +5,12 @@ from __future__ import annotations
 import socket
 from typing import Any
 
-from tunlab.capture import Capture
 from tunlab.devices.aio import AsyncDevice
 from tunlab.devices.sync import SyncDevice
-from tunlab.netns import NetNamespace
+from tunlab.linux.netns import NetNamespace
+from tunlab.testing.capture import Capture
+from tunlab.testing.traffic import PingResult, ping
 from tunlab.topologies.drivers.base import NodeHandle
-from tunlab.traffic import PingResult, ping
 
 
 class Peer(NodeHandle):

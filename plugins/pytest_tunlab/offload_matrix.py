@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 
 from tunlab.errors import LabError
-from tunlab.netns import NetNamespace
-from tunlab.topologies import offloads
+from tunlab.linux import ethtool
+from tunlab.linux.netns import NetNamespace
 
 FEATURES = ("gro", "gso", "tso", "tx-checksum")
 
@@ -45,7 +45,7 @@ def combination(spec: Combination | dict[str, bool] | str) -> Combination:
             if combo.id == spec:
                 return combo
         raise ValueError(f"offload_matrix: unknown combination {spec!r}")
-    unknown = set(spec) - set(offloads.FEATURE_GROUPS)
+    unknown = set(spec) - set(ethtool.FEATURE_GROUPS)
     if unknown:
         raise ValueError(f"offload_matrix: unknown features {sorted(unknown)}")
     name = "+".join(f"{k}-{'on' if v else 'off'}" for k, v in spec.items())
@@ -64,15 +64,15 @@ class OffloadCase:
 
     def apply_ns(self, ns: NetNamespace, interface: str, label: str | None = None) -> dict[str, bool]:
         """Switch the features on one interface; skip the test if the device cannot."""
-        original = offloads.read_features(ns, interface)
+        original = ethtool.read_features(ns, interface)
         restore = {k: v for k, v in original.items() if k in self.features}
         try:
-            offloads.set_features(ns, interface, self.features)
+            ethtool.set_features(ns, interface, self.features)
         except LabError as exc:
             with contextlib.suppress(LabError):
-                offloads.set_features(ns, interface, restore)
+                ethtool.set_features(ns, interface, restore)
             pytest.skip(f"offload combination {self.id}: {exc}")
-        self._add_finalizer(lambda: offloads.set_features(ns, interface, restore))
+        self._add_finalizer(lambda: ethtool.set_features(ns, interface, restore))
         self.applied[label or interface] = original
         return original
 

@@ -19,11 +19,11 @@ import pytest
 from pytest_tunlab.environment import missing
 from pytest_tunlab.handles import Peer, TunDeviceHandle
 from pytest_tunlab.offload_matrix import DEFAULT_COMBINATIONS, Combination, OffloadCase, combination
-from tunlab.capture import Capture
 from tunlab.devices.aio import AsyncDevice
 from tunlab.devices.builder import DeviceBuilder
 from tunlab.devices.layer import Layer
-from tunlab.netns import NetNamespace
+from tunlab.linux.netns import NetNamespace
+from tunlab.testing.capture import Capture
 from tunlab.topologies.inspect import describe, format_interface, interfaces_and_routes
 from tunlab.topologies.lab import Lab
 from tunlab.topologies.loader import load_file

@@ -15,7 +15,7 @@ from tunlab import AsyncDevice, DeviceBuilder, Layer, traffic
 from tunlab import packets as pk
 from tunlab.devices.offload import GROTable
 from tunlab.errors import DeviceClosedError
-from tunlab.netns import NetNamespace
+from tunlab.linux.netns import NetNamespace
 
 pytestmark = pytest.mark.root
 

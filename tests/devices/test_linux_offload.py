@@ -24,7 +24,7 @@ from tunlab.devices.offload import (
     coalesce,
     split,
 )
-from tunlab.netns import NetNamespace
+from tunlab.linux.netns import NetNamespace
 from tunlab.relay import Relay
 
 pytestmark = pytest.mark.root

@@ -138,13 +138,13 @@ def test_offload_matrix_ids_skips_and_restores(lab_dir: pytest.Pytester, needs_r
     lab_dir.makepyfile(
         """
         import pytest
-        from tunlab.topologies import offloads
+        from tunlab.linux import ethtool
 
         pytestmark = pytest.mark.topology("demo.yaml")
 
         def test_default_matrix(topology, offload_matrix):
             offload_matrix.apply(topology, "h1:eth0")
-            now = offloads.read_features(topology.node("h1").netns, "eth0")
+            now = ethtool.read_features(topology.node("h1").netns, "eth0")
             for key, on in offload_matrix.features.items():
                 assert now[key] == on, (key, now)
 

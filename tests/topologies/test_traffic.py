@@ -9,7 +9,6 @@ import subprocess
 import pytest
 
 from tunlab import traffic
-from tunlab.capture import Capture
 from tunlab.testing import (
     assert_counter_delta,
     assert_delivered_exactly,
@@ -17,6 +16,7 @@ from tunlab.testing import (
     assert_loss_at_most,
     counters,
 )
+from tunlab.testing.capture import Capture
 
 pytestmark = [pytest.mark.root, pytest.mark.topology("../../examples/demo.yaml")]
 

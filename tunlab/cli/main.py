@@ -325,7 +325,7 @@ def inspect(name: str, as_json: bool) -> None:
 def exec_(name: str, node: str, command: tuple[str, ...]) -> None:
     """Run a command inside a lab node: tunlab exec LAB NODE -- CMD ARGS..."""
     _require_root_linux("tunlab exec")
-    from tunlab.netns import NetNamespace
+    from tunlab.linux.netns import NetNamespace
 
     state = _lab_state(name)
     if node not in state.nodes:

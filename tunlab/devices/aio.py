@@ -26,7 +26,7 @@ from tunlab.errors import DeviceClosedError, SendMultipleError
 if TYPE_CHECKING:
     from typing_extensions import Self
 
-    from tunlab.netns import NetNamespace
+    from tunlab.linux.netns import NetNamespace
 
 T = TypeVar("T")
 Bytes = bytes | bytearray | memoryview

@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from typing_extensions import Self
 
     from tunlab.devices.aio import AsyncDevice
-    from tunlab.netns import NetNamespace
+    from tunlab.linux.netns import NetNamespace
 
 
 class DeviceBuilder:

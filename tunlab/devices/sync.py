@@ -31,7 +31,7 @@ from tunlab.errors import DeviceClosedError, SendMultipleError
 if TYPE_CHECKING:
     from typing_extensions import Self
 
-    from tunlab.netns import NetNamespace
+    from tunlab.linux.netns import NetNamespace
 
 
 def _ipv4_setting(

@@ -18,10 +18,10 @@ from tunlab.devices.builder import DeviceBuilder
 from tunlab.devices.layer import Layer
 from tunlab.devices.sync import SyncDevice
 from tunlab.errors import DeployError, LabError
-from tunlab.netlink import NetlinkBatch, indexes
-from tunlab.netns import NetNamespace
+from tunlab.linux import ethtool
+from tunlab.linux.netlink import NetlinkBatch, indexes
+from tunlab.linux.netns import NetNamespace
 from tunlab.relay import Relay
-from tunlab.topologies import offloads
 from tunlab.topologies.drivers.base import NodeDriver, NodeHandle, driver_for
 from tunlab.topologies.models import Link, Node, OffloadFeatures, Topology
 from tunlab.topologies.state import LabState, bridge_ns_name, ns_name
@@ -417,8 +417,8 @@ def _configure(rt: Runtime, node: str, ifaces: list[Iface]) -> None:
     for iface in ifaces:  # ethtool features first: switching some needs the link down
         features = _wanted_features(iface)
         if features:
-            rt.state.offload_original[f"{node}:{iface.name}"] = offloads.read_features(ns, iface.name)
-            offloads.set_features(ns, iface.name, features)
+            rt.state.offload_original[f"{node}:{iface.name}"] = ethtool.read_features(ns, iface.name)
+            ethtool.set_features(ns, iface.name, features)
     batch = rt.batch(ns)
     for iface in ifaces:
         s = iface.settings

@@ -5,7 +5,7 @@ from __future__ import annotations
 import ipaddress
 from typing import Any
 
-from tunlab.netns import NetNamespace
+from tunlab.linux.netns import NetNamespace
 from tunlab.topologies.state import LabState
 
 _IFF_UP, _IFF_LOWER_UP = 0x1, 0x10000

@@ -14,7 +14,7 @@ from typing import Any
 
 from tunlab.devices.sync import SyncDevice
 from tunlab.errors import LabError
-from tunlab.netns import NetNamespace
+from tunlab.linux.netns import NetNamespace
 from tunlab.topologies import engine
 from tunlab.topologies.drivers.base import NodeHandle
 from tunlab.topologies.loader import load_file

@@ -22,7 +22,7 @@ from pydantic import ValidationError
 
 from tunlab.errors import TopologyError
 from tunlab.topologies.models import Topology
-from tunlab.topologies.validate import Issue, check_topology
+from tunlab.topologies.validate import Issue, check_topology, format_path
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -40,16 +40,6 @@ class Source:
     text: str
     fmt: str
     templated: bool = False
-
-
-def format_path(loc: tuple[Any, ...]) -> str:
-    out = ""
-    for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        else:
-            out += ("." if out else "") + str(part)
-    return out or "(top level)"
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):

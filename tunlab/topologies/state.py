@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tunlab.netns import NETNS_RUN_DIR, list_named_netns
+from tunlab.linux.netns import NETNS_RUN_DIR, list_named_netns
 
 NS_PREFIX = "tl-"
 OWNED_NS_RE = re.compile(r"^tl-([0-9a-f]{6})[-.]")

@@ -91,7 +91,7 @@ def catalog(topo: Topology, issues: list[Issue] | None = None) -> Catalog:
             key = (ep.node, ep.interface)
             if key in cat.ifaces:
                 first = cat.ifaces[key]
-                where = _fmt(first.loc)
+                where = format_path(first.loc)
                 problems.append(
                     Issue(loc, f"interface '{ep.node}:{ep.interface}' is already used by {where}")
                 )
@@ -143,10 +143,15 @@ def _name_issue(name: str, option: str, loc: tuple[Any, ...]) -> Issue | None:
     return None
 
 
-def _fmt(loc: tuple[Any, ...]) -> str:
-    from tunlab.topologies.loader import format_path
-
-    return format_path(loc)
+def format_path(loc: tuple[Any, ...]) -> str:
+    """A field path as people write it: links[0].endpoints[1].node."""
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out or "(top level)"
 
 
 def _check_links(topo: Topology, cat: Catalog, issues: list[Issue]) -> None:

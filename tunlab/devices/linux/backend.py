@@ -33,7 +33,7 @@ from tunlab.errors import (
     OffloadUnavailableError,
     TunUnavailableError,
 )
-from tunlab.netns import NetNamespace, call_in_netns, run_in_thread
+from tunlab.linux.netns import NetNamespace, call_in_netns, run_in_thread
 
 if TYPE_CHECKING:
     from pyroute2 import IPRoute

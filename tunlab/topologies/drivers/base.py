@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from tunlab.errors import LabError
-from tunlab.netns import NetNamespace
+from tunlab.linux.netns import NetNamespace
 
 if TYPE_CHECKING:
     from tunlab.topologies.models import Node

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from tunlab.errors import LabError
-from tunlab.netns import NetNamespace, finish, write_sysctls_here
+from tunlab.linux.netns import NetNamespace, finish, write_sysctls_here
 from tunlab.topologies import images
 from tunlab.topologies.containers import LABEL_ID, LABEL_LAB, LABEL_OWNER, docker_client
 from tunlab.topologies.drivers.base import ExecResult, NodeDriver, NodeHandle

@@ -6,7 +6,7 @@ import os
 from typing import TYPE_CHECKING
 
 from tunlab.errors import LabError
-from tunlab.netns import NetNamespace, sysctl_path
+from tunlab.linux.netns import NetNamespace, sysctl_path
 from tunlab.topologies.drivers.base import NodeDriver, NodeHandle
 from tunlab.topologies.state import ns_name
 

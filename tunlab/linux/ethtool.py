@@ -6,7 +6,7 @@ import re
 from typing import Any
 
 from tunlab.errors import LabError
-from tunlab.netns import NetNamespace
+from tunlab.linux.netns import NetNamespace
 
 # `ethtool -K` short names -> the kernel feature strings they switch. Groups are patterns, as in
 # ethtool itself, so bits newer kernels add (tx-tcp-accecn-segmentation, ...) are switched too.

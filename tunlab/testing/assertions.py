@@ -1,7 +1,4 @@
-"""Assertions for network tests: plain functions that raise AssertionError with a precise message.
-
-They work with or without pytest, on lab nodes, tun_device peers, captures and stream results.
-"""
+"""Assertions for network tests: plain functions that raise AssertionError with a precise message."""
 
 from __future__ import annotations
 
@@ -10,10 +7,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from tunlab import traffic
-from tunlab.capture import Capture, CapturedPacket
 from tunlab.devices.offload.virtio import GSO_TYPE_NAMES, VIRTIO_NET_HDR_GSO_ECN, VirtioNetHdr
-from tunlab.traffic import PingResult, StreamResult
+from tunlab.testing import traffic
+from tunlab.testing.capture import Capture, CapturedPacket
+from tunlab.testing.traffic import PingResult, StreamResult
 
 __all__ = [
     "Counters",

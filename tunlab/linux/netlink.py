@@ -14,7 +14,7 @@ import struct
 from typing import Any
 
 from tunlab.errors import LabError
-from tunlab.netns import NetNamespace
+from tunlab.linux.netns import NetNamespace
 
 NLM_F_REQUEST = 0x1
 NLM_F_ACK = 0x4

@@ -22,7 +22,7 @@ from typing import Any
 
 from tunlab.devices.offload.gso import link_header_len
 from tunlab.devices.offload.virtio import VIRTIO_NET_HDR_LEN, VirtioNetHdr
-from tunlab.netns import NetNamespace
+from tunlab.linux.netns import NetNamespace
 
 ETH_P_ALL = 0x0003
 SOL_PACKET = 263
