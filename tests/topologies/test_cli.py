@@ -172,7 +172,7 @@ def test_gc_after_sigkill_of_the_holder(needs_root) -> None:
     for pid in state.relay_pids:  # relay workers die with their holder (PR_SET_PDEATHSIG)
         assert (
             not os.path.exists(f"/proc/{pid}")
-            or b"relay_worker" not in Path(f"/proc/{pid}/cmdline").read_bytes()
+            or b"tunlab/relay/worker.py" not in Path(f"/proc/{pid}/cmdline").read_bytes()
         )
     listed = tunlab("ls", check=True)
     assert "DEAD" in listed.stdout

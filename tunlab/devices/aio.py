@@ -1,9 +1,10 @@
 """AsyncDevice: the device API for asyncio (default, uvloop included) and trio.
 
-Reads and writes go straight to the non-blocking fd; only when the kernel says EAGAIN does the
-task wait for readiness: through the loop's reader/writer callbacks on asyncio (no thread per
-read) and trio.lowlevel.wait_readable on trio. Configuration runs in a worker thread so the
-event loop never blocks on netlink.
+Reads and writes go straight to the nonblocking backend; only when it says EAGAIN does the
+task wait on the backend's readiness: through the loop's reader/writer callbacks on asyncio
+(no thread per read), trio.lowlevel.wait_readable/writable on trio, and a worker thread where
+the backend has no fd (a Windows handle) or the loop cannot watch one (the proactor).
+Configuration runs in a worker thread so the event loop never blocks on netlink.
 """
 
 from __future__ import annotations
@@ -11,21 +12,23 @@ from __future__ import annotations
 import asyncio
 import functools
 import ipaddress
-import os
 import sys
-from collections.abc import AsyncIterator, Callable, MutableSequence, Sequence
+from collections.abc import Callable, MutableSequence, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from tunlab.devices.backend import IPAddress, IPInterface
-from tunlab.devices.batch import RxQueue, check_batch_args, frames_to_send
+from tunlab.devices.batch import Receiver, batch_frames, check_batch_args
+from tunlab.devices.interrupt import InterruptEvent
 from tunlab.devices.layer import Layer
 from tunlab.devices.offload import IDEAL_BATCH_SIZE, GROTable
+from tunlab.devices.readiness import PollTarget, Ready
 from tunlab.devices.sync import SyncDevice
 from tunlab.errors import DeviceClosedError, SendMultipleError
 
 if TYPE_CHECKING:
     from typing_extensions import Self
 
+    from tunlab.devices.framed import Framed
     from tunlab.linux.netns import NetNamespace
 
 T = TypeVar("T")
@@ -62,19 +65,21 @@ async def run_in_thread(fn: Callable[..., T], *args: Any) -> T:
 
 
 class AsyncDevice:
-    """A TUN/TAP device for async code; wraps a SyncDevice (its fd becomes non-blocking)."""
+    """A TUN/TAP device for async code; wraps a SyncDevice (which becomes nonblocking)."""
 
     def __init__(self, device: SyncDevice) -> None:
         if not isinstance(device, SyncDevice):
             raise TypeError(f"AsyncDevice wraps a SyncDevice, got {type(device).__name__}")
         device.set_nonblocking(True)
         self._dev = device
-        self._fd = device.fileno()
-        self._rx = RxQueue()
-        self._rxbuf = bytearray(device.max_frame_size)
+        self._backend = device.backend
+        self._readiness = device.readiness()
+        self._rx: Receiver = device._rx  # packets split but not yet delivered carry over
         self._read_waiters: list[asyncio.Future[None]] = []
         self._write_waiters: list[asyncio.Future[None]] = []
+        self._watched: dict[bool, tuple[asyncio.AbstractEventLoop, PollTarget]] = {}
         self._trio_events: dict[bool, Any] = {}
+        self._wake_threads: InterruptEvent | None = None  # wakes thread waits on close
         self._closed = False
 
     @classmethod
@@ -93,24 +98,25 @@ class AsyncDevice:
         return self._dev
 
     # ---- readiness --------------------------------------------------------------------------
-    def _check_open(self) -> int:
+    def _check_open(self) -> None:
         if self._closed:
             raise DeviceClosedError()
-        return self._fd
 
     async def _wait(self, write: bool) -> None:
-        fd = self._check_open()
+        self._check_open()
+        target = self._readiness.target(write)
         if _runtime() == "trio":
-            await self._wait_trio(fd, write)
+            if target is None:
+                await self._wait_thread(write)
+            else:
+                await self._wait_trio(target, write)
             return
         loop = asyncio.get_running_loop()
+        if target is None or not self._watch(loop, target, write):
+            await self._wait_thread(write)
+            return
         fut: asyncio.Future[None] = loop.create_future()
         waiters = self._write_waiters if write else self._read_waiters
-        if not waiters:  # one loop callback per fd and direction, shared by every waiting task
-            if write:
-                loop.add_writer(fd, self._wake, loop, True)
-            else:
-                loop.add_reader(fd, self._wake, loop, False)
         waiters.append(fut)
         try:
             await fut
@@ -118,9 +124,45 @@ class AsyncDevice:
             if fut in waiters:
                 waiters.remove(fut)
                 if not waiters and not self._closed:
-                    (loop.remove_writer if write else loop.remove_reader)(fd)
+                    self._unwatch(write)
 
-    async def _wait_trio(self, fd: int, write: bool) -> None:
+    def _watch(self, loop: asyncio.AbstractEventLoop, target: PollTarget, write: bool) -> bool:
+        """One loop callback per direction, shared by every waiting task; False if the loop can't."""
+        if write in self._watched:
+            return True
+        try:
+            if target.writable:
+                loop.add_writer(target.fd, self._wake, write)
+            else:
+                loop.add_reader(target.fd, self._wake, write)
+        except NotImplementedError:  # the proactor loop (Windows) watches no fds
+            return False
+        self._watched[write] = (loop, target)
+        return True
+
+    def _unwatch(self, write: bool) -> None:
+        entry = self._watched.pop(write, None)
+        if entry is not None:
+            loop, target = entry
+            (loop.remove_writer if target.writable else loop.remove_reader)(target.fd)
+
+    async def _wait_thread(self, write: bool) -> None:
+        """Wait in a worker thread (no fd to watch); close() wakes it through an InterruptEvent."""
+        if self._wake_threads is None:
+            self._wake_threads = InterruptEvent()
+        event = self._wake_threads
+        while True:
+            try:
+                done = await run_in_thread(
+                    functools.partial(self._readiness.wait, write=write, timeout=0.5, interrupt=event)
+                )
+            except InterruptedError:
+                raise DeviceClosedError("the device was closed while a task waited on it") from None
+            self._check_open()
+            if done is Ready.READY:
+                return
+
+    async def _wait_trio(self, target: PollTarget, write: bool) -> None:
         """trio lets one task wait per fd and direction: the others wait on its Event."""
         import trio
 
@@ -131,10 +173,10 @@ class AsyncDevice:
             return
         event = self._trio_events[write] = trio.Event()
         try:
-            if write:
-                await trio.lowlevel.wait_writable(fd)
+            if target.writable:
+                await trio.lowlevel.wait_writable(target.fd)
             else:
-                await trio.lowlevel.wait_readable(fd)
+                await trio.lowlevel.wait_readable(target.fd)
         except trio.ClosedResourceError:
             raise DeviceClosedError("the device was closed while a task waited on it") from None
         finally:
@@ -142,9 +184,9 @@ class AsyncDevice:
             event.set()
         self._check_open()
 
-    def _wake(self, loop: asyncio.AbstractEventLoop, write: bool) -> None:
+    def _wake(self, write: bool) -> None:
         waiters = self._write_waiters if write else self._read_waiters
-        (loop.remove_writer if write else loop.remove_reader)(self._fd)
+        self._unwatch(write)
         for fut in waiters:
             if not fut.done():
                 fut.set_result(None)
@@ -161,14 +203,17 @@ class AsyncDevice:
     # ---- I/O --------------------------------------------------------------------------------
     def try_recv(self, bufsize: int | None = None) -> bytes:
         """One frame if one is queued, else BlockingIOError."""
-        return os.read(self._check_open(), bufsize or self._dev.max_frame_size)
+        self._check_open()
+        return self._backend.recv(bufsize or self._backend.max_frame_size)
 
     def try_recv_into(self, buffer: bytearray | memoryview) -> int:
-        return os.readv(self._check_open(), (buffer,))
+        self._check_open()
+        return self._backend.recv_into(buffer)
 
     def try_send(self, data: Bytes) -> int:
         """Write one frame if the device accepts it now, else BlockingIOError."""
-        return os.write(self._check_open(), data)
+        self._check_open()
+        return self._backend.send(data)
 
     async def recv(self, bufsize: int | None = None) -> bytes:
         """Read one frame (never truncated with the default size)."""
@@ -200,43 +245,39 @@ class AsyncDevice:
     ) -> int:
         """SyncDevice.recv_multiple without blocking: segments that do not fit wait, unlost."""
         check_batch_args(bufs, sizes, offset, vnet=False, send=False)
-        return (await self._fill_rx()).drain_into(bufs, sizes, offset)
-
-    async def _fill_rx(self) -> RxQueue:
-        """The receive queue, after one read if it was empty (waiting while nothing is queued)."""
-        while not self._rx.pending:
+        while True:
+            self._check_open()
             try:
-                n = self.try_recv_into(self._rxbuf)
+                return self._rx.receive(bufs, sizes, offset)
             except BlockingIOError:
                 await self._wait(False)
-                continue
-            self._rx.feed(memoryview(self._rxbuf)[:n], vnet=self._dev.backend.vnet_hdr, layer=self.layer)
-        return self._rx
+
+    async def next_packet(self) -> bytes:
+        """One packet (a frame for TAP), split from a super-packet when offload is on."""
+        while True:
+            self._check_open()
+            try:
+                return self._rx.next_packet()
+            except BlockingIOError:
+                await self._wait(False)
 
     async def send_multiple(self, gro_table: GROTable | None, bufs: Sequence[Bytes], offset: int) -> int:
         """SyncDevice.send_multiple, waiting (not blocking) when the device is full."""
-        vnet = self._dev.backend.vnet_hdr
-        check_batch_args(bufs, None, offset, vnet=vnet, send=True)
-        frames = frames_to_send(
-            bufs, offset, vnet=vnet, layer=self.layer, udp_gro=self._dev.udp_gso, table=gro_table
-        )
-        return await self._write_frames(frames)
+        check_batch_args(bufs, None, offset, vnet=self._backend.frame_format.virtio, send=True)
+        return await self._write_frames(batch_frames(self._backend, bufs, offset, gro_table))
 
     async def _write_frames(self, frames: Sequence[Bytes]) -> int:
         written = 0
         errors: list[OSError] = []
-        for frame in frames:
-            while True:
-                try:
-                    written += self.try_send(frame)
-                    break
-                except BlockingIOError:
-                    await self._wait(True)
-                except DeviceClosedError:
-                    raise
-                except OSError as exc:
-                    errors.append(exc)
-                    break
+        rest = list(frames)
+        while rest:
+            self._check_open()
+            result = self._backend.send_batch(rest)
+            written += result.bytes
+            errors += result.errors
+            rest = rest[result.frames :]
+            if rest:
+                await self._wait(True)
         if errors:
             raise SendMultipleError(written, errors)
         return written
@@ -244,6 +285,8 @@ class AsyncDevice:
     # ---- framed I/O -------------------------------------------------------------------------
     def framed(self, batch_size: int = IDEAL_BATCH_SIZE) -> Framed:
         """Both halves: `async for packet in framed`, and `await framed.send(packet)`."""
+        from tunlab.devices.framed import Framed
+
         return Framed(self, batch_size)
 
     def framed_writer(self, batch_size: int = IDEAL_BATCH_SIZE) -> Framed:
@@ -277,7 +320,8 @@ class AsyncDevice:
         return self._dev.max_frame_size
 
     def fileno(self) -> int:
-        return self._check_open()
+        self._check_open()
+        return self._dev.fileno()
 
     async def set_name(self, name: str) -> None:
         await self._call(self._dev.set_name, name)
@@ -363,22 +407,29 @@ class AsyncDevice:
         self._closed = True
         trio = sys.modules.get("trio")
         if trio is not None:
-            try:
-                trio.lowlevel.notify_closing(self._fd)
-            except RuntimeError:
-                pass  # not inside trio
+            for write in (False, True):
+                target = self._readiness.target(write)
+                if target is None:
+                    continue
+                try:
+                    trio.lowlevel.notify_closing(target.fd)
+                except RuntimeError:
+                    pass  # not inside trio
+        if self._wake_threads is not None:
+            self._wake_threads.trigger()
         for waiters, write in ((self._read_waiters, False), (self._write_waiters, True)):
+            self._unwatch(write)
             for fut in waiters:
-                loop = fut.get_loop()
-                (loop.remove_writer if write else loop.remove_reader)(self._fd)
                 if not fut.done():
-                    fut.set_exception(DeviceClosedError("the device was closed while a task waited on it"))
+                    fut.get_loop().call_soon_threadsafe(_fail_closed, fut)
             waiters.clear()
 
     def close(self) -> None:
         """Close the device; tasks waiting on it fail with DeviceClosedError."""
         self._closing()
         self._dev.close()
+        if self._wake_threads is not None:
+            self._wake_threads.close()
 
     async def aclose(self) -> None:
         self.close()
@@ -393,72 +444,6 @@ class AsyncDevice:
         return f"<AsyncDevice {self._dev!r}>"
 
 
-class Framed:
-    """Packet-level I/O over an AsyncDevice: an async iterator of packets and a batching writer.
-
-    Reading yields IP packets (frames for TAP), split from super-packets when offload is on.
-    Writing collects up to batch_size packets and writes them coalesced on flush(), when the
-    batch is full, and on aclose(); writes wait while the device is not writable.
-    """
-
-    def __init__(self, device: AsyncDevice, batch_size: int = IDEAL_BATCH_SIZE) -> None:
-        if not 1 <= batch_size <= 65535:
-            raise ValueError(f"batch_size: {batch_size} is outside 1..65535")
-        self.device = device
-        self.batch_size = batch_size
-        self._batch: list[Bytes] = []
-        self._table = GROTable()
-        self._closed = False
-
-    # read half
-    def __aiter__(self) -> AsyncIterator[bytes]:
-        return self
-
-    async def __anext__(self) -> bytes:
-        try:
-            return await self.recv()
-        except DeviceClosedError:
-            raise StopAsyncIteration from None
-
-    async def recv(self) -> bytes:
-        """The next packet."""
-        return (await self.device._fill_rx()).pending.popleft()
-
-    # write half
-    @property
-    def pending(self) -> int:
-        """Packets waiting in the current batch."""
-        return len(self._batch)
-
-    async def send(self, packet: Bytes) -> None:
-        """Queue one packet; a full batch is flushed before this returns."""
-        if self._closed:
-            raise DeviceClosedError("send() on a closed Framed writer")
-        self._batch.append(packet)
-        if len(self._batch) >= self.batch_size:
-            await self.flush()
-
-    async def flush(self) -> int:
-        """Coalesce and write the batch; returns the bytes written."""
-        if not self._batch:
-            return 0
-        batch, self._batch = self._batch, []
-        dev = self.device
-        frames = frames_to_send(
-            batch, 0, vnet=dev._dev.backend.vnet_hdr, layer=dev.layer, udp_gro=dev.udp_gso, table=self._table
-        )
-        return await dev._write_frames(frames)
-
-    async def aclose(self) -> None:
-        """Flush what is queued; the device stays open."""
-        if not self._closed:
-            try:
-                await self.flush()
-            finally:
-                self._closed = True
-
-    async def __aenter__(self) -> Framed:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.aclose()
+def _fail_closed(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_exception(DeviceClosedError("the device was closed while a task waited on it"))

@@ -1,8 +1,9 @@
-"""recv_multiple/send_multiple: the pure steps around one read or a batch of writes.
+"""recv_multiple/send_multiple: the steps around one read or a batch of writes, over a backend.
 
-Kept apart from the I/O so the sync and async devices share them: a read becomes packets
-(split super-packets, kept in a queue so nothing is lost when the caller's buffers run out),
-and a batch of packets becomes frames to write (coalesced when offload is on).
+Shared by the sync and async devices and Framed. Without offload a read lands straight in the
+caller's buffer (one copy, kernel to caller). With offload a read brings a super-packet that
+is split into packets kept in a queue, so nothing is lost when the caller's buffers run out;
+a batch to send is coalesced into super-packets first. The caller's buffers are never modified.
 """
 
 from __future__ import annotations
@@ -10,22 +11,21 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import MutableSequence, Sequence
 
+from tunlab.devices.backend import Bytes, DeviceBackend, FrameTooLarge, WritableBuffer
 from tunlab.devices.layer import Layer
 from tunlab.devices.offload import GROTable, VirtioNetHdr, coalesce
 from tunlab.devices.offload.gso import split, split_frame
 from tunlab.devices.offload.virtio import VIRTIO_NET_HDR_LEN
 
-Bytes = bytes | bytearray | memoryview
-
 
 class RxQueue:
-    """Packets split from super-packets, waiting for the caller's buffers."""
+    """Packets split from super-packets (or a frame too large for the caller), waiting."""
 
     def __init__(self) -> None:
         self.pending: deque[bytes] = deque()
 
     def feed(self, frame: Bytes, *, vnet: bool, layer: Layer) -> None:
-        """Turn one frame read from the fd into packets (or frames, for TAP)."""
+        """Turn one frame read from the device into packets (or frames, for TAP)."""
         if not vnet:
             self.pending.append(bytes(frame))
             return
@@ -38,9 +38,7 @@ class RxQueue:
         else:
             self.pending.extend(split(hdr, body))
 
-    def drain_into(
-        self, bufs: Sequence[bytearray | memoryview], sizes: MutableSequence[int], offset: int
-    ) -> int:
+    def drain_into(self, bufs: Sequence[WritableBuffer], sizes: MutableSequence[int], offset: int) -> int:
         """Copy queued packets into bufs[i][offset:], their lengths into sizes[i]."""
         count = 0
         pending = self.pending
@@ -60,6 +58,46 @@ class RxQueue:
             pending.popleft()
             count += 1
         return count
+
+
+class Receiver(RxQueue):
+    """recv_multiple and packet-at-a-time reads of one device (BlockingIOError passes through)."""
+
+    def __init__(self, backend: DeviceBackend) -> None:
+        super().__init__()
+        self.backend = backend
+        self._buf: bytearray | None = None
+
+    def _read_frame(self) -> None:
+        """One frame from the device, split into the queue (offload only)."""
+        if self._buf is None:
+            self._buf = bytearray(self.backend.max_frame_size)
+        n = self.backend.recv_into(self._buf)
+        self.feed(memoryview(self._buf)[:n], vnet=True, layer=self.backend.layer)
+
+    def receive(self, bufs: Sequence[WritableBuffer], sizes: MutableSequence[int], offset: int) -> int:
+        """Queued packets first; else one read (into the caller's buffers when no offload)."""
+        if not self.pending:
+            if not self.backend.frame_format.virtio:
+                try:
+                    return self.backend.recv_batch(bufs, sizes, offset)
+                except FrameTooLarge as big:
+                    self.pending.append(big.frame)
+                    if big.delivered:
+                        return big.delivered
+            else:
+                self._read_frame()
+        return self.drain_into(bufs, sizes, offset)
+
+    def next_packet(self) -> bytes:
+        """One packet (frame for TAP): queued ones first."""
+        if self.pending:
+            return self.pending.popleft()
+        if not self.backend.frame_format.virtio:
+            return self.backend.recv(self.backend.max_frame_size)
+        while not self.pending:  # a read can bring nothing to deliver only if it is empty
+            self._read_frame()
+        return self.pending.popleft()
 
 
 def check_batch_args(
@@ -97,3 +135,13 @@ def frames_to_send(
     # TAP: coalesce() merges only untagged IPv4/IPv6 frames; VLAN-tagged ones go out alone
     l2 = 14 if layer is Layer.L2 else 0
     return list(coalesce(packets, udp_gro=udp_gro, table=table, l2_len=l2))
+
+
+def batch_frames(
+    backend: DeviceBackend, bufs: Sequence[Bytes], offset: int, table: GROTable | None
+) -> list[Bytes]:
+    """frames_to_send() with the device's own frame format."""
+    fmt = backend.frame_format
+    return frames_to_send(
+        bufs, offset, vnet=fmt.virtio, layer=backend.layer, udp_gro=fmt.udp_gso, table=table
+    )

@@ -6,6 +6,7 @@ import ipaddress
 import os
 from typing import TYPE_CHECKING
 
+from tunlab.devices.backend import DeviceBackend
 from tunlab.devices.config import (
     DeviceConfig,
     IPv4Setting,
@@ -21,8 +22,10 @@ from tunlab.devices.config import (
     parse_prefix_v6,
 )
 from tunlab.devices.layer import Layer
-from tunlab.devices.platform import create_backend
+from tunlab.devices.options import requirements
+from tunlab.devices.platform import backend_class
 from tunlab.devices.sync import SyncDevice
+from tunlab.errors import UnsupportedOperationError
 
 if TYPE_CHECKING:
     from typing_extensions import Self
@@ -39,6 +42,7 @@ class DeviceBuilder:
 
     def __init__(self) -> None:
         self._config = DeviceConfig()
+        self._backend: type[DeviceBackend] | str | None = None
 
     @property
     def config(self) -> DeviceConfig:
@@ -96,11 +100,11 @@ class DeviceBuilder:
 
     def offload(self, enable: bool) -> Self:
         """virtio-net header with TSO/USO super-packets (Linux); False clears a stale mask."""
-        self._config.offload = check_bool(enable, "offload")
+        self._config.linux.offload = check_bool(enable, "offload")
         return self
 
     def multi_queue(self, enable: bool) -> Self:
-        self._config.multi_queue = check_bool(enable, "multi_queue")
+        self._config.linux.multi_queue = check_bool(enable, "multi_queue")
         return self
 
     def enable(self, up: bool = True) -> Self:
@@ -124,33 +128,52 @@ class DeviceBuilder:
 
     def owner(self, uid: int) -> Self:
         """User allowed to attach to the (persistent) device without CAP_NET_ADMIN."""
-        self._config.owner = check_uint(uid, "owner", 2**31 - 1)
+        self._config.linux.owner = check_uint(uid, "owner", 2**31 - 1)
         return self
 
     def group(self, gid: int) -> Self:
-        self._config.group = check_uint(gid, "group", 2**31 - 1)
+        self._config.linux.group = check_uint(gid, "group", 2**31 - 1)
         return self
 
     def netns(self, name_or_path: str | os.PathLike[str] | NetNamespace) -> Self:
-        """Create the interface directly inside this network namespace; the fd stays here."""
-        self._config.netns = parse_netns(name_or_path)
+        """Create the interface directly inside this network namespace (Linux); the fd stays here."""
+        self._config.linux.netns = parse_netns(name_or_path)
         return self
 
-    def _check(self) -> None:
+    def backend(self, backend: str | type[DeviceBackend]) -> Self:
+        """Which backend builds the device: this OS's by default; 'memory' for the in-memory one."""
+        if isinstance(backend, str):
+            backend_class(backend)  # an unknown name fails here, naming the known ones
+        elif not (isinstance(backend, type) and issubclass(backend, DeviceBackend)):
+            raise TypeError(f"backend: expected a platform name or a DeviceBackend class, got {backend!r}")
+        self._backend = backend
+        return self
+
+    def _backend_class(self) -> type[DeviceBackend]:
+        if isinstance(self._backend, type):
+            return self._backend
+        return backend_class(self._backend)
+
+    def check(self) -> type[DeviceBackend]:
+        """Everything that can be checked without creating anything; the backend to use."""
         cfg = self._config
         if cfg.mac is not None and cfg.layer is not Layer.L2:
             raise ValueError("mac_addr: only TAP devices have a MAC address; add .layer(Layer.L2)")
+        cls = self._backend_class()
+        caps = cls.capabilities_for(cfg.layer)
+        missing = [(option, cap) for option, cap in requirements(cfg) if cap not in caps]
+        if missing:
+            what = "; ".join(f"{option} needs capability '{cap.value}'" for option, cap in missing)
+            raise UnsupportedOperationError(
+                f"{what}: not available for {cfg.layer.kind.upper()} devices on {cls.platform}; "
+                "leave these options out on this platform"
+            )
+        return cls
 
     def build_sync(self) -> SyncDevice:
         """Create and configure the device; on any failure nothing is left behind."""
-        self._check()
-        device = SyncDevice(create_backend(self._config))
-        try:
-            configure(device, self._config)
-        except BaseException:
-            device.backend.destroy_on_failure()
-            raise
-        return device
+        cls = self.check()
+        return SyncDevice(cls.create(self._config))
 
     async def build_async(self) -> AsyncDevice:
         """`await builder.build_async()`: build_sync() in a worker thread, as an AsyncDevice.
@@ -160,19 +183,3 @@ class DeviceBuilder:
         from tunlab.devices.aio import AsyncDevice, run_in_thread
 
         return AsyncDevice(await run_in_thread(self.build_sync))
-
-
-def configure(device: SyncDevice, cfg: DeviceConfig) -> None:
-    """Apply options through the public methods, so build-time and later changes share code."""
-    if cfg.mtu is not None:
-        device.set_mtu(cfg.mtu)
-    if cfg.tx_queue_len is not None:
-        device.set_tx_queue_len(cfg.tx_queue_len)
-    if cfg.mac is not None:
-        device.set_mac_address(cfg.mac)
-    for v4 in cfg.ipv4:
-        device.add_address_v4(v4.interface.ip, v4.interface.network.prefixlen, v4.destination)
-    for v6 in cfg.ipv6:
-        device.add_address_v6(v6.ip, v6.network.prefixlen)
-    if cfg.enabled is not None:
-        device.enabled(cfg.enabled)

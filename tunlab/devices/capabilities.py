@@ -1,4 +1,8 @@
-"""Capability flags: what a backend can do, so callers (and tests) ask instead of guessing."""
+"""Capability flags: what a device can do, so callers (and tests) ask instead of guessing.
+
+Each device has its own set (a TUN has no MAC); a backend class also says, per layer, what
+its devices will have, so the builder can refuse an option before anything is created.
+"""
 
 from __future__ import annotations
 
@@ -22,4 +26,7 @@ class Capability(enum.Enum):
     PACKET_INFORMATION = "packet_information"
     NETNS = "netns"  # create the device inside another network namespace
     ENABLE = "enable"
-    FROM_FD = "from_fd"
+    FROM_FD = "from_fd"  # wrap an fd opened elsewhere (Android VpnService, Network Extension)
+    FD = "fd"  # a pollable device fd: fileno(), into_fd()
+    VECTORED = "vectored"  # recv_vectored/send_vectored (readv/writev)
+    HANDOFF = "handoff"  # the frame I/O can be handed to a worker process (process relays)

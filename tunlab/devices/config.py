@@ -6,8 +6,13 @@ import ipaddress
 import os
 import re
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from tunlab.devices.layer import Layer
+from tunlab.devices.options import LinuxOptions
+
+if TYPE_CHECKING:
+    from tunlab.linux.netns import NetNamespace
 
 IFNAMSIZ = 16
 MIN_MTU = 68
@@ -26,8 +31,24 @@ class IPv4Setting:
 
 
 @dataclass
+class LinkSettings:
+    """Interface settings applied in one step: at build, and by every later setter.
+
+    None (or an empty list) leaves a setting alone; a backend applies all of them together
+    (Linux: one netlink batch), in tun-rs's order: MTU, queue length, MAC, up, addresses, down.
+    """
+
+    mtu: int | None = None
+    tx_queue_len: int | None = None
+    mac: str | None = None
+    ipv4: list[IPv4Setting] = field(default_factory=list)
+    ipv6: list[ipaddress.IPv6Interface] = field(default_factory=list)
+    enabled: bool | None = None
+
+
+@dataclass
 class DeviceConfig:
-    """Validated options, consumed by a platform backend; None means 'leave the OS default'."""
+    """Validated options, consumed once by a platform backend; None means 'leave the OS default'."""
 
     name: str | None = None
     layer: Layer = Layer.L3
@@ -36,14 +57,21 @@ class DeviceConfig:
     mtu: int | None = None
     mac: str | None = None
     packet_information: bool = False
-    offload: bool = False
-    multi_queue: bool = False
     enabled: bool | None = True
     tx_queue_len: int | None = None
     persist: bool = False
-    owner: int | None = None
-    group: int | None = None
-    netns: str | None = None
+    linux: LinuxOptions = field(default_factory=LinuxOptions)
+
+    def link_settings(self) -> LinkSettings:
+        """What the backend applies to the interface right after creating it."""
+        return LinkSettings(
+            mtu=self.mtu,
+            tx_queue_len=self.tx_queue_len,
+            mac=self.mac,
+            ipv4=list(self.ipv4),
+            ipv6=list(self.ipv6),
+            enabled=self.enabled,
+        )
 
 
 def check_name(name: object, option: str = "name") -> str:
@@ -163,14 +191,16 @@ def format_mac(raw: bytes) -> str:
     return ":".join(f"{b:02x}" for b in raw)
 
 
-def parse_netns(value: object) -> str:
+def parse_netns(value: object) -> str | NetNamespace:
+    """A namespace name or path (opened once, at build), or an open NetNamespace (used as is)."""
+    from tunlab.linux.netns import NetNamespace
+
+    if isinstance(value, NetNamespace):
+        return value
     if isinstance(value, os.PathLike):
         value = os.fspath(value)
     if not isinstance(value, str):
-        name = getattr(value, "path", None)
-        if isinstance(name, str):
-            return name
-        raise TypeError(f"netns: expected a namespace name or path, got {type(value).__name__}")
+        raise TypeError(f"netns: expected a namespace name, path or NetNamespace, got {type(value).__name__}")
     if not value or value in (".", ".."):
         raise ValueError(f"netns: {value!r} is not a namespace name or path")
     return value

@@ -1,31 +1,60 @@
-"""Pick the backend for this OS once; everything else talks to DeviceBackend."""
+"""Pick the backend for this OS once; everything else talks to DeviceBackend.
+
+Backends register by platform name; each is imported only when used, so importing tunlab on
+any OS never loads another OS's code.
+"""
 
 from __future__ import annotations
 
+import importlib
 import sys
+from collections.abc import Sequence
 
 from tunlab.devices.backend import DeviceBackend
-from tunlab.devices.config import DeviceConfig
 from tunlab.errors import UnsupportedOperationError
 
+# platform name -> "module:class"
+BACKENDS = {
+    "linux": "tunlab.devices.linux.backend:LinuxDevice",
+    "memory": "tunlab.devices.memory.backend:MemoryDevice",
+}
 
-def _no_backend() -> UnsupportedOperationError:
-    return UnsupportedOperationError(f"tunlab has no TUN/TAP backend for sys.platform={sys.platform!r} yet")
+
+def current_platform() -> str:
+    """The backend name for this OS ('linux', ...), from sys.platform."""
+    name = str(sys.platform)
+    return "linux" if name.startswith("linux") else name
 
 
-def create_backend(config: DeviceConfig) -> DeviceBackend:
-    """Create the device described by config with this platform's backend."""
-    if sys.platform.startswith("linux"):
-        from tunlab.devices.linux.backend import LinuxDevice
-
-        return LinuxDevice.create(config)
-    raise _no_backend()
+def backend_class(platform: str | None = None) -> type[DeviceBackend]:
+    """The backend class of a platform (default: this OS), or UnsupportedOperationError."""
+    name = platform or current_platform()
+    spec = BACKENDS.get(name)
+    if spec is None:
+        raise UnsupportedOperationError(
+            f"tunlab has no TUN/TAP backend for sys.platform={sys.platform!r} yet "
+            f"(backends: {', '.join(sorted(BACKENDS))})"
+        )
+    module, _, cls = spec.partition(":")
+    found: type[DeviceBackend] = getattr(importlib.import_module(module), cls)
+    return found
 
 
 def backend_from_fd(fd: int, *, owned: bool) -> DeviceBackend:
     """Wrap an already open device fd (owned: closed by close())."""
-    if sys.platform.startswith("linux"):
-        from tunlab.devices.linux.backend import LinuxDevice
+    cls = backend_class()
+    from_fd = getattr(cls, "from_fd", None)
+    if from_fd is None:
+        raise UnsupportedOperationError(f"from_fd is not supported on {cls.platform} (capability 'from_fd')")
+    dev: DeviceBackend = from_fd(fd, owned=owned)
+    return dev
 
-        return LinuxDevice.from_fd(fd, owned=owned)
-    raise _no_backend()
+
+def from_handoff(fds: Sequence[int], spec: dict[str, str | int | bool]) -> DeviceBackend:
+    """Rebuild, in a worker process, the frame I/O of a device handed over by backend.handoff()."""
+    cls = backend_class(str(spec["platform"]))
+    rebuild = getattr(cls, "from_handoff", None)
+    if rebuild is None:
+        raise UnsupportedOperationError(f"{cls.platform} devices cannot be handed to a worker process")
+    dev: DeviceBackend = rebuild(fds, spec)
+    return dev

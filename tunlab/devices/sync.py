@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import ipaddress
-import os
 import warnings
 from collections.abc import Callable, MutableSequence, Sequence
 from typing import TYPE_CHECKING
 
 from tunlab.devices.backend import DeviceBackend, IPAddress, IPInterface
-from tunlab.devices.batch import RxQueue, check_batch_args, frames_to_send
+from tunlab.devices.batch import Receiver, batch_frames, check_batch_args
 from tunlab.devices.capabilities import Capability
 from tunlab.devices.config import (
+    IPv4Setting,
+    LinkSettings,
     check_bool,
     check_mtu,
     check_name,
@@ -22,11 +23,12 @@ from tunlab.devices.config import (
     parse_prefix_v4,
     parse_prefix_v6,
 )
-from tunlab.devices.interrupt import InterruptEvent, wait_fd
+from tunlab.devices.interrupt import InterruptEvent
 from tunlab.devices.layer import Layer
 from tunlab.devices.offload import GROTable
 from tunlab.devices.platform import backend_from_fd
-from tunlab.errors import DeviceClosedError, SendMultipleError
+from tunlab.devices.readiness import Readiness, Ready
+from tunlab.errors import SendMultipleError
 
 if TYPE_CHECKING:
     from typing_extensions import Self
@@ -40,12 +42,12 @@ def _ipv4_setting(
     prefix: int | str,
     destination: str | ipaddress.IPv4Address | None,
     prefix_option: str = "prefix",
-) -> tuple[ipaddress.IPv4Interface, ipaddress.IPv4Address | None]:
-    """Validated (address/prefix, point-to-point peer); errors name the operation's argument."""
+) -> IPv4Setting:
+    """Validated address/prefix and point-to-point peer; errors name the operation's argument."""
     ip = parse_ipv4(address, f"{operation} address")
     plen = parse_prefix_v4(prefix, f"{operation} {prefix_option}")
     dest = None if destination is None else parse_ipv4(destination, f"{operation} destination")
-    return ipaddress.IPv4Interface(f"{ip}/{plen}"), dest
+    return IPv4Setting(ipaddress.IPv4Interface(f"{ip}/{plen}"), dest)
 
 
 class SyncDevice:
@@ -57,10 +59,7 @@ class SyncDevice:
 
     def __init__(self, backend: DeviceBackend) -> None:
         self._backend = backend
-        self._fd = backend.fd
-        self._raw = backend.raw_io
-        self._rx = RxQueue()
-        self._rxbuf = bytearray(backend.max_frame_size)
+        self._rx = Receiver(backend)
 
     # ---- ownership --------------------------------------------------------------------------
     @classmethod
@@ -72,12 +71,7 @@ class SyncDevice:
 
     def into_fd(self) -> int:
         """Give up the fd: the caller owns it now and this device is closed (not the fd)."""
-        fd = self._backend.detach()
-        self._fd = -1
-        self._backend.close()
-        if fd < 0:
-            raise DeviceClosedError()
-        return fd
+        return self._backend.detach()
 
     @property
     def backend(self) -> DeviceBackend:
@@ -86,7 +80,13 @@ class SyncDevice:
 
     @property
     def capabilities(self) -> frozenset[Capability]:
+        """What this device can do (a TUN has no MAC; macOS has no multi-queue, ...)."""
         return self._backend.capabilities
+
+    @property
+    def platform(self) -> str:
+        """The backend's platform: 'linux', 'memory', ..."""
+        return self._backend.platform
 
     @property
     def layer(self) -> Layer:
@@ -94,12 +94,15 @@ class SyncDevice:
 
     @property
     def closed(self) -> bool:
-        return self._fd < 0
+        return self._backend.closed
 
     def fileno(self) -> int:
-        if self._fd < 0:
-            raise DeviceClosedError()
-        return self._fd
+        """The device fd (for select/poll and event loops; not on Windows)."""
+        return self._backend.fileno()
+
+    def readiness(self) -> Readiness:
+        """What to wait on until the device is readable or writable (an fd or a handle)."""
+        return self._backend.readiness()
 
     # ---- I/O --------------------------------------------------------------------------------
     @property
@@ -109,34 +112,24 @@ class SyncDevice:
 
     def recv(self, bufsize: int | None = None) -> bytes:
         """Read one frame; bufsize defaults to max_frame_size so nothing is ever truncated."""
-        size = self._backend.max_frame_size if bufsize is None else bufsize
-        if self._raw:
-            return os.read(self.fileno(), size)
-        return self._backend.recv(size)
+        self._backend.check_open()
+        return self._backend.recv(self._backend.max_frame_size if bufsize is None else bufsize)
 
     def recv_into(self, buffer: bytearray | memoryview) -> int:
         """Read one frame into a writable buffer; returns its length."""
-        if self._raw:
-            return os.readv(self.fileno(), (buffer,))
-        return self._backend.recv_into(memoryview(buffer))
+        return self._backend.recv_into(buffer)
 
     def send(self, data: bytes | bytearray | memoryview) -> int:
         """Write one frame; returns the bytes written."""
-        if self._raw:
-            return os.write(self.fileno(), data)
         return self._backend.send(data)
 
     def recv_vectored(self, buffers: Sequence[bytearray | memoryview]) -> int:
         """Read one frame scattered over several buffers (readv)."""
-        if not self._raw:
-            self._backend.unsupported("recv_vectored")
-        return os.readv(self.fileno(), buffers)
+        return self._backend.recv_vectored(buffers)
 
     def send_vectored(self, buffers: Sequence[bytes | bytearray | memoryview]) -> int:
         """Write one frame gathered from several buffers (writev)."""
-        if not self._raw:
-            self._backend.unsupported("send_vectored")
-        return os.writev(self.fileno(), buffers)
+        return self._backend.send_vectored(buffers)
 
     # ---- batches (offload) -------------------------------------------------------------------
     def recv_multiple(
@@ -149,13 +142,11 @@ class SyncDevice:
 
         With offload one read brings a super-packet that is split into up to ~45 packets; those
         that do not fit in bufs wait for the next call (nothing is dropped). Without offload it
-        moves one packet. Returns how many packets were delivered.
+        moves what one read brings, straight into bufs (more than one packet only when the
+        device is nonblocking and more are queued). Returns how many packets were delivered.
         """
         check_batch_args(bufs, sizes, offset, vnet=False, send=False)
-        if not self._rx.pending:
-            n = self.recv_into(self._rxbuf)
-            self._rx.feed(memoryview(self._rxbuf)[:n], vnet=self._backend.vnet_hdr, layer=self.layer)
-        return self._rx.drain_into(bufs, sizes, offset)
+        return self._rx.receive(bufs, sizes, offset)
 
     def send_multiple(
         self,
@@ -166,51 +157,51 @@ class SyncDevice:
         """Write a batch: each bufs[i][offset:] is one IP packet (Ethernet frame for TAP).
 
         With offload the batch is coalesced first (GRO: TCP, and UDP when USO is active), so a
-        flow's segments cross the fd as one super-packet; offset must leave room for the
+        flow's segments cross the device as one super-packet; offset must leave room for the
         10-byte header (>= VIRTIO_NET_HDR_LEN), as in tun-rs, but the caller's buffers are never
         modified. Returns the bytes written (headers included). If a write fails the rest are
-        still written and a SendMultipleError reports the failures.
+        still written and a SendMultipleError reports the failures; a full nonblocking device
+        raises BlockingIOError.
         """
-        vnet = self._backend.vnet_hdr
-        check_batch_args(bufs, None, offset, vnet=vnet, send=True)
-        frames = frames_to_send(
-            bufs, offset, vnet=vnet, layer=self.layer, udp_gro=self.udp_gso, table=gro_table
-        )
-        fd = self.fileno()
-        written = 0
-        errors: list[OSError] = []
-        for frame in frames:
-            try:
-                written += os.write(fd, frame)
-            except BlockingIOError:
-                raise
-            except OSError as exc:
-                errors.append(exc)
-        if errors:
-            raise SendMultipleError(written, errors)
-        return written
+        backend = self._backend
+        check_batch_args(bufs, None, offset, vnet=backend.frame_format.virtio, send=True)
+        frames = batch_frames(backend, bufs, offset, gro_table)
+        result = backend.send_batch(frames)
+        if result.frames < len(frames):
+            raise BlockingIOError(11, "the device is full: the rest of the batch was not written")
+        if result.errors:
+            raise SendMultipleError(result.bytes, result.errors)
+        return result.bytes
 
     def set_nonblocking(self, nonblocking: bool) -> None:
-        os.set_blocking(self.fileno(), not check_bool(nonblocking, "nonblocking"))
+        self._backend.set_nonblocking(check_bool(nonblocking, "nonblocking"))
 
     @property
     def is_nonblocking(self) -> bool:
-        return not os.get_blocking(self.fileno())
+        return self._backend.is_nonblocking()
 
     # ---- interruptible I/O ------------------------------------------------------------------
+    def _wait(self, event: InterruptEvent, timeout: float | None, *, write: bool) -> None:
+        if not isinstance(event, InterruptEvent):
+            raise TypeError(f"event: expected an InterruptEvent, got {type(event).__name__}")
+        if timeout is not None and timeout < 0:
+            raise ValueError(f"timeout: {timeout} is negative; give seconds >= 0 or None")
+        if self._backend.readiness().wait(write=write, timeout=timeout, interrupt=event) is Ready.TIMEOUT:
+            raise TimeoutError(f"device not {'writable' if write else 'readable'} within {timeout} s")
+
     def wait_readable_intr(self, event: InterruptEvent, timeout: float | None = None) -> None:
         """Block until readable; InterruptedError if event fires, TimeoutError after timeout."""
-        wait_fd(self.fileno(), event, timeout)
+        self._wait(event, timeout, write=False)
 
     def wait_writable_intr(self, event: InterruptEvent, timeout: float | None = None) -> None:
-        wait_fd(self.fileno(), event, timeout, write=True)
+        self._wait(event, timeout, write=True)
 
     def _when_ready(
         self, op: Callable[[], int], event: InterruptEvent, timeout: float | None, *, write: bool
     ) -> int:
         """Wait (interruptibly), then do op; a reader that lost a race waits again."""
         while True:
-            wait_fd(self.fileno(), event, timeout, write=write)
+            self._wait(event, timeout, write=write)
             try:
                 return op()
             except BlockingIOError:
@@ -270,7 +261,7 @@ class SyncDevice:
         return self._backend.mtu()
 
     def set_mtu(self, mtu: int) -> None:
-        self._backend.set_mtu(check_mtu(mtu, "set_mtu"))
+        self._backend.configure(LinkSettings(mtu=check_mtu(mtu, "set_mtu")))
 
     def addresses(self) -> list[IPInterface]:
         """Every address on the interface, as ipaddress interface objects."""
@@ -283,7 +274,9 @@ class SyncDevice:
         destination: str | ipaddress.IPv4Address | None = None,
     ) -> None:
         """Add an IPv4 address; prefix is a length or a dotted netmask; destination = P2P peer."""
-        self._backend.add_address_v4(*_ipv4_setting("add_address_v4", address, prefix, destination))
+        self._backend.configure(
+            LinkSettings(ipv4=[_ipv4_setting("add_address_v4", address, prefix, destination)])
+        )
 
     def set_network_address(
         self,
@@ -296,13 +289,13 @@ class SyncDevice:
         for old in self._backend.addresses():
             if old.version == 4:
                 self._backend.remove_address(old.ip)
-        self._backend.add_address_v4(*setting)
+        self._backend.configure(LinkSettings(ipv4=[setting]))
 
     def add_address_v6(self, address: str | ipaddress.IPv6Address, prefix: int = 128) -> None:
         """Add an IPv6 address (usable at once: no duplicate address detection)."""
         ip = parse_ipv6(address, "add_address_v6 address")
         plen = parse_prefix_v6(prefix, "add_address_v6 prefix")
-        self._backend.add_address_v6(ipaddress.IPv6Interface(f"{ip}/{plen}"))
+        self._backend.configure(LinkSettings(ipv6=[ipaddress.IPv6Interface(f"{ip}/{plen}")]))
 
     def remove_address(self, address: str | IPAddress) -> None:
         try:
@@ -313,7 +306,7 @@ class SyncDevice:
 
     def enabled(self, up: bool) -> None:
         """Bring the interface up (True) or down (False)."""
-        self._backend.enabled(check_bool(up, "enabled"))
+        self._backend.configure(LinkSettings(enabled=check_bool(up, "enabled")))
 
     @property
     def is_running(self) -> bool:
@@ -325,7 +318,7 @@ class SyncDevice:
         return self._backend.mac_address()
 
     def set_mac_address(self, mac: str | bytes) -> None:
-        self._backend.set_mac_address(parse_mac(mac, "set_mac_address"))
+        self._backend.configure(LinkSettings(mac=parse_mac(mac, "set_mac_address")))
 
     @property
     def broadcast(self) -> ipaddress.IPv4Address | None:
@@ -340,7 +333,7 @@ class SyncDevice:
         return self._backend.tx_queue_len()
 
     def set_tx_queue_len(self, length: int) -> None:
-        self._backend.set_tx_queue_len(check_uint(length, "set_tx_queue_len"))
+        self._backend.configure(LinkSettings(tx_queue_len=check_uint(length, "set_tx_queue_len")))
 
     def persist(self, enable: bool = True) -> None:
         """Keep the interface after the last fd closes (TUNSETPERSIST); False undoes it."""
@@ -359,13 +352,13 @@ class SyncDevice:
 
     @property
     def tcp_gso(self) -> bool:
-        """TCP super-packets (TSO/GSO) cross this fd: frames carry a virtio-net header."""
-        return self._backend.tcp_gso
+        """TCP super-packets (TSO/GSO) cross this device: frames carry a virtio-net header."""
+        return self._backend.frame_format.tcp_gso
 
     @property
     def udp_gso(self) -> bool:
-        """UDP super-packets (USO) cross this fd too."""
-        return self._backend.udp_gso
+        """UDP super-packets (USO) cross this device too."""
+        return self._backend.frame_format.udp_gso
 
     @property
     def packet_information(self) -> bool:
@@ -378,7 +371,7 @@ class SyncDevice:
     def netns(self) -> NetNamespace:
         """The network namespace the interface lives in now (Linux; close it when done)."""
         getter = getattr(self._backend, "netns", None)
-        if getter is None:
+        if getter is None or Capability.NETNS not in self._backend.capabilities:
             self._backend.unsupported("netns", Capability.NETNS)
         ns: NetNamespace = getter()
         return ns
@@ -393,8 +386,7 @@ class SyncDevice:
 
     # ---- lifetime ---------------------------------------------------------------------------
     def close(self) -> None:
-        """Close the fd; a non-persistent interface disappears with its last queue."""
-        self._fd = -1
+        """Close the device; a non-persistent interface disappears with its last queue."""
         self._backend.close()
 
     def __enter__(self) -> Self:
@@ -405,22 +397,22 @@ class SyncDevice:
 
     def __del__(self) -> None:
         backend = getattr(self, "_backend", None)
-        if backend is not None and backend.fd >= 0 and backend.owned:
+        if backend is not None and not backend.closed and backend.owned:
             warnings.warn(
-                f"unclosed {type(self).__name__} (fd {backend.fd}); closing it",
+                f"unclosed {type(self).__name__} ({backend.platform} {backend.layer.kind}); closing it",
                 ResourceWarning,
                 stacklevel=2,
             )
             backend.close()
 
     def __repr__(self) -> str:
-        if self._fd < 0:
+        if self.closed:
             return f"<{type(self).__name__} closed>"
         try:
             name = self.name
         except OSError:
             name = "?"
-        return f"<{type(self).__name__} {self.layer.kind} {name!r} fd={self._fd}>"
+        return f"<{type(self).__name__} {self.platform} {self.layer.kind} {name!r}>"
 
 
 class BorrowedSyncDevice(SyncDevice):

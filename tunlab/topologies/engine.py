@@ -19,12 +19,12 @@ from tunlab.devices.layer import Layer
 from tunlab.devices.sync import SyncDevice
 from tunlab.errors import DeployError, LabError
 from tunlab.linux import ethtool
-from tunlab.linux.netlink import NetlinkBatch, indexes
+from tunlab.linux.netlink import NetlinkSession, indexes
 from tunlab.linux.netns import NetNamespace
-from tunlab.relay import Relay
+from tunlab.relay.relay import Relay
 from tunlab.topologies.drivers.base import NodeDriver, NodeHandle, driver_for
 from tunlab.topologies.models import Link, Node, OffloadFeatures, Topology
-from tunlab.topologies.state import LabState, bridge_ns_name, ns_name
+from tunlab.topologies.state import LabState, bridge_ns_name, ns_name, process_start
 from tunlab.topologies.validate import Catalog, Iface, catalog
 
 if TYPE_CHECKING:
@@ -57,7 +57,7 @@ class Runtime:
         self.resolved: dict[str, Node] = topo.resolved_nodes()
         self.catalog: Catalog = catalog(topo)
         self._ipr: dict[str, IPRoute] = {}
-        self._batch: dict[str, NetlinkBatch] = {}
+        self._batch: dict[str, NetlinkSession] = {}
 
     # ---- netlink, one socket per namespace ------------------------------------------------
     def netns(self, node: str) -> NetNamespace:
@@ -75,11 +75,11 @@ class Runtime:
             raise LabError(f"interface '{ifname}' does not exist in {ns.name or ns.path}")
         return int(found[0])
 
-    def batch(self, ns: NetNamespace) -> NetlinkBatch:
+    def batch(self, ns: NetNamespace) -> NetlinkSession:
         """The batched rtnetlink socket of a namespace (kept for the whole deploy)."""
         key = ns.path
         if key not in self._batch:
-            self._batch[key] = NetlinkBatch(ns)
+            self._batch[key] = NetlinkSession(ns)
         return self._batch[key]
 
     def close_netlink(self) -> None:
@@ -464,7 +464,7 @@ def _start_relay(rt: Runtime, li: int, link: Link, ends: list[Iface]) -> None:
     b = rt.devices[(ends[1].node, ends[1].name)]
     relay = Relay(a, b, workers=link.workers, name=f"tun-pair-{li}").start()
     rt.relays[li] = relay
-    rt.state.relay_pids.extend(relay.pids)
+    rt.state.relay_workers.extend([pid, process_start(pid)] for pid in relay.pids)
 
 
 def _stop_relay(rt: Runtime, li: int) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import errno
 import os
 import signal
@@ -181,7 +180,7 @@ class Lab:
         for li, relay in rt.relays.items():
             link = self.topology.links[li]
             label = " <-> ".join(f"{e.node}:{e.interface}" for e in link.endpoints)
-            out[label] = {k: dataclasses.asdict(v) for k, v in relay.snapshot().items()}
+            out[label] = {k: v.as_dict() for k, v in relay.snapshot().items()}
         return out
 
     def inspect(self) -> dict[str, Any]:
@@ -217,14 +216,20 @@ def _remove_namespaces(names: Iterable[str]) -> list[str]:
     return problems
 
 
-def _kill_relays(pids: list[int]) -> None:
-    for pid in pids:
+def _kill_relays(workers: list[list[Any]]) -> None:
+    """SIGKILL a dead lab's relay workers: only a process with the recorded start time running
+    tunlab's worker script (a reused pid is someone else's)."""
+    from tunlab.relay.relay import WORKER
+
+    for pid, start in workers:
+        if process_start(pid) != start:
+            continue
         try:
             with open(f"/proc/{pid}/cmdline", "rb") as f:
-                cmdline = f.read()
+                argv = f.read().split(b"\0")
         except OSError:
             continue
-        if b"tunlab.relay_worker" in cmdline:
+        if WORKER.encode() in argv:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
 
@@ -232,7 +237,7 @@ def _kill_relays(pids: list[int]) -> None:
 def teardown_state(state: LabState) -> list[str]:
     """Remove what a lab's state file says it made (its owner is gone); returns problems."""
     problems: list[str] = []
-    _kill_relays(state.relay_pids)
+    _kill_relays(state.relay_workers)
     if state.containers:
         from tunlab.topologies import containers
 

@@ -82,7 +82,7 @@ class LabState:
     created_at: float = field(default_factory=time.time)
     namespaces: list[str] = field(default_factory=list)
     containers: list[str] = field(default_factory=list)
-    relay_pids: list[int] = field(default_factory=list)
+    relay_workers: list[list[Any]] = field(default_factory=list)  # [pid, start time]
     offload_original: dict[str, dict[str, bool]] = field(default_factory=dict)
     nodes: dict[str, dict[str, Any]] = field(default_factory=dict)
 
@@ -104,6 +104,11 @@ class LabState:
             self.path.unlink()
         with contextlib.suppress(FileNotFoundError):
             (labs_dir() / f"{self.name}.log").unlink()
+
+    @property
+    def relay_pids(self) -> list[int]:
+        """Process ids of the lab's relay workers."""
+        return [int(pid) for pid, _start in self.relay_workers]
 
     @property
     def owner_alive(self) -> bool:

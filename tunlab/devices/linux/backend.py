@@ -1,29 +1,43 @@
 """LinuxDevice: a /dev/net/tun queue fd plus netlink configuration of its interface.
 
 The fd is opened by a thread inside the target namespace, so the interface is born there and
-never appears in the caller's namespace. Configuration finds the interface's *current*
-namespace with TUNGETDEVNETNS, so it keeps working after the interface moves.
+never appears in the caller's namespace; the same thread opens the device's netlink socket, so
+creating and configuring a device costs one namespace switch and one netlink batch. Frames
+are exactly what the kernel passes (a bare readv/writev): the PI header and the virtio-net
+header stay in front when asked for. Configuration finds the interface's *current* namespace
+with TUNGETDEVNETNS, so it keeps working after the interface moves.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import errno
 import fcntl
-import functools
 import ipaddress
 import os
 import socket
 import struct
-from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+import threading
+from collections.abc import MutableSequence, Sequence
+from typing import ClassVar
 
-from tunlab.devices.backend import DeviceBackend, IPAddress, IPInterface
+from tunlab.devices.backend import (
+    PLAIN,
+    Bytes,
+    DeviceBackend,
+    FrameFormat,
+    FrameTooLarge,
+    Handoff,
+    IPAddress,
+    IPInterface,
+    WritableBuffer,
+)
 from tunlab.devices.capabilities import Capability
-from tunlab.devices.config import DeviceConfig, check_name
+from tunlab.devices.config import DeviceConfig, LinkSettings, check_name
 from tunlab.devices.layer import Layer
 from tunlab.devices.linux import ioctl as tun
+from tunlab.devices.linux.link import IFF_RUNNING, IFF_UP, Link
+from tunlab.devices.readiness import PollTarget, Readiness
 from tunlab.errors import (
     DeviceClosedError,
     DeviceError,
@@ -33,18 +47,17 @@ from tunlab.errors import (
     OffloadUnavailableError,
     TunUnavailableError,
 )
-from tunlab.linux.netns import NetNamespace, call_in_netns, run_in_thread
+from tunlab.linux.netlink import NetlinkSession
+from tunlab.linux.netns import NetNamespace, call_in_netns
 
-if TYPE_CHECKING:
-    from pyroute2 import IPRoute
-
-T = TypeVar("T")
 TUN_PATH = "/dev/net/tun"
-IFA_F_NODAD = 0x02
 VNET_HDR_LEN = 10
+PI_LEN = 4
 _OFFLOAD_TCP = tun.TUN_F_CSUM | tun.TUN_F_TSO4 | tun.TUN_F_TSO6
 _OFFLOAD_UDP = tun.TUN_F_USO4 | tun.TUN_F_USO6
 _INT = struct.Struct("i")
+_KEPT_FLAGS = tun.IFF_TUN | tun.IFF_TAP | tun.IFF_NO_PI | tun.IFF_VNET_HDR | tun.IFF_MULTI_QUEUE
+_SPILL = 65535 + 64
 
 
 def _ns_label(ns: NetNamespace | None) -> str:
@@ -53,10 +66,12 @@ def _ns_label(ns: NetNamespace | None) -> str:
     return f"namespace '{ns.name or ns.path}'"
 
 
-def _open_queue(name: str, flags: int, ns: NetNamespace | None, kind: str) -> tuple[int, str, int]:
-    """Open /dev/net/tun and TUNSETIFF (inside ns); returns (fd, actual name, kernel flags)."""
+def _open_queue(
+    name: str, flags: int, ns: NetNamespace | None, kind: str, *, netlink: bool
+) -> tuple[int, int, socket.socket | None]:
+    """Open /dev/net/tun and TUNSETIFF inside ns: (fd, kernel flags, netlink socket there)."""
 
-    def attach() -> tuple[int, str, int]:
+    def attach() -> tuple[int, int, socket.socket | None]:
         try:
             fd = os.open(TUN_PATH, os.O_RDWR | os.O_CLOEXEC)
         except FileNotFoundError:
@@ -70,13 +85,15 @@ def _open_queue(name: str, flags: int, ns: NetNamespace | None, kind: str) -> tu
                 f"'{name or kind + '%d'}' needs CAP_NET_ADMIN: run as root"
             ) from None
         try:
-            out = fcntl.ioctl(fd, tun.TUNSETIFF, tun.pack_ifreq_flags(name, flags))
-            actual, _ = tun.unpack_ifreq_flags(out)
+            fcntl.ioctl(fd, tun.TUNSETIFF, tun.pack_ifreq_flags(name, flags))
             _, kflags = tun.unpack_ifreq_flags(fcntl.ioctl(fd, tun.TUNGETIFF, bytes(tun.IFREQ_SIZE)))
         except OSError as exc:
             os.close(fd)
             raise _setiff_error(exc, name, kind, ns) from None
-        return fd, actual, kflags
+        sock = None
+        if netlink:
+            sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, 0)
+        return fd, kflags, sock
 
     if ns is None:
         return attach()
@@ -112,39 +129,19 @@ def _setiff_error(exc: OSError, name: str, kind: str, ns: NetNamespace | None) -
     return DeviceError(f"TUNSETIFF for '{label}' in {where} failed: {exc.strerror}", exc.errno or 0)
 
 
-def _off_loop(fn: Callable[..., T]) -> Callable[..., T]:
-    """Run a netlink-using method in a worker thread when an asyncio loop runs in this one.
-
-    pyroute2's synchronous IPRoute drives its own event loop and refuses to start inside a
-    running one; a SyncDevice used from async code would otherwise fail with a confusing error.
-    """
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> T:
-        try:
-            asyncio.get_running_loop()
-        except RuntimeError:
-            return fn(*args, **kwargs)
-        return run_in_thread(functools.partial(fn, *args, **kwargs), "tunlab-netlink")
-
-    return wrapper
-
-
-def _netlink_error(operation: str, exc: Exception, name: str) -> DeviceError:
-    code = getattr(exc, "code", None) or getattr(exc, "errno", None) or errno.EIO
-    text = os.strerror(code) if isinstance(code, int) and code > 0 else str(exc)
-    if code == errno.EPERM:
-        return DevicePermissionError(f"{operation} on '{name}' needs CAP_NET_ADMIN: run as root")
-    if code == errno.ENODEV:
-        return InterfaceNotFoundError(f"{operation}: interface '{name}' no longer exists")
-    return DeviceError(f"{operation} on '{name}' failed: {text}", code)
+def _open_netns(spec: str | NetNamespace | None) -> tuple[NetNamespace | None, bool]:
+    """The namespace to create in, and whether we opened it (a caller's object is used as is)."""
+    if spec is None:
+        return None, False
+    if isinstance(spec, NetNamespace):
+        return spec, False
+    return NetNamespace.open(spec), True
 
 
 class LinuxDevice(DeviceBackend):
     """One queue of a Linux TUN/TAP interface."""
 
     platform: ClassVar[str] = "linux"
-    capabilities: ClassVar[frozenset[Capability]] = frozenset(Capability)
 
     def __init__(
         self,
@@ -154,47 +151,82 @@ class LinuxDevice(DeviceBackend):
         flags: int,
         owned: bool = True,
         home: NetNamespace | None = None,
+        netlink: socket.socket | None = None,
     ) -> None:
-        super().__init__(fd, layer, owned=owned)
-        self._flags = flags & (
-            tun.IFF_TUN | tun.IFF_TAP | tun.IFF_NO_PI | tun.IFF_VNET_HDR | tun.IFF_MULTI_QUEUE
-        )
+        super().__init__(layer, owned=owned, capabilities=self.capabilities_for(layer))
+        self._fd = fd
+        self._flags = flags & _KEPT_FLAGS
         self._home = home  # namespace fallback when TUNGETDEVNETNS is unavailable
+        self._owns_home = False
         self._created_persistent = False
         self._offload_mask = 0
-        self.vnet_hdr = bool(flags & tun.IFF_VNET_HDR)
-        self.packet_information = not flags & tun.IFF_NO_PI
-        self.multi_queue = bool(flags & tun.IFF_MULTI_QUEUE)
+        self._nonblocking = not os.get_blocking(fd)
+        self._spill: bytearray | None = None
+        self._readiness = Readiness(PollTarget(fd), PollTarget(fd, writable=True))
+        self._lock = threading.Lock()
+        self._link: Link | None = None
+        self._link_ns: tuple[int, int] | None = None
+        if netlink is not None:
+            session = NetlinkSession(home, sock=netlink)
+            self._link_ns = home.inode if home is not None else _current_inode()
+            self._link = Link(session, 0, "", layer)
+        self._set_format(tcp=False, udp=False)
+
+    @classmethod
+    def capabilities_for(cls, layer: Layer) -> frozenset[Capability]:
+        if layer is Layer.L2:
+            return frozenset(Capability)
+        return frozenset(Capability) - {Capability.MAC, Capability.TAP}
+
+    def _set_format(self, *, tcp: bool, udp: bool) -> None:
+        vnet = bool(self._flags & tun.IFF_VNET_HDR)
+        prefix = (VNET_HDR_LEN if vnet else 0) + (0 if self._flags & tun.IFF_NO_PI else PI_LEN)
+        self.frame_format = FrameFormat(prefix, vnet, tcp, udp) if prefix else PLAIN
+
+    @property
+    def vnet_hdr(self) -> bool:
+        return bool(self._flags & tun.IFF_VNET_HDR)
+
+    @property
+    def packet_information(self) -> bool:
+        return not self._flags & tun.IFF_NO_PI
+
+    @property
+    def multi_queue(self) -> bool:
+        return bool(self._flags & tun.IFF_MULTI_QUEUE)
 
     # ---- creation ---------------------------------------------------------------------------
     @classmethod
     def create(cls, config: DeviceConfig) -> LinuxDevice:
         kind = config.layer.kind
+        lx = config.linux
         flags = tun.IFF_TAP if config.layer is Layer.L2 else tun.IFF_TUN
         if not config.packet_information:
             flags |= tun.IFF_NO_PI
-        if config.multi_queue:
+        if lx.multi_queue:
             flags |= tun.IFF_MULTI_QUEUE
-        if config.offload:
+        if lx.offload:
             flags |= tun.IFF_VNET_HDR
-        ns = NetNamespace.open(config.netns) if config.netns else None
+        ns, opened = _open_netns(lx.netns)
         try:
-            fd, _name, kflags = _open_queue(config.name or "", flags, ns, kind)
+            fd, kflags, sock = _open_queue(config.name or "", flags, ns, kind, netlink=True)
         except BaseException:
-            if ns is not None:
+            if ns is not None and opened:
                 ns.close()
             raise
         # TUNGETIFF reports IFF_NOFILTER with the value of IFF_NO_PI: trust what we asked for
-        dev = cls(fd, config.layer, flags=flags | (kflags & tun.IFF_PERSIST), home=ns)
+        dev = cls(fd, config.layer, flags=flags, home=ns, netlink=sock)
+        dev._owns_home = opened
         try:
-            dev._apply_offload(config.offload)
-            if config.owner is not None:
-                dev.set_owner(config.owner)
-            if config.group is not None:
-                dev.set_group(config.group)
+            dev._apply_offload(lx.offload)
+            if lx.owner is not None:
+                dev.set_owner(lx.owner)
+            if lx.group is not None:
+                dev.set_group(lx.group)
             if config.persist and not kflags & tun.IFF_PERSIST:
                 dev.set_persist(True)
                 dev._created_persistent = True
+            dev.configure(config.link_settings())
         except BaseException:
             dev.destroy_on_failure()
             raise
@@ -205,6 +237,7 @@ class LinuxDevice(DeviceBackend):
         """Wrap an fd opened elsewhere (Android VpnService, a parent process, a test harness)."""
         if fd < 0:
             raise ValueError(f"fd: {fd} is not a file descriptor")
+        sandboxed = False
         try:
             _, flags = tun.unpack_ifreq_flags(fcntl.ioctl(fd, tun.TUNGETIFF, bytes(tun.IFREQ_SIZE)))
         except OSError as exc:
@@ -212,15 +245,19 @@ class LinuxDevice(DeviceBackend):
                 raise DeviceError(f"fd {fd} is not open", exc.errno) from None
             if exc.errno in (errno.EACCES, errno.EPERM):
                 flags = tun.IFF_TUN | tun.IFF_NO_PI  # sandboxed (Android): assume a plain TUN
+                sandboxed = True
             else:
                 raise DeviceError(
                     f"fd {fd} is not a TUN/TAP device fd (TUNGETIFF: {exc.strerror})",
                     exc.errno or errno.EINVAL,
                 ) from None
         layer = Layer.L2 if flags & tun.IFF_TAP else Layer.L3
-        dev = cls(fd, layer, flags=flags, owned=owned)
         # TUNGETIFF's 0x1000 means "no socket filter" (IFF_NOFILTER), not IFF_NO_PI: ask netlink
-        dev.packet_information = dev._netlink_packet_information()
+        flags |= tun.IFF_NO_PI
+        dev = cls(fd, layer, flags=flags, owned=owned)
+        if not sandboxed and dev._netlink_packet_information():
+            dev._flags &= ~tun.IFF_NO_PI
+        tcp = False
         if dev.vnet_hdr:
             size = _INT.unpack(fcntl.ioctl(fd, tun.TUNGETVNETHDRSZ, _INT.pack(0)))[0]
             if size != VNET_HDR_LEN:
@@ -229,16 +266,34 @@ class LinuxDevice(DeviceBackend):
                     f"{VNET_HDR_LEN} bytes (TUNSETVNETHDRSZ 10 before handing it over)",
                     errno.EINVAL,
                 )
-            dev.tcp_gso = True  # the kernel may hand over TSO super-packets on this fd
+            tcp = True  # the kernel may hand over TSO super-packets on this fd
+        dev._set_format(tcp=tcp, udp=False)
         return dev
 
-    @_off_loop
+    @classmethod
+    def from_handoff(cls, fds: Sequence[int], spec: dict[str, str | int | bool]) -> LinuxDevice:
+        """The frame I/O of a device handed over by handoff() (no netlink: workers only move frames)."""
+        layer = Layer(str(spec["layer"]))
+        dev = cls(fds[0], layer, flags=int(spec["flags"]), owned=True)
+        dev._set_format(tcp=bool(spec["tcp_gso"]), udp=bool(spec["udp_gso"]))
+        return dev
+
+    def handoff(self) -> Handoff:
+        fmt = self.frame_format
+        spec: dict[str, str | int | bool] = {
+            "platform": self.platform,
+            "layer": self.layer.value,
+            "flags": self._flags,
+            "tcp_gso": fmt.tcp_gso,
+            "udp_gso": fmt.udp_gso,
+        }
+        return Handoff((self._check(),), spec)
+
     def _netlink_packet_information(self) -> bool:
         try:
-            with self._netlink() as (ipr, index, _name):
-                info = ipr.link("get", index=index)[0].get_attr("IFLA_LINKINFO")
-                data = info.get_attr("IFLA_INFO_DATA") if info else None
-                return bool(data and data.get_attr("IFLA_TUN_PI"))
+            info = self._iface().attr("IFLA_LINKINFO")
+            data = info.get_attr("IFLA_INFO_DATA") if info else None
+            return bool(data and data.get_attr("IFLA_TUN_PI"))
         except (OSError, ValueError):
             return False  # sandboxed fds (Android VpnService) carry no PI header
 
@@ -247,12 +302,13 @@ class LinuxDevice(DeviceBackend):
             # The offload mask is device-wide and survives on persistent devices: clear it, or
             # TCP breaks while ping still works (tun-rs PR #141).
             with contextlib.suppress(OSError):
-                fcntl.ioctl(self.fd, tun.TUNSETOFFLOAD, 0)
+                fcntl.ioctl(self._fd, tun.TUNSETOFFLOAD, 0)
             self._offload_mask = 0
+            self._set_format(tcp=False, udp=False)
             return
         try:
-            fcntl.ioctl(self.fd, tun.TUNSETVNETHDRSZ, _INT.pack(VNET_HDR_LEN))
-            fcntl.ioctl(self.fd, tun.TUNSETOFFLOAD, _OFFLOAD_TCP)
+            fcntl.ioctl(self._fd, tun.TUNSETVNETHDRSZ, _INT.pack(VNET_HDR_LEN))
+            fcntl.ioctl(self._fd, tun.TUNSETOFFLOAD, _OFFLOAD_TCP)
         except OSError as exc:
             raise OffloadUnavailableError(
                 f"enabling offload (TUNSETOFFLOAD CSUM|TSO4|TSO6) failed: {exc.strerror}; "
@@ -261,12 +317,11 @@ class LinuxDevice(DeviceBackend):
             ) from None
         self._offload_mask = _OFFLOAD_TCP
         try:
-            fcntl.ioctl(self.fd, tun.TUNSETOFFLOAD, _OFFLOAD_TCP | _OFFLOAD_UDP)
+            fcntl.ioctl(self._fd, tun.TUNSETOFFLOAD, _OFFLOAD_TCP | _OFFLOAD_UDP)
             self._offload_mask |= _OFFLOAD_UDP
         except OSError:
             pass  # USO needs Linux >= 6.2; TCP offload alone is fine
-        self.tcp_gso = True
-        self.udp_gso = bool(self._offload_mask & _OFFLOAD_UDP)
+        self._set_format(tcp=True, udp=bool(self._offload_mask & _OFFLOAD_UDP))
 
     def set_offload(self, enable: bool) -> None:
         if enable and not self.vnet_hdr:
@@ -274,17 +329,74 @@ class LinuxDevice(DeviceBackend):
                 "offload needs a device built with .offload(True) (IFF_VNET_HDR is fixed at creation)"
             )
         self._apply_offload(enable)
-        if not enable:
-            self.tcp_gso = self.udp_gso = False
 
-    # ---- the fd -----------------------------------------------------------------------------
-    def _fd(self) -> int:
-        if self.fd < 0:
+    # ---- the fd and frame I/O ---------------------------------------------------------------
+    @property
+    def closed(self) -> bool:
+        return self._fd < 0
+
+    def _check(self) -> int:
+        if self._fd < 0:
             raise DeviceClosedError()
-        return self.fd
+        return self._fd
 
+    def fileno(self) -> int:
+        return self._check()
+
+    def recv(self, bufsize: int) -> bytes:
+        return os.read(self._check(), bufsize)
+
+    def recv_into(self, buffer: WritableBuffer) -> int:
+        return os.readv(self._check(), (buffer,))
+
+    def send(self, data: Bytes) -> int:
+        return os.write(self._check(), data)
+
+    def recv_vectored(self, buffers: Sequence[WritableBuffer]) -> int:
+        return os.readv(self._check(), buffers)
+
+    def send_vectored(self, buffers: Sequence[Bytes]) -> int:
+        return os.writev(self._check(), buffers)
+
+    def recv_batch(self, bufs: Sequence[WritableBuffer], sizes: MutableSequence[int], offset: int) -> int:
+        """Straight into the caller's buffers; a spill buffer behind each catches oversize frames."""
+        fd = self._check()
+        spill = self._spill
+        if spill is None:
+            spill = self._spill = bytearray(_SPILL)
+        readv = os.readv
+        count = 0
+        for buf in bufs:
+            view = memoryview(buf)[offset:]
+            try:
+                n = readv(fd, (view, spill))
+            except BlockingIOError:
+                if count:
+                    return count
+                raise
+            room = len(view)
+            if n > room:
+                raise FrameTooLarge(bytes(view) + bytes(spill[: n - room]), delivered=count)
+            sizes[count] = n
+            count += 1
+            if not self._nonblocking:
+                break
+        return count
+
+    def readiness(self) -> Readiness:
+        self._check()
+        return self._readiness
+
+    def set_nonblocking(self, nonblocking: bool) -> None:
+        os.set_blocking(self._check(), not nonblocking)
+        self._nonblocking = nonblocking
+
+    def is_nonblocking(self) -> bool:
+        return not os.get_blocking(self._check())
+
+    # ---- ioctls on the fd -------------------------------------------------------------------
     def _getiff(self) -> tuple[str, int]:
-        fd = self._fd()
+        fd = self._check()
         try:
             return tun.unpack_ifreq_flags(fcntl.ioctl(fd, tun.TUNGETIFF, bytes(tun.IFREQ_SIZE)))
         except OSError as exc:
@@ -298,31 +410,23 @@ class LinuxDevice(DeviceBackend):
     def is_persistent(self) -> bool:
         return bool(self._getiff()[1] & tun.IFF_PERSIST)
 
-    def set_persist(self, persist: bool) -> None:
-        fd = self._fd()
+    def _ioctl(self, what: str, request: int, arg: int | bytes) -> None:
+        fd = self._check()
         try:
-            fcntl.ioctl(fd, tun.TUNSETPERSIST, int(persist))
+            fcntl.ioctl(fd, request, arg)
         except OSError as exc:
-            raise self._ioctl_error("TUNSETPERSIST", exc) from None
+            if exc.errno == errno.EPERM:
+                raise DevicePermissionError(f"{what} needs CAP_NET_ADMIN: run as root") from None
+            raise DeviceError(f"{what} failed: {exc.strerror}", exc.errno or 0) from None
+
+    def set_persist(self, persist: bool) -> None:
+        self._ioctl("TUNSETPERSIST", tun.TUNSETPERSIST, int(persist))
 
     def set_owner(self, uid: int) -> None:
-        fd = self._fd()
-        try:
-            fcntl.ioctl(fd, tun.TUNSETOWNER, uid)
-        except OSError as exc:
-            raise self._ioctl_error("TUNSETOWNER", exc) from None
+        self._ioctl("TUNSETOWNER", tun.TUNSETOWNER, uid)
 
     def set_group(self, gid: int) -> None:
-        fd = self._fd()
-        try:
-            fcntl.ioctl(fd, tun.TUNSETGROUP, gid)
-        except OSError as exc:
-            raise self._ioctl_error("TUNSETGROUP", exc) from None
-
-    def _ioctl_error(self, what: str, exc: OSError) -> DeviceError:
-        if exc.errno == errno.EPERM:
-            return DevicePermissionError(f"{what} needs CAP_NET_ADMIN: run as root")
-        return DeviceError(f"{what} failed: {exc.strerror}", exc.errno or 0)
+        self._ioctl("TUNSETGROUP", tun.TUNSETGROUP, gid)
 
     def try_clone(self) -> LinuxDevice:
         if not self.multi_queue:
@@ -333,16 +437,16 @@ class LinuxDevice(DeviceBackend):
         name = self.name()
         ns = self._netns()
         try:
-            fd, _, kflags = _open_queue(name, self._flags, ns, self.layer.kind)
+            fd, _, _ = _open_queue(name, self._flags, ns, self.layer.kind, netlink=False)
         finally:
             ns.close()
-        clone = LinuxDevice(fd, self.layer, flags=kflags)
+        clone = LinuxDevice(fd, self.layer, flags=self._flags)
         try:
             if self.vnet_hdr:
                 fcntl.ioctl(fd, tun.TUNSETVNETHDRSZ, _INT.pack(VNET_HDR_LEN))
                 fcntl.ioctl(fd, tun.TUNSETOFFLOAD, self._offload_mask)
             clone._offload_mask = self._offload_mask
-            clone.tcp_gso, clone.udp_gso = self.tcp_gso, self.udp_gso
+            clone.frame_format = self.frame_format
         except OSError as exc:
             clone.close()
             raise OffloadUnavailableError(f"offload on the new queue: {exc.strerror}") from None
@@ -352,23 +456,19 @@ class LinuxDevice(DeviceBackend):
         if not self.multi_queue:
             raise DeviceError("attach_queue needs a multi-queue device", errno.EINVAL)
         flag = tun.IFF_ATTACH_QUEUE if attach else tun.IFF_DETACH_QUEUE
-        fd = self._fd()
-        try:
-            fcntl.ioctl(fd, tun.TUNSETQUEUE, tun.pack_ifreq_flags("", flag))
-        except OSError as exc:
-            raise self._ioctl_error("TUNSETQUEUE", exc) from None
+        self._ioctl("TUNSETQUEUE", tun.TUNSETQUEUE, tun.pack_ifreq_flags("", flag))
 
     # ---- namespace and netlink ----------------------------------------------------------------
     def _netns(self) -> NetNamespace:
         """The namespace the interface lives in now (the caller closes it)."""
-        fd = self._fd()
+        fd = self._check()
         try:
             nsfd = fcntl.ioctl(fd, tun.TUNGETDEVNETNS)
         except OSError as exc:
             if exc.errno == errno.EBADFD:
                 raise InterfaceNotFoundError("the interface behind this fd was removed") from None
             if self._home is not None:
-                return NetNamespace.open(self._home.path)
+                return NetNamespace.from_fd(os.dup(self._home.fd))
             return NetNamespace.current()
         return NetNamespace.from_fd(nsfd)
 
@@ -376,220 +476,96 @@ class LinuxDevice(DeviceBackend):
         """The network namespace the interface currently lives in."""
         return self._netns()
 
-    @contextlib.contextmanager
-    def _netlink(self) -> Iterator[tuple[IPRoute, int, str]]:
-        """(IPRoute in the interface's namespace, ifindex, name) for one configuration step."""
-        name = self.name()
-        ns = self._netns()
-        try:
-            ipr = ns.iproute()
-        finally:
-            ns.close()
-        try:
-            found = ipr.link_lookup(ifname=name)
-            if not found:
-                raise InterfaceNotFoundError(f"interface '{name}' is not visible over netlink")
-            yield ipr, int(found[0]), name
-        finally:
-            ipr.close()
-
-    @_off_loop
-    def _link_attr(self, attr: str) -> Any:
-        with self._netlink() as (ipr, index, name):
+    def _iface(self) -> Link:
+        """The interface over this device's netlink session, re-made if the interface moved."""
+        with self._lock:
+            name = self.name()
+            ns = self._netns()
             try:
-                msg = ipr.link("get", index=index)[0]
-            except Exception as exc:
-                raise _netlink_error("reading link", exc, name) from None
-            if attr == "flags":
-                return msg["flags"]
-            return msg.get(attr)
+                inode = ns.inode
+                link = self._link
+                if link is None or self._link_ns != inode:
+                    if link is not None:
+                        link.session.close()
+                    self._link = None
+                    link = Link(NetlinkSession(ns), 0, name, self.layer)
+                    self._link, self._link_ns = link, inode
+            finally:
+                ns.close()
+            if link.index == 0 or link.name != name:
+                try:
+                    link.index = link.session.index_of(name)
+                except OSError:
+                    raise InterfaceNotFoundError(f"interface '{name}' is not visible over netlink") from None
+                link.name = name
+            return link
 
-    @_off_loop
-    def _link_set(self, operation: str, **kwargs: Any) -> None:
-        with self._netlink() as (ipr, index, name):
-            try:
-                ipr.link("set", index=index, **kwargs)
-            except DeviceError:
-                raise
-            except Exception as exc:
-                raise _netlink_error(operation, exc, name) from None
+    def configure(self, settings: LinkSettings) -> None:
+        if settings.mac is not None and self.layer is not Layer.L2:
+            self.unsupported("set_mac_address (TUN devices have no MAC; use Layer.L2)")
+        self._iface().apply(settings)
 
-    @_off_loop
     def if_index(self) -> int:
-        with self._netlink() as (_ipr, index, _name):
-            return index
+        return self._iface().index
 
-    @_off_loop
     def set_name(self, name: str) -> None:
         check_name(name)
-        with self._netlink() as (ipr, index, old):
-            try:
-                up = bool(ipr.link("get", index=index)[0]["flags"] & tun.IFF_UP)
-                if up:
-                    ipr.link("set", index=index, state="down")
-                try:
-                    ipr.link("set", index=index, ifname=name)
-                finally:
-                    if up:
-                        ipr.link("set", index=index, state="up")
-            except Exception as exc:
-                code = getattr(exc, "code", None)
-                if code == errno.EEXIST:
-                    raise InterfaceExistsError(
-                        f"set_name: an interface named '{name}' already exists in the namespace of '{old}'"
-                    ) from None
-                raise _netlink_error(f"renaming to '{name}'", exc, old) from None
+        self._iface().rename(name)
 
     def mtu(self) -> int:
-        return int(self._link_attr("IFLA_MTU"))
-
-    def set_mtu(self, mtu: int) -> None:
-        self._link_set(f"setting MTU {mtu}", mtu=mtu)
+        return int(self._iface().attr("IFLA_MTU"))
 
     def tx_queue_len(self) -> int:
-        return int(self._link_attr("IFLA_TXQLEN"))
-
-    def set_tx_queue_len(self, length: int) -> None:
-        self._link_set(f"setting txqueuelen {length}", txqlen=length)
-
-    def enabled(self, up: bool) -> None:
-        self._link_set("bringing the link " + ("up" if up else "down"), state="up" if up else "down")
+        return int(self._iface().attr("IFLA_TXQLEN"))
 
     def is_running(self) -> bool:
-        flags = int(self._link_attr("flags"))
-        return bool(flags & tun.IFF_UP) and bool(flags & tun.IFF_RUNNING)
+        flags = self._iface().flags()
+        return bool(flags & IFF_UP) and bool(flags & IFF_RUNNING)
 
     def mac_address(self) -> str:
         if self.layer is not Layer.L2:
             self.unsupported("mac_address (TUN devices have no MAC; use Layer.L2)")
-        return str(self._link_attr("IFLA_ADDRESS"))
+        return str(self._iface().attr("IFLA_ADDRESS"))
 
-    def set_mac_address(self, mac: str) -> None:
-        if self.layer is not Layer.L2:
-            self.unsupported("set_mac_address (TUN devices have no MAC; use Layer.L2)")
-        self._link_set(f"setting MAC {mac}", address=mac)
-
-    # ---- addresses --------------------------------------------------------------------------
-    def _dump_addresses(self, ipr: IPRoute, index: int) -> list[tuple[IPInterface, Any]]:
-        out: list[tuple[IPInterface, Any]] = []
-        for msg in ipr.get_addr(index=index):
-            local = msg.get("IFA_LOCAL") or msg.get("IFA_ADDRESS")
-            if local is None:
-                continue
-            out.append((ipaddress.ip_interface(f"{local}/{msg['prefixlen']}"), msg))
-        return out
-
-    @_off_loop
     def addresses(self) -> list[IPInterface]:
-        with self._netlink() as (ipr, index, name):
-            try:
-                return [iface for iface, _ in self._dump_addresses(ipr, index)]
-            except Exception as exc:
-                raise _netlink_error("listing addresses", exc, name) from None
+        return [a.interface for a in self._iface().addresses()]
 
-    def add_address_v4(
-        self, interface: ipaddress.IPv4Interface, destination: ipaddress.IPv4Address | None
-    ) -> None:
-        kwargs: dict[str, Any] = {
-            "local": str(interface.ip),
-            "address": str(destination or interface.ip),
-            "prefixlen": interface.network.prefixlen,
-        }
-        if destination is None and self.layer is Layer.L2 and interface.network.prefixlen < 31:
-            kwargs["broadcast"] = str(interface.network.broadcast_address)
-        self._add_address(str(interface), kwargs)
-
-    def add_address_v6(self, interface: ipaddress.IPv6Interface) -> None:
-        kwargs = {
-            "address": str(interface.ip),
-            "prefixlen": interface.network.prefixlen,
-            "flags": IFA_F_NODAD,  # usable at once: no duplicate-address-detection wait
-        }
-        self._add_address(str(interface), kwargs)
-
-    @_off_loop
-    def _add_address(self, label: str, kwargs: dict[str, Any]) -> None:
-        with self._netlink() as (ipr, index, name):
-            try:
-                ipr.addr("add", index=index, **kwargs)
-            except Exception as exc:
-                code = getattr(exc, "code", None)
-                if code == errno.EEXIST:
-                    raise DeviceError(f"address {label} is already on '{name}'", errno.EEXIST) from None
-                if code in (errno.EACCES, errno.EINVAL) and ":" in label:
-                    mtu = ipr.link("get", index=index)[0].get_attr("IFLA_MTU")
-                    if mtu is not None and mtu < 1280:
-                        why = f"IPv6 is disabled on it: it needs MTU >= 1280 (MTU is {mtu})"
-                    elif code == errno.EACCES:
-                        why = "IPv6 is disabled on it (net.ipv6.conf.*.disable_ipv6=1)"
-                    else:
-                        why = os.strerror(code)
-                    raise DeviceError(f"adding address {label} on '{name}' failed: {why}", code) from None
-                raise _netlink_error(f"adding address {label}", exc, name) from None
-
-    @_off_loop
     def remove_address(self, address: IPAddress) -> None:
-        with self._netlink() as (ipr, index, name):
-            matches = [m for iface, m in self._dump_addresses(ipr, index) if iface.ip == address]
-            if not matches:
-                raise DeviceError(f"remove_address: {address} is not on '{name}'", errno.EADDRNOTAVAIL)
-            msg = matches[0]
-            kwargs: dict[str, Any] = {"prefixlen": msg["prefixlen"], "family": msg["family"]}
-            kwargs["address"] = msg.get("IFA_ADDRESS")
-            if msg.get("IFA_LOCAL"):
-                kwargs["local"] = msg.get("IFA_LOCAL")
-            try:
-                ipr.addr("del", index=index, **kwargs)
-            except Exception as exc:
-                raise _netlink_error(f"removing address {address}", exc, name) from None
+        self._iface().remove_address(address)
 
-    def _v4_messages(self, ipr: IPRoute, index: int) -> list[tuple[IPInterface, Any]]:
-        """IPv4 addresses ordered by address, so 'the first' does not depend on kernel order."""
-        found = [(i, m) for i, m in self._dump_addresses(ipr, index) if i.version == 4]
-        return sorted(found, key=lambda pair: pair[0].ip)
-
-    @_off_loop
     def broadcast(self) -> ipaddress.IPv4Address | None:
-        with self._netlink() as (ipr, index, _name):
-            v4 = self._v4_messages(ipr, index)
-            if not v4 or not v4[0][1].get("IFA_BROADCAST"):
-                return None
-            return ipaddress.IPv4Address(v4[0][1].get("IFA_BROADCAST"))
+        v4 = self._iface().ipv4()
+        return v4[0].broadcast if v4 else None
 
-    @_off_loop
     def set_broadcast(self, address: ipaddress.IPv4Address) -> None:
-        """Set the broadcast of the IPv4 address whose subnet holds it (else the first one)."""
-        with self._netlink() as (ipr, index, name):
-            v4 = self._v4_messages(ipr, index)
-            if not v4:
-                raise DeviceError(
-                    f"set_broadcast: '{name}' has no IPv4 address to set a broadcast for",
-                    errno.EADDRNOTAVAIL,
-                )
-            iface, msg = next(((i, m) for i, m in v4 if address in i.network), v4[0])
-            keep = {
-                "local": msg.get("IFA_LOCAL"),
-                "address": msg.get("IFA_ADDRESS"),
-                "prefixlen": msg["prefixlen"],
-            }
-            try:
-                # the kernel ignores IFA_BROADCAST on NLM_F_REPLACE: re-create the address
-                ipr.addr("del", index=index, **keep)
-                ipr.addr("add", index=index, broadcast=str(address), **keep)
-            except Exception as exc:
-                raise _netlink_error(f"setting broadcast {address} on {iface}", exc, name) from None
+        self._iface().set_broadcast(address)
 
     # ---- lifetime ---------------------------------------------------------------------------
     def destroy_on_failure(self) -> None:
-        if self._created_persistent and self.fd >= 0:
+        if self._created_persistent and self._fd >= 0:
             with contextlib.suppress(OSError):
-                fcntl.ioctl(self.fd, tun.TUNSETPERSIST, 0)
+                fcntl.ioctl(self._fd, tun.TUNSETPERSIST, 0)
         self.close()
 
+    def detach(self) -> int:
+        fd = self._check()
+        self._fd = -1
+        self.close()
+        return fd
+
     def close(self) -> None:
-        fd, self.fd = self.fd, -1
+        fd, self._fd = self._fd, -1
         if fd >= 0 and self.owned:
             os.close(fd)
-        if self._home is not None:
+        with self._lock:
+            if self._link is not None:
+                self._link.session.close()
+                self._link = None
+        if self._home is not None and self._owns_home:
             self._home.close()
-            self._home = None
+        self._home = None
+
+
+def _current_inode() -> tuple[int, int]:
+    st = os.stat("/proc/thread-self/ns/net")
+    return (st.st_dev, st.st_ino)

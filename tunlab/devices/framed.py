@@ -1,0 +1,78 @@
+"""Framed: packet-level async I/O over an AsyncDevice (tun-rs's DeviceFramed)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from tunlab.devices.aio import AsyncDevice, Bytes
+from tunlab.devices.batch import batch_frames
+from tunlab.devices.offload import IDEAL_BATCH_SIZE, GROTable
+from tunlab.errors import DeviceClosedError
+
+
+class Framed:
+    """Packet-level I/O over an AsyncDevice: an async iterator of packets and a batching writer.
+
+    Reading yields IP packets (frames for TAP), split from super-packets when offload is on.
+    Writing collects up to batch_size packets and writes them coalesced on flush(), when the
+    batch is full, and on aclose(); writes wait while the device is not writable.
+    """
+
+    def __init__(self, device: AsyncDevice, batch_size: int = IDEAL_BATCH_SIZE) -> None:
+        if not 1 <= batch_size <= 65535:
+            raise ValueError(f"batch_size: {batch_size} is outside 1..65535")
+        self.device = device
+        self.batch_size = batch_size
+        self._batch: list[Bytes] = []
+        self._table = GROTable()
+        self._closed = False
+
+    # read half
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return self
+
+    async def __anext__(self) -> bytes:
+        try:
+            return await self.recv()
+        except DeviceClosedError:
+            raise StopAsyncIteration from None
+
+    async def recv(self) -> bytes:
+        """The next packet."""
+        return await self.device.next_packet()
+
+    # write half
+    @property
+    def pending(self) -> int:
+        """Packets waiting in the current batch."""
+        return len(self._batch)
+
+    async def send(self, packet: Bytes) -> None:
+        """Queue one packet; a full batch is flushed before this returns."""
+        if self._closed:
+            raise DeviceClosedError("send() on a closed Framed writer")
+        self._batch.append(packet)
+        if len(self._batch) >= self.batch_size:
+            await self.flush()
+
+    async def flush(self) -> int:
+        """Coalesce and write the batch; returns the bytes written."""
+        if not self._batch:
+            return 0
+        batch, self._batch = self._batch, []
+        dev = self.device
+        return await dev._write_frames(batch_frames(dev.sync.backend, batch, 0, self._table))
+
+    async def aclose(self) -> None:
+        """Flush what is queued; the device stays open."""
+        if not self._closed:
+            try:
+                await self.flush()
+            finally:
+                self._closed = True
+
+    async def __aenter__(self) -> Framed:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()

@@ -1,0 +1,205 @@
+"""The pump: one direction of a relay, read -> stages -> write, over two device backends.
+
+The same code runs in a relay's worker thread and in its worker process. In passthrough mode
+frames cross unchanged (with offload, 64 KB super-packets in one read and one write); in
+batch mode each read is split into packets and each batch coalesced again, which is what
+per-packet stages need. The pump waits on "source readable, or the earliest stage deadline",
+and on an InterruptEvent that stops it between batches.
+"""
+
+from __future__ import annotations
+
+import errno
+import time
+from collections.abc import Sequence
+
+from tunlab.devices.backend import Bytes, DeviceBackend
+from tunlab.devices.batch import Receiver, batch_frames
+from tunlab.devices.interrupt import InterruptEvent
+from tunlab.devices.offload import IDEAL_BATCH_SIZE, GROTable
+from tunlab.devices.readiness import Ready
+from tunlab.errors import DeviceClosedError
+from tunlab.relay.stages import Packet, Pipeline
+from tunlab.relay.stats import BYTES_IN, BYTES_OUT, DROPPED, FRAMES_IN, FRAMES_OUT, SUPERS, DirectionStats
+
+MODES = ("passthrough", "batch")
+_GONE = (errno.EBADF, errno.EBADFD)
+
+
+class Stopped(Exception):
+    """The relay is stopping or a device went away."""
+
+
+class Pump:
+    """Move frames src -> dst until stopped; counts in stats (see DirectionStats)."""
+
+    def __init__(
+        self,
+        src: DeviceBackend,
+        dst: DeviceBackend,
+        stats: DirectionStats,
+        *,
+        mode: str = "passthrough",
+        stages: Pipeline | None = None,
+        stop: InterruptEvent | None = None,
+        read_size: int | None = None,
+        batch: int = IDEAL_BATCH_SIZE,
+    ) -> None:
+        if mode not in MODES:
+            raise ValueError(f"mode: expected 'passthrough' or 'batch', got {mode!r}")
+        self.src, self.dst = src, dst
+        self.stats = stats
+        self.mode = mode
+        self.stages = stages or Pipeline()
+        if self.stages.needs_packets and mode != "batch":
+            raise ValueError("these stages see single packets: use mode='batch' (packets are split first)")
+        self.stop = stop
+        self.stopping = False  # seen between batches: a busy source never hides a stop
+        self.read_size = read_size or src.max_frame_size
+        self.batch = batch
+        self._table = GROTable()
+        self._rx = Receiver(src)
+        self._bufs: list[bytearray] = []
+        self._views: list[memoryview] = []
+        self._sizes = [0] * batch
+
+    # ---- entry ------------------------------------------------------------------------------
+    def run(self) -> None:
+        """Until stopped (or a device closes); blocking devices without stages take the fast loop."""
+        try:
+            if self.mode == "passthrough" and not self.stages and not self.src.is_nonblocking():
+                self._forward_blocking()
+            else:
+                self._loop()
+        except (Stopped, DeviceClosedError):
+            return
+
+    def _forward_blocking(self) -> None:
+        """Read a frame, write it, count it: the least interpreter work per frame there is."""
+        recv, send = self.src.recv, self.dst.send
+        size = self.read_size
+        words = self.stats.words
+        vnet = self.src.frame_format.virtio
+        while True:
+            frame = recv(size)
+            n = len(frame)
+            if not n:
+                return
+            words[FRAMES_IN] += 1
+            words[BYTES_IN] += n
+            if vnet and frame[1]:  # virtio-net header gso_type: a super-packet
+                words[SUPERS] += 1
+            try:
+                send(frame)
+            except BlockingIOError:
+                words[DROPPED] += 1  # a full queue drops, as a NIC would
+                continue
+            except OSError as exc:
+                if exc.errno in _GONE:
+                    return
+                words[DROPPED] += 1  # EIO (peer interface down), EINVAL (refused frame)
+                continue
+            words[FRAMES_OUT] += 1
+            words[BYTES_OUT] += n
+
+    def _loop(self) -> None:
+        stages = self.stages
+        read = self._read_frames if self.mode == "passthrough" else self._read_packets
+        while not self.stopping:
+            try:
+                items: list[Packet] | None = read()
+            except BlockingIOError:
+                items = None
+            out = stages.run(items or [], time.monotonic()) if stages else items or []
+            if out:
+                self._write(out)
+            if items is None:
+                deadline = stages.next_deadline() if stages else None
+                timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+                self._wait(self.src, write=False, timeout=timeout)
+
+    # ---- reading ----------------------------------------------------------------------------
+    def _read_frames(self) -> list[Packet]:
+        """Whole frames, as many as are queued (up to a batch); BlockingIOError if none."""
+        recv = self.src.recv
+        size = self.read_size
+        words = self.stats.words
+        vnet = self.src.frame_format.virtio
+        frames: list[Packet] = []
+        while len(frames) < self.batch:
+            try:
+                frame = recv(size)
+            except BlockingIOError:
+                if frames:
+                    return frames
+                raise
+            if not frame:
+                raise Stopped
+            words[FRAMES_IN] += 1
+            words[BYTES_IN] += len(frame)
+            if vnet and frame[1]:
+                words[SUPERS] += 1
+            frames.append(frame)
+            if not self.src.is_nonblocking():
+                break
+        return frames
+
+    def _buffers(self, size: int) -> None:
+        self._bufs = [bytearray(size) for _ in range(self.batch)]
+        self._views = [memoryview(b) for b in self._bufs]
+
+    def _read_packets(self) -> list[Packet]:
+        """One read, split into packets (views of this pump's buffers, valid until the next read)."""
+        if not self._bufs:
+            self._buffers(self.read_size)
+        try:
+            n = self._rx.receive(self._bufs, self._sizes, 0)
+        except ValueError:  # a packet larger than the buffers (the MTU grew): grow them
+            self._buffers(self.src.max_frame_size)
+            n = self._rx.receive(self._bufs, self._sizes, 0)
+        words = self.stats.words
+        sizes = self._sizes
+        words[FRAMES_IN] += 1
+        words[BYTES_IN] += sum(sizes[:n])
+        if n > 1:
+            words[SUPERS] += 1
+        views = self._views
+        return [views[i][: sizes[i]] for i in range(n)]
+
+    # ---- writing ----------------------------------------------------------------------------
+    def _write(self, items: Sequence[Bytes]) -> None:
+        frames = items if self.mode == "passthrough" else batch_frames(self.dst, items, 0, self._table)
+        words = self.stats.words
+        rest: Sequence[Bytes] = frames
+        while rest:
+            try:
+                result = self.dst.send_batch(rest)
+            except OSError as exc:
+                if exc.errno in _GONE:
+                    raise Stopped from None
+                raise
+            words[FRAMES_OUT] += result.frames - len(result.errors)
+            words[BYTES_OUT] += result.bytes
+            if result.errors:
+                words[DROPPED] += len(result.errors)
+                for refused in result.errors:
+                    if refused.errno in _GONE:
+                        raise Stopped
+                    self.stats.error(f"write: {refused.strerror or refused}")
+            rest = rest[result.frames :]
+            if rest:
+                self._wait(self.dst, write=True, timeout=None)
+
+    # ---- waiting ----------------------------------------------------------------------------
+    def _wait(self, dev: DeviceBackend, *, write: bool, timeout: float | None) -> None:
+        """Until dev is ready or timeout passes; Stopped when the relay stops meanwhile."""
+        if self.stopping:
+            raise Stopped
+        try:
+            ready = dev.readiness().wait(write=write, timeout=timeout, interrupt=self.stop)
+        except InterruptedError:
+            raise Stopped from None
+        if self.stopping:
+            raise Stopped
+        if ready is Ready.TIMEOUT:
+            return

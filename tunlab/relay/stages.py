@@ -1,0 +1,102 @@
+"""Relay stages: what happens to packets between receive and send, one direction at a time.
+
+A stage is `process(packets, now) -> packets` plus `next_deadline()`: the monotonic time it
+next needs to run even if nothing arrives (a delay line releasing a packet, a token bucket
+refilling), or None. The pump runs the stages in order on every batch it reads and whenever a
+deadline passes, and waits on "readable or the earliest deadline". A stage may keep packets
+(delay), drop them, reorder or change them. Stages that a process worker can run are built
+from a plain spec (stage_from_spec), so they cross the process boundary as data.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable, Sequence
+from typing import Any
+
+Packet = bytes | bytearray | memoryview
+PacketHook = Callable[[str, list[bytes]], list[bytes]]
+
+
+class Stage(abc.ABC):
+    """One step of a relay direction's pipeline."""
+
+    #: packets are IP packets (split from super-packets) when True; whole frames when False
+    needs_packets: bool = True
+
+    @abc.abstractmethod
+    def process(self, packets: list[Packet], now: float) -> list[Packet]:
+        """Packets to pass on now (those this stage keeps come back from a later call)."""
+
+    def next_deadline(self) -> float | None:
+        """When process() must run again without new packets (monotonic seconds), or None."""
+        return None
+
+    def spec(self) -> dict[str, Any] | None:
+        """A plain description a worker process can rebuild this stage from, or None (threads only)."""
+        return None
+
+
+class HookStage(Stage):
+    """A Python callable that sees (direction, [packet bytes]) and returns the packets to send."""
+
+    def __init__(self, hook: PacketHook, direction: str) -> None:
+        self.hook = hook
+        self.direction = direction
+
+    def process(self, packets: list[Packet], now: float) -> list[Packet]:
+        out: list[Packet] = list(self.hook(self.direction, [bytes(p) for p in packets]))
+        return out
+
+
+class Pipeline:
+    """Stages in order; the earliest deadline among them."""
+
+    def __init__(self, stages: Sequence[Stage] = ()) -> None:
+        self.stages = list(stages)
+
+    def __bool__(self) -> bool:
+        return bool(self.stages)
+
+    @property
+    def needs_packets(self) -> bool:
+        return any(s.needs_packets for s in self.stages)
+
+    def run(self, packets: list[Packet], now: float) -> list[Packet]:
+        for stage in self.stages:
+            packets = stage.process(packets, now)
+        return packets
+
+    def next_deadline(self) -> float | None:
+        found = [d for d in (s.next_deadline() for s in self.stages) if d is not None]
+        return min(found) if found else None
+
+    def specs(self) -> list[dict[str, Any]]:
+        """Specs of every stage, for a worker process; ValueError naming one that has none."""
+        out = []
+        for stage in self.stages:
+            spec = stage.spec()
+            if spec is None:
+                raise ValueError(
+                    f"{type(stage).__name__} runs Python code of this process: use workers='threads'"
+                )
+            out.append(spec)
+        return out
+
+
+STAGE_KINDS: dict[str, Callable[[dict[str, Any]], Stage]] = {}
+
+
+def register_stage(kind: str, build: Callable[[dict[str, Any]], Stage]) -> None:
+    """Make a stage kind buildable from a spec {"kind": kind, ...} (in worker processes too)."""
+    STAGE_KINDS[kind] = build
+
+
+def stage_from_spec(spec: dict[str, Any]) -> Stage:
+    kind = spec.get("kind")
+    build = STAGE_KINDS.get(str(kind))
+    if build is None:
+        raise ValueError(
+            f"unknown relay stage kind {kind!r} (known: {', '.join(sorted(STAGE_KINDS)) or 'none'})"
+        )
+    return build(spec)

@@ -1,0 +1,72 @@
+"""What crossed one direction of a relay: counters a pump updates in place.
+
+The counters are 64-bit words in a buffer, so a thread pump and a process pump update them the
+same way: a thread's live in this process, a worker process's in shared memory the parent
+reads (no messages, no locks: one writer per direction).
+"""
+
+from __future__ import annotations
+
+import array
+from typing import Any
+
+FIELDS = ("frames_in", "frames_out", "bytes_in", "bytes_out", "super_frames_in", "dropped", "ready")
+SLOT_WORDS = 8
+STATS_SIZE = 2 * SLOT_WORDS * 8  # two directions
+FRAMES_IN, FRAMES_OUT, BYTES_IN, BYTES_OUT, SUPERS, DROPPED, READY = range(7)
+
+
+class DirectionStats:
+    """Reads, writes and bytes of one direction (frames include their headers)."""
+
+    def __init__(self, words: memoryview | None = None) -> None:
+        self.words: memoryview = (
+            words if words is not None else memoryview(array.array("Q", bytes(8 * SLOT_WORDS)))
+        )
+        self.errors: list[str] = []
+
+    @property
+    def frames_in(self) -> int:
+        """Reads (frames received)."""
+        return int(self.words[FRAMES_IN])
+
+    @property
+    def frames_out(self) -> int:
+        """Frames (or, in batch mode, packets) written."""
+        return int(self.words[FRAMES_OUT])
+
+    @property
+    def bytes_in(self) -> int:
+        return int(self.words[BYTES_IN])
+
+    @property
+    def bytes_out(self) -> int:
+        return int(self.words[BYTES_OUT])
+
+    @property
+    def super_frames_in(self) -> int:
+        """Reads that carried a GSO super-packet."""
+        return int(self.words[SUPERS])
+
+    @property
+    def dropped(self) -> int:
+        """Frames a stage dropped or the destination refused."""
+        return int(self.words[DROPPED])
+
+    def error(self, text: str) -> None:
+        if len(self.errors) < 100:  # a flood of refusals must not grow without bound
+            self.errors.append(text)
+
+    def detach(self) -> None:
+        """Keep the current values in private memory (the shared buffer is about to go)."""
+        old = self.words
+        self.words = memoryview(array.array("Q", old.tobytes()))
+        old.release()
+
+    def as_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {name: getattr(self, name) for name in FIELDS[:-1]}
+        out["errors"] = list(self.errors)
+        return out
+
+    def __repr__(self) -> str:
+        return f"DirectionStats({', '.join(f'{k}={v}' for k, v in self.as_dict().items())})"
