@@ -15,7 +15,7 @@ from collections.abc import MutableSequence, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, ClassVar, NoReturn
 
-from tunlab.devices.capabilities import Capability
+from tunlab.devices.capabilities import HINTS, Capability
 from tunlab.devices.layer import Layer
 from tunlab.errors import DeviceClosedError, UnsupportedOperationError
 
@@ -104,7 +104,8 @@ class DeviceBackend(abc.ABC):
 
     # ---- helpers ----------------------------------------------------------------------------
     def unsupported(self, operation: str, capability: Capability | None = None) -> NoReturn:
-        what = f" (capability '{capability.value}')" if capability else ""
+        hint = HINTS.get(capability) if capability else None
+        what = f" (capability '{capability.value}'{': ' + hint if hint else ''})" if capability else ""
         raise UnsupportedOperationError(
             f"{operation} is not supported for {self.layer.kind.upper()} devices on {self.platform}{what}"
         )
@@ -199,16 +200,6 @@ class DeviceBackend(abc.ABC):
     # ---- interface configuration ------------------------------------------------------------
     def configure(self, settings: LinkSettings) -> None:
         """Apply settings in one step: the build and every later setter share this code."""
-        if settings.mtu is not None:
-            self.require("set_mtu", Capability.MTU)
-        if settings.tx_queue_len is not None:
-            self.require("set_tx_queue_len", Capability.TX_QUEUE_LEN)
-        if settings.mac is not None:
-            self.require("set_mac_address", Capability.MAC)
-        if settings.ipv4 or settings.ipv6:
-            self.require("adding an address", Capability.ADDRESSES)
-        if settings.enabled is not None:
-            self.require("enabled", Capability.ENABLE)
         self.unsupported("configure")
 
     @abc.abstractmethod
@@ -218,7 +209,7 @@ class DeviceBackend(abc.ABC):
         self.unsupported("set_name", Capability.SET_NAME)
 
     def if_index(self) -> int:
-        self.unsupported("if_index", Capability.ADDRESSES)
+        self.unsupported("if_index", Capability.IF_INDEX)
 
     def mtu(self) -> int:
         self.unsupported("mtu", Capability.MTU)

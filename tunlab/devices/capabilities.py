@@ -27,6 +27,19 @@ class Capability(enum.Enum):
     NETNS = "netns"  # create the device inside another network namespace
     ENABLE = "enable"
     FROM_FD = "from_fd"  # wrap an fd opened elsewhere (Android VpnService, Network Extension)
+    IF_INDEX = "if_index"  # the OS's interface index
     FD = "fd"  # a pollable device fd: fileno(), into_fd()
     VECTORED = "vectored"  # recv_vectored/send_vectored (readv/writev)
     HANDOFF = "handoff"  # the frame I/O can be handed to a worker process (process relays)
+
+
+# what to say when a device lacks a capability (appended to UnsupportedOperationError's message)
+HINTS = {
+    Capability.TAP: "this platform has no TAP devices here",
+    Capability.MAC: "TUN devices have no MAC; use Layer.L2",
+    Capability.MULTI_QUEUE: "multi-queue devices are Linux-only",
+    Capability.OFFLOAD: "the virtio-net header (TSO/USO super-packets) is Linux-only",
+    Capability.NETNS: "network namespaces are Linux-only",
+    Capability.OWNER: "owner/group of a persistent device is Linux-only",
+    Capability.FD: "this device has no file descriptor (use readiness())",
+}

@@ -71,6 +71,7 @@ class SyncDevice:
 
     def into_fd(self) -> int:
         """Give up the fd: the caller owns it now and this device is closed (not the fd)."""
+        self._backend.require("into_fd", Capability.FD)
         return self._backend.detach()
 
     @property
@@ -98,6 +99,7 @@ class SyncDevice:
 
     def fileno(self) -> int:
         """The device fd (for select/poll and event loops; not on Windows)."""
+        self._backend.require("fileno", Capability.FD)
         return self._backend.fileno()
 
     def readiness(self) -> Readiness:
@@ -125,10 +127,12 @@ class SyncDevice:
 
     def recv_vectored(self, buffers: Sequence[bytearray | memoryview]) -> int:
         """Read one frame scattered over several buffers (readv)."""
+        self._backend.require("recv_vectored", Capability.VECTORED)
         return self._backend.recv_vectored(buffers)
 
     def send_vectored(self, buffers: Sequence[bytes | bytearray | memoryview]) -> int:
         """Write one frame gathered from several buffers (writev)."""
+        self._backend.require("send_vectored", Capability.VECTORED)
         return self._backend.send_vectored(buffers)
 
     # ---- batches (offload) -------------------------------------------------------------------
@@ -250,21 +254,26 @@ class SyncDevice:
         return self._backend.name()
 
     def set_name(self, name: str) -> None:
+        self._backend.require("set_name", Capability.SET_NAME)
         self._backend.set_name(check_name(name, "set_name"))
 
     @property
     def if_index(self) -> int:
+        self._backend.require("if_index", Capability.IF_INDEX)
         return self._backend.if_index()
 
     @property
     def mtu(self) -> int:
+        self._backend.require("mtu", Capability.MTU)
         return self._backend.mtu()
 
     def set_mtu(self, mtu: int) -> None:
+        self._backend.require("set_mtu", Capability.MTU)
         self._backend.configure(LinkSettings(mtu=check_mtu(mtu, "set_mtu")))
 
     def addresses(self) -> list[IPInterface]:
         """Every address on the interface, as ipaddress interface objects."""
+        self._backend.require("addresses", Capability.ADDRESSES)
         return self._backend.addresses()
 
     def add_address_v4(
@@ -274,6 +283,7 @@ class SyncDevice:
         destination: str | ipaddress.IPv4Address | None = None,
     ) -> None:
         """Add an IPv4 address; prefix is a length or a dotted netmask; destination = P2P peer."""
+        self._backend.require("add_address_v4", Capability.ADDRESSES)
         self._backend.configure(
             LinkSettings(ipv4=[_ipv4_setting("add_address_v4", address, prefix, destination)])
         )
@@ -285,6 +295,7 @@ class SyncDevice:
         destination: str | ipaddress.IPv4Address | None = None,
     ) -> None:
         """Replace every IPv4 address with this one (IPv6 addresses stay)."""
+        self._backend.require("set_network_address", Capability.ADDRESSES)
         setting = _ipv4_setting("set_network_address", address, mask, destination, "mask")
         for old in self._backend.addresses():
             if old.version == 4:
@@ -293,11 +304,13 @@ class SyncDevice:
 
     def add_address_v6(self, address: str | ipaddress.IPv6Address, prefix: int = 128) -> None:
         """Add an IPv6 address (usable at once: no duplicate address detection)."""
+        self._backend.require("add_address_v6", Capability.ADDRESSES)
         ip = parse_ipv6(address, "add_address_v6 address")
         plen = parse_prefix_v6(prefix, "add_address_v6 prefix")
         self._backend.configure(LinkSettings(ipv6=[ipaddress.IPv6Interface(f"{ip}/{plen}")]))
 
     def remove_address(self, address: str | IPAddress) -> None:
+        self._backend.require("remove_address", Capability.ADDRESSES)
         try:
             ip = ipaddress.ip_address(str(address).split("/")[0])
         except ValueError:
@@ -306,44 +319,55 @@ class SyncDevice:
 
     def enabled(self, up: bool) -> None:
         """Bring the interface up (True) or down (False)."""
+        self._backend.require("enabled", Capability.ENABLE)
         self._backend.configure(LinkSettings(enabled=check_bool(up, "enabled")))
 
     @property
     def is_running(self) -> bool:
         """Up and running (a TUN has carrier while an fd is attached)."""
+        self._backend.require("is_running", Capability.ENABLE)
         return self._backend.is_running()
 
     @property
     def mac_address(self) -> str:
+        self._backend.require("mac_address", Capability.MAC)
         return self._backend.mac_address()
 
     def set_mac_address(self, mac: str | bytes) -> None:
+        self._backend.require("set_mac_address", Capability.MAC)
         self._backend.configure(LinkSettings(mac=parse_mac(mac, "set_mac_address")))
 
     @property
     def broadcast(self) -> ipaddress.IPv4Address | None:
         """IPv4 broadcast address of the first IPv4 address (None when it has none)."""
+        self._backend.require("broadcast", Capability.BROADCAST)
         return self._backend.broadcast()
 
     def set_broadcast(self, address: str | ipaddress.IPv4Address) -> None:
+        self._backend.require("set_broadcast", Capability.BROADCAST)
         self._backend.set_broadcast(parse_ipv4(address, "set_broadcast"))
 
     @property
     def tx_queue_len(self) -> int:
+        self._backend.require("tx_queue_len", Capability.TX_QUEUE_LEN)
         return self._backend.tx_queue_len()
 
     def set_tx_queue_len(self, length: int) -> None:
+        self._backend.require("set_tx_queue_len", Capability.TX_QUEUE_LEN)
         self._backend.configure(LinkSettings(tx_queue_len=check_uint(length, "set_tx_queue_len")))
 
     def persist(self, enable: bool = True) -> None:
         """Keep the interface after the last fd closes (TUNSETPERSIST); False undoes it."""
+        self._backend.require("persist", Capability.PERSIST)
         self._backend.set_persist(check_bool(enable, "persist"))
 
     def set_owner(self, uid: int) -> None:
         """User that may attach to the device without CAP_NET_ADMIN (TUNSETOWNER)."""
+        self._backend.require("set_owner", Capability.OWNER)
         self._backend.set_owner(check_uint(uid, "set_owner", 2**31 - 1))
 
     def set_group(self, gid: int) -> None:
+        self._backend.require("set_group", Capability.OWNER)
         self._backend.set_group(check_uint(gid, "set_group", 2**31 - 1))
 
     @property
@@ -370,18 +394,21 @@ class SyncDevice:
 
     def netns(self) -> NetNamespace:
         """The network namespace the interface lives in now (Linux; close it when done)."""
+        self._backend.require("netns", Capability.NETNS)
         getter = getattr(self._backend, "netns", None)
-        if getter is None or Capability.NETNS not in self._backend.capabilities:
+        if getter is None:
             self._backend.unsupported("netns", Capability.NETNS)
         ns: NetNamespace = getter()
         return ns
 
     def try_clone(self) -> Self:
         """Another queue of the same multi-queue interface, as an independent device."""
+        self._backend.require("try_clone", Capability.MULTI_QUEUE)
         return type(self)(self._backend.try_clone())
 
     def attach_queue(self, attach: bool = True) -> None:
         """Attach (True) or detach (False) this queue of a multi-queue device (TUNSETQUEUE)."""
+        self._backend.require("attach_queue", Capability.MULTI_QUEUE)
         self._backend.attach_queue(check_bool(attach, "attach"))
 
     # ---- lifetime ---------------------------------------------------------------------------

@@ -63,7 +63,12 @@ class Pipeline:
         return any(s.needs_packets for s in self.stages)
 
     def run(self, packets: list[Packet], now: float) -> list[Packet]:
+        """Each stage in turn; one with nothing to do (no packets, no deadline due) is skipped."""
         for stage in self.stages:
+            if not packets:
+                due = stage.next_deadline()
+                if due is None or due > now:
+                    continue
             packets = stage.process(packets, now)
         return packets
 

@@ -502,7 +502,7 @@ class LinuxDevice(DeviceBackend):
 
     def configure(self, settings: LinkSettings) -> None:
         if settings.mac is not None and self.layer is not Layer.L2:
-            self.unsupported("set_mac_address (TUN devices have no MAC; use Layer.L2)")
+            self.unsupported("set_mac_address", Capability.MAC)
         self._iface().apply(settings)
 
     def if_index(self) -> int:
@@ -524,7 +524,7 @@ class LinuxDevice(DeviceBackend):
 
     def mac_address(self) -> str:
         if self.layer is not Layer.L2:
-            self.unsupported("mac_address (TUN devices have no MAC; use Layer.L2)")
+            self.unsupported("mac_address", Capability.MAC)
         return str(self._iface().attr("IFLA_ADDRESS"))
 
     def addresses(self) -> list[IPInterface]:

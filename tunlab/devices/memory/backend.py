@@ -15,9 +15,18 @@ import itertools
 import socket
 import threading
 import time
+from collections.abc import MutableSequence, Sequence
 from typing import ClassVar
 
-from tunlab.devices.backend import Bytes, DeviceBackend, FrameFormat, IPAddress, IPInterface, WritableBuffer
+from tunlab.devices.backend import (
+    Bytes,
+    DeviceBackend,
+    FrameFormat,
+    FrameTooLarge,
+    IPAddress,
+    IPInterface,
+    WritableBuffer,
+)
 from tunlab.devices.capabilities import Capability
 from tunlab.devices.config import DeviceConfig, LinkSettings, format_mac
 from tunlab.devices.layer import Layer
@@ -220,6 +229,27 @@ class MemoryDevice(DeviceBackend):
         self.check_open()
         return self.wire._pop(self._blocking)[:bufsize]
 
+    def recv_batch(self, bufs: Sequence[WritableBuffer], sizes: MutableSequence[int], offset: int) -> int:
+        """Frames straight into bufs (more than one only when nonblocking), as on Linux."""
+        self.check_open()
+        count = 0
+        for buf in bufs:
+            try:
+                frame = self.wire._pop(self._blocking and not count)
+            except BlockingIOError:
+                if count:
+                    return count
+                raise
+            room = len(buf) - offset
+            if len(frame) > room:
+                raise FrameTooLarge(frame, delivered=count)
+            buf[offset : offset + len(frame)] = frame
+            sizes[count] = len(frame)
+            count += 1
+            if self._blocking:
+                break
+        return count
+
     def send(self, data: Bytes) -> int:
         self.check_open()
         frame = bytes(data)
@@ -244,7 +274,7 @@ class MemoryDevice(DeviceBackend):
     def configure(self, settings: LinkSettings) -> None:
         self.check_open()
         if settings.mac is not None and self.layer is not Layer.L2:
-            self.unsupported("set_mac_address (TUN devices have no MAC; use Layer.L2)", Capability.MAC)
+            self.unsupported("set_mac_address", Capability.MAC)
         new: list[IPInterface] = [s.interface for s in settings.ipv4] + list(settings.ipv6)
         for iface in new:
             if any(a.ip == iface.ip for a in self._addresses):
@@ -298,7 +328,7 @@ class MemoryDevice(DeviceBackend):
     def mac_address(self) -> str:
         self.check_open()
         if self._mac is None:
-            self.unsupported("mac_address (TUN devices have no MAC; use Layer.L2)", Capability.MAC)
+            self.unsupported("mac_address", Capability.MAC)
         return self._mac
 
     def close(self) -> None:
