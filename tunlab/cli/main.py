@@ -325,19 +325,23 @@ def inspect(name: str, as_json: bool) -> None:
 def exec_(name: str, node: str, command: tuple[str, ...]) -> None:
     """Run a command inside a lab node: tunlab exec LAB NODE -- CMD ARGS..."""
     _require_root_linux("tunlab exec")
-    from tunlab.linux.netns import NetNamespace
+    from tunlab.topologies.drivers import driver_for
+    from tunlab.topologies.drivers.base import LabContext
 
     state = _lab_state(name)
     if node not in state.nodes:
         raise BadInput(f"lab '{name}' has no node '{node}' (nodes: {', '.join(state.nodes)})")
-    env = {**os.environ, **state.topology.get("nodes", {}).get(node, {}).get("env", {})}
-    info = state.nodes[node]
+    if not state.owner_alive:
+        raise UserError(
+            f"lab '{name}' is not running: its holder (pid {state.owner_pid}) died; run `tunlab gc`"
+        )
+    record = state.nodes[node]
+    env = {str(k): str(v) for k, v in state.topology.get("nodes", {}).get(node, {}).get("env", {}).items()}
+    handle = driver_for(str(record.get("kind", "netns"))).attach(
+        LabContext(state.id, state.name), node, record, env
+    )
     try:
-        if info.get("container"):
-            tty = ["-t"] if sys.stdin.isatty() and sys.stdout.isatty() else []
-            proc = subprocess.Popen(["docker", "exec", "-i", *tty, info["container"], *command])
-        else:
-            proc = NetNamespace.open(info["netns"]).popen(list(command), env=env)
+        proc = handle.interactive(list(command))
     except FileNotFoundError:
         raise UserError(f"{command[0]}: command not found in node '{node}'") from None
     try:

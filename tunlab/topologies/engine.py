@@ -22,9 +22,11 @@ from tunlab.linux import ethtool
 from tunlab.linux.netlink import NetlinkSession, indexes
 from tunlab.linux.netns import NetNamespace
 from tunlab.relay.relay import Relay
-from tunlab.topologies.drivers.base import NodeDriver, NodeHandle, driver_for
-from tunlab.topologies.models import Link, Node, OffloadFeatures, Topology
-from tunlab.topologies.state import LabState, bridge_ns_name, ns_name, process_start
+from tunlab.topologies.drivers import driver_for
+from tunlab.topologies.drivers.base import LabContext, NodeDriver, NodeHandle
+from tunlab.topologies.drivers.sysctls import write_sysctls
+from tunlab.topologies.models import Link, NodeBase, OffloadFeatures, Topology
+from tunlab.topologies.state import LabState, bridge_ns_name, process_start
 from tunlab.topologies.validate import Catalog, Iface, catalog
 
 if TYPE_CHECKING:
@@ -54,7 +56,8 @@ class Runtime:
         self.bridges: dict[str, NetNamespace] = {}
         self.devices: dict[tuple[str, str], SyncDevice] = {}
         self.relays: dict[int, Relay] = {}
-        self.resolved: dict[str, Node] = topo.resolved_nodes()
+        self.resolved: dict[str, NodeBase] = dict(topo.resolved_nodes())
+        self.ctx = LabContext(lab_id, state.name)
         self.catalog: Catalog = catalog(topo)
         self._ipr: dict[str, IPRoute] = {}
         self._batch: dict[str, NetlinkSession] = {}
@@ -119,39 +122,50 @@ def _try(problems: list[str], fn: Callable[[], object]) -> None:
 
 # ---- planning ------------------------------------------------------------------------------
 def planned_namespaces(topo: Topology, lab_id: str) -> list[str]:
-    names = [ns_name(lab_id, n) for n, node in topo.resolved_nodes().items() if node.kind == "netns"]
-    for li, link in enumerate(topo.links):
-        if link.type == "bridge":
-            names.append(bridge_ns_name(lab_id, link.name or f"br{li}"))
-    return names
+    """The namespaces the engine itself makes (bridges); nodes' resources come from drivers."""
+    return [
+        bridge_ns_name(lab_id, link.name or f"br{li}")
+        for li, link in enumerate(topo.links)
+        if link.type == "bridge"
+    ]
+
+
+def planned_nodes(topo: Topology, ctx: LabContext) -> dict[str, dict[str, Any]]:
+    """{node: {kind, ...what its driver will make}} for the state file, before anything exists."""
+    return {
+        name: {"kind": node.kind, **driver_for(node.kind).planned(ctx, name, node)}
+        for name, node in topo.resolved_nodes().items()
+    }
 
 
 def plan(rt: Runtime) -> list[Step]:
     """The ordered steps that bring the lab up (checks every node kind is available first)."""
+    by_kind: dict[str, dict[str, NodeBase]] = {}
     for name, node in rt.resolved.items():
-        driver = driver_for(node.kind or "netns")
+        driver = driver_for(node.kind)
         driver.check_available()
         rt.drivers[name] = driver
+        by_kind.setdefault(node.kind, {})[name] = node
     steps: list[Step] = []
-    containers = {n: node for n, node in rt.resolved.items() if node.kind == "container"}
-    for name, node in rt.resolved.items():
-        if name in containers:
+    for kind, nodes in by_kind.items():
+        driver = driver_for(kind)
+        if driver.parallel:
+            steps.append(
+                Step(
+                    f"create {kind} nodes {', '.join(nodes)}",
+                    functools.partial(_create_nodes, rt, driver, nodes),
+                    functools.partial(_destroy_nodes, rt, list(nodes)),
+                )
+            )
             continue
-        steps.append(
-            Step(
-                f"create {node.kind} node {name}",
-                functools.partial(_create_node, rt, name, node),
-                functools.partial(_destroy_node, rt, name),
+        for name, node in nodes.items():
+            steps.append(
+                Step(
+                    f"create {kind} node {name}",
+                    functools.partial(_create_nodes, rt, driver, {name: node}),
+                    functools.partial(_destroy_nodes, rt, [name]),
+                )
             )
-        )
-    if containers:
-        steps.append(
-            Step(
-                f"create container nodes {', '.join(containers)}",
-                functools.partial(_create_containers, rt, containers),
-                functools.partial(_destroy_containers, rt, containers),
-            )
-        )
     vxlans, tun_pairs = [], []
     for li, link in enumerate(rt.topo.links):
         ends = [rt.catalog.ifaces[(e.node, e.interface)] for e in link.endpoints]
@@ -222,9 +236,9 @@ def plan(rt: Runtime) -> list[Step]:
     for name, node in rt.resolved.items():
         for argv in node.exec:
             steps.append(Step(f"exec on {name}: {' '.join(argv)}", functools.partial(_exec, rt, name, argv)))
-    for name, node in containers.items():
+    for name, node in rt.resolved.items():
         if node.healthcheck is not None:
-            steps.append(Step(f"wait for {name}", functools.partial(_wait_healthy, rt, name, node)))
+            steps.append(Step(f"wait for {name}", functools.partial(_wait_ready, rt, name, node)))
     return steps
 
 
@@ -268,52 +282,30 @@ def _env_failure_hook() -> FailureHook | None:
 
 
 # ---- the steps -----------------------------------------------------------------------------
-def _create_node(rt: Runtime, name: str, node: Node) -> None:
-    rt.nodes[name] = rt.drivers[name].create(rt.lab_id, name, node)
+def _create_nodes(rt: Runtime, driver: NodeDriver, nodes: dict[str, NodeBase]) -> None:
+    made = driver.create_many(rt.ctx, nodes)
+    rt.nodes.update(made)
+    for name, handle in made.items():
+        rt.state.nodes[name] = {"kind": driver.kind, **driver.resources(handle)}
 
 
-def _create_containers(rt: Runtime, nodes: dict[str, Node]) -> None:
-    from tunlab.topologies.drivers.container import ContainerDriver
-
-    driver = rt.drivers[next(iter(nodes))]
-    assert isinstance(driver, ContainerDriver)
-    rt.nodes.update(driver.create_many(rt.lab_id, rt.state.name, nodes))
-
-
-def _destroy_containers(rt: Runtime, nodes: dict[str, Node]) -> None:
-    from tunlab.topologies import containers
-
+def _destroy_nodes(rt: Runtime, names: list[str]) -> None:
+    """Undo: remove the nodes this process holds, and whatever a half-done step left."""
     rt.close_netlink()
-    for name in nodes:
+    for name in names:
         handle = rt.nodes.pop(name, None)
+        driver = rt.drivers[name]
         if handle is not None:
-            rt.drivers[name].destroy(handle)
-    containers.remove_lab_containers(rt.lab_id)  # anything a failed start left
+            driver.destroy(handle)
+        else:
+            driver.reap(rt.ctx, name, rt.state.nodes.get(name, {}))
 
 
-def _wait_healthy(rt: Runtime, name: str, node: Node) -> None:
-    from tunlab.topologies.drivers.container import ContainerDriver
-
-    driver = rt.drivers[name]
-    assert isinstance(driver, ContainerDriver)
-    driver.wait_healthy(rt.nodes[name], node)
+def _wait_ready(rt: Runtime, name: str, node: NodeBase) -> None:
+    rt.drivers[name].wait_ready(rt.nodes[name], node)
 
 
-def _destroy_node(rt: Runtime, name: str) -> None:
-    rt.close_netlink()
-    handle = rt.nodes.pop(name, None)
-    if handle is not None:
-        rt.drivers[name].destroy(handle)
-    elif rt.resolved[name].kind == "netns":  # failed half-way: remove the namespace if it exists
-        try:
-            NetNamespace.open(ns_name(rt.lab_id, name)).delete()
-        except OSError:
-            pass
-
-
-def _sysctls(rt: Runtime, name: str, node: Node) -> None:
-    from tunlab.topologies.drivers.netns import write_sysctls
-
+def _sysctls(rt: Runtime, name: str, node: NodeBase) -> None:
     rt.netns(name).call(write_sysctls, node, early=False)
 
 
@@ -441,7 +433,7 @@ def _wanted_features(iface: Iface) -> dict[str, bool]:
     return {}
 
 
-def _routes(rt: Runtime, name: str, node: Node) -> None:
+def _routes(rt: Runtime, name: str, node: NodeBase) -> None:
     ns = rt.netns(name)
     devs = [r.dev for r in node.routes if r.dev is not None and r.dev != "lo"]
     index = indexes(ns, sorted(set(devs))) if devs else {}

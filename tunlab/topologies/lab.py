@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import errno
 import os
 import signal
 import time
@@ -13,17 +12,16 @@ from typing import Any
 
 from tunlab.devices.sync import SyncDevice
 from tunlab.errors import LabError
-from tunlab.linux.netns import NetNamespace
 from tunlab.topologies import engine
-from tunlab.topologies.drivers.base import NodeHandle
+from tunlab.topologies.drivers import all_drivers, driver_for
+from tunlab.topologies.drivers.base import LabContext, NodeHandle
+from tunlab.topologies.drivers.netns import remove_namespace
 from tunlab.topologies.loader import load_file
 from tunlab.topologies.models import Topology
 from tunlab.topologies.state import (
     LabState,
     all_labs,
-    lab_id_of,
     new_lab_id,
-    ns_name,
     owned_namespaces,
     process_start,
     registry_lock,
@@ -86,11 +84,6 @@ class Lab:
         finally:
             rt.close_netlink()
         state.status = "up"
-        state.nodes = {n: {"kind": h.kind, "netns": h.netns.path} for n, h in rt.nodes.items()}
-        for n, h in rt.nodes.items():
-            container = getattr(h, "container", None)
-            if container is not None:
-                state.nodes[n]["container"] = str(container.id)
         state.save()
         self._rt, self._state = rt, state
         return self
@@ -116,11 +109,7 @@ class Lab:
                 detached=self.detached,
             )
             state.namespaces = engine.planned_namespaces(self.topology, self.id)
-            state.containers = [
-                ns_name(self.id, n)
-                for n, node in self.topology.resolved_nodes().items()
-                if node.kind == "container"
-            ]
+            state.nodes = engine.planned_nodes(self.topology, LabContext(self.id, self.name))
             state.save()
         return state
 
@@ -206,14 +195,7 @@ class Lab:
 # ---- labs held by other (possibly dead) processes ------------------------------------------------
 def _remove_namespaces(names: Iterable[str]) -> list[str]:
     """Delete these namespaces (one already gone is fine); returns the failures."""
-    problems = []
-    for name in names:
-        try:
-            NetNamespace.open(name).delete()
-        except OSError as exc:
-            if exc.errno != errno.ENOENT:
-                problems.append(f"namespace {name}: {exc}")
-    return problems
+    return [p for p in (remove_namespace(name) for name in names) if p]
 
 
 def _kill_relays(workers: list[list[Any]]) -> None:
@@ -238,10 +220,13 @@ def teardown_state(state: LabState) -> list[str]:
     """Remove what a lab's state file says it made (its owner is gone); returns problems."""
     problems: list[str] = []
     _kill_relays(state.relay_workers)
-    if state.containers:
-        from tunlab.topologies import containers
-
-        problems += containers.remove_lab_containers(state.id)
+    ctx = LabContext(state.id, state.name)
+    for name, record in state.nodes.items():
+        kind = str(record.get("kind", "netns"))
+        try:
+            problems += driver_for(kind).reap(ctx, name, record)
+        except LabError as exc:
+            problems.append(f"node {name}: {exc}")
     problems += _remove_namespaces(sorted(set(state.namespaces) | set(owned_namespaces(state.id))))
     state.remove()
     return problems
@@ -278,12 +263,6 @@ def garbage_collect() -> list[str]:
                 continue
             teardown_state(state)
             removed.append(f"lab {state.name} (id {state.id}, holder pid {state.owner_pid} is gone)")
-        for name in owned_namespaces():
-            if lab_id_of(name) not in live_ids:
-                with contextlib.suppress(OSError):
-                    NetNamespace.open(name).delete()
-                    removed.append(f"namespace {name}")
-        from tunlab.topologies import containers
-
-        removed += containers.collect_orphans(live_ids)
+        for driver in all_drivers():
+            removed += driver.orphans(live_ids)
     return removed

@@ -21,7 +21,7 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 from pydantic import ValidationError
 
 from tunlab.errors import TopologyError
-from tunlab.topologies.models import Topology
+from tunlab.topologies.models import KINDS, Topology, kinds_with_field
 from tunlab.topologies.validate import Issue, check_topology, format_path
 
 if sys.version_info >= (3, 11):
@@ -200,13 +200,31 @@ def _pydantic_issues(exc: ValidationError) -> list[Issue]:
         loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
         # drop pydantic's union/tag noise such as 'list[...]' or 'bool'
         loc = tuple(p for p in loc if not (isinstance(p, str) and ("[" in p or p in ("bool", "int", "str"))))
+        kind = None
+        if len(loc) >= 3 and loc[0] == "nodes" and loc[2] in KINDS:  # the discriminator's tag
+            kind = str(loc[2])
+            loc = loc[:2] + loc[3:]
         msg = err["msg"]
         if msg.startswith("Value error, "):
             msg = msg[len("Value error, ") :]
-        if err["type"] == "extra_forbidden":
-            msg = "unknown field (check the spelling; `tunlab schema` lists every field)"
+        if err["type"] == "union_tag_invalid":
+            tag = err.get("ctx", {}).get("tag")
+            loc = (*loc, "kind")
+            msg = f"Input should be {', '.join(repr(k) for k in KINDS[:-1])} or {KINDS[-1]!r}; got {tag!r}"
+        elif err["type"] == "extra_forbidden":
+            msg = _unknown_field(loc, kind)
         issues.append(Issue(loc, msg))
     return issues
+
+
+def _unknown_field(loc: tuple[Any, ...], kind: str | None) -> str:
+    """What to say about a key the schema does not know (a field of another kind, a typo)."""
+    field = str(loc[-1]) if loc else ""
+    if kind is not None and len(loc) == 3:
+        others = kinds_with_field(field)
+        if others:
+            return f"'{field}' is for kind: {' or '.join(others)} nodes (this node is kind: {kind})"
+    return "unknown field (check the spelling; `tunlab schema` lists every field)"
 
 
 def model_from_data(data: Any, source: Source | None = None) -> Topology:

@@ -155,33 +155,34 @@ class Route(Strict):
 
 
 class Healthcheck(Strict):
-    """A container is up once this command succeeds or this file appears (containers issue)."""
+    """A node is ready once every given check passes: a command succeeds, a file appears, a
+    TCP port accepts connections, a log line is seen (containers). Checked every interval."""
 
     command: list[str] | None = None
     file: str | None = None
+    port: int | None = Field(None, ge=1, le=65535, description="TCP port on 127.0.0.1 inside the node")
+    log: str | None = Field(None, description="container: a regular expression its log must match")
     timeout: float = Field(30.0, gt=0)
     interval: float = Field(0.2, gt=0)
 
+    @model_validator(mode="after")
+    def _something(self) -> Healthcheck:
+        if self.command is None and self.file is None and self.port is None and self.log is None:
+            raise ValueError("a healthcheck needs at least one of command, file, port or log")
+        return self
 
-class NodeBase(Strict):
-    kind: Literal["netns", "container", "vm"] | None = None
+
+KINDS = ("netns", "container", "vm")
+
+
+class NodeCommon(Strict):
+    """What every kind of node has."""
+
     sysctls: dict[str, str | int | bool] = Field(default_factory=dict)
     env: dict[str, str] = Field(default_factory=dict)
     routes: list[Route] = Field(default_factory=list)
     exec: list[list[str]] = Field(default_factory=list, description="argv lists run after deploy")
-    # container nodes
-    image: str | None = None
-    command: list[str] | None = None
-    binds: list[str] = Field(default_factory=list)
-    cap_add: list[str] = Field(default_factory=list)
-    devices: list[str] = Field(default_factory=list)
-    privileged: bool | None = None
-    workdir: str | None = None
-    healthcheck: Healthcheck | None = None
-    # vm nodes
-    kernel: str | None = None
-    initrd: str | None = None
-    memory: int | None = Field(None, ge=64, description="vm: MiB")
+    healthcheck: Healthcheck | None = Field(None, description="wait until the node is ready")
 
     @field_validator("exec", mode="before")
     @classmethod
@@ -204,12 +205,63 @@ class NodeBase(Strict):
         return value
 
 
-class Defaults(NodeBase):
-    """Settings every node inherits unless it sets them (dicts are merged, node keys win)."""
+class ContainerFields(Strict):
+    """kind: container — a docker container (network mode none) wired by tunlab."""
+
+    image: str | None = Field(None, description="a local image; tunlab/base is built on first use")
+    command: list[str] | None = None
+    binds: list[str] = Field(default_factory=list)
+    cap_add: list[str] = Field(default_factory=list)
+    devices: list[str] = Field(default_factory=list)
+    privileged: bool | None = None
+    workdir: str | None = None
 
 
-class Node(NodeBase):
+class VmFields(Strict):
+    """kind: vm — a qemu guest (not available yet)."""
+
+    kernel: str | None = None
+    initrd: str | None = None
+    memory: int | None = Field(None, ge=64, description="MiB")
+
+
+class Defaults(NodeCommon, ContainerFields, VmFields):
+    """Settings every node inherits unless it sets them (dicts are merged, node keys win).
+
+    Fields of one kind only reach nodes of that kind.
+    """
+
+    kind: Literal["netns", "container", "vm"] | None = None
+
+
+class NodeBase(NodeCommon):
+    """A node of any kind: its kind (the driver that makes it) and its interfaces."""
+
+    kind: str
     interfaces: dict[str, InterfaceSettings] = Field(default_factory=dict)
+
+
+class NetnsNode(NodeBase):
+    """kind: netns — a network namespace of its own (tl-<lab id>-<node>)."""
+
+    kind: Literal["netns"] = "netns"
+
+
+class ContainerNode(NodeBase, ContainerFields):
+    kind: Literal["container"]
+
+
+class VmNode(NodeBase, VmFields):
+    kind: Literal["vm"]
+
+
+Node = Annotated[NetnsNode | ContainerNode | VmNode, Field(discriminator="kind")]
+NODE_CLASSES: dict[str, type[NodeBase]] = {"netns": NetnsNode, "container": ContainerNode, "vm": VmNode}
+
+
+def kinds_with_field(name: str) -> list[str]:
+    """The node kinds that accept a field (for errors about a field in the wrong kind)."""
+    return [kind for kind, cls in NODE_CLASSES.items() if name in cls.model_fields]
 
 
 class Link(Strict):
@@ -236,9 +288,26 @@ class Topology(Strict):
     nodes: dict[str, Node] = Field(min_length=1)
     links: list[Link] = Field(default_factory=list)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _kinds(cls, data: Any) -> Any:
+        """A node without `kind` has the defaults' kind (netns when there is none)."""
+        if not isinstance(data, dict) or not isinstance(data.get("nodes"), dict):
+            return data
+        defaults = data.get("defaults")
+        kind = defaults.get("kind") if isinstance(defaults, dict) else None
+        nodes = {}
+        for name, node in data["nodes"].items():
+            if node is None:
+                node = {}
+            if isinstance(node, dict) and "kind" not in node:
+                node = {**node, "kind": kind or "netns"}
+            nodes[name] = node
+        return {**data, "nodes": nodes}
+
     @field_validator("nodes")
     @classmethod
-    def _node_names(cls, value: dict[str, Node]) -> dict[str, Node]:
+    def _node_names(cls, value: dict[str, NodeBase]) -> dict[str, NodeBase]:
         for name in value:
             if not re.fullmatch(NODE_RE, name) or len(name) > 32:
                 raise ValueError(
@@ -246,18 +315,35 @@ class Topology(Strict):
                 )
         return value
 
-    def resolved_nodes(self) -> dict[str, Node]:
-        """Nodes with the defaults applied."""
+    @classmethod
+    def model_json_schema(cls, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        """The JSON Schema, with the node kinds as one named `Node` definition (editors show it)."""
+        schema = super().model_json_schema(*args, **kwargs)
+        nodes = schema.get("properties", {}).get("nodes", {})
+        union = nodes.get("additionalProperties")
+        if isinstance(union, dict) and "oneOf" in union:
+            schema.setdefault("$defs", {})["Node"] = {
+                "title": "Node",
+                "description": "A node; `kind` (netns, container, vm) says which fields it has.",
+                **union,
+            }
+            nodes["additionalProperties"] = {"$ref": "#/$defs/Node"}
+        return schema
+
+    def resolved_nodes(self) -> dict[str, NetnsNode | ContainerNode | VmNode]:
+        """Nodes with the defaults applied (only the defaults' fields that their kind has)."""
         base = self.defaults.model_dump(exclude_unset=True)
-        out: dict[str, Node] = {}
+        base.pop("kind", None)
+        out: dict[str, NetnsNode | ContainerNode | VmNode] = {}
         for name, node in self.nodes.items():
-            data = dict(base)
+            cls = NODE_CLASSES[node.kind]
+            data = {k: v for k, v in base.items() if k in cls.model_fields}
             mine = node.model_dump(exclude_unset=True)
             for key, value in mine.items():
                 if isinstance(value, dict) and isinstance(data.get(key), dict):
                     data[key] = {**data[key], **value}
                 else:
                     data[key] = value
-            data.setdefault("kind", "netns")
-            out[name] = Node.model_validate(data)
+            data["kind"] = node.kind
+            out[name] = cls.model_validate(data)  # type: ignore[assignment]
         return out

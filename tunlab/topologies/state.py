@@ -81,10 +81,9 @@ class LabState:
     detached: bool = False
     created_at: float = field(default_factory=time.time)
     namespaces: list[str] = field(default_factory=list)
-    containers: list[str] = field(default_factory=list)
     relay_workers: list[list[Any]] = field(default_factory=list)  # [pid, start time]
     offload_original: dict[str, dict[str, bool]] = field(default_factory=dict)
-    nodes: dict[str, dict[str, Any]] = field(default_factory=dict)
+    nodes: dict[str, dict[str, Any]] = field(default_factory=dict)  # {node: {kind, driver's record}}
 
     @property
     def path(self) -> Path:

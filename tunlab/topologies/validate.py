@@ -7,19 +7,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tunlab.devices.config import check_name
-from tunlab.topologies.models import Endpoint, InterfaceSettings, Link, Node, Topology
-
-CONTAINER_FIELDS = (
-    "image",
-    "command",
-    "binds",
-    "cap_add",
-    "devices",
-    "privileged",
-    "workdir",
-    "healthcheck",
-)
-VM_FIELDS = ("kernel", "initrd", "memory")
+from tunlab.topologies.drivers import driver_for
+from tunlab.topologies.models import Endpoint, InterfaceSettings, Link, Topology
 
 
 @dataclass(frozen=True)
@@ -292,26 +281,10 @@ def _check_addresses(topo: Topology, cat: Catalog, issues: list[Issue]) -> None:
 
 
 def _check_nodes(topo: Topology, cat: Catalog, issues: list[Issue]) -> None:
-    nodes: dict[str, Node] = topo.resolved_nodes()
+    nodes = topo.resolved_nodes()
     for name, node in nodes.items():
         loc = ("nodes", name)
-        explicit = topo.nodes[name].model_fields_set
-        if node.kind == "netns":
-            for f in CONTAINER_FIELDS + VM_FIELDS:
-                if getattr(node, f) not in (None, [], False) and f in explicit:
-                    issues.append(
-                        Issue(
-                            (*loc, f),
-                            f"'{f}' is for kind: {'container' if f in CONTAINER_FIELDS else 'vm'} nodes",
-                        )
-                    )
-        if node.kind == "container" and not node.image:
-            issues.append(
-                Issue(
-                    (*loc, "image"),
-                    "a container node needs an image (tunlab/base is built locally)",
-                )
-            )
+        issues.extend(Issue((*loc, *sub), message) for sub, message in driver_for(node.kind).check(node))
         names = {i.name for i in cat.of_node(name)}
         connected = [a for i in cat.of_node(name) for a in i.addresses]
         for ri, route in enumerate(node.routes):

@@ -1,4 +1,10 @@
-"""The node-driver interface: a node is something with a network namespace we can enter."""
+"""The node-driver interface: what every kind of node (netns, container, vm) must offer.
+
+A driver creates nodes of its kind (several at once where that is faster), waits until they
+are ready, runs commands in them, names the resources it made (for the state file) and knows
+how to reap them after its holder died (down, gc). The engine, the lab, the CLI and gc talk
+to drivers only; this module imports no implementation (the registry is in __init__).
+"""
 
 from __future__ import annotations
 
@@ -14,7 +20,11 @@ from tunlab.errors import LabError
 from tunlab.linux.netns import NetNamespace
 
 if TYPE_CHECKING:
-    from tunlab.topologies.models import Node
+    from tunlab.topologies.models import NodeBase
+
+# (field path below the node, message) for problems `validate` reports
+NodeIssue = tuple[tuple[Any, ...], str]
+Resources = dict[str, Any]
 
 
 @dataclass(frozen=True)
@@ -34,8 +44,21 @@ class ExecResult:
         return self.stdout.decode(errors="replace")
 
 
+@dataclass(frozen=True)
+class LabContext:
+    """Who is creating nodes: the lab's id and name (for names, labels and ownership)."""
+
+    lab_id: str
+    lab_name: str
+
+
 class NodeHandle:
-    """A running node: its namespace, and how to run programs and open sockets in it."""
+    """A running node: where its interfaces are wired, and how to run programs and open sockets.
+
+    netns is the namespace the lab wires the node's link ends into: the node's own for netns
+    and container nodes; for a node whose interfaces live in a guest kernel (a VM) it is a
+    host-side namespace holding the TAP devices, and the driver configures the guest itself.
+    """
 
     def __init__(self, name: str, kind: str, netns: NetNamespace, env: dict[str, str] | None = None) -> None:
         self.name = name
@@ -50,6 +73,10 @@ class NodeHandle:
         """Start argv inside the node (argv list; no shell)."""
         kwargs["env"] = self._env(kwargs.get("env"))
         return self.netns.popen(argv, **kwargs)
+
+    def interactive(self, argv: Sequence[str]) -> subprocess.Popen[Any]:
+        """Start argv inside the node with this terminal's stdin/stdout/stderr (`tunlab exec`)."""
+        return self.popen(argv)
 
     def run(
         self,
@@ -69,52 +96,94 @@ class NodeHandle:
         """A socket opened inside the node's namespace (usable from any thread)."""
         return self.netns.socket(family, type, proto)
 
+    def logs(self, tail: int = 200) -> str:
+        """The node's own output (containers: their log), for log-line readiness checks."""
+        raise LabError(f"node '{self.name}' ({self.kind}) has no log to read")
+
     def __repr__(self) -> str:
         return f"<{self.kind} node {self.name!r}>"
 
 
 class NodeDriver(abc.ABC):
-    """Creates and removes nodes of one kind."""
+    """Creates, waits for, enters and removes nodes of one kind."""
 
     kind: ClassVar[str]
+    #: create all nodes of this kind in one step (in parallel), not one step per node
+    parallel: ClassVar[bool] = False
+    #: the node's interfaces live in a guest kernel: the driver configures them (not netlink)
+    interfaces_in_guest: ClassVar[bool] = False
 
-    @abc.abstractmethod
-    def create(self, lab_id: str, name: str, node: Node) -> NodeHandle: ...
-
-    @abc.abstractmethod
-    def destroy(self, handle: NodeHandle) -> None: ...
+    def check(self, node: NodeBase) -> list[NodeIssue]:
+        """Problems of a node's fields that only this kind knows (for `validate`)."""
+        return []
 
     def check_available(self) -> None:  # noqa: B027 (optional hook: most kinds are always there)
         """Raise LabError, saying what is missing, when nodes of this kind cannot be made here."""
+
+    def planned(self, ctx: LabContext, name: str, node: NodeBase) -> Resources:
+        """What creating this node will make, recorded in the state file *before* it is made."""
+        return {}
+
+    @abc.abstractmethod
+    def create(self, ctx: LabContext, name: str, node: NodeBase) -> NodeHandle: ...
+
+    def create_many(self, ctx: LabContext, nodes: dict[str, NodeBase]) -> dict[str, NodeHandle]:
+        """Create several nodes; on any failure remove those that were made, then raise."""
+        made: dict[str, NodeHandle] = {}
+        try:
+            for name, node in nodes.items():
+                made[name] = self.create(ctx, name, node)
+        except BaseException:
+            for handle in made.values():
+                try:
+                    self.destroy(handle)
+                except Exception:  # noqa: S110 (the first failure is the one to report)
+                    pass
+            raise
+        return made
+
+    def wait_ready(self, handle: NodeHandle, node: NodeBase) -> None:
+        """Until the node's healthcheck passes (composable wait strategies); LabError on timeout."""
+        from tunlab.topologies.drivers.waits import wait_for_healthcheck
+
+        if node.healthcheck is not None:
+            wait_for_healthcheck(handle, node.healthcheck)
+
+    def resources(self, handle: NodeHandle) -> Resources:
+        """What this running node holds, recorded in the state file once it is up."""
+        return {}
+
+    @abc.abstractmethod
+    def destroy(self, handle: NodeHandle) -> None:
+        """Remove a node this process made (Lab.down, rollback)."""
+
+    @abc.abstractmethod
+    def reap(self, ctx: LabContext, name: str, resources: Resources) -> list[str]:
+        """Remove what a dead holder's node left (from its state record); problems met."""
+
+    def attach(self, ctx: LabContext, name: str, resources: Resources, env: dict[str, str]) -> NodeHandle:
+        """A handle on a node another process holds (`tunlab exec`), from its state record."""
+        raise LabError(f"kind: {self.kind} nodes cannot be entered from another process")
+
+    def orphans(self, live_lab_ids: set[str]) -> list[str]:
+        """Remove objects of this kind whose lab is not alive (`tunlab gc`); what was removed."""
+        return []
 
 
 class UnavailableDriver(NodeDriver):
     """A kind accepted by the schema whose driver has not landed yet."""
 
-    def __init__(self, kind: str, why: str) -> None:
-        self.kind = kind  # type: ignore[misc]
-        self.why = why
+    why: ClassVar[str] = "its driver is not in this release"
 
     def check_available(self) -> None:
         raise LabError(f"kind: {self.kind} is not available yet: {self.why}")
 
-    def create(self, lab_id: str, name: str, node: Node) -> NodeHandle:
+    def create(self, ctx: LabContext, name: str, node: NodeBase) -> NodeHandle:
         self.check_available()
         raise AssertionError  # unreachable
 
     def destroy(self, handle: NodeHandle) -> None:
         return None
 
-
-def driver_for(kind: str) -> NodeDriver:
-    from tunlab.topologies.drivers.netns import NetnsDriver
-
-    if kind == "netns":
-        return NetnsDriver()
-    if kind == "container":
-        from tunlab.topologies.drivers.container import ContainerDriver
-
-        return ContainerDriver()
-    if kind == "vm":
-        return UnavailableDriver("vm", "qemu nodes need their driver (not in this release)")
-    raise LabError(f"unknown node kind {kind!r}")
+    def reap(self, ctx: LabContext, name: str, resources: Resources) -> list[str]:
+        return []

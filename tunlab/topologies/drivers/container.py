@@ -10,20 +10,28 @@ from __future__ import annotations
 import concurrent.futures
 import os
 import subprocess
+import sys
 import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from tunlab.errors import LabError
 from tunlab.linux.netns import NetNamespace, finish, write_sysctls_here
-from tunlab.topologies import images
+from tunlab.topologies import containers, images
 from tunlab.topologies.containers import LABEL_ID, LABEL_LAB, LABEL_OWNER, docker_client
-from tunlab.topologies.drivers.base import ExecResult, NodeDriver, NodeHandle
-from tunlab.topologies.drivers.netns import LAB_SYSCTLS, write_sysctls
+from tunlab.topologies.drivers.base import (
+    ExecResult,
+    LabContext,
+    NodeDriver,
+    NodeHandle,
+    NodeIssue,
+    Resources,
+)
+from tunlab.topologies.drivers.sysctls import LAB_SYSCTLS, write_sysctls
 from tunlab.topologies.state import ns_name
 
 if TYPE_CHECKING:
-    from tunlab.topologies.models import Node
+    from tunlab.topologies.models import ContainerNode, NodeBase
 
 
 class ContainerHandle(NodeHandle):
@@ -70,9 +78,18 @@ class ContainerHandle(NodeHandle):
                 cmd += ["-e", f"{key}={value}"]
         return subprocess.Popen([*cmd, self.id, *argv], **kwargs)
 
+    def interactive(self, argv: Sequence[str]) -> subprocess.Popen[Any]:
+        """`docker exec -i` (with -t when this is a terminal): this terminal's streams."""
+        tty = ["-t"] if sys.stdin.isatty() and sys.stdout.isatty() else []
+        return subprocess.Popen(["docker", "exec", "-i", *tty, self.id, *argv])
+
+    def logs(self, tail: int = 200) -> str:
+        return str(self.container.logs(tail=tail).decode(errors="replace"))
+
 
 class ContainerDriver(NodeDriver):
     kind = "container"
+    parallel = True
 
     def __init__(self) -> None:
         self._client: Any = None
@@ -101,11 +118,20 @@ class ContainerDriver(NodeDriver):
                 f"({type(exc).__name__}): build it or `docker load` it first"
             ) from None
 
-    def create(self, lab_id: str, name: str, node: Node, lab_name: str = "") -> NodeHandle:
+    def check(self, node: NodeBase) -> list[NodeIssue]:
+        if not getattr(node, "image", None):
+            return [(("image",), "a container node needs an image (tunlab/base is built locally)")]
+        return []
+
+    def planned(self, ctx: LabContext, name: str, node: NodeBase) -> Resources:
+        return {"container": ns_name(ctx.lab_id, name)}
+
+    def create(self, ctx: LabContext, name: str, node: NodeBase) -> NodeHandle:
+        node = _container(node)
         assert node.image is not None  # validated
         self.ensure_image(node.image)
-        cname = ns_name(lab_id, name)
-        labels = {LABEL_LAB: lab_name or lab_id, LABEL_ID: lab_id, LABEL_OWNER: str(os.getpid())}
+        cname = ns_name(ctx.lab_id, name)
+        labels = {LABEL_LAB: ctx.lab_name, LABEL_ID: ctx.lab_id, LABEL_OWNER: str(os.getpid())}
         kwargs: dict[str, Any] = {
             "name": cname,
             "hostname": name,
@@ -141,8 +167,9 @@ class ContainerDriver(NodeDriver):
                 ns = NetNamespace.from_pid(pid)
                 ns.call(_lab_sysctls, node)
             except OSError:
-                container.reload()
-                if container.status != "running":  # it died between starting and wiring
+                # its process is gone: it died between starting and wiring (docker may still
+                # say "running" for a moment while it reaps it)
+                if _exits_soon(container):
                     raise _exited(container, name) from None
                 raise
         except BaseException:
@@ -159,16 +186,15 @@ class ContainerDriver(NodeDriver):
                 if "No such container" not in str(exc):
                     raise
 
-    def create_many(self, lab_id: str, lab_name: str, nodes: dict[str, Node]) -> dict[str, NodeHandle]:
+    def create_many(self, ctx: LabContext, nodes: dict[str, NodeBase]) -> dict[str, NodeHandle]:
         """Start several containers at once; on any failure remove those that did start."""
-        for image in {n.image for n in nodes.values() if n.image}:
-            self.ensure_image(image)
+        for image in {_container(n).image for n in nodes.values()}:
+            if image:
+                self.ensure_image(image)
         made: dict[str, NodeHandle] = {}
         errors: list[BaseException] = []
         with concurrent.futures.ThreadPoolExecutor(max_workers=min(16, len(nodes)) or 1) as pool:
-            futures = {
-                pool.submit(self.create, lab_id, name, node, lab_name): name for name, node in nodes.items()
-            }
+            futures = {pool.submit(self.create, ctx, name, node): name for name, node in nodes.items()}
             for fut in concurrent.futures.as_completed(futures):
                 try:
                     made[futures[fut]] = fut.result()
@@ -177,31 +203,37 @@ class ContainerDriver(NodeDriver):
         if errors:
             for handle in made.values():
                 self.destroy(handle)
+            containers.remove_lab_containers(ctx.lab_id)  # anything a failed start left
             raise errors[0]
         return made
 
-    def wait_healthy(self, handle: NodeHandle, node: Node) -> None:
-        """Wait until the node's healthcheck command succeeds or its file appears."""
-        check = node.healthcheck
-        if check is None:
-            return
-        argv = check.command or ["test", "-e", check.file or "/"]
-        deadline = time.monotonic() + check.timeout
-        last = ExecResult(1, b"", b"")
-        while time.monotonic() < deadline:
-            last = handle.run(argv, timeout=max(1.0, check.timeout))
-            if last.code == 0:
-                return
-            time.sleep(check.interval)
-        what = (
-            f"file {check.file} did not appear"
-            if check.file and not check.command
-            else f"{argv} kept failing"
-        )
-        detail = last.stderr.decode(errors="replace").strip()[-200:]
-        raise LabError(
-            f"container '{handle.name}' is not ready after {check.timeout:g} s: {what} {detail}".strip()
-        )
+    def resources(self, handle: NodeHandle) -> Resources:
+        assert isinstance(handle, ContainerHandle)
+        return {"container": handle.id, "netns": handle.netns.path}
+
+    def reap(self, ctx: LabContext, name: str, resources: Resources) -> list[str]:
+        return containers.remove_lab_containers(ctx.lab_id)
+
+    def attach(self, ctx: LabContext, name: str, resources: Resources, env: dict[str, str]) -> NodeHandle:
+        ident = str(resources.get("container") or ns_name(ctx.lab_id, name))
+        try:
+            container = self.client.containers.get(ident)
+            container.reload()
+            pid = int(container.attrs["State"]["Pid"])
+            if container.status != "running" or pid <= 0:
+                raise LabError(f"container '{name}' is {container.status}")
+            ns = NetNamespace.from_pid(pid)
+        except LabError:
+            raise
+        except Exception as exc:
+            raise LabError(
+                f"node '{name}' of lab '{ctx.lab_name}': its container {ident} is gone or stopped "
+                f"({_docker_message(exc)}); `tunlab gc` cleans up a dead lab"
+            ) from None
+        return ContainerHandle(name, container, ns, env)
+
+    def orphans(self, live_lab_ids: set[str]) -> list[str]:
+        return containers.collect_orphans(live_lab_ids)
 
 
 # docker turns IPv6 off in containers it does not give an IPv6 network: a lab wants it on
@@ -213,9 +245,27 @@ CONTAINER_SYSCTLS = {
 }
 
 
-def _lab_sysctls(node: Node) -> None:
+def _container(node: NodeBase) -> ContainerNode:
+    from tunlab.topologies.models import ContainerNode
+
+    assert isinstance(node, ContainerNode), node
+    return node
+
+
+def _lab_sysctls(node: NodeBase) -> None:
     write_sysctls_here(CONTAINER_SYSCTLS)
     write_sysctls(node, early=True)
+
+
+def _exits_soon(container: Any, within: float = 3.0) -> bool:
+    deadline = time.monotonic() + within
+    while True:
+        container.reload()
+        if container.status != "running":
+            return True
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
 
 
 def _exited(container: Any, name: str) -> LabError:

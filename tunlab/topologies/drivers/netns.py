@@ -2,54 +2,68 @@
 
 from __future__ import annotations
 
-import os
+import contextlib
+import errno
 from typing import TYPE_CHECKING
 
 from tunlab.errors import LabError
-from tunlab.linux.netns import NetNamespace, sysctl_path
-from tunlab.topologies.drivers.base import NodeDriver, NodeHandle
-from tunlab.topologies.state import ns_name
+from tunlab.linux.netns import NetNamespace
+from tunlab.topologies.drivers.base import LabContext, NodeDriver, NodeHandle, Resources
+from tunlab.topologies.drivers.sysctls import LAB_SYSCTLS, write_sysctls
+from tunlab.topologies.state import lab_id_of, ns_name, owned_namespaces
 
 if TYPE_CHECKING:
-    from tunlab.topologies.models import Node
+    from tunlab.topologies.models import NodeBase
 
 
-# IPv6 usable the moment an address is added: no duplicate address detection in a lab (a node's
-# own sysctls can turn it back on).
-LAB_SYSCTLS = {
-    "net.ipv6.conf.all.accept_dad": "0",
-    "net.ipv6.conf.default.accept_dad": "0",
-}
-
-
-def write_sysctls(node: Node, *, early: bool) -> None:
-    """Write a node's sysctls from a thread inside its namespace.
-
-    early: before interfaces exist; keys that do not exist yet (interface-specific ones) wait
-    for the second call, after the interfaces are made, where a missing key is an error.
-    """
-    for key, value in node.sysctls.items():
-        path = sysctl_path(key)
-        if not os.path.exists(path):
-            if early:
-                continue
-            raise LabError(f"sysctl {key}: no such key (check the interface name in it)")
-        text = str(int(value)) if isinstance(value, bool) else str(value)
-        try:
-            with open(path, "w") as f:
-                f.write(text)
-        except OSError as exc:
-            raise LabError(f"sysctl {key}={text}: {exc.strerror}") from None
+def remove_namespace(name: str) -> str | None:
+    """Delete a named namespace; one already gone is fine. The problem met, or None."""
+    try:
+        NetNamespace.open(name).delete()
+    except OSError as exc:
+        if exc.errno != errno.ENOENT:
+            return f"namespace {name}: {exc}"
+    return None
 
 
 class NetnsDriver(NodeDriver):
     kind = "netns"
 
-    def create(self, lab_id: str, name: str, node: Node) -> NodeHandle:
+    def planned(self, ctx: LabContext, name: str, node: NodeBase) -> Resources:
+        return {"netns": ns_name(ctx.lab_id, name)}
+
+    def create(self, ctx: LabContext, name: str, node: NodeBase) -> NodeHandle:
         ns = NetNamespace.create(
-            ns_name(lab_id, name), sysctls=LAB_SYSCTLS, setup=lambda: write_sysctls(node, early=True)
+            ns_name(ctx.lab_id, name), sysctls=LAB_SYSCTLS, setup=lambda: write_sysctls(node, early=True)
         )
         return NodeHandle(name, self.kind, ns, node.env)
 
+    def resources(self, handle: NodeHandle) -> Resources:
+        return {"netns": handle.netns.name or handle.netns.path}
+
     def destroy(self, handle: NodeHandle) -> None:
         handle.netns.delete()
+
+    def reap(self, ctx: LabContext, name: str, resources: Resources) -> list[str]:
+        problem = remove_namespace(str(resources.get("netns") or ns_name(ctx.lab_id, name)))
+        return [problem] if problem else []
+
+    def attach(self, ctx: LabContext, name: str, resources: Resources, env: dict[str, str]) -> NodeHandle:
+        where = str(resources.get("netns") or ns_name(ctx.lab_id, name))
+        try:
+            ns = NetNamespace.open(where)
+        except OSError:
+            raise LabError(
+                f"node '{name}' of lab '{ctx.lab_name}': its namespace {where} is gone "
+                "(was the lab's holder killed? `tunlab gc` cleans up)"
+            ) from None
+        return NodeHandle(name, self.kind, ns, env)
+
+    def orphans(self, live_lab_ids: set[str]) -> list[str]:
+        removed = []
+        for name in owned_namespaces():
+            if lab_id_of(name) not in live_lab_ids:
+                with contextlib.suppress(OSError):
+                    NetNamespace.open(name).delete()
+                    removed.append(f"namespace {name}")
+        return removed
