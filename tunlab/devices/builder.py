@@ -20,9 +20,9 @@ from tunlab.devices.config import (
     parse_netns,
     parse_prefix_v4,
     parse_prefix_v6,
+    requirements,
 )
 from tunlab.devices.layer import Layer
-from tunlab.devices.options import requirements
 from tunlab.devices.platform import backend_class
 from tunlab.devices.sync import SyncDevice
 from tunlab.errors import UnsupportedOperationError

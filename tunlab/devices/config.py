@@ -8,6 +8,7 @@ import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from tunlab.devices.capabilities import Capability
 from tunlab.devices.layer import Layer
 from tunlab.devices.options import LinuxOptions
 
@@ -204,3 +205,36 @@ def parse_netns(value: object) -> str | NetNamespace:
     if not value or value in (".", ".."):
         raise ValueError(f"netns: {value!r} is not a namespace name or path")
     return value
+
+
+def requirements(cfg: DeviceConfig) -> list[tuple[str, Capability]]:
+    """(option as the user wrote it, capability it needs) for every option that was set."""
+    need: list[tuple[str, Capability]] = []
+    if cfg.layer is Layer.L2:
+        need.append(("layer(Layer.L2)", Capability.TAP))
+    if cfg.ipv4 or cfg.ipv6:
+        need.append(("ipv4/ipv6", Capability.ADDRESSES))
+    if cfg.mtu is not None:
+        need.append(("mtu", Capability.MTU))
+    if cfg.mac is not None:
+        need.append(("mac_addr", Capability.MAC))
+    if cfg.packet_information:
+        need.append(("packet_information(True)", Capability.PACKET_INFORMATION))
+    if cfg.enabled is not None:
+        need.append(("enable", Capability.ENABLE))
+    if cfg.tx_queue_len is not None:
+        need.append(("tx_queue_len", Capability.TX_QUEUE_LEN))
+    if cfg.persist:
+        need.append(("persist(True)", Capability.PERSIST))
+    lx = cfg.linux
+    if lx.offload:
+        need.append(("offload(True)", Capability.OFFLOAD))
+    if lx.multi_queue:
+        need.append(("multi_queue(True)", Capability.MULTI_QUEUE))
+    if lx.owner is not None:
+        need.append(("owner", Capability.OWNER))
+    if lx.group is not None:
+        need.append(("group", Capability.OWNER))
+    if lx.netns is not None:
+        need.append(("netns", Capability.NETNS))
+    return need

@@ -2,12 +2,25 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
+from typing import Protocol
 
-from tunlab.devices.aio import AsyncDevice, Bytes
+from tunlab.devices.backend import Bytes
 from tunlab.devices.batch import batch_frames
 from tunlab.devices.offload import IDEAL_BATCH_SIZE, GROTable
+from tunlab.devices.sync import SyncDevice
 from tunlab.errors import DeviceClosedError
+
+
+class FramedDevice(Protocol):
+    """What Framed needs of an AsyncDevice: its sync half, one packet in, frames out."""
+
+    @property
+    def sync(self) -> SyncDevice: ...
+
+    async def next_packet(self) -> bytes: ...
+
+    async def _write_frames(self, frames: Sequence[Bytes]) -> int: ...
 
 
 class Framed:
@@ -18,7 +31,7 @@ class Framed:
     batch is full, and on aclose(); writes wait while the device is not writable.
     """
 
-    def __init__(self, device: AsyncDevice, batch_size: int = IDEAL_BATCH_SIZE) -> None:
+    def __init__(self, device: FramedDevice, batch_size: int = IDEAL_BATCH_SIZE) -> None:
         if not 1 <= batch_size <= 65535:
             raise ValueError(f"batch_size: {batch_size} is outside 1..65535")
         self.device = device

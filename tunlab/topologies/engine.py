@@ -209,7 +209,12 @@ def plan(rt: Runtime) -> list[Step]:
                 )
             )
     for name in rt.resolved:
-        plain = [i for i in rt.catalog.of_node(name) if i.link_type != "vxlan"]
+        # tun/tap devices are configured when they are built; vxlan ends after their tunnel
+        plain = [
+            i
+            for i in rt.catalog.of_node(name)
+            if i.link_type != "vxlan" and i.kind not in ("tun", "tap", "tun-pair")
+        ]
         if plain:
             steps.append(
                 Step(f"configure interfaces of {name}", functools.partial(_configure, rt, name, plain))
@@ -316,10 +321,24 @@ def _veth(rt: Runtime, a: Iface, b: Iface) -> None:
     batch.commit()
 
 
+def _device(rt: Runtime, iface: Iface, builder: DeviceBuilder) -> None:
+    """Build a tun/tap device with all its settings: created and configured in one go."""
+    s = iface.settings
+    builder.name(iface.name).netns(rt.netns(iface.node)).enable(True)
+    if s.mtu is not None:
+        builder.mtu(s.mtu)
+    if s.mac is not None:
+        builder.mac_addr(s.mac)
+    for v4 in s.ipv4:
+        builder.ipv4(v4.ip, v4.network.prefixlen)
+    for v6 in s.ipv6:
+        builder.ipv6(v6.ip, v6.network.prefixlen)
+    rt.devices[(iface.node, iface.name)] = builder.build_sync()
+
+
 def _tun_pair(rt: Runtime, li: int, link: Link, ends: list[Iface]) -> None:
     for end in ends:
-        builder = DeviceBuilder().name(end.name).offload(link.offload).enable(False)
-        rt.devices[(end.node, end.name)] = builder.netns(rt.netns(end.node)).build_sync()
+        _device(rt, end, DeviceBuilder().offload(link.offload))
 
 
 def _close_devices(rt: Runtime, ends: list[Iface]) -> None:
@@ -331,14 +350,14 @@ def _close_devices(rt: Runtime, ends: list[Iface]) -> None:
 
 def _tuntap(rt: Runtime, iface: Iface) -> None:
     s = iface.settings
-    builder = DeviceBuilder().name(iface.name).enable(False)
+    builder = DeviceBuilder()
     if s.type == "tap":
         builder.layer(Layer.L2)
     if isinstance(s.offload, bool):
         builder.offload(s.offload)
     if s.multi_queue:
         builder.multi_queue(True)
-    rt.devices[(iface.node, iface.name)] = builder.netns(rt.netns(iface.node)).build_sync()
+    _device(rt, iface, builder)
 
 
 def _bridge(rt: Runtime, br: str) -> None:

@@ -12,13 +12,24 @@ import re
 import socket
 import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Protocol
 
 from tunlab.errors import LabError
 
 if TYPE_CHECKING:
-    from tunlab.topologies.drivers.base import NodeHandle
     from tunlab.topologies.models import Healthcheck
+
+
+class NodeHandle(Protocol):
+    """What the checks use of a node: run a command, open a socket, read its log."""
+
+    name: str
+
+    def run(self, argv: Sequence[str], *, timeout: float | None = ...) -> Any: ...
+
+    def socket(self, family: int = ..., type: int = ..., proto: int = ...) -> socket.socket: ...
+
+    def logs(self, tail: int = ...) -> str: ...
 
 
 class WaitStrategy(abc.ABC):
