@@ -162,6 +162,21 @@ def run(seconds: int = 10, repeat: int = 3) -> list[Result]:
             False,
         ),
         ("(5) tunlab relay, recv_multiple/send_multiple", worker("batch"), True, False),
+        ("(5p) tunlab relay, split + coalesce in process workers", worker("batch-processes"), True, False),
+        ("(3o) pre-redesign relay, plain (process workers)", worker("old-processes"), False, False),
+        ("(3to) pre-redesign relay, plain (thread workers)", worker("old-threads"), False, False),
+        (
+            "(4o) pre-redesign relay, super-packets passed through (process workers)",
+            worker("old-processes"),
+            True,
+            False,
+        ),
+        (
+            "(4to) pre-redesign relay, super-packets passed through (thread workers)",
+            worker("old-threads"),
+            True,
+            False,
+        ),
         (
             "(7) tunlab async relay (asyncio), super-packets passed through",
             worker("async"),
@@ -183,6 +198,9 @@ def run(seconds: int = 10, repeat: int = 3) -> list[Result]:
         runs.append(("(6) python-pytun relay, plain", pyt, False, True))
     except ImportError:
         print("python-pytun is not installed: variant (6) skipped", file=sys.stderr)
+    only = [s.strip() for s in os.environ.get("BENCH_ONLY", "").split(",") if s.strip()]
+    if only:  # e.g. BENCH_ONLY="(3),(3o)": just those variants (and the veth ceiling)
+        runs = [r for r in runs if any(r[0].startswith(prefix + " ") for prefix in only)]
     samples: dict[str, list[Result]] = {}
     for round_ in range(repeat):
         samples.setdefault("veth", []).append(veth_ceiling(seconds))
@@ -210,6 +228,11 @@ def report(results: list[Result]) -> str:
         "(7u)": "(4t)",
         "(8)": "(7)",
         "(5)": "(4)",
+        "(5p)": "(4)",
+        "(3o)": "(2a)",
+        "(3to)": "(2a)",
+        "(4o)": "(2b)",
+        "(4to)": "(2b)",
         "(6)": "(2a)",
         "(2a)": "(1)",
         "(2b)": "(1)",

@@ -18,10 +18,40 @@ def tunlab_relay(fd_a: int, fd_b: int, mode: str) -> None:
     a, b = SyncDevice.from_fd(fd_a), SyncDevice.from_fd(fd_b)
     if mode == "processes":
         relay = Relay(a, b, workers="processes").start()
+    elif mode == "batch-processes":
+        relay = Relay(a, b, mode="batch", workers="processes").start()
     else:
         relay = Relay(a, b, mode="batch" if mode == "batch" else "passthrough").start()
     print("READY", *relay.pids, flush=True)
     threading.Event().wait()  # until the harness kills us (process workers die with us)
+
+
+def baseline_relay(fd_a: int, fd_b: int, mode: str) -> None:
+    """The pre-redesign loops (benchmarks/baseline_relay.py), for the side-by-side ratio."""
+    import os
+    import subprocess
+    from pathlib import Path
+
+    from benchmarks.baseline_relay import thread_relay
+    from tunlab import BorrowedSyncDevice
+
+    a = BorrowedSyncDevice.borrow_raw(fd_a)  # only asked about its format; the fds stay raw
+    vnet = a.tcp_gso
+    size = a.max_frame_size if vnet else max(a.mtu, 1500) + 14 + 64
+    if mode == "old-threads":
+        thread_relay(fd_a, fd_b, a.max_frame_size, vnet)
+        print("READY", flush=True)
+        threading.Event().wait()
+    script = str(Path(__file__).with_name("baseline_relay.py"))
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-I", "-S", script, str(i), str(o), str(size), "1" if vnet else "0"],
+            pass_fds=(i, o),
+        )
+        for i, o in ((fd_a, fd_b), (fd_b, fd_a))
+    ]
+    print("READY", *(p.pid for p in procs), flush=True)
+    os.waitpid(procs[0].pid, 0)
 
 
 def tunlab_async(fd_a: int, fd_b: int, mode: str) -> None:
@@ -90,6 +120,8 @@ def main() -> None:
     mode = sys.argv[1]
     if mode == "pytun":
         pytun_relay(sys.argv[2], sys.argv[3])
+    elif mode.startswith("old-"):
+        baseline_relay(int(sys.argv[2]), int(sys.argv[3]), mode)
     elif mode in ("async", "uvloop", "framed"):
         tunlab_async(int(sys.argv[2]), int(sys.argv[3]), mode)
     else:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import abc
 import ipaddress
-from collections.abc import MutableSequence, Sequence
+from collections.abc import Callable, MutableSequence, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, ClassVar, NoReturn
 
@@ -142,6 +142,14 @@ class DeviceBackend(abc.ABC):
         n = self.recv_into(buf)
         del buf[n:]
         return bytes(buf)
+
+    def frame_reader(self) -> Callable[[int], bytes]:
+        """recv as the cheapest callable there is (a relay's hot loop calls it per frame)."""
+        return self.recv
+
+    def frame_writer(self) -> Callable[[Bytes], int]:
+        """send as the cheapest callable there is."""
+        return self.send
 
     def recv_batch(self, bufs: Sequence[WritableBuffer], sizes: MutableSequence[int], offset: int) -> int:
         """Read frames into bufs[i][offset:] (lengths in sizes[i]); how many were read.

@@ -10,17 +10,29 @@ and on an InterruptEvent that stops it between batches.
 from __future__ import annotations
 
 import errno
+import select
 import time
 from collections.abc import Sequence
+from typing import Any
 
 from tunlab.devices.backend import Bytes, DeviceBackend
 from tunlab.devices.batch import Receiver, batch_frames
 from tunlab.devices.interrupt import InterruptEvent
 from tunlab.devices.offload import IDEAL_BATCH_SIZE, GROTable
-from tunlab.devices.readiness import Ready
 from tunlab.errors import DeviceClosedError
 from tunlab.relay.stages import Packet, Pipeline
-from tunlab.relay.stats import BYTES_IN, BYTES_OUT, DROPPED, FRAMES_IN, FRAMES_OUT, SUPERS, DirectionStats
+from tunlab.relay.stats import (
+    BYTES_IN,
+    BYTES_OUT,
+    DROPPED,
+    DROPPED_BYTES,
+    FRAMES_IN,
+    FRAMES_OUT,
+    READY,
+    READY_DERIVED,
+    SUPERS,
+    DirectionStats,
+)
 
 MODES = ("passthrough", "batch")
 _GONE = (errno.EBADF, errno.EBADFD)
@@ -54,7 +66,10 @@ class Pump:
         if self.stages.needs_packets and mode != "batch":
             raise ValueError("these stages see single packets: use mode='batch' (packets are split first)")
         self.stop = stop
-        self.stopping = False  # seen between batches: a busy source never hides a stop
+        self.stopping = False  # seen between frames: a busy source never hides a stop
+        self.blocking_drop = stop is None  # a worker process drops when the peer is full
+        self._stop_fd = stop.fileno() if stop is not None else -1
+        self._pollers: dict[tuple[int, bool], Any] = {}
         self.read_size = read_size or src.max_frame_size
         self.batch = batch
         self._table = GROTable()
@@ -65,42 +80,57 @@ class Pump:
 
     # ---- entry ------------------------------------------------------------------------------
     def run(self) -> None:
-        """Until stopped (or a device closes); blocking devices without stages take the fast loop."""
+        """Until stopped (or a device closes); passthrough without stages takes the fast loop."""
         try:
-            if self.mode == "passthrough" and not self.stages and not self.src.is_nonblocking():
-                self._forward_blocking()
+            if self.mode == "passthrough" and not self.stages:
+                self._forward()
             else:
                 self._loop()
         except (Stopped, DeviceClosedError):
             return
 
-    def _forward_blocking(self) -> None:
-        """Read a frame, write it, count it: the least interpreter work per frame there is."""
-        recv, send = self.src.recv, self.dst.send
+    def _forward(self) -> None:
+        """Read a frame, write it, count it: the least interpreter work per frame there is.
+
+        Blocking devices (a worker process) never wait here; nonblocking ones (threads) wait
+        on readiness and the stop event. Only reads and drops are counted: frames and bytes
+        out are reads minus drops (two fewer updates per frame).
+        """
+        recv, send = self.src.frame_reader(), self.dst.frame_writer()
         size = self.read_size
         words = self.stats.words
+        words[READY] = READY_DERIVED
         vnet = self.src.frame_format.virtio
-        while True:
-            frame = recv(size)
-            n = len(frame)
-            if not n:
+        src, dst = self.src, self.dst
+        while not self.stopping:
+            try:
+                frame = recv(size)
+            except BlockingIOError:
+                self._wait(src, write=False, timeout=None)
+                continue
+            if not frame:
                 return
             words[FRAMES_IN] += 1
-            words[BYTES_IN] += n
+            words[BYTES_IN] += len(frame)
             if vnet and frame[1]:  # virtio-net header gso_type: a super-packet
                 words[SUPERS] += 1
-            try:
-                send(frame)
-            except BlockingIOError:
-                words[DROPPED] += 1  # a full queue drops, as a NIC would
-                continue
-            except OSError as exc:
-                if exc.errno in _GONE:
-                    return
-                words[DROPPED] += 1  # EIO (peer interface down), EINVAL (refused frame)
-                continue
-            words[FRAMES_OUT] += 1
-            words[BYTES_OUT] += n
+            while True:
+                try:
+                    send(frame)
+                    break
+                except BlockingIOError:
+                    if self.blocking_drop:
+                        words[DROPPED] += 1  # a full queue drops, as a NIC would
+                        words[DROPPED_BYTES] += len(frame)
+                        break
+                    self._wait(dst, write=True, timeout=None)
+                except OSError as exc:
+                    if exc.errno in _GONE:
+                        return
+                    # EIO (peer interface down), EINVAL (a refused frame): dropped
+                    words[DROPPED] += 1
+                    words[DROPPED_BYTES] += len(frame)
+                    break
 
     def _loop(self) -> None:
         stages = self.stages
@@ -192,14 +222,37 @@ class Pump:
 
     # ---- waiting ----------------------------------------------------------------------------
     def _wait(self, dev: DeviceBackend, *, write: bool, timeout: float | None) -> None:
-        """Until dev is ready or timeout passes; Stopped when the relay stops meanwhile."""
+        """Until dev is ready or timeout passes; Stopped when the relay stops meanwhile.
+
+        Where the device has an fd, one poll object per direction is kept (fd + stop event
+        registered once): a thread pump waits after almost every burst of frames.
+        """
         if self.stopping:
             raise Stopped
+        key = (id(dev), write)
+        poller = self._pollers.get(key)
+        if poller is None:
+            poller = self._pollers[key] = self._make_poller(dev, write)
+        if poller is not None:
+            ms = -1 if timeout is None else int(timeout * 1000 + 0.999)
+            events = poller.poll(ms)
+            if self.stopping or any(fd == self._stop_fd for fd, _ in events):
+                raise Stopped
+            return
         try:
-            ready = dev.readiness().wait(write=write, timeout=timeout, interrupt=self.stop)
+            dev.readiness().wait(write=write, timeout=timeout, interrupt=self.stop)
         except InterruptedError:
             raise Stopped from None
         if self.stopping:
             raise Stopped
-        if ready is Ready.TIMEOUT:
-            return
+
+    def _make_poller(self, dev: DeviceBackend, write: bool) -> Any:
+        target = dev.readiness().target(write)
+        poll = getattr(select, "poll", None)
+        if target is None or poll is None:
+            return None
+        poller = poll()
+        poller.register(target.fd, target.events)
+        if self.stop is not None:
+            poller.register(self._stop_fd, select.POLLIN)
+        return poller

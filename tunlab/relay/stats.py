@@ -10,10 +10,13 @@ from __future__ import annotations
 import array
 from typing import Any
 
-FIELDS = ("frames_in", "frames_out", "bytes_in", "bytes_out", "super_frames_in", "dropped", "ready")
+FIELDS = ("frames_in", "frames_out", "bytes_in", "bytes_out", "super_frames_in", "dropped")
 SLOT_WORDS = 8
 STATS_SIZE = 2 * SLOT_WORDS * 8  # two directions
-FRAMES_IN, FRAMES_OUT, BYTES_IN, BYTES_OUT, SUPERS, DROPPED, READY = range(7)
+FRAMES_IN, FRAMES_OUT, BYTES_IN, BYTES_OUT, SUPERS, DROPPED, DROPPED_BYTES, READY = range(8)
+# READY also says how to read the out counters: 2 = "out is in minus dropped" (the fast loop
+# counts only what it reads and what it drops: two fewer updates per frame)
+READY_DERIVED = 2
 
 
 class DirectionStats:
@@ -33,7 +36,10 @@ class DirectionStats:
     @property
     def frames_out(self) -> int:
         """Frames (or, in batch mode, packets) written."""
-        return int(self.words[FRAMES_OUT])
+        w = self.words
+        if w[READY] == READY_DERIVED:
+            return int(w[FRAMES_IN] - w[DROPPED])
+        return int(w[FRAMES_OUT])
 
     @property
     def bytes_in(self) -> int:
@@ -41,7 +47,10 @@ class DirectionStats:
 
     @property
     def bytes_out(self) -> int:
-        return int(self.words[BYTES_OUT])
+        w = self.words
+        if w[READY] == READY_DERIVED:
+            return int(w[BYTES_IN] - w[DROPPED_BYTES])
+        return int(w[BYTES_OUT])
 
     @property
     def super_frames_in(self) -> int:
@@ -64,7 +73,7 @@ class DirectionStats:
         old.release()
 
     def as_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {name: getattr(self, name) for name in FIELDS[:-1]}
+        out: dict[str, Any] = {name: getattr(self, name) for name in FIELDS}
         out["errors"] = list(self.errors)
         return out
 

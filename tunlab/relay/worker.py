@@ -61,7 +61,7 @@ def main() -> None:
     pump = Pump(
         src, dst, DirectionStats(words), mode=spec["mode"], stages=stages, read_size=spec["read_size"]
     )
-    words[READY] = 1  # the parent waits for this before the link counts as up
+    words[READY] = 1  # the parent waits for this before the link counts as up (the pump may set 2)
     try:
         pump.run()
     except OSError:

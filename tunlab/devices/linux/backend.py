@@ -13,12 +13,13 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import functools
 import ipaddress
 import os
 import socket
 import struct
 import threading
-from collections.abc import MutableSequence, Sequence
+from collections.abc import Callable, MutableSequence, Sequence
 from typing import ClassVar
 
 from tunlab.devices.backend import (
@@ -352,6 +353,13 @@ class LinuxDevice(DeviceBackend):
     def send(self, data: Bytes) -> int:
         return os.write(self._check(), data)
 
+    def frame_reader(self) -> Callable[[int], bytes]:
+        """os.read bound to the fd (no Python frame per call: the relay's fast loop)."""
+        return functools.partial(os.read, self._check())
+
+    def frame_writer(self) -> Callable[[Bytes], int]:
+        return functools.partial(os.write, self._check())
+
     def recv_vectored(self, buffers: Sequence[WritableBuffer]) -> int:
         return os.readv(self._check(), buffers)
 
@@ -392,7 +400,8 @@ class LinuxDevice(DeviceBackend):
         self._nonblocking = nonblocking
 
     def is_nonblocking(self) -> bool:
-        return not os.get_blocking(self._check())
+        self._check()
+        return self._nonblocking  # set_nonblocking keeps it: no fcntl per call
 
     # ---- ioctls on the fd -------------------------------------------------------------------
     def _getiff(self) -> tuple[str, int]:
