@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 from typing import Any
 
 from tunlab.errors import LabError
@@ -49,17 +48,3 @@ def remove_lab_containers(lab_id: str) -> list[str]:
         except Exception as exc:
             problems.append(f"container {c.name}: {exc}")
     return problems
-
-
-def collect_orphans(live_ids: set[str]) -> list[str]:
-    """Remove tunlab containers whose lab is not alive; returns what was removed."""
-    client = _client()
-    if client is None:
-        return []
-    removed = []
-    for c in client.containers.list(all=True, filters={"label": LABEL_ID}):
-        if c.labels.get(LABEL_ID) not in live_ids:
-            with contextlib.suppress(Exception):
-                c.remove(force=True)
-                removed.append(f"container {c.name}")
-    return removed

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import time
 from collections.abc import Iterable, Mapping
@@ -17,15 +18,33 @@ from tunlab.topologies.drivers import all_drivers, driver_for
 from tunlab.topologies.drivers.base import LabContext, NodeHandle
 from tunlab.topologies.drivers.netns import remove_namespace
 from tunlab.topologies.loader import load_file
-from tunlab.topologies.models import Topology
+from tunlab.topologies.models import NAME_RE, Topology
 from tunlab.topologies.state import (
+    BrokenState,
     LabState,
+    alive,
     all_labs,
+    all_records,
+    claim,
+    holder_alive,
     new_lab_id,
     owned_namespaces,
+    owners_dir,
     process_start,
     registry_lock,
+    scan_labs,
 )
+
+
+def check_lab_name(name: str) -> str:
+    """A lab name: 1-48 letters, digits, '.', '_' or '-', not starting with a dot (it names files)."""
+    if not isinstance(name, str):
+        raise TypeError(f"lab name: expected a str, got {type(name).__name__}")
+    if not re.fullmatch(NAME_RE, name) or len(name) > 48:
+        raise ValueError(
+            f"lab name {name!r}: use 1-48 letters, digits, '.', '_' or '-', starting with a letter or digit"
+        )
+    return name
 
 
 class Lab:
@@ -44,7 +63,7 @@ class Lab:
             raise TypeError(f"Lab needs a Topology, got {type(topology).__name__}")
         self.topology = topology
         self.id = new_lab_id()
-        base = name or topology.name
+        base = check_lab_name(name) if name is not None else topology.name
         self.name = f"{base}-{self.id}" if unique else base
         self.source = source
         self.progress = progress
@@ -99,6 +118,7 @@ class Lab:
                         f"`tunlab down {self.name}` first, or give this one another name"
                     )
                 teardown_state(other)  # its owner died: clean it up and take the name
+            claim(self.id)  # held until this process lets go or dies: that is what "alive" means
             state = LabState(
                 name=self.name,
                 id=self.id,
@@ -217,7 +237,7 @@ def _kill_relays(workers: list[list[Any]]) -> None:
 
 
 def teardown_state(state: LabState) -> list[str]:
-    """Remove what a lab's state file says it made (its owner is gone); returns problems."""
+    """Remove what a lab's record says it made (its holder is gone); returns problems."""
     problems: list[str] = []
     _kill_relays(state.relay_workers)
     ctx = LabContext(state.id, state.name)
@@ -232,37 +252,67 @@ def teardown_state(state: LabState) -> list[str]:
     return problems
 
 
+def _teardown_id(lab_id: str) -> list[str]:
+    """A dead lab whose record is unreadable: remove what carries its (registered) id."""
+    problems: list[str] = []
+    ctx = LabContext(lab_id, lab_id)
+    for driver in all_drivers():
+        problems += driver.reap_lab(ctx)
+    problems += _remove_namespaces(owned_namespaces(lab_id))
+    for suffix in (".json", ".lock"):
+        with contextlib.suppress(FileNotFoundError):
+            (owners_dir() / f"{lab_id}{suffix}").unlink()
+    return problems
+
+
+def _wait_gone(state: LabState, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not state.owner_alive:
+            return True
+        time.sleep(0.05)
+    return not state.owner_alive
+
+
 def stop_lab(name: str, timeout: float = 30.0) -> list[str]:
     """`tunlab down NAME`: ask the holder to tear down (SIGTERM), or clean up if it is gone."""
     state = LabState.load(name)
     if state is None:
         raise LabError(f"no lab named '{name}' is running (see `tunlab ls`)")
     if state.owner_alive:
-        os.kill(state.owner_pid, signal.SIGTERM)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if LabState.load(name) is None:
-                return []
-            time.sleep(0.05)
-        if state.owner_alive:
+        if alive(state.owner_pid, state.owner_start):
+            os.kill(state.owner_pid, signal.SIGTERM)
+        if not _wait_gone(state, timeout):
             raise LabError(
                 f"lab '{name}': its holder (pid {state.owner_pid}) did not stop within {timeout:.0f} s"
             )
+        if LabState.load(name) is None and not state.record_path.exists():
+            return []  # the holder tore it down itself
     with registry_lock():
         return teardown_state(state)
 
 
 def garbage_collect() -> list[str]:
-    """`tunlab gc`: remove labs whose holder died (SIGKILL included) and orphaned objects."""
+    """`tunlab gc`: remove every lab (any run directory) whose holder died, and nothing else.
+
+    A lab is dead when nobody holds its lock (SIGKILL and zombies included); what is removed is
+    what its record lists. Objects that merely look like tunlab's are left alone.
+    """
     removed: list[str] = []
     with registry_lock():
-        live_ids = set()
-        for state in all_labs():
-            if state.owner_alive:
-                live_ids.add(state.id)
-                continue
-            teardown_state(state)
-            removed.append(f"lab {state.name} (id {state.id}, holder pid {state.owner_pid} is gone)")
-        for driver in all_drivers():
-            removed += driver.orphans(live_ids)
+        for entry in all_records():
+            if isinstance(entry, LabState):
+                if entry.owner_alive:
+                    continue
+                problems = teardown_state(entry)
+                removed.append(f"lab {entry.name} (id {entry.id}, holder pid {entry.owner_pid} is gone)")
+                removed += [f"  problem: {p}" for p in problems]
+            elif entry.lab_id is not None and not holder_alive(entry.lab_id):
+                _teardown_id(entry.lab_id)
+                removed.append(f"lab id {entry.lab_id} ({entry.reason}): removed what carries its id")
+        for broken in scan_labs():  # state files of this run directory nobody can read
+            if isinstance(broken, BrokenState):
+                with contextlib.suppress(FileNotFoundError):
+                    broken.path.unlink()
+                removed.append(f"unreadable state file {broken.path} ({broken.reason})")
     return removed

@@ -1,7 +1,13 @@
-"""Ownership records: one state file per running lab under /run/tunlab, and liveness checks.
+"""Ownership records and liveness: what each lab made, and whether its holder still lives.
 
-The state file is written before anything is created and lists every object the lab will
-make, so `tunlab down` and `tunlab gc` remove exactly what tunlab made, even after SIGKILL.
+Every lab has a record in the machine-wide owners directory (/run/tunlab/owners), written
+before anything is created and listing every object it will make, and a lock file there that
+its holder keeps locked (flock) for as long as it lives. The kernel drops the lock the moment
+the holder dies — SIGKILL included, and before a zombie is reaped — so "is this lab alive?"
+is answered by the lock, not by a pid or a name. `tunlab gc` removes only what the record of a
+lab whose lock is free lists, whichever run directory, user or test worker started it.
+The per-run-directory state file (TUNLAB_RUN_DIR, default /run/tunlab/labs) carries the lab's
+name for `ls`, `inspect`, `exec` and `down`.
 """
 
 from __future__ import annotations
@@ -31,6 +37,11 @@ def labs_dir() -> Path:
     return run_dir() / "labs"
 
 
+def owners_dir() -> Path:
+    """Machine-wide: every lab's record and lock, whatever TUNLAB_RUN_DIR says."""
+    return Path(os.environ.get("TUNLAB_OWNERS_DIR", "/run/tunlab/owners"))
+
+
 def lab_id_of(namespace: str) -> str | None:
     """The lab id in the name of a namespace tunlab made (tl-<id>-node, tl-<id>.bridge), else None."""
     m = OWNED_NS_RE.match(namespace)
@@ -38,11 +49,11 @@ def lab_id_of(namespace: str) -> str | None:
 
 
 def new_lab_id() -> str:
-    """A short id that no namespace on this machine uses yet."""
+    """A short id that no lab record and no namespace on this machine uses yet."""
     taken = {lab_id_of(n) for n in list_named_netns()}
     while True:
         lab_id = secrets.token_hex(3)
-        if lab_id not in taken:
+        if lab_id not in taken and not (owners_dir() / f"{lab_id}.lock").exists():
             return lab_id
 
 
@@ -63,8 +74,65 @@ def process_start(pid: int) -> str | None:
         return None
 
 
+def process_state(pid: int) -> str | None:
+    """The kernel's one-letter state of a process ('Z' for a zombie), None if gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return None
+
+
 def alive(pid: int, start: str | None) -> bool:
-    return pid > 0 and start is not None and process_start(pid) == start
+    """The process with this pid and start time runs (a zombie is dead)."""
+    return pid > 0 and start is not None and process_start(pid) == start and process_state(pid) != "Z"
+
+
+# ---- the holder's lock ----------------------------------------------------------------------------
+_held: dict[str, int] = {}  # lab id -> the locked fd this process keeps
+
+
+def _mkdirs() -> None:
+    owners_dir().mkdir(parents=True, exist_ok=True, mode=0o755)
+
+
+def claim(lab_id: str) -> None:
+    """Become the holder of lab_id: lock its lock file for as long as this process lives."""
+    import fcntl
+
+    _mkdirs()
+    fd = os.open(owners_dir() / f"{lab_id}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        raise RuntimeError(f"lab id {lab_id} is held by another process") from None
+    _held[lab_id] = fd
+
+
+def release(lab_id: str) -> None:
+    fd = _held.pop(lab_id, None)
+    if fd is not None:
+        os.close(fd)
+
+
+def holder_alive(lab_id: str) -> bool:
+    """Some live process holds this lab (its lock is taken); False once the holder died."""
+    import fcntl
+
+    if lab_id in _held:
+        return True
+    try:
+        fd = os.open(owners_dir() / f"{lab_id}.lock", os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False
 
 
 @dataclass
@@ -84,25 +152,34 @@ class LabState:
     relay_workers: list[list[Any]] = field(default_factory=list)  # [pid, start time]
     offload_original: dict[str, dict[str, bool]] = field(default_factory=dict)
     nodes: dict[str, dict[str, Any]] = field(default_factory=dict)  # {node: {kind, driver's record}}
+    state_path: str = ""  # the run-directory state file (so gc can remove it from anywhere)
 
     @property
     def path(self) -> Path:
-        return _state_path(self.name)
+        return Path(self.state_path) if self.state_path else _state_path(self.name)
+
+    @property
+    def record_path(self) -> Path:
+        return owners_dir() / f"{self.id}.json"
 
     def save(self) -> None:
+        """Write the record (machine-wide) and the state file (run directory), each atomically."""
+        if not self.state_path:
+            self.state_path = str(_state_path(self.name))
         labs_dir().mkdir(parents=True, exist_ok=True, mode=0o755)
-        tmp = self.path.with_suffix(".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+        _mkdirs()
         data = {name: getattr(self, name) for name in self.__dataclass_fields__}
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, separators=(",", ":"), default=str)
-        os.replace(tmp, self.path)
+        for path in (self.record_path, self.path):
+            _write_json(path, data)
 
     def remove(self) -> None:
+        """Forget the lab: its state file, log, record and lock file."""
+        for path in (self.path, self.path.with_suffix(".log"), self.record_path):
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
         with contextlib.suppress(FileNotFoundError):
-            self.path.unlink()
-        with contextlib.suppress(FileNotFoundError):
-            (labs_dir() / f"{self.name}.log").unlink()
+            (owners_dir() / f"{self.id}.lock").unlink()
+        release(self.id)
 
     @property
     def relay_pids(self) -> list[int]:
@@ -111,16 +188,48 @@ class LabState:
 
     @property
     def owner_alive(self) -> bool:
-        return alive(self.owner_pid, self.owner_start)
+        """The holder lives: it keeps the lab's lock (a killed holder, even a zombie, does not)."""
+        return holder_alive(self.id)
+
+    @classmethod
+    def from_data(cls, data: Any) -> LabState:
+        """A state from parsed JSON; ValueError saying what is wrong when it is not one."""
+        if not isinstance(data, dict):
+            raise ValueError("not a JSON object")
+        known = set(cls.__dataclass_fields__)
+        try:
+            return cls(**{k: v for k, v in data.items() if k in known})
+        except TypeError as exc:
+            raise ValueError(f"fields missing ({exc})") from None
 
     @classmethod
     def load(cls, name: str) -> LabState | None:
+        """The state of the lab of that name in this run directory (None: none, or unreadable)."""
         try:
-            data = json.loads(_state_path(name).read_text())
-        except (OSError, ValueError):  # gone, or half-written by a process that died
+            return read_state(_state_path(name))
+        except (OSError, ValueError):
             return None
-        known = set(cls.__dataclass_fields__)
-        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+    with os.fdopen(fd, "w") as f:
+        json.dump(data, f, separators=(",", ":"), default=str)
+    os.replace(tmp, path)
+
+
+def read_state(path: Path) -> LabState:
+    """Read a state file or record; OSError when gone, ValueError when corrupt or truncated."""
+    text = path.read_text()
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
+        raise ValueError(f"{path}: corrupt or truncated ({exc})") from None
+    try:
+        return LabState.from_data(data)
+    except ValueError as exc:
+        raise ValueError(f"{path}: {exc}") from None
 
 
 def _state_path(name: str) -> Path:
@@ -128,22 +237,59 @@ def _state_path(name: str) -> Path:
 
 
 def all_labs() -> list[LabState]:
-    out = []
+    """The labs of this run directory whose state files can be read."""
+    return [s for s in scan_labs() if isinstance(s, LabState)]
+
+
+@dataclass(frozen=True)
+class BrokenState:
+    """A state file or record that cannot be read: where, and why."""
+
+    path: Path
+    reason: str
+    lab_id: str | None = None
+
+
+def scan_labs() -> list[LabState | BrokenState]:
+    """Every state file of this run directory, read or reported broken."""
+    out: list[LabState | BrokenState] = []
     if labs_dir().is_dir():
         for path in sorted(labs_dir().glob("*.json")):
-            state = LabState.load(path.stem)
-            if state is not None:
-                out.append(state)
+            try:
+                out.append(read_state(path))
+            except FileNotFoundError:
+                continue
+            except (OSError, ValueError) as exc:
+                out.append(BrokenState(path, str(exc)))
+    return out
+
+
+def all_records() -> list[LabState | BrokenState]:
+    """Every lab record on this machine (any run directory), read or reported broken."""
+    out: list[LabState | BrokenState] = []
+    ids: set[str] = set()
+    if owners_dir().is_dir():
+        for path in sorted(owners_dir().glob("*.json")):
+            ids.add(path.stem)
+            try:
+                out.append(read_state(path))
+            except FileNotFoundError:
+                continue
+            except (OSError, ValueError) as exc:
+                out.append(BrokenState(path, str(exc), path.stem))
+        for path in sorted(owners_dir().glob("*.lock")):  # a lock whose record never got written
+            if path.stem not in ids:
+                out.append(BrokenState(path, "a lab lock without its record", path.stem))
     return out
 
 
 @contextlib.contextmanager
 def registry_lock() -> Iterator[None]:
-    """Serialise lab creation and removal between processes (name checks, state files)."""
+    """Serialise lab creation and removal between processes, machine-wide."""
     import fcntl
 
-    run_dir().mkdir(parents=True, exist_ok=True, mode=0o755)
-    fd = os.open(run_dir() / "lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    _mkdirs()
+    fd = os.open(owners_dir() / "lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield
@@ -152,7 +298,7 @@ def registry_lock() -> Iterator[None]:
 
 
 def owned_namespaces(lab_id: str | None = None) -> list[str]:
-    """Namespaces under /run/netns that tunlab made (for one lab, or all)."""
+    """Namespaces under /run/netns named for tunlab labs (for one lab, or all)."""
     out = []
     for name in list_named_netns(NETNS_RUN_DIR):
         owner = lab_id_of(name)

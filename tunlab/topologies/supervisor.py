@@ -9,8 +9,6 @@ import argparse
 import os
 import signal
 import sys
-import time
-from types import FrameType
 
 
 def main() -> int:
@@ -19,27 +17,28 @@ def main() -> int:
     parser.add_argument("--name", required=True)
     parser.add_argument("--ready-fd", type=int, required=True)
     parser.add_argument("--var", action="append", default=[])
+    parser.add_argument("--limit", action="append", default=[])
     args = parser.parse_args()
 
     ready = os.fdopen(args.ready_fd, "w")
-    stopping = {"now": False}
+    from tunlab.topologies.holding import Holder
 
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        stopping["now"] = True
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    holder = Holder()
+    holder.install()  # SIGTERM during bring-up stops it at once; the engine rolls back
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     try:
         from tunlab.topologies.lab import Lab
+        from tunlab.topologies.limits import DEFAULT_LIMITS
         from tunlab.topologies.loader import load_file, parse_var
 
-        topo = load_file(args.file, dict(parse_var(v) for v in args.var))
+        topo = load_file(
+            args.file, dict(parse_var(v) for v in args.var), limits=DEFAULT_LIMITS.with_overrides(args.limit)
+        )
         lab = Lab(topo, name=args.name, source=args.file)
         lab.detached = True
         lab.up()
-    except Exception as exc:
-        text = str(exc)
+    except (Exception, KeyboardInterrupt) as exc:
+        text = str(exc) if not isinstance(exc, KeyboardInterrupt) else f"interrupted ({exc}): rolled back"
         ready.write(f"ERR {text}\n")
         ready.close()
         print(f"tunlab supervisor: {text}", file=sys.stderr)
@@ -47,8 +46,8 @@ def main() -> int:
     ready.write(f"OK {os.getpid()}\n")
     ready.close()
     print(f"tunlab supervisor {os.getpid()}: lab {lab.name} (id {lab.id}) is up", flush=True)
-    while not stopping["now"]:
-        time.sleep(0.2)
+    holder.up()
+    holder.wait()
     problems = lab.down()
     for p in problems:
         print(f"teardown: {p}", file=sys.stderr)

@@ -165,8 +165,8 @@ class NodeDriver(abc.ABC):
         """A handle on a node another process holds (`tunlab exec`), from its state record."""
         raise LabError(f"kind: {self.kind} nodes cannot be entered from another process")
 
-    def orphans(self, live_lab_ids: set[str]) -> list[str]:
-        """Remove objects of this kind whose lab is not alive (`tunlab gc`); what was removed."""
+    def reap_lab(self, ctx: LabContext) -> list[str]:
+        """Remove every object of this kind that carries a dead lab's id (its record is lost)."""
         return []
 
 

@@ -232,8 +232,8 @@ class ContainerDriver(NodeDriver):
             ) from None
         return ContainerHandle(name, container, ns, env)
 
-    def orphans(self, live_lab_ids: set[str]) -> list[str]:
-        return containers.collect_orphans(live_lab_ids)
+    def reap_lab(self, ctx: LabContext) -> list[str]:
+        return containers.remove_lab_containers(ctx.lab_id)
 
 
 # docker turns IPv6 off in containers it does not give an IPv6 network: a lab wants it on

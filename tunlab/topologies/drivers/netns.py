@@ -2,24 +2,26 @@
 
 from __future__ import annotations
 
-import contextlib
 import errno
+import os
 from typing import TYPE_CHECKING
 
 from tunlab.errors import LabError
-from tunlab.linux.netns import NetNamespace
+from tunlab.linux.netns import NETNS_RUN_DIR, NetNamespace
 from tunlab.topologies.drivers.base import LabContext, NodeDriver, NodeHandle, Resources
 from tunlab.topologies.drivers.sysctls import LAB_SYSCTLS, write_sysctls
-from tunlab.topologies.state import lab_id_of, ns_name, owned_namespaces
+from tunlab.topologies.state import ns_name, owned_namespaces
 
 if TYPE_CHECKING:
     from tunlab.topologies.models import NodeBase
 
 
 def remove_namespace(name: str) -> str | None:
-    """Delete a named namespace; one already gone is fine. The problem met, or None."""
+    """Delete a named namespace of ours: the bind mount, and the mount-point file even when the
+    mount never happened (a holder killed in between). One already gone is fine; the problem
+    met, or None."""
     try:
-        NetNamespace.open(name).delete()
+        NetNamespace(os.path.join(NETNS_RUN_DIR, name), name=name).delete()
     except OSError as exc:
         if exc.errno != errno.ENOENT:
             return f"namespace {name}: {exc}"
@@ -59,11 +61,5 @@ class NetnsDriver(NodeDriver):
             ) from None
         return NodeHandle(name, self.kind, ns, env)
 
-    def orphans(self, live_lab_ids: set[str]) -> list[str]:
-        removed = []
-        for name in owned_namespaces():
-            if lab_id_of(name) not in live_lab_ids:
-                with contextlib.suppress(OSError):
-                    NetNamespace.open(name).delete()
-                    removed.append(f"namespace {name}")
-        return removed
+    def reap_lab(self, ctx: LabContext) -> list[str]:
+        return [p for p in (remove_namespace(n) for n in owned_namespaces(ctx.lab_id)) if p]
