@@ -48,6 +48,14 @@ def _require_root_linux(what: str) -> None:
         raise UserError(f"{what} needs root (CAP_NET_ADMIN and CAP_SYS_ADMIN): run it with sudo")
 
 
+def _bad_input(check: Any, value: str, option: str) -> None:
+    """Run a validator; its ValueError becomes exit 2 naming the option."""
+    try:
+        check(value)
+    except ValueError as exc:
+        raise BadInput(f"{option}: {exc}") from None
+
+
 def _vars(assignments: tuple[str, ...]) -> dict[str, Any]:
     from tunlab.topologies.loader import parse_var
 
@@ -57,6 +65,22 @@ def _vars(assignments: tuple[str, ...]) -> dict[str, Any]:
 var_option = click.option(
     "--var", "variables", multiple=True, metavar="NAME=VALUE", help="template variable (repeatable)"
 )
+limit_option = click.option(
+    "--limit",
+    "limits",
+    multiple=True,
+    metavar="NAME=VALUE",
+    help="raise a reading limit: file-size, rendered-size, render-seconds, render-memory, depth, values",
+)
+
+
+def _limits(assignments: tuple[str, ...]) -> Any:
+    from tunlab.topologies.limits import DEFAULT_LIMITS
+
+    try:
+        return DEFAULT_LIMITS.with_overrides(assignments)
+    except ValueError as exc:
+        raise BadInput(str(exc)) from None
 
 
 @contextmanager
@@ -100,11 +124,12 @@ def demo() -> None:
 @cli.command()
 @click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
 @var_option
-def validate(file: Path, variables: tuple[str, ...]) -> None:
+@limit_option
+def validate(file: Path, variables: tuple[str, ...], limits: tuple[str, ...]) -> None:
     """Check a topology file (and its templating) without creating anything."""
     from tunlab.topologies.loader import load_file
 
-    topo = load_file(file, _vars(variables))
+    topo = load_file(file, _vars(variables), limits=_limits(limits))
     console.print(f"{file}: ok — lab '{topo.name}', {len(topo.nodes)} nodes, {len(topo.links)} links")
 
 
@@ -132,12 +157,15 @@ def schema() -> None:
     help="write here instead of stdout",
 )
 @var_option
-def graph(file: Path, fmt: str, output: Path | None, variables: tuple[str, ...]) -> None:
+@limit_option
+def graph(
+    file: Path, fmt: str, output: Path | None, variables: tuple[str, ...], limits: tuple[str, ...]
+) -> None:
     """Draw the topology: nodes, interfaces, addresses and link types."""
     from tunlab.topologies.graph import render_graph
     from tunlab.topologies.loader import load_file
 
-    data = render_graph(load_file(file, _vars(variables)), fmt)
+    data = render_graph(load_file(file, _vars(variables), limits=_limits(limits)), fmt)
     if output is not None:
         output.write_bytes(data if isinstance(data, bytes) else data.encode())
         console.print(f"wrote {output}")
@@ -168,37 +196,38 @@ def _summary(lab: Any) -> None:
 @var_option
 @click.option("-d", "--detach", is_flag=True, help="hand the lab to a background supervisor and return")
 @click.option("--name", help="lab name (default: the topology's name)")
-def up(file: Path, variables: tuple[str, ...], detach: bool, name: str | None) -> None:
+@limit_option
+def up(
+    file: Path, variables: tuple[str, ...], detach: bool, name: str | None, limits: tuple[str, ...]
+) -> None:
     """Bring a lab up; in the foreground it runs until Ctrl-C or SIGTERM, then tears down."""
     _require_root_linux("tunlab up")
-    from tunlab.topologies.lab import Lab
+    from tunlab.topologies.holding import Holder
+    from tunlab.topologies.lab import Lab, check_lab_name
     from tunlab.topologies.loader import load_file
 
+    if name is not None:
+        _bad_input(check_lab_name, name, "--name")
+    holder = Holder()
+    holder.install()  # a signal while the file loads or the lab comes up stops it at once
     values = _vars(variables)
-    topo = load_file(file, values)  # bad input fails here, before anything exists
+    topo = load_file(file, values, limits=_limits(limits))  # bad input fails here, before anything exists
     if detach:
-        _up_detached(file, variables, name or topo.name)
+        _up_detached(file, variables, name or topo.name, limits)
         return
     lab = Lab(topo, name=name, source=str(file.resolve()))
-    stop = {"now": False}
-
-    def on_signal(signum: int, frame: Any) -> None:
-        stop["now"] = True  # noted, never raised: teardown runs however early the signal comes
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
     try:
         with _progress(f"up {lab.name}") as progress:
             lab.progress = progress
             lab.up()
-        if not stop["now"]:
+        holder.up()
+        if not holder.stop:
             _summary(lab)
             console.print(
                 f"enter a node: [bold]tunlab exec {lab.name} <node> -- <command>[/]; "
                 "Ctrl-C (or SIGTERM) tears the lab down"
             )
-        while not stop["now"]:
-            signal.pause()
+        holder.wait()
     finally:
         if lab.running:
             problems = lab.down()
@@ -207,7 +236,7 @@ def up(file: Path, variables: tuple[str, ...], detach: bool, name: str | None) -
             console.print(f"lab {lab.name} is down")
 
 
-def _up_detached(file: Path, variables: tuple[str, ...], name: str) -> None:
+def _up_detached(file: Path, variables: tuple[str, ...], name: str, limits: tuple[str, ...]) -> None:
     from tunlab.topologies.state import labs_dir
 
     labs_dir().mkdir(parents=True, exist_ok=True)
@@ -226,6 +255,8 @@ def _up_detached(file: Path, variables: tuple[str, ...], name: str) -> None:
     ]
     for v in variables:
         argv += ["--var", v]
+    for lim in limits:
+        argv += ["--limit", lim]
     with open(log, "ab") as logf:
         proc = subprocess.Popen(
             argv,
@@ -262,24 +293,27 @@ def down(name: str) -> None:
 
 @cli.command(name="ls")
 def list_labs() -> None:
-    """List labs on this machine."""
-    from tunlab.topologies.state import all_labs
+    """List labs on this machine (this run directory), and state files that cannot be read."""
+    from tunlab.topologies.state import BrokenState, scan_labs
 
-    labs = all_labs()
-    if not labs:
+    entries = scan_labs()
+    if not entries:
         console.print("no labs")
         return
     table = Table()
     for col in ("name", "id", "status", "nodes", "links", "holder", "source"):
         table.add_column(col)
-    for s in labs:
+    for s in entries:
+        if isinstance(s, BrokenState):
+            table.add_row(s.path.stem, "?", "CORRUPT", "-", "-", s.reason + " — `tunlab gc` removes it", "-")
+            continue
         holder = f"{s.owner_pid}{' (detached)' if s.detached else ''}" + (
             "" if s.owner_alive else " DEAD: run tunlab gc"
         )
         table.add_row(
             s.name,
             s.id,
-            s.status,
+            s.status if s.owner_alive else "dead",
             str(len(s.topology.get("nodes", {}))),
             str(len(s.topology.get("links", []))),
             holder,
@@ -307,6 +341,11 @@ def inspect(name: str, as_json: bool) -> None:
     from tunlab.topologies.inspect import describe, inspect_state
 
     state = _lab_state(name)
+    if not state.owner_alive:
+        raise UserError(
+            f"lab '{name}' is not up: its holder (pid {state.owner_pid}) died; "
+            "`tunlab gc` removes what it left"
+        )
     data = inspect_state(state)
     if as_json:
         click.echo(json.dumps(data, indent=2, default=str))
@@ -385,8 +424,12 @@ def main(argv: list[str] | None = None) -> None:
     """Run the CLI, turning tunlab's errors into messages and exit codes."""
     try:
         cli.main(args=argv, prog_name="tunlab", standalone_mode=False)
-    except click.exceptions.Abort:
-        err_console.print("aborted")
+    except click.exceptions.Abort as exc:
+        why = exc.__context__ or exc.__cause__
+        if why is not None and type(why).__name__ == "Interrupted":
+            err_console.print(f"interrupted ({why}): everything made so far was removed")
+        else:
+            err_console.print("aborted")
         sys.exit(130)
     except click.ClickException as exc:
         exc.show()

@@ -102,11 +102,19 @@ class Pump:
         words[READY] = READY_DERIVED
         vnet = self.src.frame_format.virtio
         src, dst = self.src, self.dst
+        poller = self._make_poller(src, False) if src.is_nonblocking() else None
+        wait_readable = poller.poll if poller is not None else None
+        stop_fd = self._stop_fd
         while not self.stopping:
             try:
                 frame = recv(size)
             except BlockingIOError:
-                self._wait(src, write=False, timeout=None)
+                if wait_readable is None:
+                    self._wait(src, write=False, timeout=None)
+                    continue
+                events = wait_readable()
+                if self.stopping or events[0][0] == stop_fd or (len(events) > 1 and events[1][0] == stop_fd):
+                    return
                 continue
             if not frame:
                 return

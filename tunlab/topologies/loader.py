@@ -1,94 +1,50 @@
 """Read a topology file: render it with jinja2 (sandboxed), parse YAML/TOML/JSON, validate.
 
-Every error becomes a TopologyError whose lines read `path: message` (with the file line where
-it can be found), so a person can act on it.
+Every error becomes a TopologyError whose lines read `file:line: field.path: message` and echo
+the offending value, so a person can act on it. Reading is bounded (limits.py): hostile input
+costs seconds and little memory, and the error names the limit that stopped it.
 """
 
 from __future__ import annotations
 
-import json
+import difflib
 import os
 import re
-import sys
+import types
+import typing
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import jinja2
-import yaml
-from jinja2.sandbox import ImmutableSandboxedEnvironment
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from tunlab.errors import TopologyError
-from tunlab.topologies.models import KINDS, Topology, kinds_with_field
-from tunlab.topologies.validate import Issue, check_topology, format_path
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
+from tunlab.topologies import parsing
+from tunlab.topologies.fieldpath import format_path
+from tunlab.topologies.limits import DEFAULT_LIMITS, Limits, check_shape, describe
+from tunlab.topologies.models import KINDS, NODE_CLASSES, Topology, kinds_with_field
+from tunlab.topologies.templating import render
+from tunlab.topologies.validate import Issue, check_topology
 
 FORMATS = {".yaml": "yaml", ".yml": "yaml", ".toml": "toml", ".json": "json"}
 
 
 @dataclass
 class Source:
-    """Where a topology came from, to point errors at lines."""
+    """Where a topology came from, to point errors at lines (text is the rendered text)."""
 
     path: str
     text: str
     fmt: str
     templated: bool = False
+    original_lines: int = 0
 
 
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """SafeLoader that refuses duplicate keys (YAML would silently keep the last one)."""
-
-
-def _construct_mapping(
-    loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False
-) -> dict[Any, Any]:
-    seen: dict[Any, int] = {}
-    for key_node, _ in node.value:
-        key = loader.construct_object(key_node, deep=deep)
-        try:
-            hash(key)
-        except TypeError:
-            raise yaml.constructor.ConstructorError(
-                None,
-                None,
-                "a mapping key must be a plain value (an unrendered {{ }}?)",
-                key_node.start_mark,
-            ) from None
-        if key in seen:
-            raise yaml.constructor.ConstructorError(
-                None,
-                None,
-                f"duplicate key {key!r} (first on line {seen[key] + 1})",
-                key_node.start_mark,
-            )
-        seen[key] = key_node.start_mark.line
-    return loader.construct_mapping(node, deep=deep)
-
-
-_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
-
-
-def _template_env() -> ImmutableSandboxedEnvironment:
-    """Sandboxed: no attribute access to Python internals, no file access; undefined = error."""
-    return ImmutableSandboxedEnvironment(
-        undefined=jinja2.StrictUndefined,
-        autoescape=False,
-        keep_trailing_newline=True,
-        loader=None,
-    )
-
-
-def _file_vars(text: str, fmt: str) -> dict[str, Any]:
+def _file_vars(text: str, fmt: str, limits: Limits) -> dict[str, Any]:
     """The file's own `vars:` (which is not itself templated), read before rendering."""
     try:
-        doc = _parse(text, fmt, "<vars>")
+        doc = parsing.parse(text, fmt, "<vars>", limits)
     except TopologyError:
         doc = None
     if isinstance(doc, dict):
@@ -98,8 +54,8 @@ def _file_vars(text: str, fmt: str) -> dict[str, Any]:
         match = re.search(r"^vars:([^\n]*)\n((?:[ \t]+.*\n|[ \t]*\n)*)", text, re.MULTILINE)
         if match:
             try:
-                block = yaml.load(f"vars:{match.group(1)}\n{match.group(2)}", Loader=_UniqueKeyLoader)  # noqa: S506
-            except yaml.YAMLError:
+                block = parsing.parse_yaml(f"vars:{match.group(1)}\n{match.group(2)}", "<vars>", limits)
+            except TopologyError:
                 return {}
             found = block.get("vars") if isinstance(block, dict) else None
             if isinstance(found, dict):
@@ -107,87 +63,31 @@ def _file_vars(text: str, fmt: str) -> dict[str, Any]:
     return {}
 
 
-def render(text: str, variables: Mapping[str, Any], path: str) -> str:
-    env = _template_env()
-    try:
-        return env.from_string(text).render(**variables)
-    except jinja2.UndefinedError as exc:
-        raise TopologyError(
-            f"{path}: template: {exc.message}; define it under vars: or pass --var NAME=VALUE"
-        ) from None
-    except jinja2.TemplateSyntaxError as exc:
-        raise TopologyError(f"{path}:{exc.lineno}: template syntax error: {exc.message}") from None
-    except jinja2.exceptions.SecurityError as exc:
-        raise TopologyError(f"{path}: template: {exc} (templates cannot reach Python internals)") from None
-    except jinja2.TemplateError as exc:
-        raise TopologyError(f"{path}: template: {exc}") from None
-    except TypeError as exc:
-        if "no loader" in str(exc):
-            raise TopologyError(f"{path}: template: templates cannot include or import files") from None
-        raise TopologyError(f"{path}: template: {exc}") from None
-
-
-def _parse(text: str, fmt: str, path: str) -> Any:
-    if fmt == "yaml":
-        try:
-            return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader subclass)
-        except yaml.MarkedYAMLError as exc:
-            mark = exc.problem_mark or exc.context_mark
-            where = f":{mark.line + 1}" if mark else ""
-            raise TopologyError(f"{path}{where}: {exc.problem or exc.context}") from None
-        except yaml.YAMLError as exc:
-            raise TopologyError(f"{path}: {exc}") from None
-    if fmt == "toml":
-        try:
-            return tomllib.loads(text)
-        except tomllib.TOMLDecodeError as exc:
-            raise TopologyError(f"{path}: {exc}") from None
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise TopologyError(f"{path}:{exc.lineno}: {exc.msg}") from None
-
-
-def _document(source: Source | None) -> Any:
-    """The node tree of a YAML or JSON source, for finding lines (None when there is none)."""
-    if source is None or source.fmt not in ("yaml", "json"):
-        return None
-    try:
-        return yaml.compose(source.text, Loader=yaml.SafeLoader)
-    except yaml.YAMLError:
-        return None
-
-
-def _line_of(document: Any, loc: tuple[Any, ...]) -> int | None:
-    """1-based line of a field path in a composed document (None when unknown)."""
-    if document is None:
-        return None
-    node = document
-    line = None
-    for part in loc:
-        if isinstance(node, yaml.MappingNode):
-            for key, value in node.value:
-                if key.value == str(part):
-                    line, node = key.start_mark.line + 1, value
-                    break
-            else:
-                return line
-        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
-            node = node.value[part]
-            line = node.start_mark.line + 1
-        else:
-            return line
-    return line
-
-
 def _issues_error(issues: list[Issue], source: Source | None) -> TopologyError:
+    """One line per issue: the file (and line), the field path, the message.
+
+    Lines point into the user's file; when a template changed the line count the line is the
+    rendered one, tagged (rendered), and the rendered text is shown.
+    """
     lines = []
     where = source.path if source else "topology"
-    note = " (rendered)" if source and source.templated else ""
-    document = _document(source)  # composed once for all issues
+    document = parsing.compose(source.text, source.fmt) if source else None  # once for all issues
+    shifted = source is not None and source.templated and source.original_lines != source.text.count("\n")
+    rendered = source.text.splitlines() if source else []
     for issue in issues:
-        line = _line_of(document, issue.loc)
-        at = f"{where}{note}:{line}: " if line else ""
+        line = None
+        if source is not None:
+            if source.fmt == "toml":
+                line = parsing.toml_line(source.text, issue.loc)
+            else:
+                line = parsing.yaml_line(document, issue.loc)
+        if line is None:
+            at = f"{where}: "
+        elif shifted:
+            shown = rendered[line - 1].strip()[:80] if 0 < line <= len(rendered) else ""
+            at = f"{where}:{line} (rendered: {shown!r}): "
+        else:
+            at = f"{where}:{line}: "
         lines.append(f"{at}{format_path(issue.loc)}: {issue.message}")
     error = TopologyError("\n".join(lines))
     error.issues = issues  # type: ignore[attr-defined]
@@ -213,8 +113,73 @@ def _pydantic_issues(exc: ValidationError) -> list[Issue]:
             msg = f"Input should be {', '.join(repr(k) for k in KINDS[:-1])} or {KINDS[-1]!r}; got {tag!r}"
         elif err["type"] == "extra_forbidden":
             msg = _unknown_field(loc, kind)
+        else:
+            msg = _with_value(msg, err.get("input"))
         issues.append(Issue(loc, msg))
     return issues
+
+
+def _with_value(msg: str, value: Any) -> str:
+    """The message, echoing the offending value when it is a plain one not already quoted."""
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        shown = repr(value)
+        if len(shown) > 60:
+            shown = shown[:57] + "..."
+        if shown not in msg:
+            return f"{msg}; got {shown}"
+    return msg
+
+
+def _descend(cls: Any, rest: tuple[Any, ...]) -> type[BaseModel] | None:
+    """The model reached from cls along a field path (dict keys and list indexes stepped over)."""
+    current: Any = cls
+    skip = False
+    for part in rest:
+        if skip:  # a key of a dict or an index of a list: the element type stays
+            skip = False
+            continue
+        if not (isinstance(current, type) and issubclass(current, BaseModel)):
+            return None
+        field = current.model_fields.get(str(part))
+        if field is None:
+            return None
+        origin = typing.get_origin(_unannotated(field.annotation))
+        skip = origin in (dict, list, tuple, set)
+        current = _element(field.annotation)
+    return current if isinstance(current, type) and issubclass(current, BaseModel) else None
+
+
+def _unannotated(annotation: Any) -> Any:
+    while typing.get_origin(annotation) is typing.Annotated:
+        annotation = typing.get_args(annotation)[0]
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        if len(args) == 1:
+            return _unannotated(args[0])
+    return annotation
+
+
+def _element(annotation: Any) -> Any:
+    """The model inside list[...], dict[..., X], X | None, Annotated[X, ...], or None."""
+    seen = 0
+    while annotation is not None and seen < 8:
+        seen += 1
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            return annotation
+        origin = typing.get_origin(annotation)
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        if origin is typing.Annotated:
+            annotation = args[0]
+        elif origin in (list, tuple, set):
+            annotation = args[0] if args else None
+        elif origin is dict:
+            annotation = args[1] if len(args) > 1 else None
+        elif origin in (typing.Union, types.UnionType):
+            models = [a for a in args if isinstance(a, type) and issubclass(a, BaseModel)]
+            annotation = models[0] if models else None
+        else:
+            return None
+    return None
 
 
 def _unknown_field(loc: tuple[Any, ...], kind: str | None) -> str:
@@ -224,7 +189,13 @@ def _unknown_field(loc: tuple[Any, ...], kind: str | None) -> str:
         others = kinds_with_field(field)
         if others:
             return f"'{field}' is for kind: {' or '.join(others)} nodes (this node is kind: {kind})"
-    return "unknown field (check the spelling; `tunlab schema` lists every field)"
+    model = _descend(NODE_CLASSES[kind], loc[2:-1]) if kind is not None else _descend(Topology, loc[:-1])
+    if model is not None:
+        names = [f.alias or n for n, f in model.model_fields.items()]
+        close = difflib.get_close_matches(field, names, n=1, cutoff=0.6)
+        if close:
+            return f"unknown field {field!r}: did you mean {close[0]!r}?"
+    return f"unknown field {field!r} (check the spelling; `tunlab schema` lists every field)"
 
 
 def model_from_data(data: Any, source: Source | None = None) -> Topology:
@@ -242,42 +213,85 @@ def model_from_data(data: Any, source: Source | None = None) -> Topology:
     return topo
 
 
-def parse_var(assignment: str) -> tuple[str, Any]:
-    """--var NAME=VALUE; VALUE is read as YAML (so 3 is a number and [a, b] a list)."""
+def parse_var(assignment: str, limits: Limits = DEFAULT_LIMITS) -> tuple[str, Any]:
+    """--var NAME=VALUE; VALUE is read as YAML (so 3 is a number and [a, b] a list).
+
+    A value that is not valid YAML is an error about this --var (not about the file).
+    """
     name, sep, raw = assignment.partition("=")
     if not sep or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
         raise TopologyError(f"--var {assignment!r}: write it as NAME=VALUE (NAME like node_count)")
+    if not raw:
+        return name, ""
     try:
-        value = yaml.safe_load(raw) if raw else ""
-    except yaml.YAMLError:
-        value = raw
+        value = parsing.parse_yaml(raw, f"--var {name}", limits)
+    except TopologyError as exc:
+        detail = str(exc).split(": ", 1)[-1]
+        raise TopologyError(
+            f"--var {assignment!r}: the value is not valid YAML ({detail}); quote it, like {name}='\"...\"'"
+        ) from None
     return name, value
 
 
 def load_text(
-    text: str, fmt: str, path: str = "<string>", variables: Mapping[str, Any] | None = None
+    text: str,
+    fmt: str,
+    path: str = "<string>",
+    variables: Mapping[str, Any] | None = None,
+    *,
+    limits: Limits = DEFAULT_LIMITS,
 ) -> Topology:
     """Render, parse and validate topology text (fmt: yaml, toml or json)."""
     if fmt not in ("yaml", "toml", "json"):
         raise TopologyError(f"{path}: unknown format {fmt!r}: use yaml, toml or json")
-    context = {**_file_vars(text, fmt), **(variables or {})}
-    rendered = render(text, context, path)
-    data = _parse(rendered, fmt, path)
+    text = text.removeprefix("\ufeff")  # a UTF-8 byte order mark, in any format
+    if len(text) > limits.file_size:
+        raise TopologyError(
+            f"{path}: the text is {len(text)} characters, over {describe('file-size', limits.file_size)}"
+        )
+    context = {**_file_vars(text, fmt, limits), **(variables or {})}
+    rendered = render(text, context, path, limits) if ("{{" in text or "{%" in text or "{#" in text) else text
+    data = parsing.parse(rendered, fmt, path, limits)
+    check_shape(data, limits, path)
     if isinstance(data, dict) and variables:
         data["vars"] = {**(data.get("vars") or {}), **variables}
-    return model_from_data(data, Source(path, rendered, fmt, templated=rendered != text))
+    source = Source(path, rendered, fmt, templated=rendered != text, original_lines=text.count("\n"))
+    try:
+        return model_from_data(data, source)
+    except RecursionError:
+        raise TopologyError(
+            f"{path}: nested too deeply to validate, {describe('depth', limits.depth)}"
+        ) from None
 
 
-def load_file(path: str | os.PathLike[str], variables: Mapping[str, Any] | None = None) -> Topology:
-    """A topology from a .yaml/.yml, .toml or .json file."""
+def load_file(
+    path: str | os.PathLike[str],
+    variables: Mapping[str, Any] | None = None,
+    *,
+    limits: Limits = DEFAULT_LIMITS,
+) -> Topology:
+    """A topology from a .yaml/.yml, .toml or .json file (UTF-8, a byte order mark allowed)."""
     p = Path(path)
     fmt = FORMATS.get(p.suffix.lower())
     if fmt is None:
         raise TopologyError(f"{p}: unknown extension {p.suffix!r}: use .yaml, .yml, .toml or .json")
     try:
-        text = p.read_text()
+        with open(p, "rb") as f:
+            raw = f.read(limits.file_size + 1)
     except FileNotFoundError:
         raise TopologyError(f"{p}: no such file") from None
+    except IsADirectoryError:
+        raise TopologyError(f"{p}: is a directory, not a topology file") from None
     except OSError as exc:
         raise TopologyError(f"{p}: cannot read it: {exc.strerror}") from None
-    return load_text(text, fmt, str(p), variables)
+    if len(raw) > limits.file_size:
+        raise TopologyError(f"{p}: the file is larger than {describe('file-size', limits.file_size)}")
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise TopologyError(
+            f"{p}:{line}: not UTF-8 text (byte 0x{raw[exc.start]:02x} at offset {exc.start}): "
+            "save the file as UTF-8"
+        ) from None
+    return load_text(text, fmt, str(p), variables, limits=limits)

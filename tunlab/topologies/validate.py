@@ -8,6 +8,7 @@ from typing import Any
 
 from tunlab.devices.config import check_name
 from tunlab.topologies.drivers import driver_for
+from tunlab.topologies.fieldpath import format_path
 from tunlab.topologies.models import Endpoint, InterfaceSettings, Link, Topology
 
 
@@ -130,17 +131,6 @@ def _name_issue(name: str, option: str, loc: tuple[Any, ...]) -> Issue | None:
     except ValueError as exc:
         return Issue(loc, str(exc).removeprefix(f"{option}: "))
     return None
-
-
-def format_path(loc: tuple[Any, ...]) -> str:
-    """A field path as people write it: links[0].endpoints[1].node."""
-    out = ""
-    for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        else:
-            out += ("." if out else "") + str(part)
-    return out or "(top level)"
 
 
 def _check_links(topo: Topology, cat: Catalog, issues: list[Issue]) -> None:
