@@ -308,6 +308,7 @@ class CaptureFactory:
         interface: str | None = None,
         *,
         path: str | os.PathLike[str] | None = None,
+        raw: bool = False,
     ) -> Capture:
         if isinstance(target, TunDeviceHandle):
             ns, iface, label = target.netns, interface or target.device.name, target.device.name
@@ -322,7 +323,7 @@ class CaptureFactory:
         else:
             raise TypeError(f"capture: cannot capture on {type(target).__name__}")
         pcap = Path(path) if path is not None else self._directory / f"{label}-{len(self.captures)}.pcap"
-        cap = Capture(ns, iface, pcap)
+        cap = Capture(ns, iface, pcap, raw=raw)
         self.captures.append(cap)
         _remember(self._request, CAPTURES, cap)
         return cap

@@ -75,11 +75,19 @@ class DeviceConfig:
         )
 
 
+# bytes the kernel's dev_valid_name() refuses: '/', ':', NUL and what its isspace() calls space
+# (its ctype table counts 0xA0, so a UTF-8 character containing that byte is refused too)
+_BAD_NAME_BYTES = frozenset(b"/:\x00\t\n\v\f\r \xa0")
+
+
 def check_name(name: object, option: str = "name") -> str:
-    """An interface name the kernel will accept: 1-15 bytes, no '/', ':' or whitespace."""
+    """An interface name the kernel will accept: 1-15 bytes, not . or .., no '/', ':' or space."""
     if not isinstance(name, str):
         raise TypeError(f"{option}: expected a str, got {type(name).__name__}")
-    raw = name.encode()
+    try:
+        raw = name.encode()
+    except UnicodeEncodeError:
+        raise ValueError(f"{option}: interface name {name!r} is not valid text") from None
     if not raw:
         raise ValueError(f"{option}: the interface name is empty")
     if len(raw) >= IFNAMSIZ:
@@ -87,8 +95,15 @@ def check_name(name: object, option: str = "name") -> str:
             f"{option}: interface name {name!r} is longer than {IFNAMSIZ - 1} bytes "
             f"({len(raw)}); pick a shorter name"
         )
-    if name in (".", "..") or any(c in name for c in "/: \t\n\r\x00"):
-        raise ValueError(f"{option}: interface name {name!r} contains '/', ':' or whitespace")
+    if name in (".", ".."):
+        raise ValueError(f"{option}: {name!r} is not a usable interface name")
+    bad = sorted({b for b in raw if b in _BAD_NAME_BYTES})
+    if bad:
+        shown = ", ".join(repr(chr(b)) if b < 0x80 else f"byte 0x{b:02x}" for b in bad)
+        raise ValueError(
+            f"{option}: interface name {name!r} contains {shown}: the kernel refuses '/', ':' "
+            "and whitespace (in UTF-8 also any character containing byte 0xa0)"
+        )
     return name
 
 

@@ -50,6 +50,25 @@ def _ipv4_setting(
     return IPv4Setting(ipaddress.IPv4Interface(f"{ip}/{plen}"), dest)
 
 
+def _writable(buffer: object, operation: str) -> None:
+    try:
+        view = memoryview(buffer)  # type: ignore[arg-type]
+    except TypeError:
+        raise TypeError(
+            f"{operation}: expected a bytearray or memoryview, got {type(buffer).__name__}"
+        ) from None
+    if view.readonly:
+        raise TypeError(f"{operation}: the buffer is read-only ({type(buffer).__name__}): pass a bytearray")
+
+
+def _fd_arg(fd: object) -> int:
+    if isinstance(fd, bool) or not isinstance(fd, int):
+        raise TypeError(f"fd: expected an int, got {type(fd).__name__}")
+    if not 0 <= fd <= 2**31 - 1:
+        raise ValueError(f"fd: {fd} is not a file descriptor (0..2147483647)")
+    return fd
+
+
 class SyncDevice:
     """A TUN (L3) or TAP (L2) device with blocking I/O; also a context manager.
 
@@ -65,9 +84,7 @@ class SyncDevice:
     @classmethod
     def from_fd(cls, fd: int) -> Self:
         """Take ownership of an open TUN/TAP fd (the Android VpnService path); close() closes it."""
-        if isinstance(fd, bool) or not isinstance(fd, int):
-            raise TypeError(f"fd: expected an int, got {type(fd).__name__}")
-        return cls(backend_from_fd(fd, owned=True))
+        return cls(backend_from_fd(_fd_arg(fd), owned=True))
 
     def into_fd(self) -> int:
         """Give up the fd: the caller owns it now and this device is closed (not the fd)."""
@@ -113,17 +130,39 @@ class SyncDevice:
         return self._backend.max_frame_size
 
     def recv(self, bufsize: int | None = None) -> bytes:
-        """Read one frame; bufsize defaults to max_frame_size so nothing is ever truncated."""
+        """Read one frame; bufsize defaults to max_frame_size so nothing is ever truncated.
+
+        With a smaller bufsize a longer frame comes back cut to bufsize bytes (the kernel drops
+        the rest); `len(frame) == bufsize` is the sign to look for.
+        """
+        if bufsize is not None and (isinstance(bufsize, bool) or not isinstance(bufsize, int) or bufsize < 1):
+            raise ValueError(f"recv: bufsize must be a positive int, got {bufsize!r}")
         self._backend.check_open()
         return self._backend.recv(self._backend.max_frame_size if bufsize is None else bufsize)
 
     def recv_into(self, buffer: bytearray | memoryview) -> int:
-        """Read one frame into a writable buffer; returns its length."""
+        """Read one frame into a writable buffer; returns its length.
+
+        A buffer shorter than the frame gets its first bytes (the rest is lost, as with a TUN
+        read): give max_frame_size bytes, or use recv_multiple, which never truncates.
+        """
+        _writable(buffer, "recv_into")
         return self._backend.recv_into(buffer)
 
     def send(self, data: bytes | bytearray | memoryview) -> int:
         """Write one frame; returns the bytes written."""
+        self._check_frame(data)
         return self._backend.send(data)
+
+    def _check_frame(self, data: object) -> None:
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise TypeError(f"send: expected bytes, bytearray or memoryview, got {type(data).__name__}")
+        limit = self._backend.max_frame_size
+        if len(data) > limit:
+            raise ValueError(
+                f"send: a {len(data)}-byte frame is larger than this device takes ({limit} bytes: "
+                "headers and a 64 KiB packet)"
+            )
 
     def recv_vectored(self, buffers: Sequence[bytearray | memoryview]) -> int:
         """Read one frame scattered over several buffers (readv)."""
@@ -447,9 +486,7 @@ class BorrowedSyncDevice(SyncDevice):
 
     @classmethod
     def borrow_raw(cls, fd: int) -> BorrowedSyncDevice:
-        if isinstance(fd, bool) or not isinstance(fd, int):
-            raise TypeError(f"fd: expected an int, got {type(fd).__name__}")
-        return cls(backend_from_fd(fd, owned=False))
+        return cls(backend_from_fd(_fd_arg(fd), owned=False))
 
     @classmethod
     def from_fd(cls, fd: int) -> Self:

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tunlab.devices.offload.gso import link_header_len
+from tunlab.devices.offload.gso import complete_checksum, link_header_len
 from tunlab.devices.offload.virtio import VIRTIO_NET_HDR_LEN, VirtioNetHdr
 from tunlab.linux.netns import NetNamespace
 
@@ -82,11 +82,13 @@ class Capture:
         path: str | os.PathLike[str] | None = None,
         *,
         snaplen: int = 262144,
+        raw: bool = False,
     ) -> None:
         self.ns = ns
         self.interface = interface
         self.path = Path(path) if path is not None else None
         self.snaplen = snaplen
+        self.raw = raw  # True: keep packets as the kernel handed them (checksums may be partial)
         self.packets: list[CapturedPacket] = []
         self._l2 = _link_type(ns, interface) == ARPHRD_ETHER
         self._sock: socket.socket | None = None
@@ -136,6 +138,11 @@ class Capture:
             now = time.time()
             hdr = VirtioNetHdr.decode(buf)
             data = bytes(buf[VIRTIO_NET_HDR_LEN:n])
+            if hdr.needs_csum and not self.raw:
+                # CHECKSUM_PARTIAL: the field holds only the pseudo-header sum. Fill in what goes
+                # on the wire, so Wireshark and tshark validate the capture.
+                with contextlib.suppress(ValueError):
+                    data = complete_checksum(hdr, data)
             pkt = CapturedPacket(now, addr[2] == PACKET_OUTGOING, data, hdr.gso_type, hdr.gso_size, self._l2)
             self.packets.append(pkt)
             if self._file is not None:
@@ -219,8 +226,8 @@ def tcp_info(ip: bytes) -> tuple[int, int, int] | None:
 
 @contextlib.contextmanager
 def capture(
-    ns: NetNamespace, interface: str, path: str | os.PathLike[str] | None = None
+    ns: NetNamespace, interface: str, path: str | os.PathLike[str] | None = None, *, raw: bool = False
 ) -> Iterator[Capture]:
     """`with capture(ns, "eth0", "out.pcap") as cap: ...` then look at cap.packets."""
-    with Capture(ns, interface, path) as cap:
+    with Capture(ns, interface, path, raw=raw) as cap:
         yield cap

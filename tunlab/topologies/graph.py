@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+import math
 import shutil
 import subprocess
 
@@ -48,15 +50,49 @@ def _q(text: str) -> str:
     return f'"{escaped}"'
 
 
+WRAP_AFTER = 12  # nodes in one row before a big lab is drawn in rows
+
+
+def _walk_order(topo: Topology) -> list[str]:
+    """Nodes in the order a walk along the links meets them (so chains stay in sequence)."""
+    neighbours: dict[str, list[str]] = {n: [] for n in topo.nodes}
+    for link in topo.links:
+        ends = [e.node for e in link.endpoints if e.node in neighbours]
+        for a in ends:
+            neighbours[a] += [b for b in ends if b != a]
+    order: list[str] = []
+    seen: set[str] = set()
+    for start in topo.nodes:
+        stack = [start]
+        while stack:
+            node = stack.pop()
+            if node in seen:
+                continue
+            seen.add(node)
+            order.append(node)
+            stack.extend(reversed([n for n in neighbours[node] if n not in seen]))
+    return order
+
+
+def _rows(topo: Topology) -> list[list[str]]:
+    """Big labs in rows of about sqrt(2n) nodes, in walk order (a long chain becomes a snake)."""
+    order = _walk_order(topo)
+    per_row = max(WRAP_AFTER // 2, math.ceil(math.sqrt(2 * len(order))))
+    return [order[i : i + per_row] for i in range(0, len(order), per_row)]
+
+
 def to_dot(topo: Topology) -> str:
-    """Nodes list their interfaces and addresses; edges say the link type and which interfaces."""
+    """Nodes list their interfaces and addresses; edges say the link type and which interfaces.
+
+    Up to WRAP_AFTER nodes are drawn left to right; bigger labs in rows, so a 100-node chain
+    is a readable page instead of a 30,000-pixel strip.
+    """
     cat = catalog(topo)
+    wrap = len(topo.nodes) > WRAP_AFTER
     lines = [
         f"graph {_q(topo.name)} {{",
-        "  graph [rankdir=LR, nodesep=0.6, ranksep=1.2, fontname=Helvetica, labelloc=t, "
-        + "label="
-        + _q(f"tunlab lab: {topo.name}")
-        + "];",
+        f"  graph [{'newrank=true, rankdir=TB' if wrap else 'rankdir=LR'}, nodesep=0.6, ranksep=1.2, "
+        "fontname=Helvetica, labelloc=t, " + "label=" + _q(f"tunlab lab: {topo.name}") + "];",
         '  node [shape=box, style="rounded,filled", fillcolor="#eef3fb", fontname=Helvetica, fontsize=11];',
         '  edge [fontname=Helvetica, fontsize=10, color="#445566"];',
     ]
@@ -66,6 +102,14 @@ def to_dot(topo: Topology) -> str:
             addrs = " ".join(str(a) for a in i.addresses)
             rows.append(f"{i.name} ({i.kind}) {addrs}".rstrip())
         lines.append(f"  {_q(name)} [label={_q(chr(10).join(rows))}];")
+    label_attr = "label"
+    if wrap:  # rows of nodes, stacked by invisible edges between the rows' first nodes
+        layout = _rows(topo)
+        for row in layout:
+            lines.append("  { rank=same; " + " ".join(_q(n) + ";" for n in row) + " }")
+        for upper, lower in itertools.pairwise(layout):
+            lines.append(f"  {_q(upper[0])} -- {_q(lower[0])} [style=invis, weight=10];")
+        label_attr = "xlabel"  # labels beside edges inside a row, not as extra ranks
     for li, link in enumerate(topo.links):
         style = _EDGE_STYLE.get(link.type, "solid")
         if link.type == "bridge":
@@ -83,7 +127,7 @@ def to_dot(topo: Topology) -> str:
         elif link.type == "vxlan":
             extra = f" vni {link.vni}"
         label = f"{link.type}{extra}{chr(10)}{a.interface} — {b.interface}"
-        lines.append(f"  {_q(a.node)} -- {_q(b.node)} [style={style}, label={_q(label)}];")
+        lines.append(f"  {_q(a.node)} -- {_q(b.node)} [style={style}, {label_attr}={_q(label)}];")
     lines.append("}")
     return "\n".join(lines) + "\n"
 

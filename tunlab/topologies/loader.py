@@ -203,6 +203,9 @@ def model_from_data(data: Any, source: Source | None = None) -> Topology:
     if not isinstance(data, dict):
         where = source.path if source else "topology"
         raise TopologyError(f"{where}: the top level must be a mapping with name, nodes and links")
+    nul = _nul_issues(data)
+    if nul:
+        raise _issues_error(nul, source)
     try:
         topo = Topology.model_validate(data)
     except ValidationError as exc:
@@ -211,6 +214,24 @@ def model_from_data(data: Any, source: Source | None = None) -> Topology:
     if issues:
         raise _issues_error(issues, source)
     return topo
+
+
+def _nul_issues(data: Any) -> list[Issue]:
+    """Strings with a NUL byte, anywhere: the kernel and docker would cut them short."""
+    issues = []
+    stack: list[tuple[Any, tuple[Any, ...]]] = [(data, ())]
+    while stack:
+        value, loc = stack.pop()
+        if isinstance(value, str) and "\x00" in value:
+            issues.append(Issue(loc, f"{value!r} contains a NUL byte (\\x00): remove it"))
+        elif isinstance(value, dict):
+            for k, v in value.items():
+                if isinstance(k, str) and "\x00" in k:
+                    issues.append(Issue((*loc, k), "this key contains a NUL byte (\\x00): remove it"))
+                stack.append((v, (*loc, k)))
+        elif isinstance(value, list):
+            stack.extend((v, (*loc, i)) for i, v in enumerate(value))
+    return sorted(issues, key=lambda i: str(i.loc))
 
 
 def parse_var(assignment: str, limits: Limits = DEFAULT_LIMITS) -> tuple[str, Any]:

@@ -6,7 +6,15 @@ import ipaddress
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
 
 NAME_RE = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 NODE_RE = r"^[A-Za-z0-9][A-Za-z0-9_-]*$"
@@ -31,7 +39,17 @@ def _listify(value: Any) -> Any:
     return value
 
 
+def _env_names(value: dict[str, str]) -> dict[str, str]:
+    for key in value:
+        if not key or "=" in key:
+            raise ValueError(f"environment variable name {key!r}: it must be non-empty and have no '='")
+    return value
+
+
 Switch = Annotated[bool, BeforeValidator(_on_off)]
+Argv = Annotated[list[str], Field(min_length=1, description="a program and its arguments (no shell)")]
+Env = Annotated[dict[str, str], AfterValidator(_env_names)]
+U32 = Annotated[int, Field(ge=0, le=2**32 - 1)]
 OptSwitch = Annotated[bool | None, BeforeValidator(_on_off)]
 IPv4List = Annotated[list[ipaddress.IPv4Interface], BeforeValidator(_listify)]
 IPv6List = Annotated[list[ipaddress.IPv6Interface], BeforeValidator(_listify)]
@@ -123,7 +141,7 @@ class Route(Strict):
     dst: str
     via: ipaddress.IPv4Address | ipaddress.IPv6Address | None = None
     dev: str | None = None
-    metric: int | None = Field(None, ge=0)
+    metric: U32 | None = None
 
     @field_validator("dst")
     @classmethod
@@ -158,12 +176,12 @@ class Healthcheck(Strict):
     """A node is ready once every given check passes: a command succeeds, a file appears, a
     TCP port accepts connections, a log line is seen (containers). Checked every interval."""
 
-    command: list[str] | None = None
+    command: Argv | None = None
     file: str | None = None
     port: int | None = Field(None, ge=1, le=65535, description="TCP port on 127.0.0.1 inside the node")
     log: str | None = Field(None, description="container: a regular expression its log must match")
-    timeout: float = Field(30.0, gt=0)
-    interval: float = Field(0.2, gt=0)
+    timeout: float = Field(30.0, gt=0, le=86400)
+    interval: float = Field(0.2, gt=0, le=3600)
 
     @model_validator(mode="after")
     def _something(self) -> Healthcheck:
@@ -179,9 +197,9 @@ class NodeCommon(Strict):
     """What every kind of node has."""
 
     sysctls: dict[str, str | int | bool] = Field(default_factory=dict)
-    env: dict[str, str] = Field(default_factory=dict)
+    env: Env = Field(default_factory=dict)
     routes: list[Route] = Field(default_factory=list)
-    exec: list[list[str]] = Field(default_factory=list, description="argv lists run after deploy")
+    exec: list[Argv] = Field(default_factory=list, description="argv lists run after deploy")
     healthcheck: Healthcheck | None = Field(None, description="wait until the node is ready")
 
     @field_validator("exec", mode="before")
@@ -209,7 +227,7 @@ class ContainerFields(Strict):
     """kind: container — a docker container (network mode none) wired by tunlab."""
 
     image: str | None = Field(None, description="a local image; tunlab/base is built on first use")
-    command: list[str] | None = None
+    command: Argv | None = None
     binds: list[str] = Field(default_factory=list)
     cap_add: list[str] = Field(default_factory=list)
     devices: list[str] = Field(default_factory=list)
@@ -222,7 +240,7 @@ class VmFields(Strict):
 
     kernel: str | None = None
     initrd: str | None = None
-    memory: int | None = Field(None, ge=64, description="MiB")
+    memory: int | None = Field(None, ge=64, le=1 << 20, description="MiB")
 
 
 class Defaults(NodeCommon, ContainerFields, VmFields):

@@ -130,6 +130,8 @@ def _name_issue(name: str, option: str, loc: tuple[Any, ...]) -> Issue | None:
         check_name(name, option)
     except ValueError as exc:
         return Issue(loc, str(exc).removeprefix(f"{option}: "))
+    if option == "interface" and name == "lo":
+        return Issue(loc, "'lo' is the loopback interface every node already has: pick another name")
     return None
 
 
@@ -159,6 +161,14 @@ def _check_links(topo: Topology, cat: Catalog, issues: list[Issue]) -> None:
                         Issue(
                             (*loc, "endpoints", ei, "underlay"),
                             "name the interface that carries the tunnel",
+                        )
+                    )
+                elif ep.underlay == ep.interface:
+                    issues.append(
+                        Issue(
+                            (*loc, "endpoints", ei, "underlay"),
+                            f"'{ep.underlay}' is the vxlan interface itself: "
+                            "name the interface that carries it",
                         )
                     )
                 elif (ep.node, ep.underlay) not in cat.ifaces:

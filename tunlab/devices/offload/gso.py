@@ -125,6 +125,20 @@ def split(hdr: VirtioNetHdr, packet: Bytes) -> list[bytes]:
         raise ValueError("GSO packet without payload")
     if version == 4 and iph + (n - hdr_len) > 0xFFFF:
         raise ValueError("IPv4 super-packet longer than 65535 bytes")
+    longest = hdr_len + min(hdr.gso_size, n - hdr_len)  # the largest segment, headers included
+    if version == 4 and longest > 0xFFFF:
+        raise ValueError(
+            f"gso_size {hdr.gso_size}: an IPv4 segment of {longest} bytes overflows its length field"
+        )
+    if version == 6 and longest - 40 > 0xFFFF:
+        raise ValueError(
+            f"gso_size {hdr.gso_size}: an IPv6 segment payload of {longest - 40} bytes "
+            "overflows its length field"
+        )
+    if proto == IPPROTO_UDP and longest - iph > 0xFFFF:
+        raise ValueError(
+            f"gso_size {hdr.gso_size}: a UDP segment of {longest - iph} bytes overflows its length field"
+        )
     return _segment(bytes(packet), version, iph, proto, hdr_len, hdr.gso_size)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import os
+import re
 import subprocess
 import sys
 import time
@@ -119,9 +120,33 @@ class ContainerDriver(NodeDriver):
             ) from None
 
     def check(self, node: NodeBase) -> list[NodeIssue]:
-        if not getattr(node, "image", None):
-            return [(("image",), "a container node needs an image (tunlab/base is built locally)")]
-        return []
+        """What docker would refuse at deploy: image references, binds, devices, caps, workdir."""
+        node = _container(node)
+        issues: list[NodeIssue] = []
+        if not node.image:
+            issues.append((("image",), "a container node needs an image (tunlab/base is built locally)"))
+        elif not _IMAGE_RE.fullmatch(node.image) or ".." in node.image:
+            issues.append(
+                (("image",), f"{node.image!r} is not an image reference (like tunlab/base or repo/name:tag)")
+            )
+        for i, bind in enumerate(node.binds):
+            why = _bind_problem(bind)
+            if why:
+                issues.append((("binds", i), f"{bind!r}: {why}"))
+        for i, dev in enumerate(node.devices):
+            parts = dev.split(":")
+            paths_ok = all(p.startswith("/") and ".." not in p.split("/") for p in parts[:2] if p)
+            mode_ok = len(parts) < 3 or (parts[2] and set(parts[2]) <= set("rwm"))
+            if not paths_ok or not mode_ok or len(parts) > 3:
+                issues.append(
+                    (("devices", i), f"{dev!r}: write /dev/host[:/dev/container[:rwm]] with absolute paths")
+                )
+        for i, cap in enumerate(node.cap_add):
+            if not _CAP_RE.fullmatch(cap):
+                issues.append((("cap_add", i), f"{cap!r} is not a capability name (like NET_ADMIN)"))
+        if node.workdir is not None and not node.workdir.startswith("/"):
+            issues.append((("workdir",), f"{node.workdir!r}: the working directory must be an absolute path"))
+        return issues
 
     def planned(self, ctx: LabContext, name: str, node: NodeBase) -> Resources:
         return {"container": ns_name(ctx.lab_id, name)}
@@ -243,6 +268,34 @@ CONTAINER_SYSCTLS = {
     "net.ipv6.conf.lo.disable_ipv6": "0",
     **LAB_SYSCTLS,
 }
+
+
+# docker's reference grammar: [registry[:port]/]name[/name...][:tag][@sha256:digest]
+_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+_IMAGE_RE = re.compile(
+    rf"(?:[a-zA-Z0-9.-]+(?::[0-9]+)?/)?{_COMPONENT}(?:/{_COMPONENT})*(?::[\w][\w.-]{{0,127}})?(?:@sha256:[a-f0-9]{{64}})?"
+)
+_CAP_RE = re.compile(r"(?:CAP_)?[A-Z][A-Z_]*|ALL")
+_BIND_MODES = {"ro", "rw", "z", "Z", "shared", "slave", "private", "rshared", "rslave", "rprivate", "nocopy"}
+
+
+def _bind_problem(bind: str) -> str | None:
+    """Why docker would refuse a bind (host:container[:mode]), or None."""
+    parts = bind.split(":")
+    if len(parts) not in (2, 3):
+        return "write host-path:container-path[:ro|rw]"
+    src, dst = parts[0], parts[1]
+    if not src or not dst:
+        return "both paths are needed"
+    if not dst.startswith("/"):
+        return "the container path must be absolute"
+    if not src.startswith("/") and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", src):
+        return "the host side must be an absolute path or a volume name"
+    if ".." in src.split("/") or ".." in dst.split("/"):
+        return "no '..' in bind paths"
+    if len(parts) == 3 and not set(parts[2].split(",")) <= _BIND_MODES:
+        return f"unknown mode {parts[2]!r} (ro, rw, z, Z, ...)"
+    return None
 
 
 def _container(node: NodeBase) -> ContainerNode:
