@@ -216,3 +216,21 @@ def test_lab_api_errors(needs_root) -> None:
             lab.up()
     with pytest.raises(TypeError):
         Lab({"name": "x"})  # type: ignore[arg-type]
+
+
+def test_a_lab_brought_up_in_a_short_lived_thread_keeps_its_relays(needs_root) -> None:
+    """Relay workers die with the thread that forked them (PDEATHSIG): they must not die with a
+    worker thread that only ran Lab.up (a thread pool, asyncio's executor)."""
+    import threading
+    import time
+
+    lab = Lab(load_file(EXAMPLES / "demo.yaml"), unique=True)
+    t = threading.Thread(target=lab.up)
+    t.start()
+    t.join()
+    try:
+        time.sleep(0.3)  # a worker killed by its parent thread's exit would be gone by now
+        assert all(p.poll() is None for r in lab._runtime().relays.values() for p in r._procs)
+        assert ping(lab.node("h1"), "198.18.2.2")
+    finally:
+        lab.down()

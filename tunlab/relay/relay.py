@@ -23,6 +23,7 @@ from tunlab.devices.capabilities import Capability
 from tunlab.devices.interrupt import InterruptEvent
 from tunlab.devices.layer import Layer
 from tunlab.devices.sync import SyncDevice
+from tunlab.linux.spawn import spawn
 from tunlab.relay.pump import MODES, Pump
 from tunlab.relay.stages import HookStage, PacketHook, Pipeline, Stage
 from tunlab.relay.stats import READY, SLOT_WORDS, STATS_SIZE, DirectionStats
@@ -153,7 +154,8 @@ class Relay:
                 }
                 fds = (*hs.fds, *hd.fds, stats_fd)
                 argv = [sys.executable, "-I", "-S", WORKER, json.dumps(spec, separators=(",", ":"))]
-                self._procs.append(subprocess.Popen(argv, pass_fds=fds, stdin=subprocess.DEVNULL))
+                # from the long-lived spawner thread: PDEATHSIG follows the forking thread
+                self._procs.append(spawn(argv, pass_fds=fds, stdin=subprocess.DEVNULL))
         except BaseException:
             self.stop()
             raise
