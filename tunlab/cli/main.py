@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -232,7 +233,7 @@ def up(
         if lab.running:
             problems = lab.down()
             for p in problems:
-                err_console.print(f"[yellow]teardown:[/] {p}")
+                err_console.print(f"[yellow]teardown:[/] {escape(p)}")
             console.print(f"lab {lab.name} is down")
 
 
@@ -287,7 +288,7 @@ def down(name: str) -> None:
 
     problems = stop_lab(name)
     for p in problems:
-        err_console.print(f"[yellow]teardown:[/] {p}")
+        err_console.print(f"[yellow]teardown:[/] {escape(p)}")
     console.print(f"lab {name} is down")
 
 
@@ -416,7 +417,7 @@ def gc() -> None:
 
     removed = garbage_collect()
     for item in removed:
-        console.print(f"removed {item}")
+        console.print(f"removed {escape(item)}")
     console.print("nothing to clean" if not removed else f"{len(removed)} item(s) removed")
 
 
@@ -435,14 +436,14 @@ def main(argv: list[str] | None = None) -> None:
         exc.show()
         sys.exit(exc.exit_code)
     except DeployError as exc:
-        err_console.print(f"[red]error:[/] {exc}")
+        err_console.print(f"[red]error:[/] {escape(str(exc))}")
         err_console.print("everything made before that step was removed")
         sys.exit(EXIT_FAILURE)
     except (TopologyError, ValueError, TypeError) as exc:
-        err_console.print(f"[red]error:[/] {exc}")
+        err_console.print(f"[red]error:[/] {escape(str(exc))}")
         sys.exit(EXIT_BAD_INPUT)
     except (TunlabError, LabError, OSError) as exc:
-        err_console.print(f"[red]error:[/] {exc}")
+        err_console.print(f"[red]error:[/] {escape(str(exc))}")
         sys.exit(EXIT_FAILURE)
     sys.exit(EXIT_OK)
 

@@ -360,10 +360,11 @@ class NetNamespace:
 
 
 def finish(proc: subprocess.Popen[Any], input: bytes | None, timeout: float | None) -> tuple[bytes, bytes]:
-    """communicate() with a timeout that kills the process instead of leaving it behind."""
+    """communicate() that kills the process instead of leaving it behind: after a timeout, and
+    when the wait itself is interrupted (Ctrl-C, SIGTERM during a lab's bring-up)."""
     try:
         out, err = proc.communicate(input=input, timeout=timeout)
-    except subprocess.TimeoutExpired:
+    except BaseException:
         proc.kill()
         proc.communicate()
         raise

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import signal
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -274,7 +275,19 @@ def apply(steps: list[Step], *, progress: Progress | None = None, fail_at: Failu
 
 
 def _env_failure_hook() -> FailureHook | None:
-    """TUNLAB_FAIL_AT=<text>: fail the first step whose name contains text (rollback testing)."""
+    """TUNLAB_FAIL_AT=<text>: fail the first step whose name contains text (rollback testing).
+
+    TUNLAB_KILL_AT=<step name>: SIGKILL this process just before that step runs (a trailing `*`
+    matches a prefix), leaving what the steps before it made: what a crash leaves for `tunlab gc`.
+    """
+    kill = os.environ.get("TUNLAB_KILL_AT")
+    if kill:
+
+        def killer(name: str) -> None:
+            if name == kill or (kill.endswith("*") and name.startswith(kill[:-1])):
+                os.kill(os.getpid(), signal.SIGKILL)
+
+        return killer
     needle = os.environ.get("TUNLAB_FAIL_AT")
     if not needle:
         return None

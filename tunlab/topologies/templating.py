@@ -12,6 +12,8 @@ from collections.abc import Mapping
 from typing import Any
 
 import jinja2
+from jinja2 import nodes
+from jinja2.compiler import CodeGenerator, Frame
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from tunlab.errors import TopologyError
@@ -20,10 +22,22 @@ from tunlab.topologies.limits import Limits, RenderGuard, describe
 _MAX_INT_BITS = 1 << 16
 
 
-class _BoundedEnvironment(ImmutableSandboxedEnvironment):
-    """The immutable sandbox, with size checks on * and ** and a guard consulted on each call."""
+class _BoundedCodeGenerator(CodeGenerator):
+    """Compiles `a ~ b` to a length-checked join (jinja's own str_join cannot be intercepted)."""
 
-    intercepted_binops = frozenset({"*", "**"})
+    def visit_Concat(self, node: nodes.Concat, frame: Frame) -> None:
+        self.write("environment.bounded_concat((")
+        for arg in node.nodes:
+            self.visit(arg, frame)
+            self.write(", ")
+        self.write("))")
+
+
+class _BoundedEnvironment(ImmutableSandboxedEnvironment):
+    """The immutable sandbox, with size checks on ~, + , * and ** and a guard consulted on each call."""
+
+    intercepted_binops = frozenset({"*", "**", "+"})
+    code_generator_class = _BoundedCodeGenerator
 
     def __init__(self, limits: Limits, guard: RenderGuard | None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -43,12 +57,26 @@ class _BoundedEnvironment(ImmutableSandboxedEnvironment):
                 ):
                     raise self._too_big(f"{type(seq).__name__} * {n} would hold {len(seq) * n} items")
             return operator.mul(left, right)
+        if op == "+":
+            sized = isinstance(left, (str, list, tuple)) and isinstance(right, (str, list, tuple))
+            if sized and len(left) + len(right) > self.limits.rendered_size:
+                raise self._too_big(f"a + b would hold {len(left) + len(right)} items")
+            return operator.add(left, right)
         if op == "**":
             huge = isinstance(left, int) and isinstance(right, int) and right > 0
             if huge and max(left.bit_length(), 1) * right > _MAX_INT_BITS:
                 raise TopologyError(f"template: {left} ** {right} is too large a number")
             return operator.pow(left, right)
         return super().call_binop(context, op, left, right)
+
+    def bounded_concat(self, parts: tuple[Any, ...]) -> str:
+        """`a ~ b ~ ...`, refused before it builds a string over rendered_size."""
+        texts = [str(p) for p in parts]
+        if sum(len(s) for s in texts) > self.limits.rendered_size:
+            raise self._too_big(f"joining with ~ would make {sum(len(s) for s in texts)} characters")
+        if self.guard is not None:
+            self.guard.check()
+        return "".join(texts)
 
     def call(self, __context: jinja2.runtime.Context, __obj: Any, *args: Any, **kwargs: Any) -> Any:
         if self.guard is not None:
