@@ -3,7 +3,8 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
+# the install is redone when the project's metadata or its compiled core change
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml setup.py tunlab/devices/offload/_fast.c | sha1sum | cut -c1-12)
 PYTEST_ARGS ?=
 
 .PHONY: all demo test lint format typecheck unit bench clean system-deps venv
@@ -13,7 +14,7 @@ all: test
 system-deps:
 	@./.ci/install-system-deps
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml setup.py tunlab/devices/offload/_fast.c
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check --upgrade pip
 	$(PY) -m pip install -q --disable-pip-version-check -e '.[dev]'

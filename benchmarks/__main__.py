@@ -10,7 +10,7 @@ import os
 import platform
 import sys
 
-SUITES = ["relay", "topology", "containers", "soak"]
+SUITES = ["offload", "relay", "topology", "containers", "soak"]
 
 
 def machine() -> str:

@@ -73,13 +73,17 @@ def _configure(ns: NetNamespace, ifname: str, addr: str, peer_net: str) -> None:
             ipr.route("add", dst=peer_net, oif=idx)
 
 
-def iperf(a: NetNamespace, b: NetNamespace, server_addr: str, seconds: int) -> tuple[float, int]:
+def iperf(
+    a: NetNamespace, b: NetNamespace, server_addr: str, seconds: int, parallel: int = 1
+) -> tuple[float, int]:
     """iperf3 from a to b once the path answers pings: (Gbit/s received, retransmits)."""
     for _ in range(50):
         if a.run(["ping", "-c1", "-W1", server_addr], timeout=5).returncode == 0:
             break
         time.sleep(0.1)
-    report = traffic.iperf3(traffic.place(a), traffic.place(b), server_addr, seconds=seconds)
+    report = traffic.iperf3(
+        traffic.place(a), traffic.place(b), server_addr, seconds=seconds, parallel=parallel
+    )
     end = report["end"]
     return end["sum_received"]["bits_per_second"] / 1e9, int(end["sum_sent"].get("retransmits", 0))
 
@@ -95,21 +99,45 @@ def veth_ceiling(seconds: int) -> Result:
 
 
 def relay_run(
-    name: str, argv_for: object, offload: bool, seconds: int, *, own_devices: bool = False
+    name: str,
+    argv_for: object,
+    offload: bool,
+    seconds: int,
+    *,
+    own_devices: bool = False,
+    env: dict[str, str] | None = None,
+    streams: int = 1,
+    multi_queue: bool = False,
 ) -> Result:
     with two_namespaces(str(abs(hash(name)) % 10000)) as (a, b):
         pass_fds: tuple[int, ...] = ()
         devs = []
         if not own_devices:
             devs = [
-                DeviceBuilder().name("tuna").offload(offload).netns(a.name).build_sync(),
-                DeviceBuilder().name("tunb").offload(offload).netns(b.name).build_sync(),
+                DeviceBuilder()
+                .name("tuna")
+                .offload(offload)
+                .multi_queue(multi_queue)
+                .netns(a.name)
+                .build_sync(),
+                DeviceBuilder()
+                .name("tunb")
+                .offload(offload)
+                .multi_queue(multi_queue)
+                .netns(b.name)
+                .build_sync(),
             ]
             pass_fds = tuple(d.fileno() for d in devs)
             argv = argv_for(*pass_fds)  # type: ignore[operator]
         else:
             argv = argv_for(a.name, b.name)  # type: ignore[operator]
-        proc = subprocess.Popen(argv, pass_fds=pass_fds, stdout=subprocess.PIPE, cwd=HERE.parent)
+        proc = subprocess.Popen(
+            argv,
+            pass_fds=pass_fds,
+            stdout=subprocess.PIPE,
+            cwd=HERE.parent,
+            env={**os.environ, **(env or {})},
+        )
         pids = [proc.pid]
         try:
             line = proc.stdout.readline().decode().split() if proc.stdout else []
@@ -121,7 +149,7 @@ def relay_run(
             _configure(a, "tuna", f"{A_NET}.1", f"{B_NET}.0/24")
             _configure(b, "tunb", f"{B_NET}.1", f"{A_NET}.0/24")
             t0, (u0, s0) = time.monotonic(), _cpu_ticks(pids)
-            gbps, retr = iperf(a, b, f"{B_NET}.1", seconds)
+            gbps, retr = iperf(a, b, f"{B_NET}.1", seconds, streams)
             u1, s1 = _cpu_ticks(pids)
             wall = time.monotonic() - t0
             cpu = (u1 - u0 + s1 - s0) / CLK_TCK / wall * 100
@@ -144,7 +172,8 @@ def run(seconds: int = 10, repeat: int = 3) -> list[Result]:
     def c(fa: int, fb: int) -> list[str]:
         return [str(exe), str(fa), str(fb)]
 
-    runs: list[tuple[str, object, bool, bool]] = [
+    pure = {"TUNLAB_PURE": "1"}
+    runs: list[tuple[str, object, bool, bool] | tuple[str, object, bool, bool, dict[str, object]]] = [
         ("(2a) C relay, plain", c, False, False),
         ("(2b) C relay, vnet header (offload)", c, True, False),
         ("(3) tunlab relay, plain (process workers)", worker("processes"), False, False),
@@ -161,8 +190,44 @@ def run(seconds: int = 10, repeat: int = 3) -> list[Result]:
             True,
             False,
         ),
-        ("(5) tunlab relay, recv_multiple/send_multiple", worker("batch"), True, False),
-        ("(5p) tunlab relay, split + coalesce in process workers", worker("batch-processes"), True, False),
+        ("(5) tunlab relay, split + coalesce (batch mode, thread workers)", worker("batch"), True, False),
+        (
+            "(5p) tunlab relay, split + coalesce (batch mode, process workers)",
+            worker("batch-processes"),
+            True,
+            False,
+        ),
+        ("(5a) a relay loop over the public recv_multiple/send_multiple", worker("api-batch"), True, False),
+        ("(5-pure) as (5), pure Python (TUNLAB_PURE=1)", worker("batch"), True, False, {"env": pure}),
+        ("(4t-pure) as (4t), pure Python (TUNLAB_PURE=1)", worker("threads"), True, False, {"env": pure}),
+        (
+            "(9) tunlab relay, plain, 1 queue, 2 streams",
+            worker("threads"),
+            False,
+            False,
+            {"streams": 2, "multi_queue": True},
+        ),
+        (
+            "(9q) tunlab relay, plain, 2 queues, 2 streams",
+            worker("mq2"),
+            False,
+            False,
+            {"streams": 2, "multi_queue": True},
+        ),
+        (
+            "(9o) tunlab relay, offload, 1 queue, 2 streams",
+            worker("threads"),
+            True,
+            False,
+            {"streams": 2, "multi_queue": True},
+        ),
+        (
+            "(9oq) tunlab relay, offload, 2 queues, 2 streams",
+            worker("mq2"),
+            True,
+            False,
+            {"streams": 2, "multi_queue": True},
+        ),
         ("(3o) pre-redesign relay, plain (process workers)", worker("old-processes"), False, False),
         ("(3to) pre-redesign relay, plain (thread workers)", worker("old-threads"), False, False),
         (
@@ -204,9 +269,13 @@ def run(seconds: int = 10, repeat: int = 3) -> list[Result]:
     samples: dict[str, list[Result]] = {}
     for round_ in range(repeat):
         samples.setdefault("veth", []).append(veth_ceiling(seconds))
-        for name, argv, offload, own in runs:
+        for run_ in runs:
+            name, argv, offload, own = run_[:4]
+            options: dict[str, object] = run_[4] if len(run_) > 4 else {}  # type: ignore[misc]
             print(f"  round {round_ + 1}/{repeat}: {name}", file=sys.stderr, flush=True)
-            samples.setdefault(name, []).append(relay_run(name, argv, offload, seconds, own_devices=own))
+            samples.setdefault(name, []).append(
+                relay_run(name, argv, offload, seconds, own_devices=own, **options)  # type: ignore[arg-type]
+            )
     return [_median(rs) for rs in samples.values()]
 
 
@@ -229,6 +298,11 @@ def report(results: list[Result]) -> str:
         "(8)": "(7)",
         "(5)": "(4)",
         "(5p)": "(4)",
+        "(5a)": "(4)",
+        "(5-pure)": "(4)",
+        "(4t-pure)": "(2b)",
+        "(9q)": "(9)",
+        "(9oq)": "(9o)",
         "(3o)": "(2a)",
         "(3to)": "(2a)",
         "(4o)": "(2b)",

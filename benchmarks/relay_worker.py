@@ -20,10 +20,38 @@ def tunlab_relay(fd_a: int, fd_b: int, mode: str) -> None:
         relay = Relay(a, b, workers="processes").start()
     elif mode == "batch-processes":
         relay = Relay(a, b, mode="batch", workers="processes").start()
+    elif mode == "mq2":
+        relay = Relay(a, b, queues=2).start()
+    elif mode == "api-batch":
+        api_relay(a, b)
+        return
     else:
         relay = Relay(a, b, mode="batch" if mode == "batch" else "passthrough").start()
     print("READY", *relay.pids, flush=True)
     threading.Event().wait()  # until the harness kills us (process workers die with us)
+
+
+def api_relay(a: object, b: object) -> None:
+    """What a user writes with the tun-rs-style API: recv_multiple, then send_multiple."""
+    from tunlab.devices import IDEAL_BATCH_SIZE, VIRTIO_NET_HDR_LEN, GROTable
+
+    def pump(src: object, dst: object) -> None:
+        bufs = [bytearray(VIRTIO_NET_HDR_LEN + 65535 + 14) for _ in range(IDEAL_BATCH_SIZE)]
+        sizes = [0] * IDEAL_BATCH_SIZE
+        table = GROTable()
+        views = [memoryview(buf) for buf in bufs]
+        while True:
+            n = src.recv_multiple(bufs, sizes, VIRTIO_NET_HDR_LEN)  # type: ignore[attr-defined]
+            try:
+                dst.send_multiple(
+                    table, [views[i][: VIRTIO_NET_HDR_LEN + sizes[i]] for i in range(n)], VIRTIO_NET_HDR_LEN
+                )  # type: ignore[attr-defined]
+            except OSError:
+                pass
+
+    threading.Thread(target=pump, args=(b, a), daemon=True).start()
+    print("READY", flush=True)
+    pump(a, b)
 
 
 def baseline_relay(fd_a: int, fd_b: int, mode: str) -> None:

@@ -143,6 +143,13 @@ class DeviceBackend(abc.ABC):
         del buf[n:]
         return bytes(buf)
 
+    def raw_fd(self) -> int | None:
+        """An fd whose reads and writes are exactly this device's frames, or None (framing, no fd).
+
+        The compiled relay pump moves frames between two such fds without the interpreter.
+        """
+        return None
+
     def frame_reader(self) -> Callable[[int], bytes]:
         """recv as the cheapest callable there is (a relay's hot loop calls it per frame)."""
         return self.recv

@@ -89,15 +89,37 @@ class Receiver(RxQueue):
                 self._read_frame()
         return self.drain_into(bufs, sizes, offset)
 
+    def read_packets(self) -> list[bytes]:
+        """Everything queued, or what one read brings, as packets (no copy into caller buffers).
+
+        For the relay pump: a super-packet becomes its segments, straight from split().
+        """
+        if self.pending:
+            out = list(self.pending)
+            self.pending.clear()
+            return out
+        if not self.backend.frame_format.virtio:
+            return [self.backend.recv(self.backend.max_frame_size)]
+        if self._buf is None:
+            self._buf = bytearray(self.backend.max_frame_size)
+        n = self.backend.recv_into(self._buf)
+        if n <= VIRTIO_NET_HDR_LEN:
+            raise ValueError(f"read {n} bytes: shorter than a virtio-net header")
+        frame = memoryview(self._buf)[:n]
+        hdr = VirtioNetHdr.decode(frame)
+        body = frame[VIRTIO_NET_HDR_LEN:]
+        return split_frame(hdr, body) if self.backend.layer is Layer.L2 else split(hdr, body)
+
     def next_packet(self) -> bytes:
         """One packet (frame for TAP): queued ones first."""
-        if self.pending:
-            return self.pending.popleft()
+        pending = self.pending
+        if pending:
+            return pending.popleft()
         if not self.backend.frame_format.virtio:
             return self.backend.recv(self.backend.max_frame_size)
-        while not self.pending:  # a read can bring nothing to deliver only if it is empty
-            self._read_frame()
-        return self.pending.popleft()
+        while not pending:  # a read can bring nothing to deliver only if it is empty
+            pending.extend(self.read_packets())
+        return pending.popleft()
 
 
 def check_batch_args(
@@ -129,9 +151,9 @@ def frames_to_send(
 
     The caller's buffers are never modified.
     """
-    packets = [memoryview(b)[offset:] for b in bufs]
+    packets: list[Bytes] = [memoryview(b)[offset:] for b in bufs] if offset else list(bufs)
     if not vnet:
-        return list(packets)
+        return packets
     # TAP: coalesce() merges only untagged IPv4/IPv6 frames; VLAN-tagged ones go out alone
     l2 = 14 if layer is Layer.L2 else 0
     return list(coalesce(packets, udp_gro=udp_gro, table=table, l2_len=l2))

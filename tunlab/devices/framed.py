@@ -39,12 +39,16 @@ class Framed:
         self._batch: list[Bytes] = []
         self._table = GROTable()
         self._closed = False
+        self._pending = device.sync._rx.pending  # packets split from the last read
 
     # read half
     def __aiter__(self) -> AsyncIterator[bytes]:
         return self
 
     async def __anext__(self) -> bytes:
+        pending = self._pending
+        if pending:  # a super-packet split earlier: no await needed (the common case)
+            return pending.popleft()
         try:
             return await self.recv()
         except DeviceClosedError:
@@ -64,8 +68,9 @@ class Framed:
         """Queue one packet; a full batch is flushed before this returns."""
         if self._closed:
             raise DeviceClosedError("send() on a closed Framed writer")
-        self._batch.append(packet)
-        if len(self._batch) >= self.batch_size:
+        batch = self._batch
+        batch.append(packet)
+        if len(batch) >= self.batch_size:
             await self.flush()
 
     async def flush(self) -> int:

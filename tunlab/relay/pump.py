@@ -16,9 +16,11 @@ from collections.abc import Sequence
 from typing import Any
 
 from tunlab.devices.backend import Bytes, DeviceBackend
-from tunlab.devices.batch import Receiver, batch_frames
+from tunlab.devices.batch import Receiver
 from tunlab.devices.interrupt import InterruptEvent
-from tunlab.devices.offload import IDEAL_BATCH_SIZE, GROTable
+from tunlab.devices.layer import Layer
+from tunlab.devices.offload import IDEAL_BATCH_SIZE, GROTable, coalesce
+from tunlab.devices.offload import impl as _impl
 from tunlab.errors import DeviceClosedError
 from tunlab.relay.stages import Packet, Pipeline
 from tunlab.relay.stats import (
@@ -74,9 +76,6 @@ class Pump:
         self.batch = batch
         self._table = GROTable()
         self._rx = Receiver(src)
-        self._bufs: list[bytearray] = []
-        self._views: list[memoryview] = []
-        self._sizes = [0] * batch
 
     # ---- entry ------------------------------------------------------------------------------
     def run(self) -> None:
@@ -96,6 +95,20 @@ class Pump:
         on readiness and the stop event. Only reads and drops are counted: frames and bytes
         out are reads minus drops (two fewer updates per frame).
         """
+        fast = _impl.fast
+        fd_in, fd_out = self.src.raw_fd(), self.dst.raw_fd()
+        if fast is not None and hasattr(fast, "pump") and fd_in is not None and fd_out is not None:
+            # the compiled loop: read -> write with the GIL released (threads run in parallel)
+            fast.pump(
+                fd_in,
+                fd_out,
+                self.read_size,
+                self.stats.words,
+                self.src.frame_format.virtio,
+                self._stop_fd,
+                self.blocking_drop,
+            )
+            return
         recv, send = self.src.frame_reader(), self.dst.frame_writer()
         size = self.read_size
         words = self.stats.words
@@ -182,31 +195,25 @@ class Pump:
                 break
         return frames
 
-    def _buffers(self, size: int) -> None:
-        self._bufs = [bytearray(size) for _ in range(self.batch)]
-        self._views = [memoryview(b) for b in self._bufs]
-
     def _read_packets(self) -> list[Packet]:
-        """One read, split into packets (views of this pump's buffers, valid until the next read)."""
-        if not self._bufs:
-            self._buffers(self.read_size)
-        try:
-            n = self._rx.receive(self._bufs, self._sizes, 0)
-        except ValueError:  # a packet larger than the buffers (the MTU grew): grow them
-            self._buffers(self.src.max_frame_size)
-            n = self._rx.receive(self._bufs, self._sizes, 0)
+        """One read, split into packets (fresh bytes: a stage may keep them)."""
+        packets: list[Packet] = list(self._rx.read_packets())
         words = self.stats.words
-        sizes = self._sizes
         words[FRAMES_IN] += 1
-        words[BYTES_IN] += sum(sizes[:n])
-        if n > 1:
+        words[BYTES_IN] += sum(len(p) for p in packets)
+        if len(packets) > 1:
             words[SUPERS] += 1
-        views = self._views
-        return [views[i][: sizes[i]] for i in range(n)]
+        return packets
 
     # ---- writing ----------------------------------------------------------------------------
     def _write(self, items: Sequence[Bytes]) -> None:
-        frames = items if self.mode == "passthrough" else batch_frames(self.dst, items, 0, self._table)
+        if self.mode == "passthrough":
+            frames = items
+        elif self.dst.frame_format.virtio:
+            l2 = 14 if self.dst.layer is Layer.L2 else 0
+            frames = coalesce(items, udp_gro=self.dst.frame_format.udp_gso, table=self._table, l2_len=l2)
+        else:
+            frames = items
         words = self.stats.words
         rest: Sequence[Bytes] = frames
         while rest:

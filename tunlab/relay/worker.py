@@ -47,11 +47,11 @@ def main() -> None:
     from tunlab.devices.platform import from_handoff
     from tunlab.relay.pump import Pump
     from tunlab.relay.stages import Pipeline, stage_from_spec
-    from tunlab.relay.stats import READY, SLOT_WORDS, STATS_SIZE, DirectionStats
+    from tunlab.relay.stats import READY, SLOT_WORDS, DirectionStats
 
     src = from_handoff(spec["src"]["fds"], spec["src"])
     dst = from_handoff(spec["dst"]["fds"], spec["dst"])
-    shared = mmap.mmap(int(spec["stats_fd"]), STATS_SIZE)
+    shared = mmap.mmap(int(spec["stats_fd"]), int(spec["stats_size"]))
     slot = int(spec["slot"])
     words = memoryview(shared).cast("Q")[slot * SLOT_WORDS : (slot + 1) * SLOT_WORDS]
     stages = Pipeline([stage_from_spec(s) for s in spec["stages"]])

@@ -372,8 +372,11 @@ def iperf3(
     seconds: int = 5,
     udp: bool = False,
     bitrate: str | None = None,
+    parallel: int = 1,
 ) -> dict[str, Any]:
-    """Run iperf3 between two places (needs iperf3 installed); returns its JSON report."""
+    """Run iperf3 between two places (needs iperf3 installed); returns its JSON report.
+
+    parallel > 1 runs that many streams at once (iperf3 -P)."""
     if shutil.which("iperf3") is None:
         raise LabError("iperf3 is not installed (apt-get install iperf3)")
     srv = server.popen(
@@ -385,6 +388,8 @@ def iperf3(
             argv.append("-u")
         if bitrate:
             argv += ["-b", bitrate]
+        if parallel > 1:
+            argv += ["-P", str(parallel)]
         for _ in range(50):
             done = client.run(argv, timeout=seconds + 30)
             report = json.loads(done.stdout or b"{}")

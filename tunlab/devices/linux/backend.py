@@ -353,6 +353,9 @@ class LinuxDevice(DeviceBackend):
     def send(self, data: Bytes) -> int:
         return os.write(self._check(), data)
 
+    def raw_fd(self) -> int | None:
+        return self._check()  # frames on a TUN fd are exactly what callers see
+
     def frame_reader(self) -> Callable[[int], bytes]:
         """os.read bound to the fd (no Python frame per call: the relay's fast loop)."""
         return functools.partial(os.read, self._check())
@@ -451,9 +454,11 @@ class LinuxDevice(DeviceBackend):
             ns.close()
         clone = LinuxDevice(fd, self.layer, flags=self._flags)
         try:
+            # the header size and the offload mask belong to the interface, not the queue: the
+            # new queue has them already (setting the mask again would clear it on a device
+            # this process only received by fd, whose mask it cannot read)
             if self.vnet_hdr:
                 fcntl.ioctl(fd, tun.TUNSETVNETHDRSZ, _INT.pack(VNET_HDR_LEN))
-                fcntl.ioctl(fd, tun.TUNSETOFFLOAD, self._offload_mask)
             clone._offload_mask = self._offload_mask
             clone.frame_format = self.frame_format
         except OSError as exc:

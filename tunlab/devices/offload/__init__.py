@@ -9,6 +9,7 @@ from tunlab.devices.offload.csum import (
 )
 from tunlab.devices.offload.gro import GROTable, coalesce
 from tunlab.devices.offload.gso import complete_checksum, split
+from tunlab.devices.offload.impl import available, implementation, use, using
 from tunlab.devices.offload.virtio import (
     IDEAL_BATCH_SIZE,
     VIRTIO_NET_HDR_F_DATA_VALID,
@@ -37,11 +38,15 @@ __all__ = [
     "GROTable",
     "VirtioNetHdr",
     "accelerator",
+    "available",
     "checksum",
     "coalesce",
     "complete_checksum",
+    "implementation",
     "ones_sum",
     "pseudo_header_sum",
     "set_accelerator",
     "split",
+    "use",
+    "using",
 ]

@@ -11,6 +11,8 @@ import os
 import sys
 from typing import Any
 
+from tunlab.devices.offload import impl as _impl
+
 __all__ = [
     "accelerator",
     "checksum",
@@ -88,6 +90,10 @@ def _numpy_sum(data: Bytes) -> int:
 
 def ones_sum(data: Bytes, initial: int = 0) -> int:
     """One's-complement sum of data (odd length padded with a zero byte), folded mod 0xFFFF."""
+    fast = _impl.fast
+    if fast is not None and 0 <= initial < 1 << 63:
+        result: int = fast.ones_sum(data, initial)
+        return result
     n = len(data)
     if n >= _NUMPY_MIN and numpy_module() is not None:
         return (_numpy_sum(data) + initial) % 0xFFFF

@@ -12,6 +12,7 @@ import struct
 from collections.abc import Sequence
 
 from tunlab.devices.offload import csum as _cs
+from tunlab.devices.offload import impl as _impl
 from tunlab.devices.offload.virtio import (
     GSO_NONE_HEADER,
     HDR_STRUCT,
@@ -183,6 +184,10 @@ def coalesce(
 
 def _coalesce_ip(packets: Sequence[Bytes], udp_gro: bool, table: GROTable | None) -> list[tuple[int, bytes]]:
     """coalesce() on IP packets, each output paired with the index of its first packet."""
+    fast = _impl.fast
+    if fast is not None:
+        outputs: list[tuple[int, bytes]] = fast.coalesce_ip(packets, udp_gro)
+        return outputs
     tab = table if table is not None else GROTable()
     tab.reset()
     entries = tab.entries

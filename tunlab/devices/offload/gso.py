@@ -11,6 +11,7 @@ import struct
 from typing import Any
 
 from tunlab.devices.offload import csum as _cs
+from tunlab.devices.offload import impl as _impl
 from tunlab.devices.offload.virtio import (
     VIRTIO_NET_HDR_F_NEEDS_CSUM,
     VIRTIO_NET_HDR_GSO_ECN,
@@ -139,7 +140,7 @@ def split(hdr: VirtioNetHdr, packet: Bytes) -> list[bytes]:
         raise ValueError(
             f"gso_size {hdr.gso_size}: a UDP segment of {longest - iph} bytes overflows its length field"
         )
-    return _segment(bytes(packet), version, iph, proto, hdr_len, hdr.gso_size)
+    return _segment(packet, version, iph, proto, hdr_len, hdr.gso_size)
 
 
 def _numpy_payload_sums(data: bytes, start: int, gso: int) -> Any:
@@ -248,7 +249,12 @@ def segment_headers(
     return out
 
 
-def _segment(data: bytes, version: int, iph: int, proto: int, hdr_len: int, gso: int) -> list[bytes]:
+def _segment(data: Bytes, version: int, iph: int, proto: int, hdr_len: int, gso: int) -> list[bytes]:
+    fast = _impl.fast
+    if fast is not None:
+        segments: list[bytes] = fast.segment(data, version, iph, proto, hdr_len, gso)
+        return segments
+    data = bytes(data)
     np = _cs.numpy_module()
     n = len(data)
     if np is not None and n - hdr_len >= 4 * gso and hdr_len % 4 == 0 and gso % 4 == 0:
