@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml setup.py tunlab/devices/offload/_fast.c | sha1sum | cut -c1-12)
 PYTEST_ARGS ?=
 
-.PHONY: all demo test lint format typecheck unit bench clean system-deps venv
+.PHONY: all demo test lint format typecheck unit bench sanitize clean system-deps venv
 
 all: test
 
@@ -29,6 +29,7 @@ demo: system-deps $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/actionlint .github/workflows/ci.yml
 
 format: $(STAMP)
 	$(VENV)/bin/ruff format .
@@ -48,6 +49,10 @@ bench: system-deps $(STAMP)
 	$(PY) -m pip install -q --disable-pip-version-check -e '.[dev,bench]'
 	@./.ci/docker-up
 	@$(PY) -m benchmarks; rc=$$?; ./.ci/docker-down; exit $$rc
+
+# the compiled core under ASan + UBSan, through the differential fuzz (docs/development.md)
+sanitize: $(STAMP)
+	@./.ci/sanitize $(PY)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .mypy_cache .ruff_cache .pytest_cache

@@ -207,3 +207,28 @@ def test_the_64k_edges_agree() -> None:
                 )
                 both(lambda: split(hdr, pkt))  # noqa: B023 (called at once)
     assert struct.calcsize("!H") == 2
+
+
+def test_recv_multiples_copy_agrees() -> None:
+    """RxQueue.drain_into: the same packets delivered, sizes, leftovers and errors."""
+    from collections import deque
+
+    from tunlab.devices.batch import RxQueue
+
+    rng = random.Random(7)
+    for _ in range(5000):
+        packets = [rng.randbytes(rng.randint(0, 3000)) for _ in range(rng.randint(0, 8))]
+        nbufs, room, offset = rng.randint(1, 6), rng.randint(0, 3000), rng.randint(0, 20)
+        results = []
+        for name in ("python", "compiled"):
+            q = RxQueue()
+            q.pending = deque(packets)
+            bufs = [bytearray(room) for _ in range(nbufs)]
+            sizes = [0] * nbufs
+            with offload.using(name):
+                try:
+                    n = q.drain_into(bufs, sizes, offset)
+                    results.append((n, sizes, [bytes(b) for b in bufs], list(q.pending)))
+                except ValueError as exc:
+                    results.append(("ValueError", str(exc), list(q.pending)))
+        assert results[0] == results[1]

@@ -14,6 +14,7 @@ from collections.abc import MutableSequence, Sequence
 from tunlab.devices.backend import Bytes, DeviceBackend, FrameTooLarge, WritableBuffer
 from tunlab.devices.layer import Layer
 from tunlab.devices.offload import GROTable, VirtioNetHdr, coalesce
+from tunlab.devices.offload import impl as _impl
 from tunlab.devices.offload.gso import split, split_frame
 from tunlab.devices.offload.virtio import VIRTIO_NET_HDR_LEN
 
@@ -40,6 +41,10 @@ class RxQueue:
 
     def drain_into(self, bufs: Sequence[WritableBuffer], sizes: MutableSequence[int], offset: int) -> int:
         """Copy queued packets into bufs[i][offset:], their lengths into sizes[i]."""
+        fast = _impl.fast
+        if fast is not None:
+            delivered: int = fast.drain(self.pending, bufs, sizes, offset)
+            return delivered
         count = 0
         pending = self.pending
         while pending and count < len(bufs):
@@ -151,6 +156,9 @@ def frames_to_send(
 
     The caller's buffers are never modified.
     """
+    fast = _impl.fast
+    if vnet and layer is Layer.L3 and fast is not None:  # the compiled core reads past offset itself
+        return [frame for _, frame in fast.coalesce_ip(bufs, udp_gro, offset)]
     packets: list[Bytes] = [memoryview(b)[offset:] for b in bufs] if offset else list(bufs)
     if not vnet:
         return packets

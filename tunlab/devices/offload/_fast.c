@@ -531,8 +531,13 @@ static void emit(const Pkt *pk, const Item *items, int e, const int *next, uint8
 static PyObject *py_coalesce_ip(PyObject *self, PyObject *args) {
     PyObject *seq_obj;
     int udp_gro = 0;
-    if (!PyArg_ParseTuple(args, "O|p", &seq_obj, &udp_gro))
+    Py_ssize_t offset = 0;
+    if (!PyArg_ParseTuple(args, "O|pn", &seq_obj, &udp_gro, &offset))
         return NULL;
+    if (offset < 0) {
+        PyErr_SetString(PyExc_ValueError, "coalesce: offset must be >= 0");
+        return NULL;
+    }
     PyObject *seq = PySequence_Fast(seq_obj, "coalesce: packets must be a sequence");
     if (seq == NULL)
         return NULL;
@@ -558,8 +563,9 @@ static PyObject *py_coalesce_ip(PyObject *self, PyObject *args) {
     for (; got < cnt; got++) {
         if (PyObject_GetBuffer(PySequence_Fast_GET_ITEM(seq, got), &views[got], PyBUF_SIMPLE) < 0)
             goto done;
-        pk[got].p = (const uint8_t *)views[got].buf;
-        pk[got].n = views[got].len;
+        Py_ssize_t skip = offset < views[got].len ? offset : views[got].len; /* like buf[offset:] */
+        pk[got].p = (const uint8_t *)views[got].buf + skip;
+        pk[got].n = views[got].len - skip;
     }
     Py_BEGIN_ALLOW_THREADS
     nentries = merge(pk, cnt, udp_gro, items, entries, next);
@@ -603,6 +609,81 @@ done:
     return result;
 }
 
+
+/* ---- recv_multiple's copy into the caller's buffers ------------------------------------------ */
+/* drain(pending, bufs, sizes, offset) -> int: batch.RxQueue.drain_into (deque of bytes in, the
+ * same rules: stop at the first packet that does not fit, an error if it is the first). */
+static PyObject *py_drain(PyObject *self, PyObject *args) {
+    PyObject *pending, *bufs, *sizes;
+    Py_ssize_t offset;
+    if (!PyArg_ParseTuple(args, "OOOn", &pending, &bufs, &sizes, &offset))
+        return NULL;
+    PyObject *bufs_fast = PySequence_Fast(bufs, "bufs must be a sequence");
+    if (bufs_fast == NULL)
+        return NULL;
+    Py_ssize_t nbufs = PySequence_Fast_GET_SIZE(bufs_fast), count = 0;
+    PyObject *popleft = PyObject_GetAttrString(pending, "popleft");
+    if (popleft == NULL) {
+        Py_DECREF(bufs_fast);
+        return NULL;
+    }
+    while (count < nbufs) {
+        Py_ssize_t left = PyObject_Length(pending);
+        if (left < 0)
+            goto fail;
+        if (left == 0)
+            break;
+        PyObject *pkt = PySequence_GetItem(pending, 0);
+        if (pkt == NULL)
+            goto fail;
+        Py_buffer src, dst;
+        if (PyObject_GetBuffer(pkt, &src, PyBUF_SIMPLE) < 0) {
+            Py_DECREF(pkt);
+            goto fail;
+        }
+        if (PyObject_GetBuffer(PySequence_Fast_GET_ITEM(bufs_fast, count), &dst, PyBUF_WRITABLE) < 0) {
+            PyBuffer_Release(&src);
+            Py_DECREF(pkt);
+            goto fail;
+        }
+        Py_ssize_t room = dst.len - offset;
+        if (room < src.len) {
+            Py_ssize_t need = src.len;
+            PyBuffer_Release(&dst);
+            PyBuffer_Release(&src);
+            Py_DECREF(pkt);
+            if (count)
+                break; /* deliver what fits now; the rest waits for the next call */
+            PyErr_Format(PyExc_ValueError,
+                         "bufs[0] holds %zd bytes after offset %zd but the next packet has %zd: "
+                         "give buffers of at least %zd bytes",
+                         room, offset, need, need + offset);
+            goto fail;
+        }
+        memcpy((uint8_t *)dst.buf + offset, src.buf, (size_t)src.len);
+        PyObject *size = PyLong_FromSsize_t(src.len);
+        PyBuffer_Release(&dst);
+        PyBuffer_Release(&src);
+        Py_DECREF(pkt);
+        if (size == NULL || PySequence_SetItem(sizes, count, size) < 0) {
+            Py_XDECREF(size);
+            goto fail;
+        }
+        Py_DECREF(size);
+        PyObject *gone = PyObject_CallNoArgs(popleft);
+        if (gone == NULL)
+            goto fail;
+        Py_DECREF(gone);
+        count++;
+    }
+    Py_DECREF(popleft);
+    Py_DECREF(bufs_fast);
+    return PyLong_FromSsize_t(count);
+fail:
+    Py_DECREF(popleft);
+    Py_DECREF(bufs_fast);
+    return NULL;
+}
 
 /* ---- the relay pump ----------------------------------------------------------------------- */
 #ifndef _WIN32
@@ -726,7 +807,9 @@ static PyMethodDef methods[] = {
     {"segment", py_segment, METH_VARARGS,
      "segment(packet, version, iph, proto, hdr_len, gso) -> list[bytes]: GSO segments with checksums"},
     {"coalesce_ip", py_coalesce_ip, METH_VARARGS,
-     "coalesce_ip(packets, udp_gro=False) -> list[(index, frame)]: GRO over a batch of IP packets"},
+     "coalesce_ip(packets, udp_gro=False, offset=0) -> list[(index, frame)]: GRO over packets[i][offset:]"},
+    {"drain", py_drain, METH_VARARGS,
+     "drain(pending, bufs, sizes, offset) -> int: queued packets into the caller's buffers"},
 #ifndef _WIN32
     {"pump", py_pump, METH_VARARGS,
      "pump(fd_in, fd_out, read_size, counters, vnet, stop_fd, drop) -> None: a relay direction"},
