@@ -22,6 +22,7 @@ from tunlab.devices.layer import Layer
 from tunlab.devices.offload import IDEAL_BATCH_SIZE, GROTable, coalesce
 from tunlab.devices.offload import impl as _impl
 from tunlab.errors import DeviceClosedError
+from tunlab.relay.control import Control
 from tunlab.relay.stages import Packet, Pipeline
 from tunlab.relay.stats import (
     BYTES_IN,
@@ -38,6 +39,8 @@ from tunlab.relay.stats import (
 
 MODES = ("passthrough", "batch")
 _GONE = (errno.EBADF, errno.EBADFD)
+FINE_WAIT = 0.002  # closer than this to a deadline, wait with select's microseconds, not poll's ms
+PR_SET_TIMERSLACK = 29
 
 
 class Stopped(Exception):
@@ -56,6 +59,7 @@ class Pump:
         mode: str = "passthrough",
         stages: Pipeline | None = None,
         stop: InterruptEvent | None = None,
+        control: Control | None = None,
         read_size: int | None = None,
         batch: int = IDEAL_BATCH_SIZE,
     ) -> None:
@@ -65,12 +69,23 @@ class Pump:
         self.stats = stats
         self.mode = mode
         self.stages = stages or Pipeline()
-        if self.stages.needs_packets and mode != "batch":
-            raise ValueError("these stages see single packets: use mode='batch' (packets are split first)")
         self.stop = stop
+        self.control = control
         self.stopping = False  # seen between frames: a busy source never hides a stop
         self.blocking_drop = stop is None  # a worker process drops when the peer is full
         self._stop_fd = stop.fileno() if stop is not None else -1
+        self._control_fd = control.fileno() if control is not None else -1
+        # what wakes the compiled loop: the control pipe (the relay sends stop there too)
+        self._wake_fd = self._control_fd if control is not None else self._stop_fd
+        self._slack_set = False
+        whole = mode == "passthrough" and src.frame_format == dst.frame_format
+        for stage in self.stages.stages:
+            stage.attach(
+                l2=src.layer is Layer.L2,
+                counters=stats.impair_words,
+                frames=whole,
+                virtio=src.frame_format.virtio,
+            )
         self._pollers: dict[tuple[int, bool], Any] = {}
         self.read_size = read_size or src.max_frame_size
         self.batch = batch
@@ -79,14 +94,43 @@ class Pump:
 
     # ---- entry ------------------------------------------------------------------------------
     def run(self) -> None:
-        """Until stopped (or a device closes); passthrough without stages takes the fast loop."""
+        """Until stopped (or a device closes). Passthrough with no stage engaged takes the fast
+        loop; a control message that engages a stage (an impairment set at run time) switches
+        to the per-packet loop, and back once the stage has nothing left to do."""
         try:
-            if self.mode == "passthrough" and not self.stages:
-                self._forward()
-            else:
-                self._loop()
+            while not self.stopping:
+                if self.mode == "passthrough" and not self.stages.engaged:
+                    self._forward()
+                    if self.stopping or not self._readable(self._control_fd):
+                        return  # stopped, or a device went away
+                    self._take_control()
+                else:
+                    self._loop()
         except (Stopped, DeviceClosedError):
             return
+
+    def _take_control(self) -> bool:
+        """Apply waiting control messages; Stopped on a stop message. True if there were any."""
+        if self.control is None:
+            return False
+        messages = self.control.messages()
+        for msg in messages:
+            op = msg.get("op")
+            if op == "stop":
+                self.stopping = True
+                raise Stopped
+            if op == "stage":
+                try:
+                    self.stages.stages[int(msg["index"])].reconfigure(msg["spec"], time.monotonic())
+                except (ValueError, KeyError, IndexError, TypeError) as exc:  # the old settings stay
+                    self.stats.error(f"reconfigure: {type(exc).__name__}: {exc}")
+        return bool(messages)
+
+    @staticmethod
+    def _readable(fd: int) -> bool:
+        if fd < 0:
+            return False
+        return bool(select.select([fd], [], [], 0)[0]) if fd < 1024 else _poll_readable(fd)
 
     def _forward(self) -> None:
         """Read a frame, write it, count it: the least interpreter work per frame there is.
@@ -105,7 +149,7 @@ class Pump:
                 self.read_size,
                 self.stats.words,
                 self.src.frame_format.virtio,
-                self._stop_fd,
+                self._wake_fd,
                 self.blocking_drop,
             )
             return
@@ -117,16 +161,19 @@ class Pump:
         src, dst = self.src, self.dst
         poller = self._make_poller(src, False) if src.is_nonblocking() else None
         wait_readable = poller.poll if poller is not None else None
-        stop_fd = self._stop_fd
+        wake = (self._stop_fd, self._control_fd)
         while not self.stopping:
             try:
                 frame = recv(size)
             except BlockingIOError:
                 if wait_readable is None:
-                    self._wait(src, write=False, timeout=None)
+                    try:
+                        self._wait(src, write=False, timeout=None)
+                    except Stopped:
+                        return
                     continue
                 events = wait_readable()
-                if self.stopping or events[0][0] == stop_fd or (len(events) > 1 and events[1][0] == stop_fd):
+                if self.stopping or any(fd in wake for fd, _ in events):
                     return
                 continue
             if not frame:
@@ -154,8 +201,15 @@ class Pump:
                     break
 
     def _loop(self) -> None:
+        """Read, run the stages, write; wait for input or the stages' next deadline. Returns
+        when a passthrough pump's stages have nothing left to do (back to the fast loop)."""
         stages = self.stages
-        read = self._read_frames if self.mode == "passthrough" else self._read_packets
+        packets = self.mode == "batch" or (stages.engaged and not stages.frames_only)
+        read = self._read_packets if packets else self._read_frames
+        if stages.engaged and not self._slack_set:
+            _fine_timers()
+            self._slack_set = True
+        tick = 0
         while not self.stopping:
             try:
                 items: list[Packet] | None = read()
@@ -163,11 +217,19 @@ class Pump:
                 items = None
             out = stages.run(items or [], time.monotonic()) if stages else items or []
             if out:
-                self._write(out)
+                self._write(out, packets)
+            tick += 1
+            if self.control is not None and (items is None or tick & 31 == 0) and self._take_control():
+                if self.mode == "passthrough" and not stages.engaged:
+                    return
+                packets = self.mode == "batch" or (stages.engaged and not stages.frames_only)
+                read = self._read_packets if packets else self._read_frames
+                continue
             if items is None:
+                if self.mode == "passthrough" and not stages.engaged:
+                    return
                 deadline = stages.next_deadline() if stages else None
-                timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
-                self._wait(self.src, write=False, timeout=timeout)
+                self._wait_until(deadline)
 
     # ---- reading ----------------------------------------------------------------------------
     def _read_frames(self) -> list[Packet]:
@@ -196,18 +258,31 @@ class Pump:
         return frames
 
     def _read_packets(self) -> list[Packet]:
-        """One read, split into packets (fresh bytes: a stage may keep them)."""
-        packets: list[Packet] = list(self._rx.read_packets())
+        """What is queued (up to a batch of reads), split into packets (fresh bytes: a stage
+        may keep them); BlockingIOError if nothing is."""
+        rx = self._rx
+        packets: list[Packet] = list(rx.read_packets())
         words = self.stats.words
-        words[FRAMES_IN] += 1
-        words[BYTES_IN] += sum(len(p) for p in packets)
+        reads = 1
         if len(packets) > 1:
             words[SUPERS] += 1
+        if self.src.is_nonblocking():
+            while reads < self.batch:
+                try:
+                    more = rx.read_packets()
+                except BlockingIOError:
+                    break
+                reads += 1
+                if len(more) > 1:
+                    words[SUPERS] += 1
+                packets += more
+        words[FRAMES_IN] += reads
+        words[BYTES_IN] += sum(map(len, packets))
         return packets
 
     # ---- writing ----------------------------------------------------------------------------
-    def _write(self, items: Sequence[Bytes]) -> None:
-        if self.mode == "passthrough":
+    def _write(self, items: Sequence[Bytes], packets: bool) -> None:
+        if not packets:
             frames = items
         elif self.dst.frame_format.virtio:
             l2 = 14 if self.dst.layer is Layer.L2 else 0
@@ -236,7 +311,26 @@ class Pump:
                 self._wait(self.dst, write=True, timeout=None)
 
     # ---- waiting ----------------------------------------------------------------------------
-    def _wait(self, dev: DeviceBackend, *, write: bool, timeout: float | None) -> None:
+    def _wait_until(self, deadline: float | None) -> None:
+        """Until the source is readable, a control message comes or the deadline (monotonic s)
+        passes: poll's milliseconds while far, select's microseconds for the last stretch."""
+        if deadline is None:
+            self._wait(self.src, write=False, timeout=None)
+            return
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return
+        target = self.src.readiness().target(False)
+        fds = [fd for fd in (target.fd if target else -1, self._control_fd, self._stop_fd) if fd >= 0]
+        if remaining < FINE_WAIT and target is not None and max(fds) < 1024:
+            ready = select.select(fds, [], [], remaining)[0]
+            if self.stopping or (self._stop_fd >= 0 and self._stop_fd in ready):
+                raise Stopped
+            return
+        # wake a little early (whole ms, rounded down); the next round finishes with select
+        self._wait(self.src, write=False, timeout=max(0.0, remaining - 0.001), early=True)
+
+    def _wait(self, dev: DeviceBackend, *, write: bool, timeout: float | None, early: bool = False) -> None:
         """Until dev is ready or timeout passes; Stopped when the relay stops meanwhile.
 
         Where the device has an fd, one poll object per direction is kept (fd + stop event
@@ -249,7 +343,7 @@ class Pump:
         if poller is None:
             poller = self._pollers[key] = self._make_poller(dev, write)
         if poller is not None:
-            ms = -1 if timeout is None else int(timeout * 1000 + 0.999)
+            ms = -1 if timeout is None else int(timeout * 1000 + (0 if early else 0.999))
             events = poller.poll(ms)
             if self.stopping or any(fd == self._stop_fd for fd, _ in events):
                 raise Stopped
@@ -270,4 +364,23 @@ class Pump:
         poller.register(target.fd, target.events)
         if self.stop is not None:
             poller.register(self._stop_fd, select.POLLIN)
+        if self.control is not None:
+            poller.register(self._control_fd, select.POLLIN)
         return poller
+
+
+def _poll_readable(fd: int) -> bool:
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    return bool(poller.poll(0))
+
+
+def _fine_timers() -> None:
+    """Timer slack 1 us for this thread (Linux; default 50 us): delays land where scheduled."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_TIMERSLACK, 1000, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass

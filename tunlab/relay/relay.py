@@ -10,6 +10,7 @@ GIL: the fastest for per-packet traffic; stages there must be buildable from a s
 
 from __future__ import annotations
 
+import contextlib
 import json
 import mmap
 import os
@@ -18,12 +19,14 @@ import sys
 import threading
 import time
 from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Union
 
 from tunlab.devices.capabilities import Capability
 from tunlab.devices.interrupt import InterruptEvent
 from tunlab.devices.layer import Layer
 from tunlab.devices.sync import SyncDevice
 from tunlab.linux.spawn import spawn
+from tunlab.relay.control import ControlWriter, control_pipe
 from tunlab.relay.pump import MODES, Pump
 from tunlab.relay.stages import HookStage, PacketHook, Pipeline, Stage, stage_from_spec
 from tunlab.relay.stats import (
@@ -32,11 +35,18 @@ from tunlab.relay.stats import (
     DROPPED,
     FRAMES_IN,
     FRAMES_OUT,
+    GENERATION,
+    IMPAIR_BASE,
     READY,
     SLOT_WORDS,
     SUPERS,
     DirectionStats,
 )
+
+if TYPE_CHECKING:
+    from tunlab.relay.impair.params import NetemParams
+
+Impairment = Union["NetemParams", Mapping[str, "NetemParams"], Any]
 
 WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "worker.py")
 DIRECTIONS = ("a->b", "b->a")
@@ -69,6 +79,8 @@ class Relay:
         workers: str = "threads",
         queues: int = 1,
         name: str = "relay",
+        impair: Impairment | None = None,
+        impairable: bool = False,
     ) -> None:
         if isinstance(queues, bool) or not isinstance(queues, int) or not 1 <= queues <= 64:
             raise ValueError(f"queues: expected 1..64, got {queues!r}")
@@ -89,6 +101,11 @@ class Relay:
         unknown = set(stages or {}) - set(DIRECTIONS)
         if unknown:
             raise ValueError(f"stages: directions are 'a->b' and 'b->a', not {sorted(unknown)}")
+        impairing = impair is not None or impairable
+        if impairing and queues > 1:
+            raise ValueError(
+                "an impairment needs queues=1: each queue would be impaired (and rate-limited) on its own"
+            )
         self.a, self.b = a, b
         self.mode = mode
         self.hook = hook
@@ -96,12 +113,20 @@ class Relay:
         self.queues = queues
         self.name = name
         self.pipelines: dict[str, Pipeline] = {}
+        self._impair_index: dict[str, int] = {}
+        chosen_params = _impair_params(impair) if impair is not None else {}
         for key in DIRECTIONS:
             chosen = list((stages or {}).get(key, ()))
             if hook is not None:
                 chosen.insert(0, HookStage(hook, key))
+            if impairing:
+                from tunlab.relay.impair.params import NetemParams
+                from tunlab.relay.impair.stage import ImpairStage
+
+                self._impair_index[key] = len(chosen)
+                chosen.append(ImpairStage(chosen_params.get(key, NetemParams())))
             self.pipelines[key] = Pipeline(chosen)
-            if self.pipelines[key].needs_packets and mode != "batch":
+            if mode != "batch" and any(st.needs_packets and not st.switches for st in chosen):
                 raise ValueError(f"stages of {key} see single packets: use mode='batch'")
         if workers == "processes":
             for dev in (a, b):
@@ -114,6 +139,8 @@ class Relay:
         self._procs: list[subprocess.Popen[bytes]] = []
         self._shared: mmap.mmap | None = None
         self._stop = InterruptEvent()  # wakes thread pumps waiting on their devices
+        self._controls: list[tuple[str, ControlWriter]] = []  # (direction, writer) per pump
+        self._generation = 0
         self._pumps: list[Pump] = []
         self._threads: list[threading.Thread] = []
 
@@ -149,6 +176,8 @@ class Relay:
             src.set_nonblocking(True)
             stats = DirectionStats()
             self._stats[key].append(stats)
+            reader, writer = control_pipe()
+            self._controls.append((key, writer))
             pump = Pump(
                 src.backend,
                 dst.backend,
@@ -156,6 +185,7 @@ class Relay:
                 mode=self.mode,
                 stages=self.pipelines[key] if len(self._stats[key]) == 1 else self._copy_stages(key),
                 stop=self._stop,
+                control=reader,
                 read_size=src.max_frame_size if self.mode == "passthrough" else read_size(src),
             )
             name = f"{self.name}-{key}" + (f"-q{len(self._stats[key]) - 1}" if self.queues > 1 else "")
@@ -178,6 +208,9 @@ class Relay:
             pump.run()
         except Exception as exc:  # a relay thread must never die silently
             stats.error(f"{type(exc).__name__}: {exc}")
+        finally:
+            if pump.control is not None:
+                pump.control.close()
 
     # ---- process workers --------------------------------------------------------------------
     def _start_processes(self) -> Relay:
@@ -187,12 +220,17 @@ class Relay:
         stats_fd = os.memfd_create("tunlab-relay-stats", os.MFD_CLOEXEC)
         os.ftruncate(stats_fd, size)
         self._shared = mmap.mmap(stats_fd, size)
-        words = memoryview(self._shared).cast("Q")
+        base = memoryview(self._shared)
+        words = base.cast("Q")
         for slot, (_src, _dst, key) in enumerate(ends):
             self._stats[key].append(DirectionStats(words[slot * SLOT_WORDS : (slot + 1) * SLOT_WORDS]))
+        words.release()  # only the slot views keep the mapping: stop() can close it after detaching them
+        base.release()
         try:
             for slot, (src, dst, key) in enumerate(ends):
                 hs, hd = src.backend.handoff(), dst.backend.handoff()
+                reader, writer = control_pipe()
+                self._controls.append((key, writer))
                 spec = {
                     "src": {**hs.spec, "fds": list(hs.fds)},
                     "dst": {**hd.spec, "fds": list(hd.fds)},
@@ -203,11 +241,15 @@ class Relay:
                     "stats_fd": stats_fd,
                     "stats_size": size,
                     "slot": slot,
+                    "control_fd": reader.fileno() if self._impair_index else -1,
                 }
-                fds = (*hs.fds, *hd.fds, stats_fd)
+                fds = (*hs.fds, *hd.fds, stats_fd, *((reader.fileno(),) if self._impair_index else ()))
                 argv = [sys.executable, "-I", "-S", WORKER, json.dumps(spec, separators=(",", ":"))]
                 # from the long-lived spawner thread: PDEATHSIG follows the forking thread
-                self._procs.append(spawn(argv, pass_fds=fds, stdin=subprocess.DEVNULL))
+                try:
+                    self._procs.append(spawn(argv, pass_fds=fds, stdin=subprocess.DEVNULL))
+                finally:
+                    reader.close()
         except BaseException:
             self.stop()
             raise
@@ -240,7 +282,63 @@ class Relay:
         """Worker process ids (workers='processes')."""
         return [p.pid for p in self._procs]
 
+    # ---- impairments --------------------------------------------------------------------------
+    @property
+    def impairable(self) -> bool:
+        """This relay has an impairment stage (set at start or later with impair())."""
+        return bool(self._impair_index)
+
+    def impair(self, params: Impairment | None, direction: str | None = None, timeout: float = 5.0) -> None:
+        """Set (or with None clear) the impairment of one direction or both, while running.
+
+        Held packets stay queued; the call returns once every pump took the new settings.
+        """
+        from tunlab.relay.impair.params import NetemParams
+
+        if not self._impair_index:
+            raise ValueError(f"{self.name}: built without an impairment stage (Relay(..., impairable=True))")
+        if direction is not None and direction not in DIRECTIONS:
+            raise ValueError(f"direction: expected 'a->b', 'b->a' or None (both), got {direction!r}")
+        chosen = _impair_params(params) if params is not None else dict.fromkeys(DIRECTIONS, NetemParams())
+        keys = [direction] if direction is not None else list(DIRECTIONS)
+        self._generation += 1
+        gen = self._generation
+        for key in keys:
+            stage = self.pipelines[key].stages[self._impair_index[key]]
+            spec = {"kind": "impair", "params": chosen[key].to_json(), "generation": gen}
+            if not self.running:
+                stage.reconfigure(spec, time.monotonic())
+                continue
+            for k, writer in self._controls:
+                if k == key:
+                    writer.send({"op": "stage", "index": self._impair_index[key], "spec": spec})
+        if not self.running:
+            return
+        deadline = time.monotonic() + timeout
+        while not all(s.words[IMPAIR_BASE + GENERATION] >= gen for key in keys for s in self._stats[key]):
+            if time.monotonic() > deadline:
+                raise TimeoutError(
+                    f"{self.name}: the relay did not take the new impairment within {timeout} s"
+                )
+            time.sleep(0.001)
+        for key in keys:  # the parent's copy of the stage follows (a process worker's spec, queue copies)
+            stage = self.pipelines[key].stages[self._impair_index[key]]
+            if self.workers == "processes":
+                stage.params = chosen[key]  # type: ignore[attr-defined]
+
+    def impairment(self, direction: str) -> NetemParams | None:
+        """The impairment set on a direction now (None without an impairment stage)."""
+        if direction not in self._impair_index:
+            return None
+        stage = self.pipelines[direction].stages[self._impair_index[direction]]
+        params: NetemParams = stage.params  # type: ignore[attr-defined]
+        return params
+
     def stop(self, timeout: float = 5.0) -> None:
+        for _key, writer in self._controls:
+            if self._threads:
+                with contextlib.suppress(OSError):
+                    writer.send({"op": "stop"})
         for proc in self._procs:
             proc.terminate()
         for proc in self._procs:
@@ -268,6 +366,9 @@ class Relay:
             self._stop.close()
             for clone in self._clones:
                 clone.close()
+            for _key, writer in self._controls:
+                writer.close()
+            self._controls.clear()
 
     def __enter__(self) -> Relay:
         return self.start()
@@ -278,6 +379,22 @@ class Relay:
     @property
     def running(self) -> bool:
         return any(t.is_alive() for t in self._threads) or any(p.poll() is None for p in self._procs)
+
+
+def _impair_params(impair: Impairment) -> dict[str, NetemParams]:
+    """{direction: params} from NetemParams (both ways), a mapping of them, or a model with .params()."""
+    from tunlab.relay.impair.params import NetemParams
+
+    if hasattr(impair, "params") and callable(impair.params):
+        impair = impair.params()
+    if isinstance(impair, NetemParams):
+        return dict.fromkeys(DIRECTIONS, impair)
+    if isinstance(impair, Mapping):
+        unknown = set(impair) - set(DIRECTIONS)
+        if unknown:
+            raise ValueError(f"impair: directions are 'a->b' and 'b->a', not {sorted(unknown)}")
+        return {k: impair.get(k, NetemParams()) for k in DIRECTIONS}
+    raise TypeError(f"impair: expected NetemParams, a mapping of directions or a Netem model, got {impair!r}")
 
 
 def _sum_stats(parts: list[DirectionStats]) -> DirectionStats:

@@ -11,6 +11,7 @@ from a plain spec (stage_from_spec), so they cross the process boundary as data.
 from __future__ import annotations
 
 import abc
+import importlib
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -23,6 +24,8 @@ class Stage(abc.ABC):
 
     #: packets are IP packets (split from super-packets) when True; whole frames when False
     needs_packets: bool = True
+    #: sees packets only while engaged: a passthrough relay switches to packets for that time
+    switches: bool = False
 
     @abc.abstractmethod
     def process(self, packets: list[Packet], now: float) -> list[Packet]:
@@ -35,6 +38,22 @@ class Stage(abc.ABC):
     def spec(self) -> dict[str, Any] | None:
         """A plain description a worker process can rebuild this stage from, or None (threads only)."""
         return None
+
+    @property
+    def engaged(self) -> bool:
+        """Has work to do; a relay in passthrough mode moves whole frames while no stage has."""
+        return True
+
+    def attach(  # noqa: B027 - an optional hook
+        self, *, l2: bool, counters: memoryview | None, frames: bool = False, virtio: bool = False
+    ) -> None:
+        """Called by the pump before the first packet: Ethernet frames or IP packets, the
+        direction's stage counters (shared memory in a worker process), and whether the pump
+        can hand over whole frames (passthrough; `virtio`: they carry a virtio-net header)."""
+
+    def reconfigure(self, spec: dict[str, Any], now: float) -> None:
+        """Take new settings while running (a control message); ValueError if this stage cannot."""
+        raise ValueError(f"{type(self).__name__} cannot be reconfigured while running")
 
 
 class HookStage(Stage):
@@ -62,9 +81,21 @@ class Pipeline:
     def needs_packets(self) -> bool:
         return any(s.needs_packets for s in self.stages)
 
+    @property
+    def frames_only(self) -> bool:
+        """Every engaged stage takes whole frames right now (see ImpairStage's delay-only mode)."""
+        return all(not s.needs_packets for s in self.stages if s.engaged)
+
+    @property
+    def engaged(self) -> bool:
+        """Some stage has work (see Stage.engaged)."""
+        return any(s.engaged for s in self.stages)
+
     def run(self, packets: list[Packet], now: float) -> list[Packet]:
         """Each stage in turn; one with nothing to do (no packets, no deadline due) is skipped."""
         for stage in self.stages:
+            if not stage.engaged:
+                continue
             if not packets:
                 due = stage.next_deadline()
                 if due is None or due > now:
@@ -90,6 +121,8 @@ class Pipeline:
 
 
 STAGE_KINDS: dict[str, Callable[[dict[str, Any]], Stage]] = {}
+# kinds tunlab ships, registered when their module is first imported (a worker imports on demand)
+BUILTIN_KINDS = {"impair": "tunlab.relay.impair.stage"}
 
 
 def register_stage(kind: str, build: Callable[[dict[str, Any]], Stage]) -> None:
@@ -99,6 +132,8 @@ def register_stage(kind: str, build: Callable[[dict[str, Any]], Stage]) -> None:
 
 def stage_from_spec(spec: dict[str, Any]) -> Stage:
     kind = spec.get("kind")
+    if str(kind) not in STAGE_KINDS and str(kind) in BUILTIN_KINDS:
+        importlib.import_module(BUILTIN_KINDS[str(kind)])
     build = STAGE_KINDS.get(str(kind))
     if build is None:
         raise ValueError(

@@ -11,9 +11,21 @@ import array
 from typing import Any
 
 FIELDS = ("frames_in", "frames_out", "bytes_in", "bytes_out", "super_frames_in", "dropped")
-SLOT_WORDS = 8
-STATS_SIZE = 2 * SLOT_WORDS * 8  # two directions
 FRAMES_IN, FRAMES_OUT, BYTES_IN, BYTES_OUT, SUPERS, DROPPED, DROPPED_BYTES, READY = range(8)
+# an impairment stage's counters follow the pump's, as `tc -s qdisc` shows them
+IMPAIR_FIELDS = (
+    "sent", "sent_bytes", "dropped", "lost", "limit_drops", "shaper_drops", "duplicated",
+    "corrupted", "reordered", "ecn_marked", "overlimits", "backlog", "backlog_bytes",
+    "generation", "active",
+)  # fmt: skip
+IMPAIR_BASE = 8
+IMPAIR_WORDS = 16
+(
+    SENT, SENT_BYTES, I_DROPPED, LOST, LIMIT_DROPS, SHAPER_DROPS, DUPLICATED, CORRUPTED,
+    REORDERED, ECN_MARKED, OVERLIMITS, BACKLOG, BACKLOG_BYTES, GENERATION, ACTIVE,
+) = range(len(IMPAIR_FIELDS))  # fmt: skip
+SLOT_WORDS = IMPAIR_BASE + IMPAIR_WORDS
+STATS_SIZE = 2 * SLOT_WORDS * 8  # two directions
 # READY also says how to read the out counters: 2 = "out is in minus dropped" (the fast loop
 # counts only what it reads and what it drops: two fewer updates per frame)
 READY_DERIVED = 2
@@ -62,6 +74,18 @@ class DirectionStats:
         """Frames a stage dropped or the destination refused."""
         return int(self.words[DROPPED])
 
+    @property
+    def impair_words(self) -> memoryview:
+        """The words an impairment stage of this direction counts in."""
+        return self.words[IMPAIR_BASE : IMPAIR_BASE + IMPAIR_WORDS]
+
+    def impairment(self) -> dict[str, int] | None:
+        """The impairment stage's counters, or None when this direction has none."""
+        w = self.words
+        if not w[IMPAIR_BASE + ACTIVE] and not w[IMPAIR_BASE + GENERATION]:
+            return None
+        return {name: int(w[IMPAIR_BASE + i]) for i, name in enumerate(IMPAIR_FIELDS) if name != "active"}
+
     def error(self, text: str) -> None:
         if len(self.errors) < 100:  # a flood of refusals must not grow without bound
             self.errors.append(text)
@@ -75,6 +99,9 @@ class DirectionStats:
     def as_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {name: getattr(self, name) for name in FIELDS}
         out["errors"] = list(self.errors)
+        impaired = self.impairment()
+        if impaired is not None:
+            out["impairment"] = impaired
         return out
 
     def __repr__(self) -> str:

@@ -45,6 +45,7 @@ def main() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C goes to the parent, which stops us
     _import_path()
     from tunlab.devices.platform import from_handoff
+    from tunlab.relay.control import Control
     from tunlab.relay.pump import Pump
     from tunlab.relay.stages import Pipeline, stage_from_spec
     from tunlab.relay.stats import READY, SLOT_WORDS, DirectionStats
@@ -55,11 +56,20 @@ def main() -> None:
     slot = int(spec["slot"])
     words = memoryview(shared).cast("Q")[slot * SLOT_WORDS : (slot + 1) * SLOT_WORDS]
     stages = Pipeline([stage_from_spec(s) for s in spec["stages"]])
-    # blocking I/O when nothing has deadlines: read -> write with no poll in between
-    src.set_nonblocking(bool(stages))
-    dst.set_nonblocking(False)
+    control = Control(int(spec["control_fd"])) if int(spec.get("control_fd", -1)) >= 0 else None
+    # blocking I/O when nothing has deadlines or messages: read -> write with no poll in between.
+    # Both ends alike: the other direction's worker shares these open files (and their flags)
+    nonblocking = bool(stages) or control is not None
+    src.set_nonblocking(nonblocking)
+    dst.set_nonblocking(nonblocking)
     pump = Pump(
-        src, dst, DirectionStats(words), mode=spec["mode"], stages=stages, read_size=spec["read_size"]
+        src,
+        dst,
+        DirectionStats(words),
+        mode=spec["mode"],
+        stages=stages,
+        control=control,
+        read_size=spec["read_size"],
     )
     words[READY] = 1  # the parent waits for this before the link counts as up (the pump may set 2)
     try:
