@@ -108,8 +108,16 @@ def relay_run(
     env: dict[str, str] | None = None,
     streams: int = 1,
     multi_queue: bool = False,
+    windows: bool = False,
 ) -> Result:
     with two_namespaces(str(abs(hash(name)) % 10000)) as (a, b):
+        if windows:  # room for a 20 ms RTT at line rate: 64 MiB socket buffers
+            for ns in (a, b):
+                for key in ("net.ipv4.tcp_rmem", "net.ipv4.tcp_wmem"):
+                    ns.write_sysctl(key, "4096 131072 67108864")
+                for key in ("net.core.rmem_max", "net.core.wmem_max"):
+                    with contextlib.suppress(OSError):
+                        ns.write_sysctl(key, "67108864")
         pass_fds: tuple[int, ...] = ()
         devs = []
         if not own_devices:
@@ -189,6 +197,32 @@ def run(seconds: int = 10, repeat: int = 3) -> list[Result]:
             worker("threads"),
             True,
             False,
+        ),
+        (
+            "(4i) as (4), with the impairment stage in place (none set)",
+            worker("impairable-processes"),
+            True,
+            False,
+        ),
+        (
+            "(4ti) as (4t), with the impairment stage in place (none set)",
+            worker("impairable-threads"),
+            True,
+            False,
+        ),
+        (
+            "(4w) as (4), 64 MiB TCP windows",
+            worker("processes"),
+            True,
+            False,
+            {"windows": True},
+        ),
+        (
+            "(4d) as (4w), delay 10 ms each way (20 ms RTT)",
+            worker("delay10-processes"),
+            True,
+            False,
+            {"windows": True},
         ),
         ("(5) tunlab relay, split + coalesce (batch mode, thread workers)", worker("batch"), True, False),
         (
@@ -296,6 +330,9 @@ def report(results: list[Result]) -> str:
         "(7)": "(4t)",
         "(7u)": "(4t)",
         "(8)": "(7)",
+        "(4i)": "(4)",
+        "(4ti)": "(4t)",
+        "(4d)": "(4w)",
         "(5)": "(4)",
         "(5p)": "(4)",
         "(5a)": "(4)",

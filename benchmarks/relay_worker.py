@@ -16,7 +16,13 @@ def tunlab_relay(fd_a: int, fd_b: int, mode: str) -> None:
     from tunlab.relay import Relay
 
     a, b = SyncDevice.from_fd(fd_a), SyncDevice.from_fd(fd_b)
-    if mode == "processes":
+    if mode.startswith(("impairable-", "delay10-")):
+        from tunlab.relay.impair.model import Netem
+
+        impair = Netem(delay="10ms", limit=200_000).params() if mode.startswith("delay10-") else None
+        workers = "processes" if mode.endswith("-processes") else "threads"
+        relay = Relay(a, b, workers=workers, impairable=True, impair=impair).start()
+    elif mode == "processes":
         relay = Relay(a, b, workers="processes").start()
     elif mode == "batch-processes":
         relay = Relay(a, b, mode="batch", workers="processes").start()

@@ -78,7 +78,7 @@ def root_namespace_unchanged() -> Iterator[None]:
     assert not problems, "\n".join(problems)
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def needs_root() -> None:
     if not IS_LINUX:
         pytest.skip("needs Linux")

@@ -292,6 +292,36 @@ def lab_factory(request: pytest.FixtureRequest, tunlab_keep_on_failure: bool) ->
             _finish_lab(request, lab, tunlab_keep_on_failure)
 
 
+# ---- impairments ----------------------------------------------------------------------------------
+@pytest.fixture
+def impair() -> Iterator[Callable[..., Any]]:
+    """impair(lab, "h1:eth0", delay="50ms", loss="1%") for this test: the link's previous
+    impairment comes back after it (direction="a_to_b" changes one way only)."""
+    undo: list[Callable[[], None]] = []
+
+    def set_(lab: Lab, link: int | str, impairment: Any = None, *, direction: str | None = None,
+             **netem: Any) -> Any:  # fmt: skip
+        handle = lab.link(link)
+        before = handle.impairment
+        result = handle.impair(impairment, direction=direction, **netem)
+
+        def restore() -> None:
+            if before is not None:
+                handle.impair(before)
+            else:
+                handle.clear()
+
+        undo.append(restore)
+        return result
+
+    try:
+        yield set_
+    finally:
+        for fn in reversed(undo):
+            with contextlib.suppress(Exception):  # the lab may be down already
+                fn()
+
+
 # ---- captures -------------------------------------------------------------------------------------
 class CaptureFactory:
     """capture(lab, "node", "iface") or capture(tun_device) -> a Capture to use with `with`."""

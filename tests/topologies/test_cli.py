@@ -127,6 +127,45 @@ def test_detached_lab_ls_inspect_exec_down(needs_root) -> None:
 
 
 @pytest.mark.root
+def test_impair_a_detached_lab_live(needs_root, tmp_path) -> None:
+    name = f"cliimp{os.getpid()}"
+    assert tunlab("up", DEMO, "-d", "--name", name).returncode == 0
+    try:
+        done = tunlab("impair", name, "h2:tun0", "delay=40ms", "loss=0%")
+        assert done.returncode == 0, done.stderr
+        assert "delay 40ms" in done.stdout and "in the tun-pair's relay" in done.stdout
+        ping = tunlab("exec", name, "h1", "--", "ping", "-c", "3", "-i", "0.05", "198.18.2.2")
+        rtts = [float(x.split("time=")[1].split()[0]) for x in ping.stdout.splitlines() if "time=" in x]
+        assert rtts and all(75 < r < 90 for r in rtts[1:]), ping.stdout
+        spec = write(tmp_path, "imp.yaml", "a_to_b: {rate: 10mbit}\nb_to_a: {delay: 1ms}\n")
+        assert tunlab("impair", name, "1", "--file", spec).returncode == 0
+        data = json.loads(tunlab("inspect", name, "--json", check=True).stdout)
+        link = next(x for x in data["impairments"] if x["link"] == 1)
+        assert link["a_to_b"] == "netem limit 1000 rate 10mbit" and link["via"] == "relay"
+        assert "sent" in link["a_to_b_stats"]
+        # bad input: exit 2, the message names the problem, nothing changes
+        for argv, words in (
+            (["h2:tun0", "delay=40"], "has no unit"),
+            (["h9:x", "delay=4ms"], "no link 'h9:x'"),
+            (["h2:tun0"], "give settings"),
+            (["h2:tun0", "delay"], "write key=value"),
+            (["h2:tun0", "--clear", "delay=1ms"], "--clear takes no settings"),
+            (["h1:eth0", "delay=5ms"], "declare `impair: {}`"),
+        ):
+            bad = tunlab("impair", name, *argv)
+            if "impair: {}" in words and "sch_netem" not in bad.stderr and bad.returncode == 0:
+                continue  # this kernel has netem: the veth was impaired by the kernel
+            assert bad.returncode == 2 and words in bad.stderr, (argv, bad.stderr)
+            no_traceback(bad)
+        still = json.loads(tunlab("inspect", name, "--json", check=True).stdout)
+        assert next(x for x in still["impairments"] if x["link"] == 1)["a_to_b"] == link["a_to_b"]
+        assert tunlab("impair", name, "1", "--clear").returncode == 0
+    finally:
+        tunlab("down", name)
+    assert tunlab("impair", name, "1", "delay=1ms").returncode == 1  # no such lab any more
+
+
+@pytest.mark.root
 def test_foreground_up_stops_on_sigterm(needs_root) -> None:
     proc = subprocess.Popen(
         [sys.executable, "-m", "tunlab.cli.main", "up", DEMO, "--name", f"fg{os.getpid()}"],

@@ -132,6 +132,18 @@ def validate(file: Path, variables: tuple[str, ...], limits: tuple[str, ...]) ->
 
     topo = load_file(file, _vars(variables), limits=_limits(limits))
     console.print(f"{file}: ok — lab '{topo.name}', {len(topo.nodes)} nodes, {len(topo.links)} links")
+    _impair_warnings(topo)
+
+
+def _impair_warnings(topo: Any) -> None:
+    """What is legal in an impairment but probably not meant (netem's correlation bias, limit 0)."""
+    for li, link in enumerate(topo.links):
+        imp = link.impairment
+        if imp is None:
+            continue
+        for key in ("a_to_b", "b_to_a"):
+            for text in getattr(imp, key).warnings():
+                err_console.print(f"[yellow]warning:[/] links[{li}].impair ({key}): {escape(text)}")
 
 
 @cli.command()
@@ -190,6 +202,25 @@ def _summary(lab: Any) -> None:
         )
         table.add_row(name, node["kind"], ifaces)
     console.print(table)
+    _impair_lines(data.get("impairments", []))
+
+
+def _impair_lines(links: list[dict[str, Any]], counters: bool = False) -> None:
+    """Each impaired link: where its impairment runs (and why), what it is, its counters."""
+    for link in links:
+        if link.get("via", "none") == "none" and not (link.get("a_to_b") or link.get("b_to_a")):
+            continue
+        from tunlab.topologies.impairments import Placement
+
+        where = Placement(link["via"], link.get("reason", "")).describe()
+        console.print(f"links[{link['link']}] {escape(link['endpoints'])}: impaired {escape(where)}")
+        for key in ("a_to_b", "b_to_a"):
+            text = link.get(key) or "(none)"
+            line = f"  {key}: {text}"
+            stats = link.get(f"{key}_stats") or {}
+            if counters and stats:
+                line += "  [" + ", ".join(f"{k} {v}" for k, v in stats.items() if k != "active") + "]"
+            console.print(line, markup=False)
 
 
 @cli.command()
@@ -277,6 +308,12 @@ def _up_detached(file: Path, variables: tuple[str, ...], name: str, limits: tupl
         )
         raise UserError(message)
     console.print(f"lab {name} is up, held by supervisor pid {proc.pid}; `tunlab down {name}` stops it")
+    from tunlab.topologies.lab import control_request
+
+    try:
+        _impair_lines(control_request(name, {"op": "links"}).get("links", []))
+    except LabError:
+        pass  # the lab is up; only the impairment summary is missing
 
 
 @cli.command()
@@ -348,6 +385,16 @@ def inspect(name: str, as_json: bool) -> None:
             "`tunlab gc` removes what it left"
         )
     data = inspect_state(state)
+    from tunlab.topologies.lab import control_request
+
+    try:  # live counters come from the holder (it runs the relays)
+        live = control_request(name, {"op": "links"})
+        data["impairments"], data["relays"] = live.get("links", []), live.get("relays", {})
+    except LabError as exc:
+        data["impairments"] = [
+            {"link": int(li), "endpoints": "", **info} for li, info in sorted(state.impairments.items())
+        ]
+        data["live"] = f"unavailable: {exc}"
     if as_json:
         click.echo(json.dumps(data, indent=2, default=str))
         return
@@ -356,6 +403,109 @@ def inspect(name: str, as_json: bool) -> None:
     )
     for line in describe(data):
         console.print(line if line.startswith(" ") else f"[bold]{line}[/]", markup=not line.startswith(" "))
+    _impair_lines(data["impairments"], counters=True)
+
+
+@cli.command()
+@click.argument("name")
+@click.argument("link")
+@click.argument("settings", nargs=-1)
+@click.option("--direction", type=click.Choice(["a_to_b", "b_to_a"]), help="change only this direction")
+@click.option("--clear", is_flag=True, help="remove the impairment")
+@click.option(
+    "--file",
+    "from_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="read the impairment from a YAML/JSON/TOML mapping (as under a link's impair:)",
+)
+@click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+def impair(
+    name: str,
+    link: str,
+    settings: tuple[str, ...],
+    direction: str | None,
+    clear: bool,
+    from_file: Path | None,
+    as_json: bool,
+) -> None:
+    """Change a link's impairment on a running lab: tunlab impair LAB h1:eth0 delay=50ms loss=1%
+
+    LINK is the link's index, its name or one of its ends (node:interface). Settings are netem
+    fields as in a topology file; nested ones with dots (shaper.rate=10mbit). --clear removes it.
+    """
+    _require_root_linux("tunlab impair")
+    from tunlab.topologies.lab import control_request
+    from tunlab.topologies.links import parse_impairment
+
+    value = _impair_value(settings, clear, from_file)
+    try:
+        parse_impairment(value, direction)  # every rule checked here, before the lab is touched
+    except ValueError as exc:
+        raise BadInput(str(exc)) from None
+    answer = control_request(name, {"op": "impair", "link": link, "impair": value, "direction": direction})
+    if not answer.get("ok"):
+        message = str(answer.get("error", "the lab's holder refused"))
+        raise (BadInput if answer.get("bad_input") else UserError)(message)
+    if as_json:
+        click.echo(json.dumps(answer, indent=2, default=str))
+        return
+    _impair_lines([answer])
+
+
+def _impair_value(settings: tuple[str, ...], clear: bool, from_file: Path | None) -> dict[str, Any] | None:
+    """The impairment from key=value settings, a file, or None for --clear (bad input: exit 2)."""
+    if clear:
+        if settings or from_file is not None:
+            raise BadInput("--clear takes no settings")
+        return None
+    if from_file is not None:
+        if settings:
+            raise BadInput("give settings or --file, not both")
+        from tunlab.topologies.limits import DEFAULT_LIMITS
+        from tunlab.topologies.loader import FORMATS
+        from tunlab.topologies.parsing import parse
+
+        fmt = FORMATS.get(from_file.suffix.lower())
+        if fmt is None:
+            raise BadInput(f"--file: {from_file}: use a .yaml, .toml or .json file")
+        try:
+            data = parse(from_file.read_text(), fmt, str(from_file), DEFAULT_LIMITS)
+        except OSError as exc:
+            raise BadInput(f"--file: cannot read {from_file}: {exc.strerror or exc}") from None
+        if not isinstance(data, dict):
+            raise BadInput(f"--file: {from_file} must hold a mapping of impairment settings")
+        return data
+    if not settings:
+        raise BadInput("give settings (e.g. delay=50ms loss=1%), --file, or --clear")
+    out: dict[str, Any] = {}
+    for item in settings:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise BadInput(f"setting {item!r}: write key=value (e.g. delay=50ms)")
+        where = out
+        parts = key.split(".")
+        for part in parts[:-1]:
+            nxt = where.setdefault(part, {})
+            if not isinstance(nxt, dict):
+                raise BadInput(f"setting {item!r}: {part} is already a value")
+            where = nxt
+        where[parts[-1]] = _scalar(raw)
+    return out
+
+
+def _scalar(raw: str) -> Any:
+    """true/false as booleans, a list in [..] as JSON; everything else stays a string (units!)."""
+    low = raw.strip().lower()
+    if low in ("true", "yes", "on"):
+        return True
+    if low in ("false", "no", "off"):
+        return False
+    if raw.startswith("["):
+        try:
+            return json.loads(raw)
+        except ValueError:
+            raise BadInput(f"{raw!r}: a list is written as JSON, e.g. [0, 100, -100]") from None
+    return raw
 
 
 @cli.command(name="exec", context_settings={"ignore_unknown_options": True})

@@ -22,7 +22,9 @@ from tunlab.errors import DeployError, LabError
 from tunlab.linux import ethtool
 from tunlab.linux.netlink import NetlinkSession, indexes
 from tunlab.linux.netns import NetNamespace
+from tunlab.relay.impair.model import LinkImpairment
 from tunlab.relay.relay import Relay
+from tunlab.topologies import impairments
 from tunlab.topologies.drivers import driver_for
 from tunlab.topologies.drivers.base import LabContext, NodeDriver, NodeHandle
 from tunlab.topologies.drivers.sysctls import write_sysctls
@@ -56,7 +58,10 @@ class Runtime:
         self.drivers: dict[str, NodeDriver] = {}
         self.bridges: dict[str, NetNamespace] = {}
         self.devices: dict[tuple[str, str], SyncDevice] = {}
-        self.relays: dict[int, Relay] = {}
+        # (link index, endpoint index) -> relay; endpoint -1: the relay of the whole link
+        self.relays: dict[tuple[int, int], Relay] = {}
+        self.placements: dict[int, impairments.Placement] = {}
+        self.impairs: dict[int, LinkImpairment | None] = {}
         self.resolved: dict[str, NodeBase] = dict(topo.resolved_nodes())
         self.ctx = LabContext(lab_id, state.name)
         self.catalog: Catalog = catalog(topo)
@@ -147,6 +152,7 @@ def plan(rt: Runtime) -> list[Step]:
         driver.check_available()
         rt.drivers[name] = driver
         by_kind.setdefault(node.kind, {})[name] = node
+    _place_impairments(rt)
     steps: list[Step] = []
     for kind, nodes in by_kind.items():
         driver = driver_for(kind)
@@ -167,11 +173,23 @@ def plan(rt: Runtime) -> list[Step]:
                     functools.partial(_destroy_nodes, rt, [name]),
                 )
             )
-    vxlans, tun_pairs = [], []
+    vxlans, tun_pairs, kernel_impaired = [], [], []
     for li, link in enumerate(rt.topo.links):
         ends = [rt.catalog.ifaces[(e.node, e.interface)] for e in link.endpoints]
         label = " <-> ".join(f"{e.node}:{e.name}" for e in ends)
-        if link.type == "veth":
+        relayed = rt.placements[li].via == "inserted"
+        if rt.placements[li].via == "kernel":
+            kernel_impaired.append((li, link, ends, label))
+        if link.type == "veth" and relayed:
+            tun_pairs.append((li, link, ends, label))
+            steps.append(
+                Step(
+                    f"tap-pair {label} (a relay carries the impairment)",
+                    functools.partial(_tap_pair, rt, ends),
+                    functools.partial(_close_devices, rt, ends),
+                )
+            )
+        elif link.type == "veth":
             steps.append(Step(f"veth {label}", functools.partial(_veth, rt, ends[0], ends[1])))
         elif link.type == "tun-pair":
             tun_pairs.append((li, link, ends, label))
@@ -192,6 +210,15 @@ def plan(rt: Runtime) -> list[Step]:
                 )
             )
             for end in ends:
+                if relayed:
+                    steps.append(
+                        Step(
+                            f"bridge {br} port {end.node}:{end.name} (tap pair with a relay)",
+                            functools.partial(_bridge_tap_port, rt, li, br, end),
+                            functools.partial(_close_port, rt, li, br, end),
+                        )
+                    )
+                    continue
                 steps.append(
                     Step(
                         f"bridge {br} port {end.node}:{end.name}",
@@ -220,8 +247,17 @@ def plan(rt: Runtime) -> list[Step]:
             steps.append(
                 Step(f"configure interfaces of {name}", functools.partial(_configure, rt, name, plain))
             )
-    for _li, link, ends, label in vxlans:
-        steps.append(Step(f"vxlan {label}", functools.partial(_vxlan, rt, link, ends)))
+    for li, link, ends, label in vxlans:
+        if rt.placements[li].via == "inserted":
+            steps.append(
+                Step(
+                    f"vxlan {label} (with a relay for the impairment)",
+                    functools.partial(_vxlan_relayed, rt, li, link, ends),
+                    functools.partial(_close_vxlan_relays, rt, li, ends),
+                )
+            )
+        else:
+            steps.append(Step(f"vxlan {label}", functools.partial(_vxlan, rt, link, ends)))
         for end in ends:
             steps.append(
                 Step(f"configure {end.node}:{end.name}", functools.partial(_configure, rt, end.node, [end]))
@@ -237,6 +273,13 @@ def plan(rt: Runtime) -> list[Step]:
                 f"relay {label}",
                 functools.partial(_start_relay, rt, li, link, ends),
                 functools.partial(_stop_relay, rt, li),
+            )
+        )
+    for li, link, ends, label in kernel_impaired:
+        steps.append(
+            Step(
+                f"impair {label} (kernel qdiscs)",
+                functools.partial(_impair_kernel, rt, li, link, ends, link.impairment),
             )
         )
     for name, node in rt.resolved.items():
@@ -483,18 +526,173 @@ def _routes(rt: Runtime, name: str, node: NodeBase) -> None:
     batch.commit()
 
 
+def _place_impairments(rt: Runtime) -> None:
+    """Where each link's impairment runs (before anything is made: impair_via: kernel that the
+    kernel cannot meet fails here, naming the link)."""
+    wants_kernel = any(
+        link.impair is not None and link.type != "tun-pair" and link.impair_via != "relay"
+        for link in rt.topo.links
+    )
+    qdiscs = impairments.kernel_qdiscs(f"tl-{rt.lab_id}-qprobe") if wants_kernel else frozenset()
+    for li, link in enumerate(rt.topo.links):
+        try:
+            rt.placements[li] = impairments.place(link, qdiscs)
+        except LabError as exc:
+            raise LabError(f"links[{li}]: {exc}") from None
+        rt.impairs[li] = link.impairment
+    rt.state.impairments = {
+        str(li): {"via": p.via, "reason": p.reason, **impairments.describe(rt.impairs[li])}
+        for li, p in rt.placements.items()
+        if p.via != "none" or rt.impairs[li] is not None
+    }
+
+
 def _start_relay(rt: Runtime, li: int, link: Link, ends: list[Iface]) -> None:
     a = rt.devices[(ends[0].node, ends[0].name)]
     b = rt.devices[(ends[1].node, ends[1].name)]
-    relay = Relay(a, b, workers=link.workers, name=f"tun-pair-{li}").start()
-    rt.relays[li] = relay
+    _start(rt, (li, -1), a, b, link.workers, rt.impairs.get(li), f"{link.type}-{li}")
+
+
+def _start(
+    rt: Runtime,
+    key: tuple[int, int],
+    a: SyncDevice,
+    b: SyncDevice,
+    workers: str,
+    impair: LinkImpairment | dict[str, Any] | None,
+    name: str,
+) -> None:
+    """An impairable relay between two devices (impaired from the start if impair is set)."""
+    chosen = impair.params() if isinstance(impair, LinkImpairment) else impair
+    relay = Relay(a, b, workers=workers, name=name, impair=chosen, impairable=True).start()
+    rt.relays[key] = relay
     rt.state.relay_workers.extend([pid, process_start(pid)] for pid in relay.pids)
 
 
 def _stop_relay(rt: Runtime, li: int) -> None:
-    relay = rt.relays.pop(li, None)
+    for key in [k for k in rt.relays if k[0] == li]:
+        rt.relays.pop(key).stop()
+
+
+def _tap(rt: Runtime, ns: NetNamespace, name: str) -> SyncDevice:
+    """A TAP device with offload, unconfigured: it stands in for a veth end."""
+    return DeviceBuilder().layer(Layer.L2).offload(True).name(name).netns(ns).build_sync()
+
+
+def _tap_pair(rt: Runtime, ends: list[Iface]) -> None:
+    for end in ends:
+        rt.devices[(end.node, end.name)] = _tap(rt, rt.netns(end.node), end.name)
+
+
+def _port_name(end: Iface) -> str:
+    return f"p{end.endpoint_index}-{end.node}"[:15]
+
+
+def _bridge_tap_port(rt: Runtime, li: int, br: str, end: Iface) -> None:
+    """A bridge port as a TAP pair: one end in the node, one on the bridge, a relay between
+    (a_to_b: node -> bridge)."""
+    sw = rt.bridges[br]
+    node_side = _tap(rt, rt.netns(end.node), end.name)
+    rt.devices[(end.node, end.name)] = node_side
+    port = _port_name(end)
+    bridge_side = _tap(rt, sw, port)
+    rt.devices[(f"bridge:{br}", port)] = bridge_side
+    ipr = rt.ipr(sw)
+    kwargs: dict[str, Any] = {"master": rt.index(sw, br), "state": "up"}
+    if end.settings.mtu is not None:
+        kwargs["mtu"] = end.settings.mtu
+    ipr.link("set", index=rt.index(sw, port), **kwargs)
+    link = rt.topo.links[li]
+    assert end.endpoint_index is not None
+    _start(rt, (li, end.endpoint_index), node_side, bridge_side, link.workers, rt.impairs.get(li),
+           f"bridge-{li}-{end.endpoint_index}")  # fmt: skip
+
+
+def _close_port(rt: Runtime, li: int, br: str, end: Iface) -> None:
+    relay = rt.relays.pop((li, end.endpoint_index if end.endpoint_index is not None else -1), None)
     if relay is not None:
         relay.stop()
+    for key in ((end.node, end.name), (f"bridge:{br}", _port_name(end))):
+        dev = rt.devices.pop(key, None)
+        if dev is not None:
+            dev.close()
+
+
+def vxlan_shim_names(li: int, ei: int) -> tuple[str, str, str]:
+    """(vxlan device, bridge, relay-side TAP) a relayed vxlan end is made of, in its node."""
+    return f"tlx{li}v{ei}", f"tlx{li}b{ei}", f"tlx{li}r{ei}"
+
+
+def _vxlan_relayed(rt: Runtime, li: int, link: Link, ends: list[Iface]) -> None:
+    """Each end: the vxlan device (hidden name) and a TAP on a bridge in the node, a relay to
+    the TAP the node sees under the link's name. a_to_b leaves end 0, b_to_a leaves end 1."""
+    hidden = [
+        Iface(
+            e.node, vxlan_shim_names(li, i)[0], e.loc, e.settings, e.link_index, e.endpoint_index, e.link_type
+        )
+        for i, e in enumerate(ends)
+    ]
+    _vxlan(rt, link, hidden)
+    imp = rt.impairs.get(li)
+    for i, end in enumerate(ends):
+        ns = rt.netns(end.node)
+        vx, br, side = vxlan_shim_names(li, i)
+        ipr = rt.ipr(ns)
+        ipr.link("add", ifname=br, kind="bridge")
+        relay_side = _tap(rt, ns, side)
+        rt.devices[(end.node, side)] = relay_side
+        node_side = _tap(rt, ns, end.name)
+        rt.devices[(end.node, end.name)] = node_side
+        vx_index = rt.index(ns, vx)
+        mtu = ipr.get_links(vx_index)[0].get_attr("IFLA_MTU")
+        for dev in (vx, side):
+            ipr.link("set", index=rt.index(ns, dev), master=rt.index(ns, br), state="up", mtu=mtu)
+        ipr.link("set", index=rt.index(ns, br), state="up")
+        if end.settings.mtu is None:
+            ipr.link("set", index=rt.index(ns, end.name), mtu=mtu)
+        out = (imp.a_to_b if i == 0 else imp.b_to_a).params() if imp is not None else None
+        chosen = {"a->b": out} if out is not None else None
+        _start(rt, (li, i), node_side, relay_side, link.workers, chosen, f"vxlan-{li}-{i}")
+
+
+def _close_vxlan_relays(rt: Runtime, li: int, ends: list[Iface]) -> None:
+    for i, end in enumerate(ends):
+        relay = rt.relays.pop((li, i), None)
+        if relay is not None:
+            relay.stop()
+        for key in ((end.node, end.name), (end.node, vxlan_shim_names(li, i)[2])):
+            dev = rt.devices.pop(key, None)
+            if dev is not None:
+                dev.close()
+
+
+def kernel_targets(rt: Runtime, li: int) -> list[tuple[NetNamespace, str, str]]:
+    """(namespace, interface, direction key) whose egress carries each direction of a link."""
+    link = rt.topo.links[li]
+    ends = [rt.catalog.ifaces[(e.node, e.interface)] for e in link.endpoints]
+    if link.type == "bridge":
+        br = link.name or f"br{li}"
+        out = []
+        for end in ends:
+            out.append((rt.netns(end.node), end.name, "a_to_b"))
+            out.append((rt.bridges[br], _port_name(end), "b_to_a"))
+        return out
+    return [
+        (rt.netns(ends[0].node), ends[0].name, "a_to_b"),
+        (rt.netns(ends[1].node), ends[1].name, "b_to_a"),
+    ]
+
+
+def _impair_kernel(rt: Runtime, li: int, link: Link, ends: list[Iface], imp: LinkImpairment | None) -> None:
+    """netem/tbf on the egress of each direction; GSO/TSO off there, so loss and delay apply
+    per wire packet rather than per 64 KB super-packet (as netem sees them otherwise)."""
+    for ns, ifname, key in kernel_targets(rt, li):
+        n = getattr(imp, key) if imp is not None else None
+        ipr = rt.ipr(ns)
+        if n is not None and n.active and impairments.netem_features(n):
+            with contextlib.suppress(OSError, LabError):
+                ethtool.set_features(ns, ifname, {"gso": False, "tso": False})
+        impairments.apply_kernel(ipr, rt.index(ns, ifname), n)
 
 
 def _exec(rt: Runtime, name: str, argv: list[str]) -> None:

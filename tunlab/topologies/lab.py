@@ -14,9 +14,11 @@ from typing import Any
 from tunlab.devices.sync import SyncDevice
 from tunlab.errors import LabError
 from tunlab.topologies import engine
+from tunlab.topologies.control import ControlServer, request
 from tunlab.topologies.drivers import all_drivers, driver_for
 from tunlab.topologies.drivers.base import LabContext, NodeHandle
 from tunlab.topologies.drivers.netns import remove_namespace
+from tunlab.topologies.links import LabLink, find_link
 from tunlab.topologies.loader import load_file
 from tunlab.topologies.models import NAME_RE, Topology
 from tunlab.topologies.state import (
@@ -70,6 +72,7 @@ class Lab:
         self.detached = False
         self._rt: engine.Runtime | None = None
         self._state: LabState | None = None
+        self._control: ControlServer | None = None
 
     @classmethod
     def from_file(
@@ -105,6 +108,7 @@ class Lab:
         state.status = "up"
         state.save()
         self._rt, self._state = rt, state
+        self._control = _serve_control(self, state)
         return self
 
     def _register(self) -> LabState:
@@ -139,6 +143,9 @@ class Lab:
             return []
         rt, state = self._rt, self._state
         self._rt = self._state = None
+        if self._control is not None:
+            self._control.close()
+            self._control = None
         problems = rt.release() + _remove_namespaces(owned_namespaces(self.id))
         if state is not None:
             state.remove()
@@ -182,15 +189,34 @@ class Lab:
                 f"'{node}:{interface}' is not a tun/tap interface or tun-pair end of lab '{self.name}'"
             ) from None
 
+    def link(self, selector: int | str) -> LabLink:
+        """A link by index, name or one of its ends ('h1:eth0'): impair(), clear(), stats()."""
+        rt = self._runtime()
+        return LabLink(rt, find_link(rt, selector))
+
+    @property
+    def links(self) -> list[LabLink]:
+        rt = self._runtime()
+        return [LabLink(rt, li) for li in range(len(rt.topo.links))]
+
     def relay_stats(self) -> dict[str, dict[str, Any]]:
-        """Frames, bytes and super-packets each tun-pair relay moved, per direction."""
+        """Frames, bytes and super-packets each relay moved, per direction (a bridge port's or a
+        vxlan end's relay is labelled with that end)."""
         rt = self._runtime()
         out: dict[str, dict[str, Any]] = {}
-        for li, relay in rt.relays.items():
+        for (li, ei), relay in rt.relays.items():
             link = self.topology.links[li]
-            label = " <-> ".join(f"{e.node}:{e.interface}" for e in link.endpoints)
+            if ei < 0:
+                label = " <-> ".join(f"{e.node}:{e.interface}" for e in link.endpoints)
+            else:
+                ep = link.endpoints[ei]
+                label = f"{ep.node}:{ep.interface} (links[{li}] end {ei})"
             out[label] = {k: v.as_dict() for k, v in relay.snapshot().items()}
         return out
+
+    def impairment_stats(self) -> list[dict[str, Any]]:
+        """Every link's placement, impairment (as tc prints it) and counters per direction."""
+        return [{"link": li.index, "endpoints": li.label, **li.stats()} for li in self.links]
 
     def inspect(self) -> dict[str, Any]:
         """Live view: nodes, interfaces (addresses, MTU, state, offload), routes, relays."""
@@ -200,6 +226,7 @@ class Lab:
             raise LabError(f"lab '{self.name}' is not up")
         data = inspect_state(self._state)
         data["relays"] = self.relay_stats()
+        data["impairments"] = self.impairment_stats()
         return data
 
     def graph(self, format: str = "mermaid") -> str | bytes:
@@ -210,6 +237,38 @@ class Lab:
 
     def __repr__(self) -> str:
         return f"<Lab {self.name!r} id={self.id} {'up' if self.running else 'down'}>"
+
+
+def _serve_control(lab: Lab, state: LabState) -> ControlServer | None:
+    """The control socket for `tunlab impair` / `tunlab inspect` from other processes."""
+
+    def handle(msg: dict[str, Any]) -> dict[str, Any]:
+        op = msg.get("op")
+        if op == "links":
+            return {"ok": True, "links": lab.impairment_stats(), "relays": lab.relay_stats()}
+        if op == "impair":
+            link = lab.link(msg.get("link", ""))
+            if msg.get("impair") is None and msg.get("direction") is None:
+                link.clear()
+            else:
+                link.impair(msg.get("impair") or {}, direction=msg.get("direction"))
+            return {"ok": True, "link": link.index, "endpoints": link.label, **link.stats()}
+        raise ValueError(f"unknown request {op!r} (known: impair, links)")
+
+    try:
+        return ControlServer(state.path.with_suffix(".sock"), handle)
+    except OSError:
+        return None  # the lab works without it; `tunlab impair` will say the holder does not answer
+
+
+def control_request(name: str, message: dict[str, Any]) -> dict[str, Any]:
+    """Ask the holder of lab `name` (another process) to do something; LabError if it cannot."""
+    state = LabState.load(name)
+    if state is None:
+        raise LabError(f"no lab named '{name}' is running (see `tunlab ls`)")
+    if not state.owner_alive:
+        raise LabError(f"lab '{name}': its holder (pid {state.owner_pid}) is gone; `tunlab gc` cleans it up")
+    return request(state.path.with_suffix(".sock"), message)
 
 
 # ---- labs held by other (possibly dead) processes ------------------------------------------------

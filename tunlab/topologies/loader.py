@@ -23,7 +23,7 @@ from tunlab.errors import TopologyError
 from tunlab.topologies import parsing
 from tunlab.topologies.fieldpath import format_path
 from tunlab.topologies.limits import DEFAULT_LIMITS, Limits, check_shape, describe
-from tunlab.topologies.models import KINDS, NODE_CLASSES, Topology, kinds_with_field
+from tunlab.topologies.models import IMPAIR_FORMS, KINDS, NODE_CLASSES, Topology, kinds_with_field
 from tunlab.topologies.templating import render
 from tunlab.topologies.validate import Issue, check_topology
 
@@ -104,6 +104,8 @@ def _pydantic_issues(exc: ValidationError) -> list[Issue]:
         if len(loc) >= 3 and loc[0] == "nodes" and loc[2] in KINDS:  # the discriminator's tag
             kind = str(loc[2])
             loc = loc[:2] + loc[3:]
+        if len(loc) >= 4 and loc[0] == "links" and loc[2] == "impair" and loc[3] in IMPAIR_FORMS:
+            loc = loc[:3] + loc[4:]  # the impairment's form (both / per-direction) is not a key
         msg = err["msg"]
         if msg.startswith("Value error, "):
             msg = msg[len("Value error, ") :]

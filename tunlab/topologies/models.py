@@ -11,10 +11,14 @@ from pydantic import (
     BaseModel,
     BeforeValidator,
     ConfigDict,
+    Discriminator,
     Field,
+    Tag,
     field_validator,
     model_validator,
 )
+
+from tunlab.relay.impair.model import LinkImpairment, Netem
 
 NAME_RE = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 NODE_RE = r"^[A-Za-z0-9][A-Za-z0-9_-]*$"
@@ -282,12 +286,36 @@ def kinds_with_field(name: str) -> list[str]:
     return [kind for kind, cls in NODE_CLASSES.items() if name in cls.model_fields]
 
 
+class PerDirection(Strict):
+    """An impairment per direction: a_to_b from the first endpoint to the second, b_to_a back
+    (on a bridge: a_to_b is from each node into the bridge)."""
+
+    a_to_b: Netem = Field(default_factory=Netem)
+    b_to_a: Netem = Field(default_factory=Netem)
+
+
+def _impair_form(value: Any) -> str:
+    if isinstance(value, dict):
+        return "per-direction" if {"a_to_b", "b_to_a"} & set(value) else "both"
+    return "per-direction" if isinstance(value, PerDirection) else "both"
+
+
+# the tags show in pydantic's error paths; the loader leaves them out (links[0].impair.delay)
+IMPAIR_FORMS = ("both", "per-direction")
+ImpairSpec = Annotated[
+    Annotated[Netem, Tag("both")] | Annotated[PerDirection, Tag("per-direction")],
+    Discriminator(_impair_form),
+]
+
+
 class Link(Strict):
     """A link: brief form {endpoints: ["h1:eth0", "h2:eth0"]} is a veth pair."""
 
     type: Literal["veth", "bridge", "vxlan", "tun-pair"] = "veth"
     endpoints: list[EndpointSpec]
-    name: str | None = Field(None, description="bridge: its name (default br<index>)")
+    name: str | None = Field(
+        None, description="bridge: its name (default br<index>); any link: a name to refer to it by"
+    )
     mtu: int | None = Field(None, ge=68, le=65535, description="default MTU of every end")
     vni: int | None = Field(None, ge=1, le=16777215, description="vxlan: network identifier")
     port: int = Field(4789, ge=1, le=65535, description="vxlan: UDP port")
@@ -295,6 +323,29 @@ class Link(Strict):
         True, description="tun-pair: TUN devices with the virtio-net header (super-packets cross)"
     )
     workers: Literal["threads", "processes"] = Field("processes", description="tun-pair: relay workers")
+    impair: ImpairSpec | None = Field(
+        None,
+        description="netem-style impairment: one mapping for both directions, or a_to_b / b_to_a",
+    )
+    impair_via: Literal["auto", "kernel", "relay"] = Field(
+        "auto",
+        description="kernel qdiscs (netem/tbf) or a relay; auto takes the kernel where it can",
+    )
+
+    @property
+    def impairment(self) -> LinkImpairment | None:
+        """The impairment per direction (a symmetric one with a seed: b_to_a gets seed + 1).
+
+        On a bridge a_to_b is every node's traffic into the bridge and b_to_a the bridge's to
+        each node; one impairment for both directions goes on the way in only, so node to node
+        it counts once, as on a veth."""
+        if self.impair is None:
+            return None
+        if isinstance(self.impair, PerDirection):
+            return LinkImpairment(a_to_b=self.impair.a_to_b, b_to_a=self.impair.b_to_a)
+        if self.type == "bridge":
+            return LinkImpairment(a_to_b=self.impair)
+        return LinkImpairment.symmetric(self.impair)
 
 
 class Topology(Strict):

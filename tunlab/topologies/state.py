@@ -152,6 +152,7 @@ class LabState:
     relay_workers: list[list[Any]] = field(default_factory=list)  # [pid, start time]
     offload_original: dict[str, dict[str, bool]] = field(default_factory=dict)
     nodes: dict[str, dict[str, Any]] = field(default_factory=dict)  # {node: {kind, driver's record}}
+    impairments: dict[str, dict[str, Any]] = field(default_factory=dict)  # {link index: via, reason, tc}
     state_path: str = ""  # the run-directory state file (so gc can remove it from anywhere)
 
     @property
@@ -174,7 +175,12 @@ class LabState:
 
     def remove(self) -> None:
         """Forget the lab: its state file, log, record and lock file."""
-        for path in (self.path, self.path.with_suffix(".log"), self.record_path):
+        for path in (
+            self.path,
+            self.path.with_suffix(".log"),
+            self.path.with_suffix(".sock"),
+            self.record_path,
+        ):
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
         with contextlib.suppress(FileNotFoundError):

@@ -191,6 +191,7 @@ def _check_links(topo: Topology, cat: Catalog, issues: list[Issue]) -> None:
                                     "give it one, or set remote",
                                 )
                             )
+        _check_impairment(link, loc, cat, issues)
         for ei, ep in enumerate(link.endpoints):
             iface = cat.ifaces.get((ep.node, ep.interface))
             if iface is None:
@@ -209,6 +210,49 @@ def _check_links(topo: Topology, cat: Catalog, issues: list[Issue]) -> None:
                         "set offload on the tun-pair link, not on its ends",
                     )
                 )
+
+
+def _check_impairment(link: Link, loc: tuple[Any, ...], cat: Catalog, issues: list[Issue]) -> None:
+    """impair_via against the link type; a shaper's bucket must hold a full-size packet."""
+    if link.impair is None:
+        if link.impair_via != "auto":
+            issues.append(Issue((*loc, "impair_via"), "impair_via without impair: add impair (or drop it)"))
+        return
+    if link.type == "tun-pair" and link.impair_via == "kernel":
+        issues.append(
+            Issue(
+                (*loc, "impair_via"),
+                "a tun-pair is impaired in its own relay: impair_via: kernel is for veth, bridge and vxlan links",
+            )
+        )
+    imp = link.impairment
+    assert imp is not None
+    mtus = [
+        i.settings.mtu or 1500
+        for i in (cat.ifaces.get((e.node, e.interface)) for e in link.endpoints)
+        if i is not None
+    ]
+    frame = max(mtus or [1500]) + (0 if link.type == "tun-pair" else 14)
+    per_direction = not _symmetric(link)
+    for key in ("a_to_b", "b_to_a"):
+        shaper = getattr(imp, key).shaper
+        if shaper is not None and shaper.burst < frame:
+            where = (*loc, "impair", key, "shaper", "burst") if per_direction else (*loc, "impair", "shaper", "burst")
+            issues.append(
+                Issue(
+                    where,
+                    f"burst {shaper.burst} bytes is smaller than a full-size packet on this link "
+                    f"({frame} bytes): those could never be sent; use at least {frame}",
+                )
+            )
+            if not per_direction:
+                break
+
+
+def _symmetric(link: Link) -> bool:
+    from tunlab.topologies.models import PerDirection
+
+    return not isinstance(link.impair, PerDirection)
 
 
 AnyInterface = ipaddress.IPv4Interface | ipaddress.IPv6Interface

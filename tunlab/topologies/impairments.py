@@ -1,0 +1,239 @@
+"""Where a link's impairment runs — the kernel's netem/tbf qdiscs or a relay — and applying it.
+
+A tun-pair is a relay already: its impairment is a relay stage. A veth, bridge or vxlan link
+uses the kernel's qdiscs (through pyroute2) when the kernel has them and they can express the
+impairment; otherwise the engine builds the link through a relay (TAP devices in place of the
+veth ends), which behaves the same on every kernel. The choice and its reason are recorded
+and shown by `tunlab up` and `tunlab inspect`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import secrets
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from tunlab.errors import LabError
+from tunlab.relay.impair.model import LinkImpairment, Netem
+
+if TYPE_CHECKING:
+    from pyroute2 import IPRoute
+
+    from tunlab.topologies.models import Link
+
+U32_MAX = 2**32 - 1
+ROOT = 0xFFFFFFFF
+TBF_HANDLE = 0x10000  # 1:
+NETEM_HANDLE = 0x100000  # 10:
+TBF_CHILD = 0x10001  # 1:1, tbf's only class
+
+
+@dataclass(frozen=True)
+class Placement:
+    """How a link is impaired: 'relay' (its own, a tun-pair), 'inserted' (a relay in place of
+    the kernel link), 'kernel' (qdiscs) or 'none' (not impaired at deploy); and why."""
+
+    via: str
+    reason: str
+
+    @property
+    def relayed(self) -> bool:
+        return self.via in ("relay", "inserted")
+
+    def describe(self) -> str:
+        words = {
+            "relay": "in the tun-pair's relay",
+            "inserted": "through a relay inserted into the link",
+            "kernel": "by kernel qdiscs (netem/tbf)",
+            "none": "not impaired",
+        }[self.via]
+        return f"{words} ({self.reason})" if self.reason else words
+
+
+_QDISCS: frozenset[str] | None = None
+
+
+def kernel_qdiscs(scratch: str | None = None) -> frozenset[str]:
+    """Which of netem and tbf this kernel offers: probed once per process on a veth in a scratch
+    namespace (named `scratch`, e.g. one of the deploying lab's, so a crash leaves it to gc)."""
+    global _QDISCS
+    if _QDISCS is None:
+        _QDISCS = _probe(scratch or f"tl-{secrets.token_hex(3)}-qdisc-probe")
+    return _QDISCS
+
+
+def _probe(name: str) -> frozenset[str]:
+    from tunlab.linux.netns import NetNamespace
+
+    found: set[str] = set()
+    try:
+        ns = NetNamespace.create(name)
+    except OSError:
+        return frozenset()
+    try:
+        with ns.iproute() as ipr:
+            ipr.link("add", ifname="p0", kind="veth", peer="p1")
+            index = ipr.link_lookup(ifname="p0")[0]
+            for kind, kwargs in (
+                ("netem", {"delay": 1000}),
+                ("tbf", {"rate": "1mbit", "burst": 10000, "limit": 10000}),
+            ):
+                with contextlib.suppress(Exception):  # ENOENT: no such qdisc module
+                    ipr.tc("add", kind, index, TBF_HANDLE, **kwargs)
+                    found.add(kind)
+                    ipr.tc("del", index=index, root=True)
+    except Exception:  # noqa: S110 - a kernel without veth offers nothing usable: found stays empty
+        pass
+    finally:
+        with contextlib.suppress(Exception):
+            ns.delete()
+    return frozenset(found)
+
+
+def netem_features(n: Netem) -> bool:
+    """Does the impairment need netem (anything beyond a token-bucket shaper)?"""
+    return n.model_copy(update={"shaper": None}).active
+
+
+def kernel_limits(n: Netem) -> list[str]:
+    """Why the kernel qdiscs (as pyroute2 drives them) cannot do this impairment; [] if they can."""
+    out = []
+    if n.seed is not None:
+        out.append("a seed (kernel draws are not reproducible)")
+    if n.compat == "ideal":
+        out.append("compat: ideal")
+    if n.preserve_order:
+        out.append("preserve_order")
+    if n.loss_model is not None:
+        out.append("loss_model")
+    if n.ecn:
+        out.append("ecn")
+    if n.slot is not None:
+        out.append("slot")
+    if n.distribution != "uniform":
+        out.append("a delay distribution table")
+    if (n.rate_bps or 0) // 8 > U32_MAX:
+        out.append("a rate above 34 Gbit/s")
+    if n.delay * 1000 > U32_MAX or n.jitter * 1000 > U32_MAX:
+        out.append("a delay above 71 minutes")
+    sh = n.shaper
+    if sh is not None:
+        if sh.peakrate is not None or sh.mpu or sh.overhead or sh.linklayer != "ethernet":
+            out.append("shaper peakrate/mpu/overhead/linklayer")
+        if sh.rate // 8 > U32_MAX:
+            out.append("a shaper rate above 34 Gbit/s")
+    return out
+
+
+def place(link: Link, qdiscs: frozenset[str]) -> Placement:
+    """Decide where a link's impairment runs (LabError when impair_via: kernel cannot be met)."""
+    imp = link.impairment
+    if link.type == "tun-pair":
+        return Placement("relay", "")
+    if imp is None:
+        return Placement("none", "")
+    if link.impair_via == "relay":
+        return Placement("inserted", "impair_via: relay")
+    reasons: list[str] = []
+    for n in (imp.a_to_b, imp.b_to_a):
+        reasons += [r for r in kernel_limits(n) if r not in reasons]
+    have = qdiscs
+    need = set()
+    for n in (imp.a_to_b, imp.b_to_a):
+        if netem_features(n):
+            need.add("netem")
+        if n.shaper is not None:
+            need.add("tbf")
+    if not imp.active:  # declared empty, to be set at run time: anything may come
+        need = {"netem", "tbf"}
+    missing = sorted(need - have)
+    if missing:
+        reasons.append(f"this kernel has no sch_{' or sch_'.join(missing)}")
+    if not reasons:
+        return Placement("kernel", "")
+    if link.impair_via == "kernel":
+        raise LabError(
+            f"impair_via: kernel cannot do this impairment: {'; '.join(reasons)} "
+            "(use impair_via: auto or relay)"
+        )
+    return Placement("inserted", "; ".join(reasons))
+
+
+# ---- the kernel path ---------------------------------------------------------------------------
+def netem_request(n: Netem) -> dict[str, Any]:
+    """pyroute2's netem arguments for an impairment (times in microseconds, percentages)."""
+    req: dict[str, Any] = {
+        "delay": round(n.delay * 1000),
+        "jitter": round(n.jitter * 1000),
+        "limit": n.limit,
+        "loss": n.loss,
+        "duplicate": n.duplicate,
+    }
+    if n.delay_correlation and n.jitter:
+        req["delay_corr"] = n.delay_correlation
+    if n.loss_correlation and n.loss:
+        req["loss_corr"] = n.loss_correlation
+    if n.duplicate_correlation and n.duplicate:
+        req["dup_corr"] = n.duplicate_correlation
+    if n.reorder:
+        req["prob_reorder"] = n.reorder
+        req["corr_reorder"] = n.reorder_correlation
+        req["gap"] = n.gap_value
+    if n.corrupt:
+        req["prob_corrupt"] = n.corrupt
+        req["corr_corrupt"] = n.corrupt_correlation
+    if n.rate_bps:
+        req["rate"] = f"{n.rate_bps}bit"
+        req["packet_overhead"] = n.packet_overhead
+        req["cell_size"] = n.cell_size
+        req["cell_overhead"] = n.cell_overhead
+    return req
+
+
+def tbf_request(n: Netem) -> dict[str, Any]:
+    sh = n.shaper
+    assert sh is not None
+    return {"rate": f"{sh.rate}bit", "burst": sh.burst, "limit": sh.limit_bytes}
+
+
+def apply_kernel(ipr: IPRoute, index: int, n: Netem | None) -> None:
+    """Replace an interface's root qdisc with the impairment (None or a no-op: remove it).
+
+    A shaper and netem together are tbf at the root with netem as its child (mininet's order:
+    netem decides loss and delay, the bucket paces what it releases)."""
+    with contextlib.suppress(Exception):  # EINVAL/ENOENT: only the default qdisc was there
+        ipr.tc("del", index=index, root=True)
+    if n is None or not n.active:
+        return
+    if n.shaper is not None:
+        ipr.tc("add", "tbf", index, TBF_HANDLE, **tbf_request(n))
+        if netem_features(n):
+            ipr.tc("add", "netem", index, NETEM_HANDLE, parent=TBF_CHILD, **netem_request(n))
+        return
+    ipr.tc("add", "netem", index, TBF_HANDLE, **netem_request(n))
+
+
+def kernel_stats(ipr: IPRoute, index: int) -> dict[str, int]:
+    """tc -s for an interface's qdiscs: sent, dropped, overlimits, backlog (summed)."""
+    out = {"sent": 0, "sent_bytes": 0, "dropped": 0, "overlimits": 0, "backlog": 0, "backlog_bytes": 0}
+    for q in ipr.get_qdiscs(index=index):
+        if q.get_attr("TCA_KIND") not in ("netem", "tbf"):
+            continue
+        basic = q.get_nested("TCA_STATS2", "TCA_STATS_BASIC") or {}
+        queue = q.get_nested("TCA_STATS2", "TCA_STATS_QUEUE") or {}
+        if q["parent"] == ROOT:
+            out["sent"] = int(basic.get("packets", 0))
+            out["sent_bytes"] = int(basic.get("bytes", 0))
+        out["dropped"] += int(queue.get("drops", 0))
+        out["overlimits"] += int(queue.get("overlimits", 0))
+        out["backlog"] += int(queue.get("qlen", 0))
+        out["backlog_bytes"] += int(queue.get("backlog", 0))
+    return out
+
+
+def describe(imp: LinkImpairment | None) -> dict[str, str]:
+    """Each direction as tc would print it ('' when that direction is not impaired)."""
+    if imp is None:
+        return {"a_to_b": "", "b_to_a": ""}
+    return {"a_to_b": imp.a_to_b.summary(), "b_to_a": imp.b_to_a.summary()}

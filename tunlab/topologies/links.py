@@ -1,0 +1,256 @@
+"""A running lab's links: change or clear a link's impairment live, read its counters.
+
+`lab.link("h1:eth0").impair(delay="50ms", loss="1%")`, `.clear()`, `.stats()`. A new
+impairment is validated completely before anything changes; a kernel-qdisc change that fails
+half-way puts the old one back. Held packets stay queued across a change in a relay.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Iterator, Mapping
+from typing import TYPE_CHECKING, Any
+
+from pydantic import ValidationError
+
+from tunlab.errors import LabError
+from tunlab.relay.impair.model import LinkImpairment, Netem
+from tunlab.relay.impair.params import NetemParams
+from tunlab.topologies import impairments
+from tunlab.topologies.fieldpath import format_path
+
+if TYPE_CHECKING:
+    from tunlab.topologies.engine import Runtime
+
+DIRECTION_KEYS = ("a_to_b", "b_to_a")
+_LOCK = threading.Lock()  # one change at a time (the control socket's thread, the test's)
+
+
+class ImpairmentError(LabError, ValueError):
+    """A bad impairment (nothing was changed); the message names the field and the value."""
+
+
+def parse_impairment(
+    value: Any, direction: str | None = None, current: LinkImpairment | None = None, *, bridge: bool = False
+) -> LinkImpairment:
+    """A full LinkImpairment from what a user gives: a Netem, a LinkImpairment, a mapping (one
+    direction's or both), or None (clear). With direction, only that side changes. On a bridge
+    one impairment for both directions goes on the way into the bridge (see Link.impairment)."""
+    if direction is not None and direction not in DIRECTION_KEYS:
+        raise ImpairmentError(f"direction: expected 'a_to_b' or 'b_to_a', got {direction!r}")
+    try:
+        if value is None:
+            new_one: Netem | LinkImpairment = Netem()
+        elif isinstance(value, (Netem, LinkImpairment)):
+            new_one = value
+        elif isinstance(value, Mapping):
+            if {"a_to_b", "b_to_a"} & set(value):
+                if direction is not None:
+                    raise ImpairmentError("give a_to_b/b_to_a, or direction with one impairment, not both")
+                new_one = LinkImpairment.model_validate(dict(value))
+            else:
+                new_one = Netem.model_validate(dict(value))
+        else:
+            raise ImpairmentError(f"impairment: expected a mapping, a Netem or None, got {value!r}")
+    except ValidationError as exc:
+        raise ImpairmentError(_format(exc)) from None
+    if isinstance(new_one, LinkImpairment):
+        return new_one
+    if direction is None:
+        return LinkImpairment(a_to_b=new_one) if bridge else LinkImpairment.symmetric(new_one)
+    base = current or LinkImpairment()
+    return base.model_copy(update={direction: new_one})
+
+
+def _format(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors():
+        loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+        msg = str(err["msg"]).removeprefix("Value error, ")
+        parts.append(f"{format_path(loc)}: {msg}" if loc else msg)
+    return "; ".join(parts)
+
+
+class LabLink:
+    """One link of a running lab (lab.link(index, name or 'node:interface'))."""
+
+    def __init__(self, rt: Runtime, index: int) -> None:
+        self._rt = rt
+        self.index = index
+        self.spec = rt.topo.links[index]
+
+    @property
+    def label(self) -> str:
+        return " <-> ".join(f"{e.node}:{e.interface}" for e in self.spec.endpoints)
+
+    @property
+    def placement(self) -> impairments.Placement:
+        return self._rt.placements[self.index]
+
+    @property
+    def impairment(self) -> LinkImpairment | None:
+        """What is set now (None: never impaired)."""
+        return self._rt.impairs.get(self.index)
+
+    def _relays(self) -> dict[tuple[int, int], Any]:
+        return {k: r for k, r in self._rt.relays.items() if k[0] == self.index}
+
+    # ---- changing it --------------------------------------------------------------------------
+    def impair(self, impairment: Any = None, *, direction: str | None = None, **netem: Any) -> LinkImpairment:
+        """Set the impairment (keyword arguments are Netem fields: delay="50ms", loss="1%").
+
+        Both directions get it unless direction is 'a_to_b' or 'b_to_a'. Returns what is set.
+        """
+        if netem:
+            if impairment is not None:
+                raise ImpairmentError("give an impairment or keyword arguments, not both")
+            impairment = netem
+        new = parse_impairment(impairment, direction, self.impairment, bridge=self.spec.type == "bridge")
+        with _LOCK:
+            self._apply(new)
+        return new
+
+    def clear(self, direction: str | None = None) -> None:
+        """No impairment (on one direction, or both)."""
+        with _LOCK:
+            self._apply(parse_impairment(None, direction, self.impairment, bridge=self.spec.type == "bridge"))
+
+    @contextlib.contextmanager
+    def impaired(
+        self, impairment: Any = None, *, direction: str | None = None, **netem: Any
+    ) -> Iterator[LabLink]:
+        """Impair for the duration of a with block, then put back what was set before."""
+        before = self.impairment
+        self.impair(impairment, direction=direction, **netem)
+        try:
+            yield self
+        finally:
+            with _LOCK:
+                self._apply(before or LinkImpairment())
+
+    def _apply(self, new: LinkImpairment) -> None:
+        rt, li = self._rt, self.index
+        placement = self.placement
+        if placement.via in ("none", "kernel"):
+            placement = self._choose_for_runtime(new, placement)
+        if placement.relayed:
+            self._apply_relays(new)
+        else:
+            self._apply_kernel(new)
+        rt.placements[li] = placement
+        rt.impairs[li] = new
+        rt.state.impairments[str(li)] = {
+            "via": placement.via,
+            "reason": placement.reason,
+            **impairments.describe(new),
+        }
+        with contextlib.suppress(OSError):
+            rt.state.save()
+
+    def _choose_for_runtime(self, new: LinkImpairment, now: impairments.Placement) -> impairments.Placement:
+        """A kernel link: the kernel's qdiscs, if they can do the new impairment (checked before
+        anything changes)."""
+        if not new.active:
+            return now if now.reason != "set at run time" else impairments.Placement("none", "")
+        limits = [r for n in (new.a_to_b, new.b_to_a) for r in impairments.kernel_limits(n)]
+        have = impairments.kernel_qdiscs(f"tl-{self._rt.lab_id}-qprobe")
+        need = {"netem" for n in (new.a_to_b, new.b_to_a) if impairments.netem_features(n)}
+        need |= {"tbf" for n in (new.a_to_b, new.b_to_a) if n.shaper is not None}
+        missing = sorted(need - have)
+        if missing:
+            limits.append(f"this kernel has no sch_{' or sch_'.join(missing)}")
+        if limits:
+            raise ImpairmentError(
+                f"links[{self.index}] ({self.label}) is a kernel {self.spec.type} link and the kernel "
+                f"cannot do this impairment ({'; '.join(dict.fromkeys(limits))}): declare `impair: {{}}` "
+                "on the link so the lab is deployed with a relay there, which can take any impairment "
+                "at run time"
+            )
+        return now if now.via == "kernel" else impairments.Placement("kernel", "set at run time")
+
+    def _apply_relays(self, new: LinkImpairment) -> None:
+        params = new.params()
+        for (_li, ei), relay in self._relays().items():
+            if self.spec.type == "vxlan":
+                outgoing = params["a->b"] if ei == 0 else params["b->a"]
+                relay.impair({"a->b": outgoing, "b->a": NetemParams()})
+            else:
+                relay.impair(params)
+
+    def _apply_kernel(self, new: LinkImpairment) -> None:
+        from tunlab.topologies.engine import kernel_targets
+
+        rt = self._rt
+        old = self.impairment or LinkImpairment()
+        done: list[tuple[Any, int, Netem]] = []
+        try:
+            for ns, ifname, key in kernel_targets(rt, self.index):
+                ipr = rt.ipr(ns)
+                index = rt.index(ns, ifname)
+                impairments.apply_kernel(ipr, index, getattr(new, key))
+                done.append((ipr, index, getattr(old, key)))
+        except Exception as exc:
+            for ipr, index, previous in reversed(done):
+                with contextlib.suppress(Exception):
+                    impairments.apply_kernel(ipr, index, previous)
+            raise LabError(
+                f"links[{self.index}]: the kernel refused the impairment ({exc}); the old one is back"
+            ) from exc
+        finally:
+            rt.close_netlink()
+
+    # ---- reading it -------------------------------------------------------------------------
+    def stats(self) -> dict[str, Any]:
+        """Counters per direction as `tc -s` shows them, summed over a link's relays or qdiscs."""
+        out: dict[str, Any] = {"via": self.placement.via, "reason": self.placement.reason}
+        out.update(impairments.describe(self.impairment))
+        totals: dict[str, dict[str, int]] = {"a_to_b": {}, "b_to_a": {}}
+        if self.placement.relayed:
+            for (_li, ei), relay in self._relays().items():
+                snap = relay.snapshot()
+                pairs = [("a->b", "a_to_b"), ("b->a", "b_to_a")]
+                if self.spec.type == "vxlan":
+                    pairs = [("a->b", "a_to_b" if ei == 0 else "b_to_a")]
+                for key, name in pairs:
+                    counters = snap[key].impairment() or {}
+                    for k, v in counters.items():
+                        if k != "generation":
+                            totals[name][k] = totals[name].get(k, 0) + v
+        elif self.placement.via == "kernel":
+            from tunlab.topologies.engine import kernel_targets
+
+            try:
+                for ns, ifname, key in kernel_targets(self._rt, self.index):
+                    got = impairments.kernel_stats(self._rt.ipr(ns), self._rt.index(ns, ifname))
+                    for k, v in got.items():
+                        totals[key][k] = totals[key].get(k, 0) + v
+            finally:
+                self._rt.close_netlink()
+        out["a_to_b_stats"], out["b_to_a_stats"] = totals["a_to_b"], totals["b_to_a"]
+        return out
+
+
+def find_link(rt: Runtime, selector: int | str) -> int:
+    """A link index from an index, a link name or one of its endpoints ('node:interface')."""
+    links = rt.topo.links
+    if isinstance(selector, int) and not isinstance(selector, bool):
+        if 0 <= selector < len(links):
+            return selector
+    elif isinstance(selector, str):
+        if selector.isdigit() and int(selector) < len(links):
+            return int(selector)
+        for li, link in enumerate(links):
+            default_bridge = link.name is None and link.type == "bridge" and selector == f"br{li}"
+            if link.name == selector or default_bridge:
+                return li
+            if any(f"{e.node}:{e.interface}" == selector for e in link.endpoints):
+                return li
+    known = ", ".join(
+        f"{li} ({' <-> '.join(f'{e.node}:{e.interface}' for e in link.endpoints)})"
+        for li, link in enumerate(links)
+    )
+    raise ImpairmentError(
+        f"no link {selector!r}: give its index, its name or one of its ends as node:interface "
+        f"(links: {known or 'none'})"
+    )
