@@ -172,14 +172,6 @@ def test_failing_exec_rolls_back(needs_root) -> None:
     assert not owned_namespaces(lab.id)
 
 
-def test_vm_kind_says_it_is_not_available(needs_root) -> None:
-    topo = load_text("name: k\nnodes:\n  h1: {}\n  v1:\n    kind: vm\n", "yaml")
-    lab = Lab(topo, unique=True)
-    with pytest.raises(LabError, match="kind: vm is not available yet"):
-        lab.up()
-    assert not owned_namespaces(lab.id)
-
-
 def test_tun_interface_held_by_the_lab_answers_pings(needs_root) -> None:
     topo = load_text(
         "name: t\nnodes:\n  h1:\n    interfaces:\n      tun0: {type: tun, ipv4: [198.18.30.1/24]}\n", "yaml"

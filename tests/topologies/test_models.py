@@ -135,7 +135,7 @@ def test_a_valid_topology_with_every_link_type() -> None:
         ),
         (
             BASE.replace("h2: {interfaces", "h2: {image: alpine, interfaces"),
-            "nodes.h2.image: 'image' is for kind: container nodes",
+            "nodes.h2.image: 'image' is for kind: container or vm nodes",
         ),
         (
             BASE.replace("h2: {interfaces", "h2: {kind: router, interfaces"),

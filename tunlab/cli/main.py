@@ -526,6 +526,8 @@ def exec_(name: str, node: str, command: tuple[str, ...]) -> None:
             f"lab '{name}' is not running: its holder (pid {state.owner_pid}) died; run `tunlab gc`"
         )
     record = state.nodes[node]
+    if driver_for(str(record.get("kind", "netns"))).interfaces_in_guest:
+        sys.exit(_exec_in_guest(name, node, list(command)))
     env = {str(k): str(v) for k, v in state.topology.get("nodes", {}).get(node, {}).get("env", {}).items()}
     handle = driver_for(str(record.get("kind", "netns"))).attach(
         LabContext(state.id, state.name), node, record, env
@@ -540,6 +542,75 @@ def exec_(name: str, node: str, command: tuple[str, ...]) -> None:
         proc.send_signal(signal.SIGINT)
         code = proc.wait()
     sys.exit(code)
+
+
+def _exec_in_guest(lab: str, node: str, argv: list[str]) -> int:
+    """A command in a VM node, through the lab holder (it holds the guest's agent)."""
+    import base64
+
+    from tunlab.topologies.lab import control_request
+
+    answer = control_request(lab, {"op": "exec", "node": node, "argv": argv}, timeout=3600)
+    if not answer.get("ok"):
+        raise (BadInput if answer.get("bad_input") else UserError)(str(answer.get("error")))
+    sys.stdout.buffer.write(base64.b64decode(answer.get("stdout", "")))
+    sys.stdout.flush()
+    sys.stderr.buffer.write(base64.b64decode(answer.get("stderr", "")))
+    return int(answer.get("code", 1))
+
+
+@cli.group(name="vm-image")
+def vm_image() -> None:
+    """Guest images for kind: vm nodes, built from the recipes in vm-images/ (cached)."""
+
+
+@vm_image.command(name="build")
+@click.argument("names", nargs=-1)
+@click.option("--rebuild", is_flag=True, help="build again even if an up-to-date image exists")
+@click.option("--kernel-package", help="a Debian kernel package to build with (default: the recipe's)")
+def vm_image_build(names: tuple[str, ...], rebuild: bool, kernel_package: str | None) -> None:
+    """Build images (default: every recipe); an up-to-date one is kept unless --rebuild."""
+    _require_root_linux("tunlab vm-image build")
+    from tunlab.vm import images
+
+    for name in names or tuple(images.available()):
+        with _progress(f"vm-image {name}") as progress:
+            img = images.ensure(name, kernel_package=kernel_package, rebuild=rebuild,
+                                say=lambda text: progress(text, 0, 0))  # fmt: skip
+        m = img.manifest
+        console.print(f"{name}: {img.directory} ({m.get('kernel_package')} {m.get('kernel_version')})")
+
+
+@vm_image.command(name="ls")
+def vm_image_ls() -> None:
+    """Recipes, and the images built from them (with their kernel)."""
+    from tunlab.vm import images
+
+    built = images.installed()
+    table = Table(title=f"VM images (recipes: {images.recipes_dir()}, cache: {images.cache_dir()})",
+                  title_justify="left")  # fmt: skip
+    for col in ("recipe", "built", "kernel", "build s", "directory"):
+        table.add_column(col)
+    for name in images.available():
+        mine = [b for b in built if b.name == name]
+        if not mine:
+            table.add_row(name, "no", "", "", "")
+        for b in mine:
+            m = b.manifest
+            table.add_row(name, "yes", f"{m.get('kernel_package')} {m.get('kernel_version')}",
+                          str(m.get("build_seconds", "")), str(b.directory))  # fmt: skip
+    console.print(table)
+
+
+@vm_image.command(name="rm")
+@click.argument("names", nargs=-1)
+def vm_image_rm(names: tuple[str, ...]) -> None:
+    """Delete built images (default: all of them); they are rebuilt on next use."""
+    _require_root_linux("tunlab vm-image rm")
+    from tunlab.vm import images
+
+    gone = [p for n in (names or (None,)) for p in images.remove(n)]
+    console.print(f"removed {len(gone)} image(s)" + "".join(f"\n  {p}" for p in gone))
 
 
 @cli.group()

@@ -164,6 +164,8 @@ def tcp_stream(
         nbytes, duration = len(data), None
     if nbytes is None and duration is None:
         duration = 2.0
+    if getattr(server, "kind", None) == "vm":
+        return _tcp_stream_to_guest(client, server, address, nbytes or 8 << 20, data, port, timeout)
     family = _family(address)
     srv = _server_socket(server, address, port, socket.SOCK_STREAM, timeout)
     port = srv.getsockname()[1]
@@ -300,6 +302,54 @@ def udp_stream(
         datagrams_received=received,
         reordered=reordered[0],
     )
+
+
+def _tcp_stream_to_guest(
+    client: Place, server: Any, address: str, nbytes: int, data: bytes | None, port: int, timeout: float
+) -> StreamResult:
+    """tcp_stream into a VM node: the guest's nc receives to a file, its size and sha256 are
+    compared with what was sent (the guest's sockets are not this process's)."""
+    port = port or 5599
+    payload = bytes(data) if data is not None else (_pattern(1 << 20, 7) * (nbytes // (1 << 20) + 1))[:nbytes]
+    f = "/tmp/tl-stream"
+    script = f"nc -l -p {port} > {f}; wc -c < {f}; sha256sum {f}; rm -f {f}"
+    box: dict[str, Any] = {}
+    t = threading.Thread(
+        target=lambda: box.setdefault("r", server.run(["sh", "-c", script], timeout=timeout))
+    )
+    t.start()
+    family = _family(address)
+    start = time.perf_counter()
+    deadline = start + min(timeout, 30)
+    while True:  # until the guest's nc listens
+        cli = client.socket(family, socket.SOCK_STREAM)
+        cli.settimeout(timeout)
+        try:
+            cli.connect((address, port))
+            break
+        except (ConnectionRefusedError, TimeoutError, OSError):
+            cli.close()
+            if time.perf_counter() > deadline or not t.is_alive():
+                t.join(1)
+                raise LabError(
+                    f"TCP stream to VM node at {address}:{port}: the guest's nc did not listen"
+                ) from None
+            time.sleep(0.05)
+    try:
+        cli.sendall(payload)
+        cli.shutdown(socket.SHUT_WR)
+        t.join(timeout)
+        elapsed = time.perf_counter() - start
+    finally:
+        cli.close()
+    done = box.get("r")
+    if done is None or not done.ok:
+        why = done.stderr.decode(errors="replace").strip() if done is not None else "no answer"
+        raise LabError(f"TCP stream to VM node at {address}: the guest side failed: {why}")
+    lines = done.stdout.decode().split()
+    got, digest = int(lines[0]), lines[1]
+    exact = got == len(payload) and digest == hashlib.sha256(payload).hexdigest()
+    return StreamResult("tcp", len(payload), got, elapsed, exact)
 
 
 # ---- one-way delay ------------------------------------------------------------------------------

@@ -61,6 +61,7 @@ class Runtime:
         # (link index, endpoint index) -> relay; endpoint -1: the relay of the whole link
         self.relays: dict[tuple[int, int], Relay] = {}
         self.placements: dict[int, impairments.Placement] = {}
+        self.guests: set[str] = set()  # nodes whose interfaces live in a guest kernel (VMs)
         self.impairs: dict[int, LinkImpairment | None] = {}
         self.resolved: dict[str, NodeBase] = dict(topo.resolved_nodes())
         self.ctx = LabContext(lab_id, state.name)
@@ -173,22 +174,28 @@ def plan(rt: Runtime) -> list[Step]:
                     functools.partial(_destroy_nodes, rt, [name]),
                 )
             )
+    guests = {n for n, d in rt.drivers.items() if d.interfaces_in_guest}
+    rt.guests = guests
     vxlans, tun_pairs, kernel_impaired = [], [], []
     for li, link in enumerate(rt.topo.links):
         ends = [rt.catalog.ifaces[(e.node, e.interface)] for e in link.endpoints]
         label = " <-> ".join(f"{e.node}:{e.name}" for e in ends)
         relayed = rt.placements[li].via == "inserted"
+        to_guest = any(e.node in guests for e in ends)
         if rt.placements[li].via == "kernel":
             kernel_impaired.append((li, link, ends, label))
-        if link.type == "veth" and relayed:
+        if (link.type == "veth" and relayed) or (link.type == "tun-pair" and to_guest):
             tun_pairs.append((li, link, ends, label))
+            why = "a relay carries the impairment" if relayed else "a VM's NIC is Ethernet: TAP devices"
             steps.append(
                 Step(
-                    f"tap-pair {label} (a relay carries the impairment)",
-                    functools.partial(_tap_pair, rt, ends),
+                    f"tap-pair {label} ({why})",
+                    functools.partial(_tap_pair, rt, li, ends),
                     functools.partial(_close_devices, rt, ends),
                 )
             )
+        elif link.type == "veth" and to_guest:
+            steps.append(Step(f"veth {label} (TAP to a VM)", functools.partial(_guest_veth, rt, li, ends)))
         elif link.type == "veth":
             steps.append(Step(f"veth {label}", functools.partial(_veth, rt, ends[0], ends[1])))
         elif link.type == "tun-pair":
@@ -219,6 +226,14 @@ def plan(rt: Runtime) -> list[Step]:
                         )
                     )
                     continue
+                if end.node in guests:
+                    steps.append(
+                        Step(
+                            f"bridge {br} port {end.node}:{end.name} (TAP to a VM)",
+                            functools.partial(_bridge_guest_port, rt, br, end),
+                        )
+                    )
+                    continue
                 steps.append(
                     Step(
                         f"bridge {br} port {end.node}:{end.name}",
@@ -236,12 +251,33 @@ def plan(rt: Runtime) -> list[Step]:
                     functools.partial(_close_devices, rt, [iface]),
                 )
             )
+    if guests:
+        names = sorted(guests)
+        steps.append(
+            Step(
+                f"boot vm nodes {', '.join(names)}",
+                functools.partial(_boot_guests, rt, names),
+                functools.partial(_destroy_nodes, rt, names),
+            )
+        )
+        for name in names:
+            steps.append(Step(f"configure vm node {name}", functools.partial(_configure_guest, rt, name)))
     for name in rt.resolved:
+        if name in guests:
+            continue  # configured inside the guest
         # tun/tap devices are configured when they are built; vxlan ends after their tunnel
         plain = [
             i
             for i in rt.catalog.of_node(name)
             if i.link_type != "vxlan" and i.kind not in ("tun", "tap", "tun-pair")
+        ]
+        # a tun-pair to a VM is TAP devices: configured like a veth end
+        plain += [
+            i
+            for i in rt.catalog.of_node(name)
+            if i.kind == "tun-pair"
+            and i.link_index is not None
+            and any(e.node in guests for e in rt.topo.links[i.link_index].endpoints)
         ]
         if plain:
             steps.append(
@@ -263,6 +299,8 @@ def plan(rt: Runtime) -> list[Step]:
                 Step(f"configure {end.node}:{end.name}", functools.partial(_configure, rt, end.node, [end]))
             )
     for name, node in rt.resolved.items():
+        if name in guests:
+            continue
         if node.sysctls:
             steps.append(Step(f"sysctls of {name}", functools.partial(_sysctls, rt, name, node)))
         if node.routes:
@@ -579,9 +617,102 @@ def _tap(rt: Runtime, ns: NetNamespace, name: str) -> SyncDevice:
     return DeviceBuilder().layer(Layer.L2).offload(True).name(name).netns(ns).build_sync()
 
 
-def _tap_pair(rt: Runtime, ends: list[Iface]) -> None:
+def _tap_pair(rt: Runtime, li: int, ends: list[Iface]) -> None:
     for end in ends:
-        rt.devices[(end.node, end.name)] = _tap(rt, rt.netns(end.node), end.name)
+        if end.node in rt.guests:
+            rt.devices[(end.node, end.name)] = _guest_relay_end(rt, li, end)
+        else:
+            rt.devices[(end.node, end.name)] = _tap(rt, rt.netns(end.node), end.name)
+
+
+# ---- links that end at a VM ---------------------------------------------------------------------
+def _guest_nic(rt: Runtime, end: Iface) -> Any:
+    from tunlab.topologies.drivers.vm import VmHandle
+
+    handle = rt.nodes[end.node]
+    assert isinstance(handle, VmHandle)
+    return handle.nic(end.name, end.settings.mac)
+
+
+def _guest_taps(rt: Runtime, ns: NetNamespace, name: str, end: Iface) -> list[SyncDevice]:
+    """The TAP device qemu will take for a VM's NIC (one fd per queue), made in ns as `name`;
+    the NIC's offload setting decides the virtio-net header (default on)."""
+    queues = end.settings.queues or 1
+    offload = end.settings.offload if isinstance(end.settings.offload, bool) else True
+    builder = DeviceBuilder().layer(Layer.L2).offload(offload).name(name).netns(ns)
+    if queues > 1:
+        builder.multi_queue(True)
+    first = builder.build_sync()
+    devices = [first]
+    try:
+        devices += [first.try_clone() for _ in range(queues - 1)]
+    except BaseException:
+        for d in devices:
+            d.close()
+        raise
+    _guest_nic(rt, end).devices.extend(devices)
+    return devices
+
+
+def _guest_veth(rt: Runtime, li: int, ends: list[Iface]) -> None:
+    """A veth to a VM is one TAP: the peer's interface, its fd the guest's NIC. Between two VMs:
+    a TAP for each on a bridge in the first VM's host-side namespace."""
+    guests = [e for e in ends if e.node in rt.guests]
+    hosts = [e for e in ends if e.node not in rt.guests]
+    if hosts:
+        _guest_taps(rt, rt.netns(hosts[0].node), hosts[0].name, guests[0])
+        return
+    ns = rt.netns(ends[0].node)
+    ipr = rt.ipr(ns)
+    br = f"tlb{li}"
+    ipr.link("add", ifname=br, kind="bridge")
+    for i, end in enumerate(ends):
+        name = f"tlv{li}e{i}"
+        _guest_taps(rt, ns, name, end)
+        ipr.link("set", index=rt.index(ns, name), master=rt.index(ns, br), state="up")
+    ipr.link("set", index=rt.index(ns, br), state="up")
+
+
+def _guest_relay_end(rt: Runtime, li: int, end: Iface) -> SyncDevice:
+    """Where a relay meets a VM: the guest's TAP and the relay's TAP on a small bridge in the
+    VM's host-side namespace; returns the relay's device."""
+    ns = rt.netns(end.node)
+    ipr = rt.ipr(ns)
+    ei = end.endpoint_index or 0
+    br, guest_side, relay_side = f"tlr{li}e{ei}", f"tlq{li}e{ei}", f"tlw{li}e{ei}"
+    ipr.link("add", ifname=br, kind="bridge")
+    _guest_taps(rt, ns, guest_side, end)
+    dev = _tap(rt, ns, relay_side)
+    for name in (guest_side, relay_side):
+        ipr.link("set", index=rt.index(ns, name), master=rt.index(ns, br), state="up")
+    ipr.link("set", index=rt.index(ns, br), state="up")
+    return dev
+
+
+def _bridge_guest_port(rt: Runtime, br: str, end: Iface) -> None:
+    sw = rt.bridges[br]
+    port = _port_name(end)
+    _guest_taps(rt, sw, port, end)
+    ipr = rt.ipr(sw)
+    kwargs: dict[str, Any] = {"master": rt.index(sw, br), "state": "up"}
+    if end.settings.mtu is not None:
+        kwargs["mtu"] = end.settings.mtu
+    ipr.link("set", index=rt.index(sw, port), **kwargs)
+
+
+def _boot_guests(rt: Runtime, names: list[str]) -> None:
+    driver = rt.drivers[names[0]]
+    handles = {n: rt.nodes[n] for n in names}
+    driver.start_many(handles)
+    for name, handle in handles.items():
+        rt.state.nodes[name] = {"kind": driver.kind, **driver.resources(handle)}
+    with contextlib.suppress(OSError):
+        rt.state.save()  # qemu's pid and start time, for gc after a crash
+
+
+def _configure_guest(rt: Runtime, name: str) -> None:
+    ifaces = rt.catalog.of_node(name)
+    rt.drivers[name].configure(rt.nodes[name], ifaces, rt.resolved[name])
 
 
 def _port_name(end: Iface) -> str:
@@ -592,7 +723,10 @@ def _bridge_tap_port(rt: Runtime, li: int, br: str, end: Iface) -> None:
     """A bridge port as a TAP pair: one end in the node, one on the bridge, a relay between
     (a_to_b: node -> bridge)."""
     sw = rt.bridges[br]
-    node_side = _tap(rt, rt.netns(end.node), end.name)
+    if end.node in rt.guests:
+        node_side = _guest_relay_end(rt, li, end)
+    else:
+        node_side = _tap(rt, rt.netns(end.node), end.name)
     rt.devices[(end.node, end.name)] = node_side
     port = _port_name(end)
     bridge_side = _tap(rt, sw, port)

@@ -29,7 +29,10 @@ def to_mermaid(topo: Topology) -> str:
     for name, node in topo.resolved_nodes().items():
         tuns = [i for i in cat.of_node(name) if i.link_index is None]
         extra = "".join(f"<br/>{i.kind} {i.name} {' '.join(map(str, i.addresses))}" for i in tuns)
-        lines.append(f'  {name}["{name} ({node.kind}){extra}"]')
+        if node.kind == "vm":  # a guest with its own kernel: drawn as a double-bordered box
+            lines.append(f'  {name}[["{name} (vm){extra}"]]')
+        else:
+            lines.append(f'  {name}["{name} ({node.kind}){extra}"]')
     for li, link in enumerate(topo.links):
         if link.type == "bridge":
             br = link.name or f"br{li}"
@@ -101,7 +104,8 @@ def to_dot(topo: Topology) -> str:
         for i in sorted(cat.of_node(name), key=lambda x: x.name):
             addrs = " ".join(str(a) for a in i.addresses)
             rows.append(f"{i.name} ({i.kind}) {addrs}".rstrip())
-        lines.append(f"  {_q(name)} [label={_q(chr(10).join(rows))}];")
+        style = ', peripheries=2, fillcolor="#eaf6ea"' if node.kind == "vm" else ""
+        lines.append(f"  {_q(name)} [label={_q(chr(10).join(rows))}{style}];")
     label_attr = "label"
     if wrap:  # rows of nodes, stacked by invisible edges between the rows' first nodes
         layout = _rows(topo)

@@ -253,7 +253,16 @@ def _serve_control(lab: Lab, state: LabState) -> ControlServer | None:
             else:
                 link.impair(msg.get("impair") or {}, direction=msg.get("direction"))
             return {"ok": True, "link": link.index, "endpoints": link.label, **link.stats()}
-        raise ValueError(f"unknown request {op!r} (known: impair, links)")
+        if op == "exec":
+            import base64
+
+            argv = msg.get("argv")
+            if not isinstance(argv, list) or not argv or not all(isinstance(a, str) for a in argv):
+                raise ValueError("exec: argv must be a non-empty list of strings")
+            done = lab.node(str(msg.get("node", ""))).run(argv, timeout=msg.get("timeout"))
+            return {"ok": True, "code": done.code, "stdout": base64.b64encode(done.stdout).decode(),
+                    "stderr": base64.b64encode(done.stderr).decode()}  # fmt: skip
+        raise ValueError(f"unknown request {op!r} (known: impair, links, exec)")
 
     try:
         return ControlServer(state.path.with_suffix(".sock"), handle)
@@ -261,14 +270,14 @@ def _serve_control(lab: Lab, state: LabState) -> ControlServer | None:
         return None  # the lab works without it; `tunlab impair` will say the holder does not answer
 
 
-def control_request(name: str, message: dict[str, Any]) -> dict[str, Any]:
+def control_request(name: str, message: dict[str, Any], timeout: float = 30.0) -> dict[str, Any]:
     """Ask the holder of lab `name` (another process) to do something; LabError if it cannot."""
     state = LabState.load(name)
     if state is None:
         raise LabError(f"no lab named '{name}' is running (see `tunlab ls`)")
     if not state.owner_alive:
         raise LabError(f"lab '{name}': its holder (pid {state.owner_pid}) is gone; `tunlab gc` cleans it up")
-    return request(state.path.with_suffix(".sock"), message)
+    return request(state.path.with_suffix(".sock"), message, timeout=timeout)
 
 
 # ---- labs held by other (possibly dead) processes ------------------------------------------------

@@ -99,6 +99,9 @@ class InterfaceSettings(Strict):
         "ethtool features {gro, gso, tso, tx-checksum, rx-checksum, sg: on|off}, or on/off for all",
     )
     multi_queue: OptSwitch = None
+    queues: int | None = Field(
+        None, ge=1, le=16, description="kind: vm — virtio-net queues (multi-queue TAP)"
+    )
 
     @field_validator("mac")
     @classmethod
@@ -240,11 +243,24 @@ class ContainerFields(Strict):
 
 
 class VmFields(Strict):
-    """kind: vm — a qemu guest (not available yet)."""
+    """kind: vm — a qemu guest wired with tunlab's TAP devices (docs/topologies.md, VM nodes)."""
 
-    kernel: str | None = None
-    initrd: str | None = None
-    memory: int | None = Field(None, ge=64, le=1 << 20, description="MiB")
+    image: str | None = Field(None, description="a vm-images/ recipe: minimal (default) or debian")
+    kernel_package: str | None = Field(None, description="pin the image's Debian kernel package")
+    kernel: str | None = Field(None, description="your own kernel: a bzImage or vmlinux path")
+    initrd: str | None = Field(None, description="with kernel: your initramfs (default: the image's)")
+    root: Literal["initramfs", "image", "host"] | None = Field(
+        None,
+        description="initramfs, the image's ext4 root, or the host's / read-only over 9p (+ tmpfs overlay)",
+    )
+    root_image: str | None = Field(None, description="root: image with your own ext4 file")
+    memory: int | None = Field(None, ge=64, le=1 << 20, description="MiB (default 256)")
+    cpus: int | None = Field(None, ge=1, le=64)
+    shares: list[str] = Field(default_factory=list, description="host-dir:guest-path[:ro|rw] over 9p")
+    append: str | None = Field(None, description="more kernel command line")
+    accel: Literal["auto", "kvm", "tcg"] | None = Field(None, description="auto: KVM only where it works")
+    boot_timeout: float | None = Field(None, gt=0, le=3600, description="seconds (default 120)")
+    qemu_args: list[str] = Field(default_factory=list, description="more qemu arguments (escape hatch)")
 
 
 class Defaults(NodeCommon, ContainerFields, VmFields):

@@ -196,6 +196,21 @@ def _check_links(topo: Topology, cat: Catalog, issues: list[Issue]) -> None:
             iface = cat.ifaces.get((ep.node, ep.interface))
             if iface is None:
                 continue
+            in_guest = ep.node in topo.nodes and driver_for(topo.nodes[ep.node].kind).interfaces_in_guest
+            if in_guest and link.type == "vxlan":
+                issues.append(
+                    Issue(
+                        (*loc, "endpoints", ei),
+                        f"'{ep.node}' is a VM: a vxlan end would be made in its guest kernel, which tunlab "
+                        "does not do; link the VM by veth or bridge and make the vxlan in a netns node",
+                    )
+                )
+            if iface.settings.queues is not None and not in_guest:
+                issues.append(
+                    Issue(
+                        (*loc, "endpoints", ei, "queues"), "queues is for a VM's NIC (tun/tap: multi_queue)"
+                    )
+                )
             if iface.settings.multi_queue is not None:
                 issues.append(
                     Issue(
@@ -222,7 +237,8 @@ def _check_impairment(link: Link, loc: tuple[Any, ...], cat: Catalog, issues: li
         issues.append(
             Issue(
                 (*loc, "impair_via"),
-                "a tun-pair is impaired in its own relay: impair_via: kernel is for veth, bridge and vxlan links",
+                "a tun-pair is impaired in its own relay: impair_via: kernel is for veth, bridge and "
+                "vxlan links",
             )
         )
     imp = link.impairment
@@ -237,7 +253,11 @@ def _check_impairment(link: Link, loc: tuple[Any, ...], cat: Catalog, issues: li
     for key in ("a_to_b", "b_to_a"):
         shaper = getattr(imp, key).shaper
         if shaper is not None and shaper.burst < frame:
-            where = (*loc, "impair", key, "shaper", "burst") if per_direction else (*loc, "impair", "shaper", "burst")
+            where = (
+                (*loc, "impair", key, "shaper", "burst")
+                if per_direction
+                else (*loc, "impair", "shaper", "burst")
+            )
             issues.append(
                 Issue(
                     where,

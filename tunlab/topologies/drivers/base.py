@@ -149,6 +149,13 @@ class NodeDriver(abc.ABC):
         if node.healthcheck is not None:
             wait_for_healthcheck(handle, node.healthcheck)
 
+    def start_many(self, handles: dict[str, NodeHandle], say: Any = None) -> None:  # noqa: B027 - optional
+        """Kinds whose interfaces live in a guest: start the nodes once their links exist."""
+
+    def configure(self, handle: NodeHandle, ifaces: list[Any], node: NodeBase) -> None:
+        """Kinds whose interfaces live in a guest: addresses, routes and sysctls, inside it."""
+        raise LabError(f"kind: {self.kind} nodes are configured by netlink, not by their driver")
+
     def resources(self, handle: NodeHandle) -> Resources:
         """What this running node holds, recorded in the state file once it is up."""
         return {}
