@@ -16,6 +16,7 @@ from tunlab.errors import UnsupportedOperationError
 # platform name -> "module:class"
 BACKENDS = {
     "linux": "tunlab.devices.linux.backend:LinuxDevice",
+    "darwin": "tunlab.devices.darwin.backend:DarwinDevice",
     "memory": "tunlab.devices.memory.backend:MemoryDevice",
 }
 

@@ -1,0 +1,160 @@
+"""What a macOS or BSD device shares once it exists: configuration through ioctls and PF_ROUTE
+(tunlab/devices/bsd/ifconfig.py), the 4-byte address-family header of tun/utun frames kept
+out of the caller's way, blocking mode and readiness on the device fd."""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+import struct
+from typing import ClassVar
+
+from tunlab.devices.backend import Bytes, DeviceBackend, FrameFormat, IPAddress, IPInterface, WritableBuffer
+from tunlab.devices.bsd.abi import Abi
+from tunlab.devices.bsd.ifconfig import Interface
+from tunlab.devices.bsd.system import System
+from tunlab.devices.capabilities import Capability
+from tunlab.devices.config import LinkSettings, parse_mac
+from tunlab.devices.layer import Layer
+from tunlab.devices.readiness import PollTarget, Readiness
+from tunlab.errors import DeviceClosedError, DeviceError
+
+AF_HEADER = 4
+
+
+class BsdFamilyDevice(DeviceBackend):
+    """A device with an fd whose interface is configured by name (subclasses do the I/O)."""
+
+    abi: ClassVar[Abi]
+
+    def __init__(
+        self,
+        sys: System,
+        layer: Layer,
+        name: str,
+        *,
+        fd: int,
+        owned: bool,
+        point_to_point: bool,
+        capabilities: frozenset[Capability],
+    ) -> None:
+        super().__init__(layer, owned=owned, capabilities=capabilities)
+        self.sys = sys
+        self._fd = fd
+        self._name = name
+        self.iface = Interface(sys, self.abi, name, point_to_point)
+        self._nonblocking = False
+
+    @property
+    def closed(self) -> bool:
+        return self._fd < 0
+
+    def _check(self) -> int:
+        if self._fd < 0:
+            raise DeviceClosedError()
+        return self._fd
+
+    # ---- configuration ----------------------------------------------------------------------
+    def configure(self, settings: LinkSettings) -> None:
+        """MTU, MAC, up, addresses, down — in that order, as on Linux."""
+        self._check()
+        if settings.mac is not None:
+            if self.layer is not Layer.L2:
+                self.unsupported("set_mac_address", Capability.MAC)
+            self.set_mac(settings.mac)
+        if settings.mtu is not None:
+            self.iface.set_mtu(settings.mtu)
+        if settings.tx_queue_len is not None:
+            self.unsupported("tx_queue_len", Capability.TX_QUEUE_LEN)
+        if settings.enabled:
+            self.iface.set_up(True)
+        for v4 in settings.ipv4:
+            self.iface.add_ipv4(v4.interface, v4.destination)
+        for v6 in settings.ipv6:
+            self.iface.add_ipv6(v6)
+        if settings.enabled is False:
+            self.iface.set_up(False)
+
+    def set_mac(self, mac: str) -> None:
+        self.iface.set_mac(bytes.fromhex(parse_mac(mac).replace(":", "")))
+
+    def name(self) -> str:
+        self._check()
+        return self._name
+
+    def if_index(self) -> int:
+        self._check()
+        try:
+            return self.sys.if_nametoindex(self._name)
+        except OSError:
+            raise DeviceError(f"interface {self._name} is gone") from None
+
+    def mtu(self) -> int:
+        self._check()
+        return self.iface.mtu()
+
+    def is_running(self) -> bool:
+        self._check()
+        return self.iface.is_up() and self.iface.is_running()
+
+    def addresses(self) -> list[IPInterface]:
+        self._check()
+        return self.iface.addresses()
+
+    def remove_address(self, address: IPAddress) -> None:
+        self._check()
+        self.iface.remove_address(address)
+
+    def broadcast(self) -> ipaddress.IPv4Address | None:
+        v4 = [a for a in self.addresses() if a.version == 4]
+        return v4[0].network.broadcast_address if v4 and isinstance(v4[0], ipaddress.IPv4Interface) else None
+
+    # ---- fd -----------------------------------------------------------------------------------
+    def fileno(self) -> int:
+        return self._check()
+
+    def readiness(self) -> Readiness:
+        fd = self._check()
+        return Readiness(PollTarget(fd), PollTarget(fd, writable=True))
+
+    def set_nonblocking(self, nonblocking: bool) -> None:
+        self.sys.set_blocking(self._check(), not nonblocking)
+        self._nonblocking = nonblocking
+
+    def is_nonblocking(self) -> bool:
+        self._check()
+        return self._nonblocking
+
+
+class AfHeaderFrames:
+    """tun/utun frames start with the packet's address family (uint32, network order): kept out of
+    the caller's buffers unless packet_information was asked for, as Linux's IFF_NO_PI does."""
+
+    def __init__(self, sys: System, abi: Abi, keep: bool) -> None:
+        self.sys = sys
+        self.abi = abi
+        self.keep = keep
+        self._hdr = bytearray(AF_HEADER)
+        self._v4 = struct.pack("!I", socket.AF_INET)
+        self._v6 = struct.pack("!I", abi.af_inet6)
+
+    @property
+    def frame_format(self) -> FrameFormat:
+        return FrameFormat(prefix=AF_HEADER) if self.keep else FrameFormat()
+
+    def recv_into(self, fd: int, buffer: WritableBuffer) -> int:
+        if self.keep:
+            return self.sys.read_into(fd, buffer)
+        n = self.sys.readv(fd, [self._hdr, buffer])
+        return max(0, n - AF_HEADER)
+
+    def send(self, fd: int, data: Bytes) -> int:
+        if self.keep:
+            return self.sys.write(fd, data)
+        if not data:
+            raise ValueError("an empty packet")
+        version = data[0] >> 4
+        if version not in (4, 6):
+            raise ValueError(f"not an IP packet (version {version}): a TUN device carries IPv4 or IPv6")
+        n = self.sys.writev(fd, [self._v4 if version == 4 else self._v6, data])
+        return max(0, n - AF_HEADER)

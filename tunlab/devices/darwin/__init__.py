@@ -1,0 +1,1 @@
+"""macOS backend: utun (TUN) and feth pairs (TAP)."""
