@@ -267,3 +267,18 @@ def test_the_example_boots(needs_root: None) -> None:
     _needs_qemu()
     with Lab.from_file(EXAMPLES / "vm.yaml", unique=True) as lab:
         assert traffic.ping(lab.node("host"), "198.18.120.2", count=1).received == 1
+
+
+def test_the_debian_image_runs_the_roots_tools_over_a_tmpfs_overlay(needs_root: None) -> None:
+    _needs_qemu()
+    text = SMALL.replace("kind: vm,", "kind: vm, image: debian,")
+    with Lab(load_text(text, "yaml"), unique=True) as lab:
+        g = lab.node("g")
+        # iproute2's ip (not busybox's applet), ethtool, python3: the root image's own tools
+        assert b"198.18.140.2/24" in g.run(["ip", "-br", "addr", "show", "eth0"]).stdout
+        features = g.run(["ethtool", "-k", "eth0"]).stdout.decode()
+        assert "tcp-segmentation-offload: on" in features  # the TAP has the virtio-net header
+        assert g.run(["python3", "-c", "print(6 * 7)"]).stdout == b"42\n"
+        assert g.run(["sh", "-c", "echo x > /etc/tunlab-probe && cat /etc/tunlab-probe"]).stdout == b"x\n"
+        report = traffic.iperf3(lab.node("h"), g, "198.18.140.2", seconds=2)
+        assert report["end"]["sum_received"]["bits_per_second"] > 10e6

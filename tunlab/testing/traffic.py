@@ -580,9 +580,14 @@ def iperf3(
     parallel > 1 runs that many streams at once (iperf3 -P)."""
     if shutil.which("iperf3") is None:
         raise LabError("iperf3 is not installed (apt-get install iperf3)")
-    srv = server.popen(
-        ["iperf3", "-s", "-1", "-B", address], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
+    argv_srv = ["iperf3", "-s", "-1", "-B", address]
+    guest_server: threading.Thread | None = None
+    if getattr(server, "kind", None) == "vm":  # no popen in a guest: the agent runs it meanwhile
+        guest_server = threading.Thread(target=server.run, args=(argv_srv,), kwargs={"timeout": seconds + 60})
+        guest_server.start()
+        srv = None
+    else:
+        srv = server.popen(argv_srv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         argv = ["iperf3", "-c", address, "-t", str(seconds), "-J"]
         if udp:
@@ -601,8 +606,11 @@ def iperf3(
             raise LabError(f"iperf3: {report['error']}")
         return dict(report)
     finally:
-        srv.kill()
-        srv.wait()
+        if srv is not None:
+            srv.kill()
+            srv.wait()
+        if guest_server is not None:
+            guest_server.join(seconds + 70)
 
 
 def place(ns: NetNamespace) -> NodeHandle:
