@@ -17,9 +17,9 @@ COMMON_HEADERS = ["sys/types.h", "sys/socket.h", "sys/time.h", "sys/ioctl.h", "s
                   "net/if_dl.h", "net/route.h", "net/bpf.h", "netinet/in.h"]  # fmt: skip
 HEADERS = {
     "darwin": [*COMMON_HEADERS, "sys/kern_control.h", "net/if_utun.h", "net/ndrv.h", "sys/filio.h"],
-    "freebsd": [*COMMON_HEADERS, "netinet6/in6_var.h", "sys/filio.h"],
-    "openbsd": [*COMMON_HEADERS, "netinet6/in6_var.h", "sys/filio.h"],
-    "netbsd": [*COMMON_HEADERS, "netinet6/in6_var.h", "sys/filio.h"],
+    "freebsd": [*COMMON_HEADERS, "netinet6/in6_var.h", "sys/filio.h", "net/if_tun.h", "net/if_tap.h"],
+    "openbsd": [*COMMON_HEADERS, "netinet6/in6_var.h", "sys/filio.h", "net/if_tun.h"],
+    "netbsd": [*COMMON_HEADERS, "netinet6/in6_var.h", "sys/filio.h", "net/if_tun.h", "net/if_tap.h"],
 }
 TARGET = {"darwin": "macos", "freebsd": "freebsd", "openbsd": "openbsd", "netbsd": "netbsd"}
 
@@ -113,6 +113,47 @@ def expected(abi: Abi) -> dict[str, tuple[str, int | None]]:
                 "SIOCDIFADDR_IN6": ("SIOCDIFADDR_IN6", abi.SIOCDIFADDR_IN6),
                 "IN6_IFF_NODAD": ("IN6_IFF_NODAD", abi.in6_iff_nodad),
                 "ND6_INFINITE_LIFETIME": ("ND6_INFINITE_LIFETIME", A.ND6_INFINITE_LIFETIME),
+            }
+        )
+        out.update(tun_expected(A.TUN_ABIS[abi.os]))
+    return out
+
+
+def tun_expected(t: A.TunAbi) -> dict[str, tuple[str, int | None]]:
+    """The tun/tap numbers the FreeBSD, OpenBSD and NetBSD backends use."""
+    out: dict[str, tuple[str, int | None]] = {
+        "TUNSIFMODE": ("TUNSIFMODE", t.tunsifmode),
+        "TUNSIFHEAD": ("TUNSIFHEAD", t.tunsifhead),  # undefined on OpenBSD: None both sides
+        "TUNGIFHEAD": ("TUNGIFHEAD", t.tungifhead),
+        "SIOCGIFAFLAG_IN6": ("SIOCGIFAFLAG_IN6", t.SIOCGIFAFLAG_IN6),
+        "IN6_IFF_TENTATIVE": ("IN6_IFF_TENTATIVE", A.IN6_IFF_TENTATIVE),
+        "IN6_IFF_DUPLICATED": ("IN6_IFF_DUPLICATED", A.IN6_IFF_DUPLICATED),
+        "in6_ifreq.ifr_ifru": ("offsetof(struct in6_ifreq, ifr_ifru)", 16),
+        "IFF_POINTOPOINT|IFF_MULTICAST": ("IFF_POINTOPOINT | IFF_MULTICAST", A.TUN_PTP_MODE),
+    }
+    if t.os == "freebsd":
+        out.update(
+            {
+                "TUNGIFNAME": ("TUNGIFNAME", t.gifname),
+                "TAPGIFNAME": ("TAPGIFNAME", t.gifname),
+                "SIOCSIFNAME": ("SIOCSIFNAME", t.SIOCSIFNAME),
+                "SIOCGIFINFO_IN6": ("SIOCGIFINFO_IN6", t.SIOCGIFINFO_IN6),
+                "SIOCSIFINFO_IN6": ("SIOCSIFINFO_IN6", t.SIOCSIFINFO_IN6),
+                "sizeof(in6_ndireq)": ("sizeof(struct in6_ndireq)", t.in6_ndireq),
+                "in6_ndireq.ndi.flags": ("offsetof(struct in6_ndireq, ndi.flags)", t.in6_ndireq_flags_at),
+                "ND6_IFF_NO_DAD": ("ND6_IFF_NO_DAD", A.ND6_IFF_NO_DAD),
+                "ND6_IFF_AUTO_LINKLOCAL": ("ND6_IFF_AUTO_LINKLOCAL", A.ND6_IFF_AUTO_LINKLOCAL),
+            }
+        )
+    if t.os == "netbsd":
+        out.update(
+            {
+                "TAPGIFNAME": ("TAPGIFNAME", t.gifname),
+                "SIOCALIFADDR": ("SIOCALIFADDR", t.SIOCALIFADDR),
+                "sizeof(if_laddrreq)": ("sizeof(struct if_laddrreq)", t.if_laddrreq),
+                "if_laddrreq.addr": ("offsetof(struct if_laddrreq, addr)", t.if_laddrreq_addr_at),
+                "if_laddrreq.flags": ("offsetof(struct if_laddrreq, flags)", 16),
+                "IFLR_ACTIVE": ("IFLR_ACTIVE", A.IFLR_ACTIVE),
             }
         )
     return out

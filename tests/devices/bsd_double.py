@@ -7,13 +7,16 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import ipaddress
+import os
+import socket
 import struct
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
 from tunlab.devices.bsd import wire
-from tunlab.devices.bsd.abi import SIOCSDRVSPEC, Abi
+from tunlab.devices.bsd.abi import AF_INET, AF_LINK, IN6_IFF_TENTATIVE, SIOCSDRVSPEC, TUN_ABIS, Abi
 from tunlab.devices.bsd.system import IfAddr, System
 
 
@@ -37,6 +40,13 @@ class FakeKernel:
     reads: dict[int, deque[bytes]] = field(default_factory=dict)
     blen: int = 4096
     ifaddrs: list[IfAddr] = field(default_factory=list)
+    # BSD tun/tap character devices
+    missing_nodes: set[str] = field(default_factory=set)  # /dev paths that do not exist
+    open_units: set[str] = field(default_factory=set)  # units another process has open
+    nd6_flags: int = 0x21  # ND6_IFF_PERFORMNUD | ND6_IFF_AUTO_LINKLOCAL, as a new interface has
+    nd6_tail: bytes = bytes(range(1, 33))  # the rest of nd_ifinfo: must come back unchanged
+    tentative_reads: int = 0  # SIOCGIFAFLAG_IN6 answers 'tentative' this many times
+    needs_interface: tuple[str, ...] = ()  # node prefixes that open only an existing interface
 
 
 class RecordingSystem(System):
@@ -47,10 +57,14 @@ class RecordingSystem(System):
         self.kernel = kernel or FakeKernel()
         self.calls: list[Call] = []
         self.open_fds: dict[int, str] = {}
-        self._next_fd = 100
+        self._peers: dict[int, socket.socket] = {}
         self._failures: list[tuple[Any, int]] = []
         self.blocking: dict[int, bool] = {}
         self.drvspec: list[bytes] = []  # what each SIOCSDRVSPEC pointed to, read during the call
+        self.tun = TUN_ABIS.get(abi.os)
+        self.units: dict[int, str] = {}  # fd -> the tun/tap unit it has open
+        self.int_settings: dict[tuple[int, int], int] = {}  # (fd, request) -> the int it was given
+        self.nd6_set: list[bytes] = []
 
     # ---- helpers for tests -----------------------------------------------------------------
     def fail_at(self, predicate: Any, code: int = errno.EIO) -> None:
@@ -69,8 +83,11 @@ class RecordingSystem(System):
         return call
 
     def _new_fd(self, what: str) -> int:
-        fd = self._next_fd
-        self._next_fd += 1
+        """A real descriptor (one end of a socketpair: writable, never readable), so readiness
+        polls it as it would the device's."""
+        mine, peer = socket.socketpair()
+        fd = mine.detach()
+        self._peers[fd] = peer
         self.open_fds[fd] = what
         return fd
 
@@ -95,11 +112,31 @@ class RecordingSystem(System):
 
     def open(self, path: str, flags: int) -> int:
         call = self._record("open", None, path, flags)
+        k = self.kernel
         if path.startswith("/dev/bpf"):
             n = int(path.removeprefix("/dev/bpf"))
-            if n in self.kernel.busy_bpf:
+            if n in k.busy_bpf:
                 raise OSError(errno.EBUSY, "busy")
+        unit = None
+        if path.startswith(("/dev/tun", "/dev/tap")):
+            if path in k.missing_nodes:
+                raise OSError(errno.ENOENT, "No such file or directory")
+            unit = path.removeprefix("/dev/")
+            if unit in ("tun", "tap"):  # a cloning node: a fresh unit
+                n = k.next_unit.get(unit, 0)
+                while f"{unit}{n}" in k.interfaces:
+                    n += 1
+                k.next_unit[unit] = n + 1
+                unit = f"{unit}{n}"
+            elif unit in k.open_units:
+                raise OSError(errno.EBUSY, "Device busy")
+            elif unit not in k.interfaces and unit.startswith(k.needs_interface):
+                raise OSError(errno.ENXIO, "Device not configured")
+            k.interfaces.setdefault(unit, {"flags": 0, "mtu": 1500})
+            k.open_units.add(unit)
         call.fd = self._new_fd(path)
+        if unit is not None:
+            self.units[call.fd] = unit
         return call.fd
 
     def close(self, fd: int) -> None:
@@ -107,6 +144,11 @@ class RecordingSystem(System):
         if fd not in self.open_fds:
             raise OSError(errno.EBADF, f"fd {fd} is not open (closed twice?)")
         del self.open_fds[fd]
+        os.close(fd)
+        self._peers.pop(fd).close()
+        unit = self.units.pop(fd, None)
+        if unit is not None:
+            self.kernel.open_units.discard(unit)
 
     def ioctl(self, fd: int, request: int, arg: bytearray | int) -> bytearray | int:
         data = bytes(arg) if isinstance(arg, (bytes, bytearray)) else b""
@@ -146,15 +188,87 @@ class RecordingSystem(System):
             struct.pack_into("i", arg, 16, k.interfaces.setdefault(name, {}).get("mtu", 1500))
         elif req == abi.SIOCSIFMTU:
             k.interfaces.setdefault(name, {})["mtu"] = wire.read_int(arg)
+        elif req == abi.SIOCAIFADDR:
+            addr = str(ipaddress.IPv4Address(bytes(arg[20:24])))
+            mask, dst = str(ipaddress.IPv4Address(bytes(arg[52:56]))), bytes(arg[36:40])
+            entry = IfAddr(
+                name, 0, AF_INET, addr, mask, str(ipaddress.IPv4Address(dst)) if any(dst) else None
+            )
+            self._addrs(name)[:] = [e for e in self._addrs(name) if e.address != addr] + [entry]
+        elif req == abi.SIOCAIFADDR_IN6:
+            addr = str(ipaddress.IPv6Address(bytes(arg[24:40])))
+            mask = str(ipaddress.IPv6Address(bytes(arg[80:96])))
+            self._addrs(name).append(IfAddr(name, 0, abi.af_inet6, addr, mask))
+        elif req in (abi.SIOCDIFADDR, abi.SIOCDIFADDR_IN6):
+            raw = bytes(arg[20:24]) if req == abi.SIOCDIFADDR else bytes(arg[24:40])
+            gone = str(ipaddress.ip_address(raw))
+            before = len(self._addrs(name))
+            self._addrs(name)[:] = [e for e in self._addrs(name) if e.address != gone]
+            if len(self._addrs(name)) == before:
+                raise OSError(errno.EADDRNOTAVAIL, "Can't assign requested address")
+        elif req == abi.SIOCSIFLLADDR:
+            k.interfaces.setdefault(name, {})["mac"] = bytes(arg[18:24])
         elif req == SIOCSDRVSPEC:
             address = struct.unpack_from("Q", arg, 32)[0]
             length = struct.unpack_from("Q", arg, 24)[0]
             self.drvspec.append(ctypes.string_at(address, length))
+        elif self.tun is not None and self._answer_tun(call, req, arg):
+            pass
         elif req == abi.BIOCGBLEN:
             struct.pack_into("I", arg, 0, k.blen)
         elif req == abi.BIOCSBLEN:
             k.blen = int(struct.unpack("I", arg)[0])
         return arg
+
+    def _answer_tun(self, call: Call, req: int, arg: bytearray) -> bool:
+        t = self.tun
+        assert t is not None
+        k = self.kernel
+        fd = call.fd
+        assert fd is not None
+        if req in (t.tunsifhead, t.tunsifmode):
+            self.int_settings[(fd, req)] = struct.unpack("i", arg[:4])[0]
+        elif req == t.tungifhead:
+            head = self.int_settings.get((fd, t.tunsifhead or 0), 0)
+            struct.pack_into("i", arg, 0, head)
+        elif req == t.gifname:
+            unit = self.units.get(fd)
+            if unit is None or (not t.gifname_tun and unit.startswith("tun")):
+                raise OSError(errno.ENOTTY, "Inappropriate ioctl for device")
+            arg[:16] = wire.ifname(unit)
+        elif req == t.SIOCGIFINFO_IN6:
+            struct.pack_into("I", arg, t.in6_ndireq_flags_at, k.nd6_flags)
+            arg[16 : t.in6_ndireq_flags_at] = k.nd6_tail[: t.in6_ndireq_flags_at - 16]
+        elif req == t.SIOCSIFINFO_IN6:
+            self.nd6_set.append(bytes(arg))
+            k.nd6_flags = struct.unpack_from("I", arg, t.in6_ndireq_flags_at)[0]
+        elif req == t.SIOCSIFNAME:
+            new = ctypes.string_at(struct.unpack_from("Q", arg, 16)[0], 16).split(b"\0")[0].decode()
+            name = wire.read_name(arg)
+            if new in k.interfaces:
+                raise OSError(errno.EEXIST, "File exists")
+            k.interfaces[new] = k.interfaces.pop(name)
+        elif req == t.SIOCALIFADDR:
+            k.interfaces.setdefault(wire.read_name(arg), {})["mac"] = bytes(arg[24 + 8 : 24 + 14])
+        elif req == t.SIOCGIFAFLAG_IN6:
+            tentative = k.tentative_reads > 0
+            k.tentative_reads -= 1
+            struct.pack_into("i", arg, 16, IN6_IFF_TENTATIVE if tentative else 0)
+        else:
+            return False
+        return True
+
+    def _addrs(self, name: str) -> list[IfAddr]:
+        return self.kernel.interfaces.setdefault(name, {}).setdefault("addrs", [])
+
+    def if_exists(self, name: str) -> bool:
+        return name in self.kernel.interfaces
+
+    def device_name(self, fd: int) -> str:
+        path = self.open_fds.get(fd)
+        if path is None or not path.startswith("/dev/"):
+            raise OSError(errno.EBADF, "not a device")
+        return self.units.get(fd, path.removeprefix("/dev/"))
 
     def read_into(self, fd: int, buf: bytearray | memoryview) -> int:
         self._record("read", fd, len(buf))
@@ -222,5 +336,12 @@ class RecordingSystem(System):
         return 7
 
     def getifaddrs(self) -> list[IfAddr]:
+        """What the test put there, then each interface's MAC and the addresses it was given."""
         self._record("getifaddrs", None)
-        return list(self.kernel.ifaddrs)
+        out = list(self.kernel.ifaddrs)
+        for name, state in self.kernel.interfaces.items():
+            mac = state.get("mac", bytes.fromhex("02005e0053ff") if name.startswith(("tap", "feth")) else b"")
+            if mac:
+                out.append(IfAddr(name, 0, AF_LINK, ":".join(f"{b:02x}" for b in mac)))
+            out.extend(state.get("addrs", []))
+        return out

@@ -3,7 +3,7 @@ naming the capability it needs, on every backend and layer (psutil's test_contra
 
 The table below is the contract; a backend that answers a method it does not claim, or claims
 one it cannot do, fails here. Linux runs against the real kernel (root); the in-memory
-backend runs everywhere.
+backend runs everywhere; macOS and the BSDs run against the syscall-level double.
 """
 
 from __future__ import annotations
@@ -108,7 +108,9 @@ def test_the_contract_covers_every_public_method() -> None:
     assert public - set(CONTRACT) - ELSEWHERE == set(), "a public method has no contract entry"
 
 
-BACKENDS = ["memory"]
+# macOS and the BSDs run through the syscall-level double here (for real in their CI jobs)
+DOUBLED = ["darwin", "freebsd", "openbsd", "netbsd"]
+BACKENDS = ["memory", *DOUBLED]
 if IS_ROOT and HAS_TUN:
     BACKENDS.append("linux")
 
@@ -116,6 +118,15 @@ if IS_ROOT and HAS_TUN:
 @contextlib.contextmanager
 def device(backend: str, layer: Layer) -> Iterator[SyncDevice]:
     builder = DeviceBuilder().backend(backend).layer(layer)
+    if backend in DOUBLED:
+        from tests.devices.bsd_double import RecordingSystem
+
+        cls = backend_class(backend)
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(cls, "system", classmethod(lambda c: RecordingSystem(c.abi)))
+            with builder.build_sync() as dev:
+                yield dev
+        return
     if backend != "linux":
         with builder.build_sync() as dev:
             yield dev

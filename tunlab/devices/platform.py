@@ -17,6 +17,9 @@ from tunlab.errors import UnsupportedOperationError
 BACKENDS = {
     "linux": "tunlab.devices.linux.backend:LinuxDevice",
     "darwin": "tunlab.devices.darwin.backend:DarwinDevice",
+    "freebsd": "tunlab.devices.bsd.freebsd:FreeBsdDevice",
+    "openbsd": "tunlab.devices.bsd.openbsd:OpenBsdDevice",
+    "netbsd": "tunlab.devices.bsd.netbsd:NetBsdDevice",
     "memory": "tunlab.devices.memory.backend:MemoryDevice",
 }
 
@@ -24,7 +27,10 @@ BACKENDS = {
 def current_platform() -> str:
     """The backend name for this OS ('linux', ...), from sys.platform."""
     name = str(sys.platform)
-    return "linux" if name.startswith("linux") else name
+    for family in ("linux", "freebsd", "openbsd", "netbsd"):  # 'freebsd14', 'openbsd7', ...
+        if name.startswith(family):
+            return family
+    return name
 
 
 def backend_class(platform: str | None = None) -> type[DeviceBackend]:

@@ -173,3 +173,68 @@ SOCKADDR_NDRV_SIZE = 18  # bsd/net/ndrv.h:42-46
 BIOCSHDRCMPLT = iow("B", 117, 4)  # bsd/net/bpf.h:242
 BIOCSSEESENT = iow("B", 119, 4)  # bpf.h:244
 FETH_CLONE = "feth"  # bsd/net/if_fake.c:140
+
+
+# ---- FreeBSD, OpenBSD, NetBSD: the tun/tap character devices --------------------------------------
+IN6_IFF_TENTATIVE = 0x02  # netinet6/in6_var.h on all three
+IN6_IFF_DUPLICATED = 0x04
+ND6_IFF_AUTO_LINKLOCAL = 0x20  # FreeBSD netinet6/nd6.h
+ND6_IFF_NO_DAD = 0x100
+IFLR_ACTIVE = 0x4000  # NetBSD net/if.h: the link-layer address in use
+TUN_PTP_MODE = IFF_POINTOPOINT | IFF_MULTICAST  # TUNSIFMODE's argument
+
+
+@dataclass(frozen=True)
+class TunAbi:
+    """The tun/tap ioctls of one BSD (numbers built from <net/if_tun.h>, <net/if_tap.h>)."""
+
+    os: str
+    abi: Abi
+    tunsifhead: int | None  # None: the AF header is always there (OpenBSD) or cannot be set
+    tungifhead: int | None
+    tunsifmode: int
+    gifname: int | None  # TUNGIFNAME/TAPGIFNAME: the interface of an open device fd
+    gifname_tun: bool  # whether gifname also answers on a tun fd (FreeBSD) or only on tap
+    tun_clone: str | None  # the cloning node that makes a fresh unit, if any
+    tap_clone: str | None
+    in6_ndireq: int = 72
+    in6_ndireq_flags_at: int = 36
+    if_laddrreq: int = 280  # NetBSD SIOCALIFADDR's argument
+    if_laddrreq_addr_at: int = 24
+
+    @property
+    def SIOCSIFNAME(self) -> int:
+        return iow("i", 40, self.abi.ifreq)
+
+    @property
+    def SIOCGIFINFO_IN6(self) -> int:
+        return iowr("i", 108, self.in6_ndireq)
+
+    @property
+    def SIOCSIFINFO_IN6(self) -> int:
+        return iowr("i", 109, self.in6_ndireq)
+
+    @property
+    def SIOCALIFADDR(self) -> int:
+        return iow("i", 28, self.if_laddrreq)
+
+    @property
+    def SIOCGIFAFLAG_IN6(self) -> int:
+        return iowr("i", 73, self.abi.in6_ifreq)
+
+
+FREEBSD_TUN = TunAbi(
+    os="freebsd", abi=FREEBSD, tunsifhead=iow("t", 96, 4), tungifhead=ior("t", 97, 4),
+    tunsifmode=iow("t", 94, 4), gifname=ior("t", 93, FREEBSD.ifreq), gifname_tun=True,
+    tun_clone="/dev/tun", tap_clone="/dev/tap",
+)  # fmt: skip
+OPENBSD_TUN = TunAbi(
+    os="openbsd", abi=OPENBSD, tunsifhead=None, tungifhead=None, tunsifmode=iow("t", 93, 4),
+    gifname=None, gifname_tun=False, tun_clone=None, tap_clone=None,
+)  # fmt: skip
+NETBSD_TUN = TunAbi(
+    os="netbsd", abi=NETBSD, tunsifhead=iow("t", 66, 4), tungifhead=ior("t", 65, 4),
+    tunsifmode=iow("t", 88, 4), gifname=ior("e", 0, NETBSD.ifreq), gifname_tun=False,
+    tun_clone=None, tap_clone="/dev/tap",
+)  # fmt: skip
+TUN_ABIS = {t.os: t for t in (FREEBSD_TUN, OPENBSD_TUN, NETBSD_TUN)}

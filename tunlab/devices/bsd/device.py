@@ -7,6 +7,7 @@ from __future__ import annotations
 import ipaddress
 import socket
 import struct
+from collections.abc import Sequence
 from typing import ClassVar
 
 from tunlab.devices.backend import Bytes, DeviceBackend, FrameFormat, IPAddress, IPInterface, WritableBuffer
@@ -44,6 +45,11 @@ class BsdFamilyDevice(DeviceBackend):
         self._name = name
         self.iface = Interface(sys, self.abi, name, point_to_point)
         self._nonblocking = False
+
+    @classmethod
+    def system(cls) -> System:
+        """The OS calls this backend makes (a test double replaces it)."""
+        return System(cls.abi)
 
     @property
     def closed(self) -> bool:
@@ -106,8 +112,19 @@ class BsdFamilyDevice(DeviceBackend):
         self.iface.remove_address(address)
 
     def broadcast(self) -> ipaddress.IPv4Address | None:
-        v4 = [a for a in self.addresses() if a.version == 4]
-        return v4[0].network.broadcast_address if v4 and isinstance(v4[0], ipaddress.IPv4Interface) else None
+        """The first IPv4 address's broadcast (or, point-to-point, destination) address."""
+        self._check()
+        return self.iface.broadcast()
+
+    def set_broadcast(self, address: ipaddress.IPv4Address) -> None:
+        """Re-add the IPv4 address whose subnet holds address, with it as broadcast/destination."""
+        self._check()
+        for iface in self.addresses():
+            if isinstance(iface, ipaddress.IPv4Interface) and address in iface.network:
+                self.iface.remove_address(iface.ip)
+                self.iface.add_ipv4(iface, address)
+                return
+        raise ValueError(f"broadcast: {address} is in no IPv4 subnet of {self._name}: add the address first")
 
     # ---- fd -----------------------------------------------------------------------------------
     def fileno(self) -> int:
@@ -158,3 +175,17 @@ class AfHeaderFrames:
             raise ValueError(f"not an IP packet (version {version}): a TUN device carries IPv4 or IPv6")
         n = self.sys.writev(fd, [self._v4 if version == 4 else self._v6, data])
         return max(0, n - AF_HEADER)
+
+    def recv_vectored(self, fd: int, buffers: Sequence[WritableBuffer]) -> int:
+        if self.keep:
+            return self.sys.readv(fd, list(buffers))
+        return max(0, self.sys.readv(fd, [self._hdr, *buffers]) - AF_HEADER)
+
+    def send_vectored(self, fd: int, buffers: Sequence[Bytes]) -> int:
+        if self.keep:
+            return self.sys.writev(fd, list(buffers))
+        first = next((bytes(b[:1]) for b in buffers if len(b)), b"")
+        if not first or first[0] >> 4 not in (4, 6):
+            raise ValueError("not an IP packet: a TUN device carries IPv4 or IPv6")
+        word = self._v4 if first[0] >> 4 == 4 else self._v6
+        return max(0, self.sys.writev(fd, [word, *buffers]) - AF_HEADER)

@@ -37,7 +37,7 @@ class Interface:
     routes: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = field(default_factory=list)
     _seq: int = 0
 
-    def _ioctl(self, family: int, request: int, arg: bytearray, what: str) -> bytearray:
+    def request(self, family: int, request: int, arg: bytearray, what: str) -> bytearray:
         fd = self.sys.socket(family, socket.SOCK_DGRAM, 0)
         try:
             out = self.sys.ioctl(fd, request, arg)
@@ -50,7 +50,7 @@ class Interface:
 
     # ---- flags and MTU ------------------------------------------------------------------------
     def flags(self) -> int:
-        out = self._ioctl(
+        out = self.request(
             AF_INET, self.abi.SIOCGIFFLAGS, wire.ifreq_short(self.abi, self.name), "SIOCGIFFLAGS"
         )
         return wire.read_short(out)
@@ -59,7 +59,7 @@ class Interface:
         flags = self.flags()
         new = flags | IFF_UP if up else flags & ~IFF_UP
         if new != flags:
-            self._ioctl(
+            self.request(
                 AF_INET, self.abi.SIOCSIFFLAGS, wire.ifreq_short(self.abi, self.name, new), "SIOCSIFFLAGS"
             )
 
@@ -71,11 +71,11 @@ class Interface:
 
     def mtu(self) -> int:
         return wire.read_int(
-            self._ioctl(AF_INET, self.abi.SIOCGIFMTU, wire.ifreq_int(self.abi, self.name), "SIOCGIFMTU")
+            self.request(AF_INET, self.abi.SIOCGIFMTU, wire.ifreq_int(self.abi, self.name), "SIOCGIFMTU")
         )
 
     def set_mtu(self, mtu: int) -> None:
-        self._ioctl(
+        self.request(
             AF_INET, self.abi.SIOCSIFMTU, wire.ifreq_int(self.abi, self.name, mtu), f"setting MTU {mtu}"
         )
 
@@ -83,10 +83,10 @@ class Interface:
         request = self.abi.SIOCSIFLLADDR
         if request is None:
             raise DeviceError(f"setting the MAC of {self.name}: this OS has no SIOCSIFLLADDR")
-        self._ioctl(AF_INET, request, wire.lladdr_ifreq(self.abi, self.name, mac), "setting the MAC")
+        self.request(AF_INET, request, wire.lladdr_ifreq(self.abi, self.name, mac), "setting the MAC")
 
     def destroy(self) -> None:
-        self._ioctl(AF_INET, self.abi.SIOCIFDESTROY, wire.ifreq(self.abi, self.name), "SIOCIFDESTROY")
+        self.request(AF_INET, self.abi.SIOCIFDESTROY, wire.ifreq(self.abi, self.name), "SIOCIFDESTROY")
 
     # ---- addresses ----------------------------------------------------------------------------
     def add_ipv4(self, iface: ipaddress.IPv4Interface, destination: ipaddress.IPv4Address | None) -> None:
@@ -99,7 +99,7 @@ class Interface:
         elif dest is None and self.point_to_point:
             dest = iface.ip
         req = wire.ifaliasreq(self.abi, self.name, iface.ip, dest, net.netmask)
-        self._ioctl(AF_INET, self.abi.SIOCAIFADDR, req, f"adding {iface}")
+        self.request(AF_INET, self.abi.SIOCAIFADDR, req, f"adding {iface}")
         if self.point_to_point and net.prefixlen < 32 and destination is None:
             self.add_route(net)
 
@@ -107,17 +107,17 @@ class Interface:
         """SIOCAIFADDR_IN6 with DAD off where the OS has the flag; a prefix route on P2P links."""
         flags = self.abi.in6_iff_nodad or 0
         req = wire.in6_aliasreq(self.abi, self.name, iface.ip, iface.network.prefixlen, None, flags)
-        self._ioctl(self.abi.af_inet6, self.abi.SIOCAIFADDR_IN6, req, f"adding {iface}")
+        self.request(self.abi.af_inet6, self.abi.SIOCAIFADDR_IN6, req, f"adding {iface}")
         if self.point_to_point and iface.network.prefixlen < 128:
             self.add_route(iface.network)
 
     def remove_address(self, address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> None:
         if address.version == 4:
             req = wire.ifreq(self.abi, self.name, wire.sockaddr_in(address))
-            self._ioctl(AF_INET, self.abi.SIOCDIFADDR, req, f"removing {address}")
+            self.request(AF_INET, self.abi.SIOCDIFADDR, req, f"removing {address}")
         else:
             req = wire.in6_ifreq(self.abi, self.name, address)
-            self._ioctl(self.abi.af_inet6, self.abi.SIOCDIFADDR_IN6, req, f"removing {address}")
+            self.request(self.abi.af_inet6, self.abi.SIOCDIFADDR_IN6, req, f"removing {address}")
         for net in [r for r in self.routes if address in r]:
             self.delete_route(net)
 
@@ -134,6 +134,15 @@ class Interface:
                 plen = bin(int(prefix)).count("1")
                 out.append(ipaddress.IPv6Interface(f"{entry.address.split('%')[0]}/{plen}"))
         return out
+
+    def broadcast(self) -> ipaddress.IPv4Address | None:
+        for entry in self.sys.getifaddrs():
+            if entry.name == self.name and entry.family == AF_INET and entry.address:
+                if entry.destination:
+                    return ipaddress.IPv4Address(entry.destination)
+                mask = entry.netmask or "255.255.255.255"
+                return ipaddress.IPv4Interface(f"{entry.address}/{mask}").network.broadcast_address
+        return None
 
     def mac(self) -> str | None:
         for entry in self.sys.getifaddrs():

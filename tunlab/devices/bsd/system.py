@@ -85,6 +85,24 @@ class System:
     def pid(self) -> int:
         return os.getpid()
 
+    def if_exists(self, name: str) -> bool:
+        try:
+            socket.if_nametoindex(name)
+        except OSError:
+            return False
+        return True
+
+    def device_name(self, fd: int) -> str:
+        """The /dev node an fd has open ('tun3'), by fstat and libc devname(3)."""
+        rdev = os.fstat(fd).st_rdev
+        devname = self.libc.devname
+        devname.restype = ctypes.c_char_p
+        devname.argtypes = [ctypes.c_int32 if self.abi.os == "openbsd" else ctypes.c_uint64, ctypes.c_uint32]
+        raw: bytes | None = devname(rdev, 0o020000)  # S_IFCHR
+        if not raw:
+            raise OSError(f"fd {fd} is not a character device")
+        return os.path.basename(raw.decode())
+
     # ---- addresses CPython's socket module cannot express --------------------------------------
     def bind_raw(self, fd: int, addr: bytes) -> None:
         self._sockcall("bind", fd, addr)

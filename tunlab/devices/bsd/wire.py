@@ -62,6 +62,11 @@ def ifreq(abi: Abi, name: str, payload: bytes = b"") -> bytearray:
     return out
 
 
+def ifreq_blank(abi: Abi) -> bytearray:
+    """An all-zero ifreq for the kernel to fill in (TUNGIFNAME, TAPGIFNAME)."""
+    return bytearray(abi.ifreq)
+
+
 def ifreq_int(abi: Abi, name: str, value: int = 0) -> bytearray:
     return ifreq(abi, name, struct.pack("i", value))
 

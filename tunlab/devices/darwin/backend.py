@@ -48,12 +48,8 @@ _COMMON = frozenset(
     }
 )
 UTUN_CAPS = _COMMON | {Capability.FROM_FD, Capability.PACKET_INFORMATION}
-FETH_CAPS = _COMMON | {Capability.TAP, Capability.MAC}
+FETH_CAPS = (_COMMON - {Capability.FD}) | {Capability.TAP, Capability.MAC}  # BPF + AF_NDRV: no one fd
 BPF_BUFFER = 1 << 17
-
-
-def _system() -> System:
-    return System(ABI)
 
 
 class DarwinDevice(BsdFamilyDevice):
@@ -68,7 +64,7 @@ class DarwinDevice(BsdFamilyDevice):
 
     @classmethod
     def create(cls, config: DeviceConfig, sys: System | None = None) -> DeviceBackend:
-        sys = sys or _system()
+        sys = sys or cls.system()
         dev: DarwinDevice = FethTap.make(sys, config) if config.layer is Layer.L2 else Utun.make(sys, config)
         try:
             dev.configure(config.link_settings())
@@ -80,7 +76,7 @@ class DarwinDevice(BsdFamilyDevice):
     @classmethod
     def from_fd(cls, fd: int, *, owned: bool, sys: System | None = None) -> DeviceBackend:
         """A utun fd opened elsewhere (a Network Extension's packetFlow socket, a parent)."""
-        return Utun.wrap(sys or _system(), fd, owned=owned)
+        return Utun.wrap(sys or cls.system(), fd, owned=owned)
 
     def recv_into(self, buffer: WritableBuffer) -> int:  # pragma: no cover - subclasses
         raise NotImplementedError
