@@ -93,3 +93,15 @@ def udp_to(port: int):
             return False
 
     return match
+
+
+def skip_module_unless(condition: bool, reason: str) -> None:
+    """Skip the calling module with the reason, or, where a CI job says these tests must run
+    (TUNLAB_NATIVE_TESTS=required), fail: a job that skipped everything would pass silently."""
+    import pytest
+
+    if condition:
+        return
+    if os.environ.get("TUNLAB_NATIVE_TESTS") == "required":
+        pytest.fail(f"TUNLAB_NATIVE_TESTS=required, but: {reason}", pytrace=False)
+    pytest.skip(reason, allow_module_level=True)

@@ -78,3 +78,37 @@ def test_a_server_that_cannot_bind_leaves_no_socket_open() -> None:
             run()
         failures.append(info)
     assert set(os.listdir("/proc/self/fd")) == before
+
+
+@pytest.mark.parametrize(
+    ("platform", "address", "argv"),
+    [
+        ("linux", "198.18.0.2", ["ping", "-n", "-c", "2", "-i", "0.2", "-W", "2.0", "198.18.0.2"]),
+        ("darwin", "198.18.0.2", ["ping", "-n", "-c", "2", "-i", "0.2", "-t", "3", "198.18.0.2"]),
+        ("darwin", "2001:db8::2", ["ping6", "-n", "-c", "2", "-i", "0.2", "2001:db8::2"]),
+        ("freebsd14", "2001:db8::2", ["ping", "-6", "-n", "-c", "2", "-i", "0.2", "-t", "3", "2001:db8::2"]),
+        ("openbsd7", "198.18.0.2", ["ping", "-n", "-c", "2", "-i", "0.2", "-w", "3", "198.18.0.2"]),
+        ("netbsd10", "2001:db8::2", ["ping6", "-n", "-c", "2", "-i", "0.2", "-w", "3", "2001:db8::2"]),
+    ],
+)
+def test_ping_is_spelled_for_each_os(platform: str, address: str, argv: list[str]) -> None:
+    from tunlab.testing.traffic import ping_argv
+
+    assert ping_argv(address, 2, 0.2, 2.0, platform) == argv
+
+
+def test_the_bsd_ping_summary_is_parsed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """BSD ping says '2 packets received' where Linux says '2 received'."""
+    from tunlab.testing import traffic
+
+    class Host:
+        def run(self, argv: list[str], timeout: float) -> object:
+            text = (
+                "64 bytes from 198.18.0.2: icmp_seq=0 ttl=64 time=0.512 ms\n"
+                "64 bytes from 198.18.0.2: icmp_seq=1 ttl=64 time=0.250 ms\n"
+                "2 packets transmitted, 2 packets received, 0.0% packet loss\n"
+            )
+            return type("Done", (), {"stdout": text.encode(), "returncode": 0})()
+
+    result = traffic.ping(Host(), "198.18.0.2", count=2)
+    assert (result.sent, result.received, result.rtt_ms) == (2, 2, [0.512, 0.25])

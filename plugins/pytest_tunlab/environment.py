@@ -8,6 +8,8 @@ import sys
 
 CAP_NET_ADMIN = 12
 CAP_SYS_ADMIN = 21
+HAS_NAMESPACES = sys.platform.startswith("linux")
+NATIVE_DEVICES = ("darwin", "freebsd", "openbsd", "netbsd")  # devices in the host's stack
 
 
 def _effective_caps() -> int:
@@ -21,10 +23,29 @@ def _effective_caps() -> int:
     return 0
 
 
-def missing(*, tools: tuple[str, ...] = ()) -> str | None:
-    """Why tunlab's fixtures cannot run here, or None when they can."""
-    if not sys.platform.startswith("linux"):
-        return f"tunlab fixtures need Linux network namespaces (this is {sys.platform})"
+def missing(*, tools: tuple[str, ...] = (), namespaces: bool = True) -> str | None:
+    """Why tunlab's fixtures cannot run here, or None when they can.
+
+    namespaces=False: only a device is needed (tun_device), which macOS and the BSDs make in
+    the host's own stack; labs need Linux network namespaces.
+    """
+    if not HAS_NAMESPACES:
+        platform = sys.platform.rstrip("0123456789")
+        if namespaces:
+            return (
+                f"needs Linux network namespaces: labs, netns and captures on lab nodes run on "
+                f"Linux only (this is {platform}; tun_device works here)"
+            )
+        if platform not in NATIVE_DEVICES:
+            return f"tun_device has no device backend on {platform} yet"
+        if os.geteuid() != 0:
+            return (
+                f"tun_device on {platform} creates a real interface: run the tests as root (sudo -E pytest)"
+            )
+        for tool in tools:
+            if shutil.which(tool) is None:
+                return f"{tool} is not installed"
+        return None
     caps = _effective_caps()
     if not caps & (1 << CAP_NET_ADMIN):
         return "tunlab fixtures need CAP_NET_ADMIN: run the tests as root (sudo -E pytest)"

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import socket
+import subprocess
+from collections.abc import Sequence
 from typing import Any
 
 from tunlab.devices.aio import AsyncDevice
@@ -10,7 +12,7 @@ from tunlab.devices.sync import SyncDevice
 from tunlab.linux.netns import NetNamespace
 from tunlab.testing.capture import Capture
 from tunlab.testing.traffic import PingResult, ping
-from tunlab.topologies.drivers.base import NodeHandle
+from tunlab.topologies.drivers.base import ExecResult, NodeHandle
 
 
 class Peer(NodeHandle):
@@ -30,15 +32,56 @@ class Peer(NodeHandle):
         return ping(self, address, count=count, timeout=timeout)
 
 
+class HostPeer:
+    """The kernel side of a tun_device on macOS and the BSDs: the host's own stack (no
+    namespaces there), where sockets and programs run as they are."""
+
+    name = "peer"
+    kind = "host"
+    netns = None
+
+    def popen(self, argv: Sequence[str], **kwargs: Any) -> subprocess.Popen[Any]:
+        """Start argv on the host (argv list; no shell)."""
+        return subprocess.Popen(list(argv), **kwargs)
+
+    def run(
+        self,
+        argv: Sequence[str],
+        *,
+        timeout: float | None = 60.0,
+        input: bytes | None = None,
+        env: dict[str, str] | None = None,
+    ) -> ExecResult:
+        """Run argv to completion; returns (code, stdout, stderr)."""
+        done = subprocess.run(
+            list(argv), input=input, capture_output=True, timeout=timeout, env=env, check=False
+        )
+        return ExecResult(done.returncode, done.stdout, done.stderr)
+
+    def socket(
+        self, family: int = socket.AF_INET, type: int = socket.SOCK_DGRAM, proto: int = 0
+    ) -> socket.socket:
+        """A socket in the host's stack (the kernel end of the device); UDP by default."""
+        return socket.socket(family, type, proto)
+
+    def ping(self, address: str, *, count: int = 1, timeout: float = 2.0) -> PingResult:
+        """ping from the host, through the device for addresses behind it."""
+        return ping(self, address, count=count, timeout=timeout)
+
+    def __repr__(self) -> str:
+        return "<host peer>"
+
+
 class TunDeviceHandle:
-    """A device built for one test, the namespace it lives in, and its kernel-side peer."""
+    """A device built for one test, the namespace it lives in (None: the host's stack, on macOS
+    and the BSDs), and its kernel-side peer."""
 
     def __init__(
-        self, device: SyncDevice | AsyncDevice, netns: NetNamespace, options: dict[str, Any]
+        self, device: SyncDevice | AsyncDevice, netns: NetNamespace | None, options: dict[str, Any]
     ) -> None:
         self.device = device
         self.netns = netns
-        self.peer = Peer(netns)
+        self.peer: Peer | HostPeer = Peer(netns) if netns is not None else HostPeer()
         self.options = options
 
     @property

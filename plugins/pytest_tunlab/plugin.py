@@ -12,25 +12,25 @@ import json
 import os
 from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
-from typing import Any, Literal, cast
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 import pytest
 
-from pytest_tunlab.environment import missing
-from pytest_tunlab.handles import Peer, TunDeviceHandle
+from pytest_tunlab.environment import HAS_NAMESPACES, missing
+from pytest_tunlab.handles import HostPeer, Peer, TunDeviceHandle
 from pytest_tunlab.offload_matrix import DEFAULT_COMBINATIONS, Combination, OffloadCase, combination
 from tunlab.devices.aio import AsyncDevice
 from tunlab.devices.builder import DeviceBuilder
 from tunlab.devices.layer import Layer
 from tunlab.linux.netns import NetNamespace
 from tunlab.testing.capture import Capture
-from tunlab.topologies.inspect import describe, format_interface, interfaces_and_routes
-from tunlab.topologies.lab import Lab
-from tunlab.topologies.loader import load_file
-from tunlab.topologies.models import Topology
+
+if TYPE_CHECKING:  # labs load on first use: tun_device needs only the device library
+    from tunlab.topologies.lab import Lab
+    from tunlab.topologies.models import Topology
 
 FAILED = pytest.StashKey[bool]()
-LABS = pytest.StashKey[list[Lab]]()
+LABS = pytest.StashKey[list["Lab"]]()
 CAPTURES = pytest.StashKey[list[Capture]]()
 DEVICES = pytest.StashKey[list[TunDeviceHandle]]()
 SCOPES = ("function", "module", "session")
@@ -74,8 +74,8 @@ def _scope(fixture_name: str, config: pytest.Config) -> ScopeName:
     return cast(ScopeName, str(config.getoption("--tunlab-scope")))
 
 
-def _skip_unless_able(*tools: str) -> None:
-    reason = missing(tools=tools)
+def _skip_unless_able(*tools: str, namespaces: bool = True) -> None:
+    reason = missing(tools=tools, namespaces=namespaces)
     if reason is not None:
         pytest.skip(reason)
 
@@ -157,13 +157,17 @@ def _device_options(request: pytest.FixtureRequest, defaults: dict[str, Any]) ->
     return options
 
 
-def _build(options: dict[str, Any], ns: NetNamespace) -> DeviceBuilder:
-    builder = DeviceBuilder().netns(ns)
+def _build(options: dict[str, Any], ns: NetNamespace | None) -> DeviceBuilder:
+    """The device the options describe: in ns on Linux; in the host's stack (ns None) on macOS
+    and the BSDs, where offload and multi-queue are left out unless asked for (they have none)."""
+    builder = DeviceBuilder() if ns is None else DeviceBuilder().netns(ns)
     layer = options["layer"]
     if isinstance(layer, str):
         layer = {"l2": Layer.L2, "tap": Layer.L2, "l3": Layer.L3, "tun": Layer.L3}[layer.lower()]
-    builder.layer(layer).offload(options["offload"]).multi_queue(options["multi_queue"])
-    builder.packet_information(options["packet_information"])
+    builder.layer(layer)
+    for key in ("offload", "multi_queue", "packet_information"):
+        if ns is not None or options[key]:
+            getattr(builder, key)(options[key])
     if options["name"]:
         builder.name(options["name"])
     if options["mtu"] is not None:
@@ -180,20 +184,20 @@ def _build(options: dict[str, Any], ns: NetNamespace) -> DeviceBuilder:
 def _tun_handle(
     request: pytest.FixtureRequest, prefix: str, defaults: dict[str, Any], asynchronous: bool
 ) -> Iterator[TunDeviceHandle]:
-    _skip_unless_able()
+    _skip_unless_able(namespaces=False)
     options = _device_options(request, defaults)
-    ns = _new_netns(prefix)
-    try:
-        sync = _build(options, ns).build_sync()
+    with contextlib.ExitStack() as stack:
+        ns: NetNamespace | None = None
+        if HAS_NAMESPACES:
+            ns = _new_netns(prefix)
+            stack.callback(ns.delete)
+        builder = _build(options, ns)
+        sync = builder.build_sync()
         device: Any = AsyncDevice(sync) if asynchronous else sync
+        stack.callback(device.close)
         handle = TunDeviceHandle(device, ns, options)
         _remember(request, DEVICES, handle)
-        try:
-            yield handle
-        finally:
-            device.close()
-    finally:
-        ns.delete()
+        yield handle
 
 
 @pytest.fixture(scope=_scope)
@@ -220,6 +224,9 @@ def async_tun_device(
 
 # ---- labs -----------------------------------------------------------------------------------------
 def _resolve_topology(spec: Any, request: pytest.FixtureRequest, variables: dict[str, Any]) -> Topology:
+    from tunlab.topologies.loader import load_file
+    from tunlab.topologies.models import Topology
+
     if isinstance(spec, Topology):
         return spec
     path = Path(spec)
@@ -230,6 +237,8 @@ def _resolve_topology(spec: Any, request: pytest.FixtureRequest, variables: dict
 
 def _start_lab(request: pytest.FixtureRequest, spec: Any, variables: dict[str, Any]) -> Lab:
     """Bring a lab up under a unique name; the test's failure report will describe it."""
+    from tunlab.topologies.lab import Lab
+
     lab = Lab(_resolve_topology(spec, request, variables), unique=True).up()
     _remember(request, LABS, lab)
     return lab
@@ -340,6 +349,9 @@ class CaptureFactory:
         path: str | os.PathLike[str] | None = None,
         raw: bool = False,
     ) -> Capture:
+        from tunlab.topologies.lab import Lab
+
+        ns: NetNamespace | None
         if isinstance(target, TunDeviceHandle):
             ns, iface, label = target.netns, interface or target.device.name, target.device.name
         elif isinstance(target, Lab):
@@ -411,6 +423,8 @@ def pytest_runtest_makereport(
 
 
 def _describe_lab(lab: Lab) -> str:
+    from tunlab.topologies.inspect import describe
+
     if not lab.running:
         return "(the lab is down)"
     data = lab.inspect()
@@ -421,6 +435,11 @@ def _describe_lab(lab: Lab) -> str:
 
 
 def _describe_device(handle: TunDeviceHandle) -> str:
+    from tunlab.topologies.inspect import format_interface, interfaces_and_routes
+
+    if handle.netns is None:  # macOS/BSD: the host's stack, read through the device itself
+        device = handle.device.sync if isinstance(handle.device, AsyncDevice) else handle.device
+        return f"options: {handle.options}\naddresses: {[str(a) for a in device.addresses()]}"
     data = interfaces_and_routes(handle.netns)
     lines = [f"options: {handle.options}"]
     lines += [format_interface(i) for i in data["interfaces"]]
@@ -428,4 +447,4 @@ def _describe_device(handle: TunDeviceHandle) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["CaptureFactory", "OffloadCase", "Peer", "TunDeviceHandle"]
+__all__ = ["CaptureFactory", "HostPeer", "OffloadCase", "Peer", "TunDeviceHandle"]

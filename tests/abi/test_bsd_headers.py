@@ -75,7 +75,22 @@ def expected(abi: Abi) -> dict[str, tuple[str, int | None]]:
         "BIOCSETIF": ("BIOCSETIF", abi.BIOCSETIF),
         "BIOCIMMEDIATE": ("BIOCIMMEDIATE", abi.BIOCIMMEDIATE),
         "FIONBIO": ("FIONBIO", abi.FIONBIO),
+        "BIOCGDLT": ("BIOCGDLT", A.BIOCGDLT),
+        "DLT_NULL": ("DLT_NULL", A.DLT_NULL),
+        "DLT_EN10MB": ("DLT_EN10MB", A.DLT_EN10MB),
+        "DLT_LOOP": ("DLT_LOOP", A.DLT_LOOP.get(abi.os, A.DLT_LOOP_DEFAULT)),
     }
+    direction = A.BPF_DIRECTIONS[abi.os]
+    if abi.os in ("freebsd", "netbsd"):
+        out["BIOCSDIRECTION"] = ("BIOCSDIRECTION", direction.request)
+        out["BPF_D_IN"] = ("(int)BPF_D_IN", direction.incoming)  # an enum on FreeBSD: not #ifdef-able
+        out["BPF_D_OUT"] = ("(int)BPF_D_OUT", direction.outgoing)
+    elif abi.os == "openbsd":
+        out["BIOCSDIRFILT"] = ("BIOCSDIRFILT", direction.request)
+        out["BPF_DIRECTION_OUT"] = ("BPF_DIRECTION_OUT", direction.incoming)  # drop sent: see received
+        out["BPF_DIRECTION_IN"] = ("BPF_DIRECTION_IN", direction.outgoing)
+    else:
+        out["BIOCSSEESENT (incoming only)"] = ("BIOCSSEESENT", direction.request)
     if abi.os == "darwin":
         out.update(
             {

@@ -9,6 +9,7 @@ import ctypes
 import errno
 import ipaddress
 import os
+import select
 import socket
 import struct
 from collections import deque
@@ -16,7 +17,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tunlab.devices.bsd import wire
-from tunlab.devices.bsd.abi import AF_INET, AF_LINK, IN6_IFF_TENTATIVE, SIOCSDRVSPEC, TUN_ABIS, Abi
+from tunlab.devices.bsd.abi import (
+    AF_INET,
+    AF_LINK,
+    BIOCGDLT,
+    IN6_IFF_TENTATIVE,
+    SIOCSDRVSPEC,
+    TUN_ABIS,
+    Abi,
+)
 from tunlab.devices.bsd.system import IfAddr, System
 
 
@@ -47,6 +56,8 @@ class FakeKernel:
     nd6_tail: bytes = bytes(range(1, 33))  # the rest of nd_ifinfo: must come back unchanged
     tentative_reads: int = 0  # SIOCGIFAFLAG_IN6 answers 'tentative' this many times
     needs_interface: tuple[str, ...] = ()  # node prefixes that open only an existing interface
+    no_bpf_clone: bool = False  # there is no cloning /dev/bpf (only /dev/bpfN)
+    dlt: int = 0  # what BIOCGDLT answers
 
 
 class RecordingSystem(System):
@@ -114,9 +125,10 @@ class RecordingSystem(System):
         call = self._record("open", None, path, flags)
         k = self.kernel
         if path.startswith("/dev/bpf"):
-            n = int(path.removeprefix("/dev/bpf"))
-            if n in k.busy_bpf:
-                raise OSError(errno.EBUSY, "busy")
+            n = int(path.removeprefix("/dev/bpf") or -1)  # /dev/bpf: the cloning node
+            if n in k.busy_bpf or (n == -1 and k.no_bpf_clone):
+                raise OSError(errno.ENOENT if n == -1 else errno.EBUSY, "busy or missing")
+            k.busy_bpf.add(n)  # an open bpfN is busy for everyone else until closed
         unit = None
         if path.startswith(("/dev/tun", "/dev/tap")):
             if path in k.missing_nodes:
@@ -143,7 +155,9 @@ class RecordingSystem(System):
         self._record("close", fd)
         if fd not in self.open_fds:
             raise OSError(errno.EBADF, f"fd {fd} is not open (closed twice?)")
-        del self.open_fds[fd]
+        path = self.open_fds.pop(fd)
+        if path.startswith("/dev/bpf") and path[8:].isdigit():
+            self.kernel.busy_bpf.discard(int(path[8:]))
         os.close(fd)
         self._peers.pop(fd).close()
         unit = self.units.pop(fd, None)
@@ -214,6 +228,8 @@ class RecordingSystem(System):
             self.drvspec.append(ctypes.string_at(address, length))
         elif self.tun is not None and self._answer_tun(call, req, arg):
             pass
+        elif req == BIOCGDLT:
+            struct.pack_into("I", arg, 0, k.dlt)
         elif req == abi.BIOCGBLEN:
             struct.pack_into("I", arg, 0, k.blen)
         elif req == abi.BIOCSBLEN:
@@ -270,12 +286,19 @@ class RecordingSystem(System):
             raise OSError(errno.EBADF, "not a device")
         return self.units.get(fd, path.removeprefix("/dev/"))
 
+    def deliver(self, fd: int, data: bytes) -> None:
+        """Queue what the next read of fd returns, and make fd poll readable until it is read."""
+        self.kernel.reads.setdefault(fd, deque()).append(data)
+        self._peers[fd].send(b"r")
+
     def read_into(self, fd: int, buf: bytearray | memoryview) -> int:
         self._record("read", fd, len(buf))
         queue = self.kernel.reads.get(fd)
         if not queue:
             raise BlockingIOError(errno.EAGAIN, "would block")
         data = queue.popleft()
+        if select.select([fd], [], [], 0)[0]:
+            os.read(fd, 1)  # the readiness byte deliver() sent
         buf[: len(data)] = data
         return len(data)
 

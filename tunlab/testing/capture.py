@@ -1,9 +1,15 @@
-"""Packet capture on any interface of a namespace, to a pcap file and a parsed view.
+"""Packet capture on any interface of a namespace (Linux) or of the host (macOS, BSD), to a pcap
+file and a parsed view.
 
 An AF_PACKET socket opened inside the interface's namespace with PACKET_VNET_HDR sees each
 packet once, as the kernel handles it: a GSO super-packet arrives whole, with its virtio-net
 header (gso_type, gso_size), which is what offload assertions need. The pcap file holds the
 packets without that header, so tcpdump, tshark and Wireshark read it.
+
+macOS and the BSDs have no AF_PACKET and no namespaces: there two BPF descriptors on the
+interface, one per direction, do the same (TUN packets arrive without their 4-byte address
+family; macOS BPF cannot show only sent packets, so they are the ones its incoming-only
+descriptor did not see, sorted out when the capture stops).
 """
 
 from __future__ import annotations
@@ -13,16 +19,21 @@ import os
 import select
 import socket
 import struct
+import sys
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tunlab.devices.offload.gso import complete_checksum, link_header_len
 from tunlab.devices.offload.virtio import VIRTIO_NET_HDR_LEN, VirtioNetHdr
 from tunlab.linux.netns import NetNamespace
+
+if TYPE_CHECKING:
+    from tunlab.devices.bsd.system import System
 
 ETH_P_ALL = 0x0003
 SOL_PACKET = 263
@@ -64,6 +75,9 @@ class CapturedPacket:
         return len(self.data)
 
 
+NATIVE_BPF = not sys.platform.startswith("linux")
+
+
 def _link_type(ns: NetNamespace, ifname: str) -> int:
     with ns.iproute() as ipr:
         found = ipr.link_lookup(ifname=ifname)
@@ -77,36 +91,38 @@ class Capture:
 
     def __init__(
         self,
-        ns: NetNamespace,
+        ns: NetNamespace | None,
         interface: str,
         path: str | os.PathLike[str] | None = None,
         *,
         snaplen: int = 262144,
         raw: bool = False,
     ) -> None:
+        """ns: the interface's namespace on Linux; None on macOS and the BSDs (the host)."""
+        if ns is None and not NATIVE_BPF:
+            raise ValueError(f"capture: name the namespace of '{interface}' (Linux labs live in namespaces)")
         self.ns = ns
         self.interface = interface
         self.path = Path(path) if path is not None else None
         self.snaplen = snaplen
         self.raw = raw  # True: keep packets as the kernel handed them (checksums may be partial)
         self.packets: list[CapturedPacket] = []
-        self._l2 = _link_type(ns, interface) == ARPHRD_ETHER
+        self._l2 = ns is not None and _link_type(ns, interface) == ARPHRD_ETHER
+        self._bpf: _BpfSource | None = None
         self._sock: socket.socket | None = None
         self._stop: tuple[int, int] | None = None
         self._thread: threading.Thread | None = None
         self._file: Any = None
 
     def start(self) -> Capture:
+        if self.ns is None:
+            return self._start_bpf()
         sock = self.ns.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
         try:
             sock.setsockopt(SOL_PACKET, PACKET_VNET_HDR, 1)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16 << 20)
             sock.bind((self.interface, ETH_P_ALL))
-            if self.path is not None:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-                self._file = open(self.path, "wb")  # noqa: SIM115 (closed in stop)
-                link = LINKTYPE_ETHERNET if self._l2 else LINKTYPE_RAW
-                self._file.write(_PCAP_HEADER.pack(0xA1B2C3D4, 2, 4, 0, 0, self.snaplen, link))
+            self._open_file()
         except BaseException:
             sock.close()
             if self._file is not None:
@@ -118,6 +134,51 @@ class Capture:
         self._thread = threading.Thread(target=self._run, name=f"capture-{self.interface}", daemon=True)
         self._thread.start()
         return self
+
+    def _open_file(self) -> None:
+        if self.path is not None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._file = open(self.path, "wb")  # noqa: SIM115 (closed in stop)
+            link = LINKTYPE_ETHERNET if self._l2 else LINKTYPE_RAW
+            self._file.write(_PCAP_HEADER.pack(0xA1B2C3D4, 2, 4, 0, 0, self.snaplen, link))
+
+    def _write(self, pkt: CapturedPacket) -> None:
+        if self._file is not None:
+            snap = pkt.data[: self.snaplen]
+            sec = int(pkt.timestamp)
+            self._file.write(
+                _PCAP_RECORD.pack(sec, int((pkt.timestamp - sec) * 1e6), len(snap), len(pkt.data))
+            )
+            self._file.write(snap)
+
+    def _start_bpf(self) -> Capture:
+        source = _BpfSource(self.interface)
+        try:
+            self._l2 = source.l2
+            self._open_file()
+        except BaseException:
+            source.close()
+            raise
+        self._bpf = source
+        self._stop = os.pipe()
+        self._thread = threading.Thread(target=self._run_bpf, name=f"capture-{self.interface}", daemon=True)
+        self._thread.start()
+        return self
+
+    def _run_bpf(self) -> None:
+        assert self._bpf is not None
+        assert self._stop is not None
+        source, stop_r = self._bpf, self._stop[0]
+        while True:
+            ready, _, _ = select.select([*source.fds, stop_r], [], [])
+            got = [fd for fd in ready if fd != stop_r]
+            if not got:
+                return
+            for fd in got:
+                try:
+                    source.read(fd, self._l2)
+                except OSError:
+                    return
 
     def _run(self) -> None:
         assert self._sock is not None
@@ -145,11 +206,7 @@ class Capture:
                     data = complete_checksum(hdr, data)
             pkt = CapturedPacket(now, addr[2] == PACKET_OUTGOING, data, hdr.gso_type, hdr.gso_size, self._l2)
             self.packets.append(pkt)
-            if self._file is not None:
-                snap = data[: self.snaplen]
-                sec = int(now)
-                self._file.write(_PCAP_RECORD.pack(sec, int((now - sec) * 1e6), len(snap), len(data)))
-                self._file.write(snap)
+            self._write(pkt)
 
     def stop(self) -> None:
         if self._stop is None:
@@ -164,6 +221,12 @@ class Capture:
         if self._sock is not None:
             self._sock.close()
             self._sock = None
+        if self._bpf is not None:
+            self.packets = self._bpf.packets()
+            for pkt in self.packets:
+                self._write(pkt)
+            self._bpf.close()
+            self._bpf = None
         if self._file is not None:
             self._file.close()
             self._file = None
@@ -202,6 +265,70 @@ class Capture:
         return out
 
 
+def bpf_system() -> System:
+    """The OS calls a BPF capture makes (the syscall double replaces this in tests)."""
+    from tunlab.devices.bsd.abi import ABIS
+    from tunlab.devices.bsd.system import System
+    from tunlab.devices.platform import current_platform
+
+    return System(ABIS[current_platform()])
+
+
+class _BpfSource:
+    """The two BPF descriptors of a capture on macOS or a BSD, and what they have read."""
+
+    def __init__(self, interface: str) -> None:
+        from tunlab.devices.bsd import abi as A
+        from tunlab.devices.bsd import bpf, wire
+
+        self.sys = bpf_system()
+        self.os = self.sys.abi.os
+        self._records = wire.bpf_records
+        outgoing_only = A.BPF_DIRECTIONS[self.os].outgoing is not None
+        self.directions: dict[int, str | None] = {}
+        self.sizes: dict[int, int] = {}
+        try:
+            for direction in ("in", "out" if outgoing_only else None):
+                fd, size = bpf.attach(self.sys, interface, direction=direction)
+                self.directions[fd], self.sizes[fd] = direction, size
+            self.strip = bpf.link_header(self.os, bpf.datalink(self.sys, next(iter(self.directions))))
+        except BaseException:
+            self.close()
+            raise
+        self.l2 = self.strip is None
+        self.seen: dict[str | None, list[CapturedPacket]] = {"in": [], "out": [], None: []}
+        self.buf = bytearray(max(self.sizes.values()))
+
+    @property
+    def fds(self) -> list[int]:
+        return list(self.directions)
+
+    def read(self, fd: int, l2: bool) -> None:
+        n = self.sys.read_into(fd, memoryview(self.buf)[: self.sizes[fd]])
+        now = time.time()
+        direction = self.directions[fd]
+        for frame in self._records(self.sys.abi, self.buf, n):
+            data = frame if self.strip is None else frame[self.strip :]
+            self.seen[direction].append(CapturedPacket(now, direction == "out", data, 0, 0, l2))
+
+    def packets(self) -> list[CapturedPacket]:
+        """Both directions in time order; on macOS the sent ones are those the incoming-only
+        descriptor did not see."""
+        out = self.seen["in"] + self.seen["out"]
+        unmatched = Counter(p.data for p in self.seen["in"])
+        for p in self.seen[None]:
+            if unmatched[p.data] > 0:
+                unmatched[p.data] -= 1
+            else:
+                out.append(CapturedPacket(p.timestamp, True, p.data, 0, 0, p.l2))
+        return sorted(out, key=lambda p: p.timestamp)
+
+    def close(self) -> None:
+        for fd in self.directions:
+            self.sys.close(fd)
+        self.directions = {}
+
+
 def tcp_info(ip: bytes) -> tuple[int, int, int] | None:
     """(source port, destination port, payload length) of a TCP/IP packet, else None."""
     if len(ip) < 20:
@@ -226,7 +353,7 @@ def tcp_info(ip: bytes) -> tuple[int, int, int] | None:
 
 @contextlib.contextmanager
 def capture(
-    ns: NetNamespace, interface: str, path: str | os.PathLike[str] | None = None, *, raw: bool = False
+    ns: NetNamespace | None, interface: str, path: str | os.PathLike[str] | None = None, *, raw: bool = False
 ) -> Iterator[Capture]:
     """`with capture(ns, "eth0", "out.pcap") as cap: ...` then look at cap.packets."""
     with Capture(ns, interface, path, raw=raw) as cap:

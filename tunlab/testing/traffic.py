@@ -11,6 +11,7 @@ import contextlib
 import hashlib
 import ipaddress
 import json
+import math
 import os
 import re
 import shutil
@@ -92,16 +93,41 @@ class PingResult:
         return statistics.fmean(self.rtt_ms) if self.rtt_ms else None
 
 
+def ping_argv(
+    address: str, count: int, interval: float, timeout: float, platform: str = sys.platform
+) -> list[str]:
+    """ping's argv on this OS: each spells 'wait at most' differently (Linux -W per reply in
+    seconds; macOS and FreeBSD -t for the whole run; OpenBSD and NetBSD -w), and the BSDs other
+    than FreeBSD ping IPv6 with ping6."""
+    whole = str(max(1, math.ceil(count * interval + timeout)))
+    if platform.startswith("linux"):
+        return ["ping", "-n", "-c", str(count), "-i", str(interval), "-W", str(timeout), address]
+    v6 = ":" in address
+    program = "ping6" if v6 and not platform.startswith("freebsd") else "ping"
+    base = [
+        program,
+        *(["-6"] if v6 and program == "ping" else []),
+        "-n",
+        "-c",
+        str(count),
+        "-i",
+        str(interval),
+    ]
+    if platform.startswith(("darwin", "freebsd")):
+        return [*base, *([] if v6 and platform.startswith("darwin") else ["-t", whole]), address]
+    return [*base, "-w", whole, address]
+
+
 def ping(
     source: Any, address: str, *, count: int = 3, interval: float = 0.2, timeout: float = 2.0
 ) -> PingResult:
     """ping from a place (with .run) to an address; parses what ping printed."""
     if shutil.which("ping") is None:
         raise LabError("ping is not installed (apt-get install iputils-ping)")
-    argv = ["ping", "-n", "-c", str(count), "-i", str(interval), "-W", str(timeout), str(address)]
+    argv = ping_argv(str(address), count, interval, timeout)
     done = source.run(argv, timeout=count * (interval + timeout) + 10)
     text = done.stdout.decode(errors="replace") if isinstance(done.stdout, bytes) else str(done.stdout)
-    m = re.search(r"(\d+) packets transmitted, (\d+) received", text)
+    m = re.search(r"(\d+) packets transmitted, (\d+) (?:packets )?received", text)
     sent, received = (int(m.group(1)), int(m.group(2))) if m else (count, 0)
     rtts = [float(x) for x in re.findall(r"time=([\d.]+) ms", text)]
     return PingResult(str(address), sent, received, rtts)

@@ -238,3 +238,31 @@ NETBSD_TUN = TunAbi(
     tun_clone=None, tap_clone="/dev/tap",
 )  # fmt: skip
 TUN_ABIS = {t.os: t for t in (FREEBSD_TUN, OPENBSD_TUN, NETBSD_TUN)}
+
+
+# ---- BPF capture: data-link types and the direction filter -----------------------------------------
+BIOCGDLT = ior("B", 106, 4)  # net/bpf.h on all four
+DLT_NULL = 0  # 4-byte address family, host byte order (utun, FreeBSD/NetBSD tun)
+DLT_EN10MB = 1  # Ethernet (feth, tap)
+DLT_LOOP = {"openbsd": 12}  # 4-byte address family, network byte order (OpenBSD tun); 108 elsewhere
+DLT_LOOP_DEFAULT = 108
+BPF_D_IN, BPF_D_OUT = 0, 2  # FreeBSD/NetBSD BIOCSDIRECTION: see only incoming / only outgoing
+BPF_DIRECTION_IN, BPF_DIRECTION_OUT = 1, 2  # OpenBSD BIOCSDIRFILT: the direction to drop
+
+
+@dataclass(frozen=True)
+class BpfDirection:
+    """How a BPF descriptor is limited to one direction: the ioctl and its argument for
+    incoming-only and (None where the OS cannot) outgoing-only."""
+
+    request: int
+    incoming: int
+    outgoing: int | None
+
+
+BPF_DIRECTIONS = {
+    "darwin": BpfDirection(BIOCSSEESENT, 0, None),  # BIOCSSEESENT 0: received packets only
+    "freebsd": BpfDirection(iow("B", 119, 4), BPF_D_IN, BPF_D_OUT),  # BIOCSDIRECTION
+    "netbsd": BpfDirection(iow("B", 121, 4), BPF_D_IN, BPF_D_OUT),  # BIOCSDIRECTION
+    "openbsd": BpfDirection(iow("B", 125, 4), BPF_DIRECTION_OUT, BPF_DIRECTION_IN),  # BIOCSDIRFILT
+}

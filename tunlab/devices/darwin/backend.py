@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import errno
-import os
 import re
 import socket
 import struct
@@ -22,7 +21,7 @@ from typing import ClassVar
 
 from tunlab.devices.backend import Bytes, DeviceBackend, WritableBuffer
 from tunlab.devices.bsd import abi as A
-from tunlab.devices.bsd import wire
+from tunlab.devices.bsd import bpf, wire
 from tunlab.devices.bsd.device import AfHeaderFrames, BsdFamilyDevice
 from tunlab.devices.bsd.system import System
 from tunlab.devices.capabilities import Capability
@@ -49,7 +48,6 @@ _COMMON = frozenset(
 )
 UTUN_CAPS = _COMMON | {Capability.FROM_FD, Capability.PACKET_INFORMATION}
 FETH_CAPS = (_COMMON - {Capability.FD}) | {Capability.TAP, Capability.MAC}  # BPF + AF_NDRV: no one fd
-BPF_BUFFER = 1 << 17
 
 
 class DarwinDevice(BsdFamilyDevice):
@@ -340,34 +338,5 @@ def _flags_up(sys: System, fd: int, name: str) -> None:
 
 
 def _open_bpf(sys: System, interface: str) -> tuple[int, int]:
-    """A /dev/bpfN attached to interface: buffer size first, then immediate mode, no sent
-    packets, the interface, complete headers, promiscuous; (fd, buffer size)."""
-    fd = -1
-    for n in range(256):
-        try:
-            fd = sys.open(f"/dev/bpf{n}", os.O_RDWR)
-            break
-        except OSError as exc:
-            if exc.errno == errno.EBUSY:
-                continue
-            if exc.errno == errno.ENOENT:
-                break
-            if exc.errno in (errno.EPERM, errno.EACCES):
-                raise DevicePermissionError("opening /dev/bpf needs root: run as root (sudo)") from None
-            raise
-    if fd < 0:
-        raise DeviceError("no free /dev/bpfN device")
-    try:
-        sys.ioctl(fd, ABI.BIOCSBLEN, bytearray(struct.pack("I", BPF_BUFFER)))
-        sys.ioctl(fd, ABI.BIOCIMMEDIATE, bytearray(struct.pack("I", 1)))
-        sys.ioctl(fd, A.BIOCSSEESENT, bytearray(struct.pack("I", 0)))
-        sys.ioctl(fd, ABI.BIOCSETIF, wire.ifreq(ABI, interface))
-        sys.ioctl(fd, A.BIOCSHDRCMPLT, bytearray(struct.pack("I", 1)))
-        sys.ioctl(fd, ABI.BIOCPROMISC, 0)
-        out = sys.ioctl(fd, ABI.BIOCGBLEN, bytearray(4))
-        assert isinstance(out, bytearray)
-        blen = int(struct.unpack("I", out)[0])
-    except OSError as exc:
-        sys.close(fd)
-        raise DeviceError(f"setting up BPF on {interface} failed: {exc.strerror or exc}") from None
-    return fd, blen
+    """The feth peer's BPF: complete headers on write, promiscuous, no sent packets."""
+    return bpf.attach(sys, interface, direction="in", complete_headers=True, promiscuous=True)
