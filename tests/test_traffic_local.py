@@ -89,6 +89,7 @@ def test_a_server_that_cannot_bind_leaves_no_socket_open() -> None:
         ("freebsd14", "2001:db8::2", ["ping", "-6", "-n", "-c", "2", "-i", "0.2", "-t", "3", "2001:db8::2"]),
         ("openbsd7", "198.18.0.2", ["ping", "-n", "-c", "2", "-i", "0.2", "-w", "3", "198.18.0.2"]),
         ("netbsd10", "2001:db8::2", ["ping6", "-n", "-c", "2", "-i", "0.2", "-w", "3", "2001:db8::2"]),
+        ("win32", "198.18.0.2", ["ping", "-4", "-n", "2", "-w", "2000", "198.18.0.2"]),
     ],
 )
 def test_ping_is_spelled_for_each_os(platform: str, address: str, argv: list[str]) -> None:
@@ -112,3 +113,19 @@ def test_the_bsd_ping_summary_is_parsed(monkeypatch: pytest.MonkeyPatch) -> None
 
     result = traffic.ping(Host(), "198.18.0.2", count=2)
     assert (result.sent, result.received, result.rtt_ms) == (2, 2, [0.512, 0.25])
+
+
+def test_the_windows_ping_summary_is_parsed() -> None:
+    from tunlab.testing import traffic
+
+    class Host:
+        def run(self, argv: list[str], timeout: float) -> object:
+            text = (
+                "Reply from 198.18.0.2: bytes=32 time<1ms TTL=64\r\n"
+                "Reply from 198.18.0.2: bytes=32 time=3ms TTL=64\r\n"
+                "    Packets: Sent = 2, Received = 2, Lost = 0 (0% loss),\r\n"
+            )
+            return type("Done", (), {"stdout": text.encode(), "returncode": 0})()
+
+    result = traffic.ping(Host(), "198.18.0.2", count=2)
+    assert (result.sent, result.received, result.rtt_ms) == (2, 2, [1.0, 3.0])

@@ -41,6 +41,13 @@ class InterfaceExistsError(DeviceError, FileExistsError):
         super().__init__(message, _errno.EEXIST)
 
 
+class RingFullError(DeviceError, BlockingIOError):
+    """A device's send ring or queue has no room now (Wintun): retry later, or make it larger."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, _errno.EAGAIN)
+
+
 class InterfaceNotFoundError(DeviceError, FileNotFoundError):
     """The interface behind a device is gone (removed or closed)."""
 

@@ -9,7 +9,18 @@ import sys
 CAP_NET_ADMIN = 12
 CAP_SYS_ADMIN = 21
 HAS_NAMESPACES = sys.platform.startswith("linux")
-NATIVE_DEVICES = ("darwin", "freebsd", "openbsd", "netbsd")  # devices in the host's stack
+NATIVE_DEVICES = ("darwin", "freebsd", "openbsd", "netbsd", "win32")  # devices in the host's stack
+
+
+def is_admin() -> bool:
+    """root on Unix; an elevated (Administrator) process on Windows."""
+    geteuid = getattr(os, "geteuid", None)
+    if geteuid is not None:
+        return bool(geteuid() == 0)
+    import ctypes
+
+    windll = getattr(ctypes, "windll", None)
+    return bool(windll is not None and windll.shell32.IsUserAnAdmin())
 
 
 def _effective_caps() -> int:
@@ -30,7 +41,9 @@ def missing(*, tools: tuple[str, ...] = (), namespaces: bool = True) -> str | No
     the host's own stack; labs need Linux network namespaces.
     """
     if not HAS_NAMESPACES:
-        platform = sys.platform.rstrip("0123456789")
+        from tunlab.devices.platform import current_platform
+
+        platform = current_platform()
         if namespaces:
             return (
                 f"needs Linux network namespaces: labs, netns and captures on lab nodes run on "

@@ -3,7 +3,8 @@ naming the capability it needs, on every backend and layer (psutil's test_contra
 
 The table below is the contract; a backend that answers a method it does not claim, or claims
 one it cannot do, fails here. Linux runs against the real kernel (root); the in-memory
-backend runs everywhere; macOS and the BSDs run against the syscall-level double.
+backend runs everywhere; macOS and the BSDs run against the syscall-level double, Windows
+against the Win32 double.
 """
 
 from __future__ import annotations
@@ -110,7 +111,7 @@ def test_the_contract_covers_every_public_method() -> None:
 
 # macOS and the BSDs run through the syscall-level double here (for real in their CI jobs)
 DOUBLED = ["darwin", "freebsd", "openbsd", "netbsd"]
-BACKENDS = ["memory", *DOUBLED]
+BACKENDS = ["memory", *DOUBLED, "win32"]
 if IS_ROOT and HAS_TUN:
     BACKENDS.append("linux")
 
@@ -124,6 +125,18 @@ def device(backend: str, layer: Layer) -> Iterator[SyncDevice]:
         cls = backend_class(backend)
         with pytest.MonkeyPatch.context() as mp:
             mp.setattr(cls, "system", classmethod(lambda c: RecordingSystem(c.abi)))
+            with builder.build_sync() as dev:
+                yield dev
+        return
+    if backend == "win32":
+        import uuid
+
+        from tests.devices.windows_double import FakeWin32, FakeWindows
+        from tunlab.devices.windows.backend import WindowsDevice
+
+        win = FakeWin32(FakeWindows(taps=[(uuid.uuid4(), "root\\tap0901")]))
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(WindowsDevice, "win32", classmethod(lambda c, dll=None: win))
             with builder.build_sync() as dev:
                 yield dev
         return

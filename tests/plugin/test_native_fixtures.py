@@ -1,26 +1,26 @@
-"""The pytest plugin on macOS and the BSDs (run by their CI jobs as root): tun_device and
+"""The pytest plugin on macOS, the BSDs and Windows (run by their CI jobs as root/Administrator): tun_device and
 async_tun_device give a real device in the host's stack with a host peer, capture records it
 through BPF, and lab fixtures skip with the reason (no network namespaces there)."""
 
 from __future__ import annotations
 
 import asyncio
-import os
 import socket
 import time
 
 import pytest
+from pytest_tunlab.environment import is_admin
 
 from tests.support import skip_module_unless
 from tunlab.devices.platform import current_platform
 from tunlab.testing.packets import parse_udp
 
-NATIVE = ("darwin", "freebsd", "openbsd", "netbsd")
+NATIVE = ("darwin", "freebsd", "openbsd", "netbsd", "win32")
 skip_module_unless(
     current_platform() in NATIVE,
     f"the plugin's macOS/BSD mode; this is {current_platform()} (Linux: tests/plugin/test_pytester.py)",
 )
-skip_module_unless(os.geteuid() == 0, "tun_device makes a real interface: run with sudo -E")
+skip_module_unless(is_admin(), "tun_device makes a real interface: run with sudo -E or as Administrator")
 
 
 def first_udp(read, port: int, deadline: float = 10.0) -> bytes:
@@ -40,6 +40,13 @@ def test_tun_device_is_in_the_host_stack_with_a_host_peer(tun_device, capture) -
     assert tun_device.netns is None
     assert tun_device.peer.kind == "host"
     tun_device.device.set_nonblocking(False)
+    if current_platform() == "win32":  # no BPF there: capture says so
+        with pytest.raises(Exception, match="capture is not supported on win32"):
+            capture(tun_device).start()
+        with tun_device.peer.socket() as s:
+            s.sendto(b"plugin", ("198.18.2.9", 40010))
+            assert parse_udp(first_udp(lambda: tun_device.device.recv(), 40010)).payload == b"plugin"
+        return
     with capture(tun_device) as cap, tun_device.peer.socket() as s:
         s.sendto(b"plugin", ("198.18.2.9", 40010))
         packet = first_udp(lambda: tun_device.device.recv(), 40010)

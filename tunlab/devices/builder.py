@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import uuid
 from typing import TYPE_CHECKING
 
 from tunlab.devices.backend import DeviceBackend
@@ -26,6 +27,8 @@ from tunlab.devices.layer import Layer
 from tunlab.devices.platform import backend_class
 from tunlab.devices.sync import SyncDevice
 from tunlab.errors import UnsupportedOperationError
+
+WINTUN_MIN_RING, WINTUN_MAX_RING = 0x20000, 0x4000000  # wintun.h:153, :158
 
 if TYPE_CHECKING:
     from typing_extensions import Self
@@ -138,6 +141,40 @@ class DeviceBuilder:
     def netns(self, name_or_path: str | os.PathLike[str] | NetNamespace) -> Self:
         """Create the interface directly inside this network namespace (Linux); the fd stays here."""
         self._config.linux.netns = parse_netns(name_or_path)
+        return self
+
+    # ---- Windows (Wintun) ------------------------------------------------------------------
+    def ring_capacity(self, capacity: int) -> Self:
+        """Wintun's session ring in bytes: a power of two from 128 KiB to 64 MiB (default 4 MiB)."""
+        value = check_uint(capacity, "ring_capacity", WINTUN_MAX_RING)
+        if value < WINTUN_MIN_RING or value & (value - 1):
+            raise ValueError(
+                f"ring_capacity: {capacity!r} must be a power of two from {WINTUN_MIN_RING} (128 KiB) "
+                f"to {WINTUN_MAX_RING} (64 MiB), e.g. {1 << max(17, min(26, value.bit_length()))}"
+            )
+        self._config.windows.ring_capacity = value
+        return self
+
+    def tunnel_type(self, tunnel_type: str) -> Self:
+        """The Wintun adapter's tunnel type (Windows shows it as the adapter's description)."""
+        if not isinstance(tunnel_type, str) or not 0 < len(tunnel_type) < 128:
+            raise ValueError(f"tunnel_type: {tunnel_type!r} must be a string of 1 to 127 characters")
+        self._config.windows.tunnel_type = tunnel_type
+        return self
+
+    def guid(self, guid: str | uuid.UUID) -> Self:
+        """The Wintun adapter's GUID: the same GUID gets the same Windows network profile."""
+        try:
+            self._config.windows.guid = guid if isinstance(guid, uuid.UUID) else uuid.UUID(str(guid))
+        except ValueError:
+            raise ValueError(f"guid: {guid!r} is not a GUID (like '{{{uuid.uuid4()}}}')") from None
+        return self
+
+    def wintun_dll(self, path: str | os.PathLike[str]) -> Self:
+        """Load wintun.dll from this path (else $TUNLAB_WINTUN_DLL, next to tunlab, the DLL path)."""
+        if not isinstance(path, (str, os.PathLike)) or not str(path):
+            raise ValueError(f"wintun_dll: {path!r} is not a path to wintun.dll")
+        self._config.windows.wintun_dll = path
         return self
 
     def backend(self, backend: str | type[DeviceBackend]) -> Self:

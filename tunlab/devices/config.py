@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 from tunlab.devices.capabilities import Capability
 from tunlab.devices.layer import Layer
-from tunlab.devices.options import LinuxOptions
+from tunlab.devices.options import LinuxOptions, WindowsOptions
 
 if TYPE_CHECKING:
     from tunlab.linux.netns import NetNamespace
@@ -62,6 +62,7 @@ class DeviceConfig:
     tx_queue_len: int | None = None
     persist: bool = False
     linux: LinuxOptions = field(default_factory=LinuxOptions)
+    windows: WindowsOptions = field(default_factory=WindowsOptions)
 
     def link_settings(self) -> LinkSettings:
         """What the backend applies to the interface right after creating it."""
@@ -252,4 +253,8 @@ def requirements(cfg: DeviceConfig) -> list[tuple[str, Capability]]:
         need.append(("group", Capability.OWNER))
     if lx.netns is not None:
         need.append(("netns", Capability.NETNS))
+    win = cfg.windows
+    for option in ("ring_capacity", "tunnel_type", "guid", "wintun_dll"):
+        if getattr(win, option) is not None:
+            need.append((option, Capability.WINTUN))
     return need

@@ -6,6 +6,7 @@ import contextlib
 import os
 import socket
 import threading
+from collections.abc import Callable
 
 
 class InterruptEvent:
@@ -30,6 +31,14 @@ class InterruptEvent:
         self._r, self._w = r, w
         self._lock = threading.Lock()
         self._triggered = False
+        self._observers: list[Callable[[bool], None]] = []
+
+    def observe(self, callback: Callable[[bool], None]) -> None:
+        """Call callback(triggered) now and on every trigger() and reset(): where a wait takes
+        OS handles, not fds (Windows), a backend mirrors the event into one this way."""
+        with self._lock:
+            self._observers.append(callback)
+            callback(self._triggered)
 
     def fileno(self) -> int:
         """The fd that becomes readable once triggered (for select/poll/event loops)."""
@@ -49,6 +58,8 @@ class InterruptEvent:
                     self._socks[1].send(b"\x01")
                 else:
                     os.write(self._w, b"\x01")
+                for callback in self._observers:
+                    callback(True)
 
     def reset(self) -> None:
         with self._lock:
@@ -62,6 +73,8 @@ class InterruptEvent:
                     while os.read(self._r, 64):
                         pass
             self._triggered = False
+            for callback in self._observers:
+                callback(False)
 
     def _closed(self) -> bool:
         return self._r < 0
@@ -77,6 +90,7 @@ class InterruptEvent:
                     if fd >= 0:
                         os.close(fd)
             self._r = self._w = -1
+            self._observers.clear()
 
     def __enter__(self) -> InterruptEvent:
         return self

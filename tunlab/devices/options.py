@@ -1,12 +1,14 @@
 """Per-platform option groups: options that only one platform has.
 
 Generic options (name, layer, addresses, MTU, MAC, up/down, ...) live in DeviceConfig; options
-of one platform live in that platform's group (LinuxOptions), so the generic code never grows
+of one platform live in that platform's group (LinuxOptions, WindowsOptions), so the generic code never grows
 a field per OS. config.requirements() says which capability each option needs.
 """
 
 from __future__ import annotations
 
+import os
+import uuid
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -23,3 +25,16 @@ class LinuxOptions:
     owner: int | None = None  # TUNSETOWNER
     group: int | None = None  # TUNSETGROUP
     netns: str | NetNamespace | None = None  # create the interface inside this namespace
+
+
+@dataclass
+class WindowsOptions:
+    """What only Wintun offers (Windows TUN)."""
+
+    ring_capacity: int | None = None  # the session's ring: a power of two, 128 KiB .. 64 MiB
+    tunnel_type: str | None = None  # shown by Windows as the adapter's description
+    guid: uuid.UUID | None = None  # the adapter's GUID (a stable one keeps its Windows settings)
+    wintun_dll: str | os.PathLike[str] | None = None  # where wintun.dll is
+
+    def any_set(self) -> bool:
+        return any(v is not None for v in (self.ring_capacity, self.tunnel_type, self.guid, self.wintun_dll))

@@ -20,6 +20,7 @@ BACKENDS = {
     "freebsd": "tunlab.devices.bsd.freebsd:FreeBsdDevice",
     "openbsd": "tunlab.devices.bsd.openbsd:OpenBsdDevice",
     "netbsd": "tunlab.devices.bsd.netbsd:NetBsdDevice",
+    "win32": "tunlab.devices.windows.backend:WindowsDevice",
     "memory": "tunlab.devices.memory.backend:MemoryDevice",
 }
 

@@ -152,6 +152,13 @@ class Capture:
             self._file.write(snap)
 
     def _start_bpf(self) -> Capture:
+        if sys.platform == "win32":
+            from tunlab.errors import UnsupportedOperationError
+
+            raise UnsupportedOperationError(
+                "capture is not supported on win32 (Windows has neither AF_PACKET nor BPF; "
+                "capture with Wireshark and Npcap, or read the frames from the device itself)"
+            )
         source = _BpfSource(self.interface)
         try:
             self._l2 = source.l2

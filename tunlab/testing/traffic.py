@@ -103,6 +103,16 @@ def ping_argv(
     if platform.startswith("linux"):
         return ["ping", "-n", "-c", str(count), "-i", str(interval), "-W", str(timeout), address]
     v6 = ":" in address
+    if platform == "win32":  # -n is the count there; -w the wait per reply in ms; no interval
+        return [
+            "ping",
+            *(["-6"] if v6 else ["-4"]),
+            "-n",
+            str(count),
+            "-w",
+            str(int(timeout * 1000)),
+            address,
+        ]
     program = "ping6" if v6 and not platform.startswith("freebsd") else "ping"
     base = [
         program,
@@ -128,8 +138,10 @@ def ping(
     done = source.run(argv, timeout=count * (interval + timeout) + 10)
     text = done.stdout.decode(errors="replace") if isinstance(done.stdout, bytes) else str(done.stdout)
     m = re.search(r"(\d+) packets transmitted, (\d+) (?:packets )?received", text)
+    if m is None:  # Windows: "Packets: Sent = 2, Received = 2, Lost = 0"
+        m = re.search(r"Sent = (\d+), Received = (\d+)", text)
     sent, received = (int(m.group(1)), int(m.group(2))) if m else (count, 0)
-    rtts = [float(x) for x in re.findall(r"time=([\d.]+) ms", text)]
+    rtts = [float(x) for x in re.findall(r"time[=<]([\d.]+) ?ms", text)]
     return PingResult(str(address), sent, received, rtts)
 
 

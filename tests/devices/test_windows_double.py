@@ -1,0 +1,362 @@
+"""The Windows backend (Wintun TUN, tap-windows6 TAP) driven through the Win32 double on any
+OS: the calls and buffers of create -> configure -> I/O -> close, the ring and its errors,
+waits on event handles with interrupts, async, and the rollback after a failure at each step.
+The layouts are checked against the mingw-w64 headers in tests/abi/test_windows_headers.py."""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import threading
+import time
+import uuid
+
+import pytest
+
+from tests.devices.windows_double import FakeWin32, FakeWindows
+from tunlab import DeviceBuilder, InterruptEvent, Layer, SyncDevice
+from tunlab.devices.aio import AsyncDevice
+from tunlab.devices.config import DeviceConfig, IPv4Setting
+from tunlab.devices.windows import abi as W
+from tunlab.devices.windows.backend import WindowsDevice
+from tunlab.devices.windows.ipconfig import sockaddr_ip
+from tunlab.devices.windows.tap import TapWindowsDevice
+from tunlab.devices.windows.wintun import DEFAULT_RING, WintunDevice
+from tunlab.errors import (
+    DeviceClosedError,
+    DevicePermissionError,
+    InterfaceExistsError,
+    RingFullError,
+    TunUnavailableError,
+    UnsupportedOperationError,
+)
+
+PACKET = bytes.fromhex("4500001c0000400040110000c6120002c61200010fa00fa00008") + b"hi"
+V4 = ipaddress.IPv4Interface("198.18.0.1/24")
+V6 = ipaddress.IPv6Interface("2001:db8::1/64")
+TAP_GUID = uuid.UUID("8f3b2c1e-0d4a-4b5c-9e6f-102132435465")
+
+
+def config(layer: Layer = Layer.L3, **kw: object) -> DeviceConfig:
+    cfg = DeviceConfig(layer=layer, name="tl0" if layer is Layer.L3 else None, mtu=1400,
+                       ipv4=[IPv4Setting(V4, ipaddress.IPv4Address("198.18.0.2"))], ipv6=[V6])  # fmt: skip
+    for k, v in kw.items():
+        setattr(cfg, k, v)
+    return cfg
+
+
+def wintun(win: FakeWin32 | None = None, **kw: object) -> tuple[FakeWin32, WintunDevice]:
+    win = win or FakeWin32()
+    return win, WintunDevice.create(config(**kw), win)
+
+
+def session(win: FakeWin32) -> int:
+    (s,) = win.sessions
+    return s
+
+
+# ---- create and configure ---------------------------------------------------------------------------
+def test_wintun_create_is_these_calls_in_this_order() -> None:
+    win, dev = wintun()
+    names = win.names()
+    assert names[:4] == [
+        "WintunSetLogger",
+        "WintunCreateAdapter",
+        "WintunStartSession",
+        "WintunGetAdapterLUID",
+    ]
+    assert win.calls[1].args == ("tl0", "tunlab", None)
+    assert win.calls[2].args[1] == DEFAULT_RING == 0x400000
+    # MTU for both families: the SitePrefixLength Get returns (64 > 32) is clamped for IPv4
+    sets = [c.args for c in win.calls if c.name == "SetIpInterfaceEntry"]
+    assert sets == [(W.AF_INET, 1400, 0), (W.AF_INET6, 1400, 64)]
+    assert dev.mtu() == 1400
+    # addresses: preferred (no DAD wait), infinite lifetimes, on this LUID, with their prefix
+    rows = win.m.unicast
+    assert [(str(sockaddr_ip(r.Address)), r.OnLinkPrefixLength) for r in rows] == [
+        ("198.18.0.1", 24),
+        ("2001:db8::1", 64),
+    ]
+    luid = win.m.adapters["tl0"]
+    for r in rows:
+        assert (r.InterfaceLuid, r.DadState) == (luid, W.IP_DAD_STATE_PREFERRED)
+        assert r.ValidLifetime == r.PreferredLifetime == W.INFINITE_LIFETIME
+    # the IPv4 destination gets an on-link host route
+    [route] = win.m.routes
+    assert (str(sockaddr_ip(route.DestinationPrefix.Prefix)), route.DestinationPrefix.PrefixLength) == (
+        "198.18.0.2",
+        32,
+    )
+    assert str(sockaddr_ip(route.NextHop)) == "0.0.0.0" and route.Protocol == W.MIB_IPPROTO_NETMGMT
+    assert {str(a) for a in dev.addresses()} == {"198.18.0.1/24", "2001:db8::1/64"}
+    assert dev.if_index() == 1 and dev.name() == "tl0" and dev.is_running()
+    dev.close()
+
+
+def test_wintun_options_reach_the_dll() -> None:
+    guid = uuid.uuid4()
+    win, dev = wintun()
+    dev.close()
+    builder = DeviceBuilder().ring_capacity(1 << 20).tunnel_type("MyVPN").guid(str(guid))
+    builder.wintun_dll("C:/x/wintun.dll")
+    win = FakeWin32()
+    dev = WintunDevice.create(builder.config, win)
+    assert win.calls[1].args[1:] == ("MyVPN", guid)
+    assert win.calls[2].args[1] == 1 << 20
+    dev.close()
+
+
+@pytest.mark.parametrize("bad", [1000, 1 << 16, 3 << 17, 1 << 27, -1, "big"])
+def test_a_ring_capacity_that_wintun_refuses_is_refused_first(bad: object) -> None:
+    with pytest.raises((ValueError, TypeError), match="ring_capacity"):
+        DeviceBuilder().ring_capacity(bad)  # type: ignore[arg-type]
+
+
+def test_wintun_options_elsewhere_name_the_platform() -> None:
+    with pytest.raises(UnsupportedOperationError, match="ring_capacity needs capability 'wintun'.*memory"):
+        DeviceBuilder().backend("memory").ring_capacity(1 << 20).check()
+    with pytest.raises(ValueError, match="guid: 'nope'"):
+        DeviceBuilder().guid("nope")
+
+
+# ---- errors when creating ------------------------------------------------------------------------------
+def test_a_missing_dll_says_where_to_get_it() -> None:
+    with pytest.raises(TunUnavailableError, match=r"wintun\.net"):
+        WintunDevice.create(config(), FakeWin32(FakeWindows(no_dll=True)))
+
+
+def test_the_real_loader_names_every_place_it_looked(monkeypatch: pytest.MonkeyPatch) -> None:
+    from tunlab.devices.windows import win32
+
+    monkeypatch.setenv("TUNLAB_WINTUN_DLL", "D:/from-env/wintun.dll")
+    places = win32.wintun_candidates("E:/given/wintun.dll")
+    assert places[:2] == ["E:/given/wintun.dll", "D:/from-env/wintun.dll"]
+    assert places[-1] == "wintun.dll" and places[2].endswith("windows/wintun.dll")
+    with pytest.raises(FileNotFoundError, match=r"TUNLAB_WINTUN_DLL.*wintun_dll\(path\)") as info:
+        _ = win32.Win32("E:/given/wintun.dll").wt
+    assert "E:/given/wintun.dll" in str(info.value) and "D:/from-env/wintun.dll" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("code", "error"),
+    [(W.ERROR_ACCESS_DENIED, DevicePermissionError), (W.ERROR_ALREADY_EXISTS, InterfaceExistsError)],
+)
+def test_creation_errors_are_typed(code: int, error: type[Exception]) -> None:
+    win = FakeWin32()
+    win.fail("WintunCreateAdapter", code)
+    with pytest.raises(error, match="tl0"):
+        WintunDevice.create(config(), win)
+    assert not win.open_adapters
+
+
+STEPS = ["WintunStartSession", "SetIpInterfaceEntry", "CreateUnicastIpAddressEntry", "CreateIpForwardEntry2"]
+
+
+@pytest.mark.parametrize("step", STEPS)
+def test_a_failure_at_any_step_removes_the_adapter_and_every_handle(step: str) -> None:
+    win = FakeWin32()
+    win.fail(step, W.ERROR_INVALID_PARAMETER, after=1 if step == "CreateUnicastIpAddressEntry" else 0)
+    with pytest.raises(OSError, match="failed|Invalid|invalid|error 87"):
+        WintunDevice.create(config(), win)
+    assert not win.open_adapters and not win.m.adapters, "the adapter was left behind"
+    assert not win.sessions and not win.open_handles(), "a session or handle was left open"
+    assert not win.m.unicast and not win.m.routes
+
+
+# ---- frames --------------------------------------------------------------------------------------------
+def test_recv_copies_out_of_the_ring_and_releases_the_packet() -> None:
+    win, dev = wintun()
+    s = session(win)
+    win.deliver(s, PACKET)
+    win.deliver(s, PACKET[::-1])
+    buf = bytearray(2048)
+    assert dev.recv_into(buf) == len(PACKET) and bytes(buf[: len(PACKET)]) == PACKET
+    short = bytearray(4)
+    assert dev.recv_into(short) == 4 and bytes(short) == PACKET[::-1][:4]  # a short buffer truncates
+    assert len(win.released) == 2 and not win._memory, "a ring packet was not released"
+    dev.set_nonblocking(True)
+    with pytest.raises(BlockingIOError):
+        dev.recv_into(buf)
+    dev.close()
+
+
+def test_send_allocates_copies_and_sends() -> None:
+    win, dev = wintun()
+    assert dev.send(memoryview(PACKET)) == len(PACKET)
+    assert win.m.sent == [PACKET]
+    assert [c.name for c in win.calls[-2:]] == ["WintunAllocateSendPacket", "WintunSendPacket"]
+    win.m.ring_free = 10
+    with pytest.raises(RingFullError, match="ring_capacity"):
+        dev.send(PACKET)
+    with pytest.raises(ValueError, match="65535"):
+        dev.send(bytes(70000))
+    win.m.terminating = True
+    with pytest.raises(DeviceClosedError, match="terminating"):
+        dev.send(PACKET)
+    with pytest.raises(DeviceClosedError, match="terminating"):
+        dev.recv(100)
+    dev.close()
+
+
+def test_a_blocking_read_waits_on_the_read_event_until_a_packet_comes() -> None:
+    win, dev = wintun()
+    s = session(win)
+    threading.Timer(0.2, win.deliver, (s, PACKET)).start()
+    start = time.monotonic()
+    sync = SyncDevice(dev)
+    assert sync.recv() == PACKET
+    assert time.monotonic() - start >= 0.15
+    waits = [c.args for c in win.calls if c.name == "WaitForMultipleObjects"]
+    assert waits and waits[0][0][0] == win.read_events[s]  # the ring's event first, then close
+    sync.close()
+
+
+def test_interrupts_and_timeouts_wait_on_handles() -> None:
+    win, dev = wintun()
+    sync = SyncDevice(dev)
+    with InterruptEvent() as ev:
+        with pytest.raises(TimeoutError):
+            sync.recv_intr(bytearray(100), ev, timeout=0.1)
+        threading.Timer(0.2, ev.trigger).start()
+        with pytest.raises(InterruptedError):
+            sync.recv_intr(bytearray(100), ev)
+        ev.reset()
+        win.deliver(session(win), PACKET)
+        ev.trigger()  # a packet already there wins over a triggered event
+        assert sync.recv_intr(bytearray(100), ev) == len(PACKET)
+    sync.close()
+
+
+def test_close_wakes_a_blocked_reader_and_removes_everything() -> None:
+    win, dev = wintun()
+    caught: list[BaseException] = []
+
+    def reader() -> None:
+        try:
+            dev.recv(100)
+        except BaseException as exc:
+            caught.append(exc)
+
+    t = threading.Thread(target=reader)
+    t.start()
+    time.sleep(0.2)
+    dev.close()
+    t.join(5)
+    assert not t.is_alive() and isinstance(caught[0], DeviceClosedError)
+    assert not win.m.adapters and not win.sessions and not win.open_handles()
+    names = win.names()
+    assert (
+        names.index("DeleteIpForwardEntry2")
+        < names.index("WintunEndSession")
+        < names.index("WintunCloseAdapter")
+    )
+    dev.close()  # twice is fine
+
+
+def test_async_recv_waits_in_a_thread_on_the_event() -> None:
+    win, dev = wintun()
+
+    async def main() -> bytes:
+        adev = AsyncDevice(SyncDevice(dev))
+        asyncio.get_running_loop().call_later(0.1, win.deliver, session(win), PACKET)
+        try:
+            return await asyncio.wait_for(adev.recv(), 5)
+        finally:
+            await adev.aclose()
+
+    assert asyncio.run(main()) == PACKET
+
+
+def test_down_ends_the_session_and_up_starts_a_new_one() -> None:
+    win, dev = wintun()
+    sync = SyncDevice(dev)
+    sync.enabled(False)
+    assert not sync.is_running and not win.sessions
+    with pytest.raises(OSError, match="down"):
+        sync.send(PACKET)
+    sync.enabled(True)
+    assert sync.is_running and len(win.sessions) == 1
+    sync.close()
+
+
+def test_wintun_log_lines_go_to_logging(caplog: pytest.LogCaptureFixture) -> None:
+    win, dev = wintun()
+    with caplog.at_level(logging.INFO, logger="tunlab.wintun"):
+        win.logger(W.WINTUN_LOG_ERR, 0, "Failed to set up adapter")
+    assert ("tunlab.wintun", logging.ERROR, "Failed to set up adapter") in caplog.record_tuples
+    dev.close()
+
+
+def test_removing_an_address() -> None:
+    win, dev = wintun()
+    dev.remove_address(V6.ip)
+    assert {str(a) for a in dev.addresses()} == {"198.18.0.1/24"}
+    with pytest.raises(OSError, match="not an address"):
+        dev.remove_address(V6.ip)
+    dev.close()
+
+
+# ---- tap-windows6 ---------------------------------------------------------------------------------------
+def tap_machine() -> FakeWindows:
+    return FakeWindows(taps=[(TAP_GUID, "root\\tap0901")])
+
+
+def test_tap_opens_the_adapter_sets_media_and_moves_frames() -> None:
+    win = FakeWin32(tap_machine())
+    dev = TapWindowsDevice.create(config(Layer.L2), win)
+    path = "\\\\.\\Global\\{" + str(TAP_GUID).upper() + "}.tap"
+    assert [c.args[0] for c in win.calls if c.name == "CreateFileW"] == [path]
+    codes = [code for code, _ in win.ioctls]
+    assert codes == [W.TAP_IOCTL_GET_VERSION, W.TAP_IOCTL_SET_MEDIA_STATUS]
+    assert win.ioctls[1][1] == (1).to_bytes(4, "little")
+    frame = b"\xff" * 6 + b"\x02" * 6 + b"\x08\x06" + bytes(28)
+    dev.send(frame)
+    assert win.m.tap_written == [frame]
+    (handle,) = win.tap_files
+    sync = SyncDevice(dev)
+    threading.Timer(0.1, win.tap_deliver, (handle, frame)).start()
+    assert sync.recv() == frame  # an overlapped read completed by its event
+    win.tap_deliver(handle, frame[::-1])
+    sync.set_nonblocking(True)
+    assert sync.recv() == frame[::-1]
+    with pytest.raises(BlockingIOError):
+        sync.recv()
+    assert dev.name() == "TAP 0" and {str(a) for a in dev.addresses()} == {"198.18.0.1/24", "2001:db8::1/64"}
+    sync.close()
+    # what tunlab set is taken back; the adapter (not tunlab's) stays; every handle closed
+    assert not win.m.unicast and not win.m.routes and not win.open_handles()
+    assert win.ioctls[-1] == (W.TAP_IOCTL_SET_MEDIA_STATUS, (0).to_bytes(4, "little"))
+    assert "CancelIoEx" in win.names()
+
+
+def test_tap_errors_say_what_to_do() -> None:
+    with pytest.raises(TunUnavailableError, match=r"tapctl create --hwid root\\tap0901"):
+        TapWindowsDevice.create(config(Layer.L2), FakeWin32())
+    machine = tap_machine()
+    machine.tap_open.add("\\\\.\\Global\\{" + str(TAP_GUID).upper() + "}.tap")
+    with pytest.raises(InterfaceExistsError, match="open in another program"):
+        TapWindowsDevice.create(config(Layer.L2), FakeWin32(machine))
+    with pytest.raises(TunUnavailableError, match="no tap-windows6 adapter named 'x'.*TAP 0"):
+        TapWindowsDevice.create(config(Layer.L2, name="x"), FakeWin32(tap_machine()))
+    with pytest.raises(UnsupportedOperationError, match="NetworkAddress"):
+        TapWindowsDevice.create(config(Layer.L2, mac="02:00:5e:00:53:01"), FakeWin32(tap_machine()))
+
+
+def test_a_failed_tap_configuration_closes_the_file_and_takes_back_the_addresses() -> None:
+    win = FakeWin32(tap_machine())
+    win.fail("CreateUnicastIpAddressEntry", W.ERROR_INVALID_PARAMETER, after=1)
+    with pytest.raises(OSError, match="adding 2001:db8::1/64"):
+        TapWindowsDevice.create(config(Layer.L2), win)
+    assert not win.open_handles() and not win.m.unicast
+
+
+def test_the_dispatcher_picks_wintun_or_tap_by_layer(monkeypatch: pytest.MonkeyPatch) -> None:
+    win = FakeWin32(tap_machine())
+    monkeypatch.setattr(WindowsDevice, "win32", classmethod(lambda cls, dll=None: win))
+    with DeviceBuilder().backend("win32").build_sync() as tun:
+        assert isinstance(tun.backend, WintunDevice) and tun.platform == "win32"
+    with DeviceBuilder().backend("win32").layer(Layer.L2).build_sync() as tap:
+        assert isinstance(tap.backend, TapWindowsDevice)
+    with pytest.raises(UnsupportedOperationError, match="offload.*win32"):
+        DeviceBuilder().backend("win32").offload(True).build_sync()

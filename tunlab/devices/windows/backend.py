@@ -1,0 +1,45 @@
+"""The Windows backend: TUN is Wintun (wintun.py), TAP is tap-windows6 (tap.py); both are
+configured through iphlpapi by LUID and wait on Win32 event handles (no fd)."""
+
+from __future__ import annotations
+
+import os
+from typing import ClassVar
+
+from tunlab.devices.backend import Bytes, DeviceBackend, WritableBuffer
+from tunlab.devices.capabilities import Capability
+from tunlab.devices.config import DeviceConfig
+from tunlab.devices.layer import Layer
+from tunlab.devices.windows import tap, wintun
+from tunlab.devices.windows.win32 import Win32
+
+
+class WindowsDevice(DeviceBackend):
+    """Chooses Wintun or tap-windows6 by layer; instances are one of the two."""
+
+    platform: ClassVar[str] = "win32"
+
+    @classmethod
+    def win32(cls, wintun_dll: str | os.PathLike[str] | None = None) -> Win32:
+        """The Windows calls this backend makes (a test double replaces it)."""
+        return Win32(wintun_dll)
+
+    @classmethod
+    def capabilities_for(cls, layer: Layer) -> frozenset[Capability]:
+        return wintun.CAPABILITIES if layer is Layer.L3 else tap.CAPABILITIES
+
+    @classmethod
+    def create(cls, config: DeviceConfig) -> DeviceBackend:
+        win = cls.win32(config.windows.wintun_dll)
+        if config.layer is Layer.L3:
+            return wintun.WintunDevice.create(config, win)
+        return tap.TapWindowsDevice.create(config, win)
+
+    def recv_into(self, buffer: WritableBuffer) -> int:  # pragma: no cover - instances are subclasses
+        raise NotImplementedError
+
+    def send(self, data: Bytes) -> int:  # pragma: no cover
+        raise NotImplementedError
+
+    def close(self) -> None:  # pragma: no cover
+        raise NotImplementedError

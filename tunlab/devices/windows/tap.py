@@ -1,0 +1,300 @@
+"""tap-windows6: Windows TAP adapters (OpenVPN's driver) through their device file.
+
+Adapters are found in the registry by ComponentId (root\\tap0901 or tap0901) and opened as
+\\\\.\\Global\\{GUID}.tap, which the driver lets one program hold at a time. Each ReadFile or
+WriteFile moves one Ethernet frame; reads are overlapped, and the read's event is the
+readiness handle. tunlab does not add or remove adapters (the driver's own tools do:
+`tapctl create --hwid root\\tap0901`); on close it takes back the addresses and routes it set,
+reports the media disconnected and closes the file.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ipaddress
+import struct
+import threading
+import uuid
+from typing import ClassVar, NoReturn
+
+from tunlab.devices.backend import Bytes, DeviceBackend, WritableBuffer
+from tunlab.devices.capabilities import Capability
+from tunlab.devices.config import DeviceConfig, LinkSettings
+from tunlab.devices.layer import Layer
+from tunlab.devices.readiness import Readiness
+from tunlab.devices.windows import abi as W
+from tunlab.devices.windows.ipconfig import IPAddress, IpConfig, IPInterface
+from tunlab.devices.windows.readiness import HandleReadiness
+from tunlab.devices.windows.win32 import Win32, winerror_of
+from tunlab.errors import (
+    DeviceClosedError,
+    DeviceError,
+    DevicePermissionError,
+    InterfaceExistsError,
+    TunUnavailableError,
+    UnsupportedOperationError,
+)
+
+CAPABILITIES = frozenset(
+    {Capability.TAP, Capability.ADDRESSES, Capability.MTU, Capability.ENABLE, Capability.IF_INDEX}
+)
+READ_SIZE = 14 + 4 + 65535  # Ethernet header, an 802.1Q tag, the largest frame the driver passes
+INSTALL_HINT = (
+    "install the tap-windows6 driver (OpenVPN's tap-windows 9.x: OemVista.inf, hardware id "
+    "root\\tap0901) and add an adapter with `tapctl create --hwid root\\tap0901`"
+)
+
+
+class TapWindowsDevice(DeviceBackend):
+    """One open tap-windows6 adapter."""
+
+    platform: ClassVar[str] = "win32"
+
+    def __init__(self, win: Win32, handle: int, guid: uuid.UUID, name: str, luid: int) -> None:
+        super().__init__(Layer.L2, owned=False, capabilities=CAPABILITIES)
+        self.win = win
+        self.handle: int | None = handle
+        self.guid = guid
+        self._name = name
+        self.ip = IpConfig(win, luid)
+        self.added: list[IPAddress] = []
+        self._closing = win.create_event()
+        self._ov = W.OVERLAPPED()
+        self._ov.hEvent = win.create_event()
+        self._buf = (ctypes.c_char * READ_SIZE)()
+        self._reading = False  # a ReadFile is outstanding into _buf
+        self._pending: bytes | None = None
+        self._lock = threading.Lock()
+        self._blocking = True
+        self._up = False
+        self._readiness = HandleReadiness(win, lambda: int(self._ov.hEvent), self._poll, self._closing)
+
+    # ---- opening -----------------------------------------------------------------------------------
+    @classmethod
+    def capabilities_for(cls, layer: Layer) -> frozenset[Capability]:
+        return CAPABILITIES if layer is Layer.L2 else frozenset()
+
+    @classmethod
+    def create(cls, config: DeviceConfig, win: Win32 | None = None) -> TapWindowsDevice:
+        win = win or Win32()
+        try:
+            adapters = win.tap_adapters()
+        except OSError as exc:
+            raise TunUnavailableError(f"no tap-windows6 adapter ({exc}): {INSTALL_HINT}") from None
+        if not adapters:
+            raise TunUnavailableError(f"no tap-windows6 adapter on this machine: {INSTALL_HINT}")
+        busy: list[str] = []
+        for guid, _component in adapters:
+            luid = win.guid_to_luid(guid)
+            name = win.luid_to_alias(luid)
+            if config.name is not None and name != config.name:
+                continue
+            try:
+                handle = win.create_file(W.TAP_DEVICE_PATH.format(guid=str(guid).upper()))
+            except OSError as exc:
+                code = winerror_of(exc)
+                if code == W.ERROR_SHARING_VIOLATION:
+                    busy.append(name)
+                    continue
+                if code == W.ERROR_ACCESS_DENIED:
+                    raise DevicePermissionError(f"opening TAP adapter '{name}' needs Administrator") from None
+                if code == W.ERROR_FILE_NOT_FOUND:
+                    busy.append(f"{name} (disabled)")
+                    continue
+                raise DeviceError(f"opening TAP adapter '{name}' failed: {exc.strerror or exc}") from None
+            dev = cls(win, handle, guid, name, luid)
+            try:
+                dev.check_driver()
+                dev.configure(config.link_settings())
+            except BaseException:
+                dev.close()
+                raise
+            return dev
+        if config.name is not None and not busy:
+            names = ", ".join(win.luid_to_alias(win.guid_to_luid(g)) for g, _ in adapters)
+            raise TunUnavailableError(f"no tap-windows6 adapter named '{config.name}' (there are: {names})")
+        raise InterfaceExistsError(
+            f"every tap-windows6 adapter is open in another program ({', '.join(busy)}): the driver "
+            f"allows one at a time; close it, or {INSTALL_HINT.split(' and ')[1]}"
+        )
+
+    def check_driver(self) -> None:
+        """GET_VERSION: 3 ULONGs (major, minor, debug); tunlab needs 9.21 or newer (IPv6, CONFIG_TUN)."""
+        major, minor, _debug = struct.unpack("<III", self._ioctl(W.TAP_IOCTL_GET_VERSION, b"", 12))
+        if (major, minor) < (9, 21):
+            raise TunUnavailableError(
+                f"tap-windows6 driver {major}.{minor} is too old (need 9.21+): update it"
+            )
+
+    def _ioctl(self, code: int, data: bytes, out: int) -> bytes:
+        if self.handle is None:
+            raise DeviceClosedError()
+        try:
+            return self.win.device_io_control(self.handle, code, data, out)
+        except OSError as exc:
+            raise DeviceError(
+                f"tap-windows6 ioctl {code:#x} on '{self._name}' failed: {exc.strerror or exc}"
+            ) from None
+
+    # ---- frame I/O -------------------------------------------------------------------------------
+    @property
+    def closed(self) -> bool:
+        return self.handle is None
+
+    def _poll(self) -> bool:
+        """Take a finished read's frame, starting a read if none is outstanding; True if one is here."""
+        with self._lock:
+            if self._pending is not None:
+                return True
+            if self.handle is None:
+                raise DeviceClosedError()
+            if not self._reading:
+                self.win.reset_event(int(self._ov.hEvent))
+                got = self.win.start_read(self.handle, ctypes.addressof(self._buf), READ_SIZE, self._ov)
+                if got is not None:
+                    self._pending = self._buf.raw[:got]
+                    return True
+                self._reading = True
+                return False
+            if self.win.wait_any([int(self._ov.hEvent)], 0) is None:
+                return False
+            got = self.win.overlapped_result(self.handle, self._ov)
+            self._reading = False
+            self._pending = self._buf.raw[:got]
+            return True
+
+    def _next(self) -> bytes:
+        while True:
+            if self._poll():
+                with self._lock:
+                    frame, self._pending = self._pending, None
+                if frame is not None:
+                    return frame
+                continue
+            if not self._blocking:
+                raise BlockingIOError(11, "no frame from the TAP adapter")
+            self._readiness.wait()
+
+    def recv_into(self, buffer: WritableBuffer) -> int:
+        frame = self._next()
+        view = memoryview(buffer).cast("B")
+        n = min(len(frame), len(view))
+        view[:n] = frame[:n]
+        return n
+
+    def recv(self, bufsize: int) -> bytes:
+        return self._next()[:bufsize]
+
+    def send(self, data: Bytes) -> int:
+        if self.handle is None:
+            raise DeviceClosedError()
+        frame = bytes(data)
+        holder = ctypes.create_string_buffer(frame, len(frame))
+        try:
+            return self.win.write(self.handle, ctypes.addressof(holder), len(frame))
+        except OSError as exc:
+            raise DeviceError(
+                f"writing to TAP adapter '{self._name}' failed: {exc.strerror or exc}"
+            ) from None
+
+    def readiness(self) -> Readiness:
+        self.check_open()
+        return self._readiness
+
+    def set_nonblocking(self, nonblocking: bool) -> None:
+        self.check_open()
+        self._blocking = not nonblocking
+
+    def is_nonblocking(self) -> bool:
+        self.check_open()
+        return not self._blocking
+
+    # ---- configuration ------------------------------------------------------------------------------
+    def unsupported(self, operation: str, capability: Capability | None = None) -> NoReturn:
+        if capability is Capability.MAC:
+            raise UnsupportedOperationError(
+                f"{operation} is not supported for TAP devices on win32 (capability 'mac': "
+                "tap-windows6 takes its MAC from the adapter's NetworkAddress setting, applied when "
+                "the adapter restarts; set it in the adapter's Advanced properties)"
+            )
+        super().unsupported(operation, capability)
+
+    def configure(self, settings: LinkSettings) -> None:
+        self.check_open()
+        if settings.mac is not None:
+            self.unsupported("set_mac_address", Capability.MAC)
+        if settings.tx_queue_len is not None:
+            self.unsupported("tx_queue_len", Capability.TX_QUEUE_LEN)
+        if settings.mtu is not None:
+            self.ip.set_mtu(settings.mtu)
+        if settings.enabled:
+            self._media(True)
+        for v4 in settings.ipv4:
+            self.ip.add_address(v4.interface, v4.destination)
+            self.added.append(v4.interface.ip)
+        for v6 in settings.ipv6:
+            self.ip.add_address(v6)
+            self.added.append(v6.ip)
+        if settings.enabled is False:
+            self._media(False)
+
+    def _media(self, connected: bool) -> None:
+        """SET_MEDIA_STATUS: the cable plugged in (traffic flows) or out."""
+        self._ioctl(W.TAP_IOCTL_SET_MEDIA_STATUS, struct.pack("<I", int(connected)), 4)
+        self._up = connected
+
+    def name(self) -> str:
+        self.check_open()
+        return self._name
+
+    def if_index(self) -> int:
+        self.check_open()
+        return self.win.luid_to_index(self.ip.luid)
+
+    def mtu(self) -> int:
+        self.check_open()
+        return self.ip.mtu()
+
+    def addresses(self) -> list[IPInterface]:
+        self.check_open()
+        return self.ip.addresses()
+
+    def remove_address(self, address: IPAddress) -> None:
+        self.check_open()
+        self.ip.remove_address(address)
+        if address in self.added:
+            self.added.remove(address)
+
+    def is_running(self) -> bool:
+        self.check_open()
+        return self._up
+
+    def broadcast(self) -> ipaddress.IPv4Address | None:
+        self.unsupported("broadcast", Capability.BROADCAST)
+
+    def close(self) -> None:
+        handle = self.handle
+        if handle is None:
+            return
+        self.win.set_event(self._closing)
+        self._readiness.drain()
+        try:
+            for address in reversed(self.added):  # what tunlab set; the adapter itself stays
+                try:
+                    self.ip.remove_address(address)
+                except DeviceError:
+                    pass
+            self.added.clear()
+            self.ip.remove_routes()
+            if self._up:
+                try:
+                    self._media(False)
+                except DeviceError:
+                    pass
+        finally:
+            if self._reading:
+                self.win.cancel_io(handle, self._ov)
+            self.handle = None
+            self.win.close_handle(handle)
+            self.win.close_handle(int(self._ov.hEvent))
+            self.win.close_handle(self._closing)

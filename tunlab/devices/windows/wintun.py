@@ -1,0 +1,294 @@
+"""Wintun: Windows TUN adapters through wintun.dll (ctypes), configured through iphlpapi.
+
+A Wintun adapter has no fd: packets move through a ring shared with the driver, and its
+read-wait event says when one has arrived. recv copies a packet out of the ring into the
+caller's buffer and releases it; send allocates room in the ring, copies in and sends.
+Frames are bare IPv4/IPv6 packets, as on Linux TUN.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ipaddress
+import itertools
+import logging
+import os
+import threading
+from typing import ClassVar
+
+from tunlab.devices.backend import Bytes, DeviceBackend, WritableBuffer
+from tunlab.devices.capabilities import Capability
+from tunlab.devices.config import DeviceConfig, LinkSettings
+from tunlab.devices.layer import Layer
+from tunlab.devices.readiness import Readiness
+from tunlab.devices.windows import abi as W
+from tunlab.devices.windows.ipconfig import IPAddress, IpConfig, IPInterface
+from tunlab.devices.windows.readiness import HandleReadiness
+from tunlab.devices.windows.win32 import Win32, winerror_of
+from tunlab.errors import (
+    DeviceClosedError,
+    DeviceError,
+    DevicePermissionError,
+    InterfaceExistsError,
+    RingFullError,
+    TunUnavailableError,
+)
+
+log = logging.getLogger("tunlab.wintun")
+DEFAULT_RING = 0x400000  # 4 MiB, as wireguard-go
+DEFAULT_TUNNEL_TYPE = "tunlab"
+_LEVELS = {
+    W.WINTUN_LOG_INFO: logging.INFO,
+    W.WINTUN_LOG_WARN: logging.WARNING,
+    W.WINTUN_LOG_ERR: logging.ERROR,
+}
+_names = itertools.count()
+_logger_lock = threading.Lock()
+_logging_to: set[int] = set()
+
+CAPABILITIES = frozenset(
+    {Capability.ADDRESSES, Capability.MTU, Capability.ENABLE, Capability.IF_INDEX, Capability.WINTUN}
+)
+
+
+def _route_log(win: Win32) -> None:
+    """Wintun's log lines go to the 'tunlab.wintun' logger (once per loaded DLL)."""
+    with _logger_lock:
+        if id(win) in _logging_to:
+            return
+        _logging_to.add(id(win))
+    win.set_logger(lambda level, _stamp, text: log.log(_LEVELS.get(level, logging.INFO), "%s", text))
+
+
+def _address(buffer: WritableBuffer) -> tuple[int, int]:
+    """(address, length) of a writable buffer, without copying it."""
+    view = memoryview(buffer).cast("B")
+    if view.readonly:
+        raise TypeError("recv_into needs a writable buffer")
+    holder = (ctypes.c_char * len(view)).from_buffer(view)
+    return ctypes.addressof(holder), len(view)
+
+
+class WintunDevice(DeviceBackend):
+    """One Wintun adapter and its session."""
+
+    platform: ClassVar[str] = "win32"
+
+    def __init__(self, win: Win32, adapter: int, session: int, name: str, capacity: int) -> None:
+        super().__init__(Layer.L3, owned=True, capabilities=CAPABILITIES)
+        self.win = win
+        self.adapter = adapter
+        self.session: int | None = session
+        self.capacity = capacity
+        self._name = name
+        self.ip = IpConfig(win, win.adapter_luid(adapter))
+        self._closing = win.create_event()
+        self._pending: bytes | None = None  # a packet taken out of the ring by a readiness check
+        self._lock = threading.Lock()
+        self._blocking = True
+        self._closed = False
+        self._readiness = HandleReadiness(win, self._read_event, self._poll, self._closing)
+
+    # ---- creation ------------------------------------------------------------------------------
+    @classmethod
+    def capabilities_for(cls, layer: Layer) -> frozenset[Capability]:
+        return CAPABILITIES if layer is Layer.L3 else frozenset()
+
+    @classmethod
+    def create(cls, config: DeviceConfig, win: Win32 | None = None) -> WintunDevice:
+        opts = config.windows
+        win = win or Win32(opts.wintun_dll)
+        name = config.name or f"tunlab{os.getpid()}-{next(_names)}"
+        try:
+            _route_log(win)
+            adapter = win.create_adapter(name, opts.tunnel_type or DEFAULT_TUNNEL_TYPE, opts.guid)
+        except FileNotFoundError as exc:
+            raise TunUnavailableError(str(exc)) from None
+        except OSError as exc:
+            raise _creation_error(exc, name) from None
+        dev: WintunDevice | None = None
+        try:
+            capacity = opts.ring_capacity or DEFAULT_RING
+            session = win.start_session(adapter, capacity)
+            dev = cls(win, adapter, session, name, capacity)
+            dev.configure(config.link_settings())
+        except BaseException as exc:
+            if dev is not None:
+                dev.close()
+            else:
+                win.close_adapter(adapter)  # removes the adapter this handle created
+            if isinstance(exc, OSError) and not isinstance(exc, DeviceError):
+                raise DeviceError(
+                    f"setting up Wintun adapter '{name}' failed: {exc.strerror or exc}"
+                ) from None
+            raise
+        return dev
+
+    # ---- frame I/O -------------------------------------------------------------------------------
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def _live_session(self) -> int:
+        if self._closed:
+            raise DeviceClosedError()
+        if self.session is None:
+            raise DeviceError("the adapter is down (enabled(False)): bring it up to move packets", 100)
+        return self.session
+
+    def _read_event(self) -> int:
+        return self.win.read_wait_event(self._live_session())
+
+    def _take(self) -> bytes | None:
+        """The next packet out of the ring (copied, then released), or None if it is empty."""
+        session = self._live_session()
+        try:
+            address, size = self.win.receive(session)
+        except OSError as exc:
+            code = winerror_of(exc)
+            if code == W.ERROR_NO_MORE_ITEMS:
+                return None
+            if code == W.ERROR_HANDLE_EOF:
+                raise DeviceClosedError("the Wintun adapter is terminating") from None
+            if code == W.ERROR_INVALID_DATA:
+                raise DeviceError("the Wintun ring is corrupt: close and re-create the device") from None
+            raise
+        try:
+            return ctypes.string_at(address, size)
+        finally:
+            self.win.release(session, address)
+
+    def _poll(self) -> bool:
+        with self._lock:
+            if self._pending is None:
+                self._pending = self._take()
+            return self._pending is not None
+
+    def _next(self) -> bytes:
+        while True:
+            with self._lock:
+                packet, self._pending = self._pending, None
+                if packet is None:
+                    packet = self._take()
+            if packet is not None:
+                return packet
+            if not self._blocking:
+                raise BlockingIOError(11, "no packet in the Wintun ring")
+            self._readiness.wait()
+
+    def recv_into(self, buffer: WritableBuffer) -> int:
+        packet = self._next()
+        n = min(len(packet), len(memoryview(buffer).cast("B")))
+        address, _ = _address(buffer)
+        ctypes.memmove(address, packet, n)  # a short buffer truncates, as a TUN read does
+        return n
+
+    def recv(self, bufsize: int) -> bytes:
+        return self._next()[:bufsize]
+
+    def send(self, data: Bytes) -> int:
+        session = self._live_session()
+        view = memoryview(data).cast("B")
+        if len(view) > W.WINTUN_MAX_IP_PACKET_SIZE:
+            raise ValueError(f"send: {len(view)} bytes is more than a Wintun packet holds (65535)")
+        try:
+            address = self.win.allocate(session, len(view))
+        except OSError as exc:
+            code = winerror_of(exc)
+            if code == W.ERROR_BUFFER_OVERFLOW:
+                raise RingFullError(
+                    f"the Wintun send ring ({self.capacity} bytes) is full: retry, or give "
+                    "ring_capacity() more room"
+                ) from None
+            if code == W.ERROR_HANDLE_EOF:
+                raise DeviceClosedError("the Wintun adapter is terminating") from None
+            raise
+        ctypes.memmove(address, bytes(view), len(view))
+        self.win.send_packet(session, address)
+        return len(view)
+
+    def readiness(self) -> Readiness:
+        self.check_open()
+        return self._readiness
+
+    def set_nonblocking(self, nonblocking: bool) -> None:
+        self.check_open()
+        self._blocking = not nonblocking
+
+    def is_nonblocking(self) -> bool:
+        self.check_open()
+        return not self._blocking
+
+    # ---- configuration -----------------------------------------------------------------------------
+    def configure(self, settings: LinkSettings) -> None:
+        self.check_open()
+        if settings.mac is not None:
+            self.unsupported("set_mac_address", Capability.MAC)
+        if settings.tx_queue_len is not None:
+            self.unsupported("tx_queue_len", Capability.TX_QUEUE_LEN)
+        if settings.mtu is not None:
+            self.ip.set_mtu(settings.mtu)
+        if settings.enabled and self.session is None:
+            self.session = self.win.start_session(self.adapter, self.capacity)
+        for v4 in settings.ipv4:
+            self.ip.add_address(v4.interface, v4.destination)
+        for v6 in settings.ipv6:
+            self.ip.add_address(v6)
+        if settings.enabled is False and self.session is not None:
+            session, self.session = self.session, None
+            self.win.end_session(session)  # no session: Windows sees the cable unplugged
+
+    def name(self) -> str:
+        self.check_open()
+        return self._name
+
+    def if_index(self) -> int:
+        self.check_open()
+        return self.win.luid_to_index(self.ip.luid)
+
+    def mtu(self) -> int:
+        self.check_open()
+        return self.ip.mtu()
+
+    def addresses(self) -> list[IPInterface]:
+        self.check_open()
+        return self.ip.addresses()
+
+    def remove_address(self, address: IPAddress) -> None:
+        self.check_open()
+        self.ip.remove_address(address)
+
+    def is_running(self) -> bool:
+        self.check_open()
+        return self.session is not None
+
+    def broadcast(self) -> ipaddress.IPv4Address | None:
+        self.unsupported("broadcast", Capability.BROADCAST)
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self.win.set_event(self._closing)  # wakes every waiter before the ring goes away
+        self._readiness.drain()
+        try:
+            self.ip.remove_routes()
+        finally:
+            if self.session is not None:
+                self.win.end_session(self.session)
+                self.session = None
+            self.win.close_adapter(self.adapter)  # created by this handle: Wintun removes it
+            self.win.close_handle(self._closing)
+
+
+def _creation_error(exc: OSError, name: str) -> DeviceError:
+    code = winerror_of(exc)
+    if code == W.ERROR_ACCESS_DENIED:
+        return DevicePermissionError(f"creating Wintun adapter '{name}' needs Administrator: run elevated")
+    if code in (W.ERROR_ALREADY_EXISTS, W.ERROR_OBJECT_ALREADY_EXISTS):
+        return InterfaceExistsError(f"a network adapter named '{name}' already exists: pick another name")
+    if code == W.ERROR_FILE_NOT_FOUND:
+        return TunUnavailableError(
+            f"creating Wintun adapter '{name}': the Wintun driver could not be loaded ({exc.strerror})"
+        )
+    return DeviceError(f"creating Wintun adapter '{name}' failed: {exc.strerror or exc}")
