@@ -145,8 +145,41 @@ def _apt_show(package: str) -> dict[str, str]:
     return fields
 
 
+def _lists_stamp() -> str:
+    """What changes when apt's package lists do (an update, a new source)."""
+    parts = []
+    for path in ("/var/lib/apt/lists", "/var/cache/apt/pkgcache.bin", "/etc/apt/sources.list.d"):
+        with contextlib.suppress(OSError):
+            parts.append(f"{path}:{os.stat(path).st_mtime_ns}")
+    return ";".join(parts)
+
+
 def resolve_kernel(package: str) -> tuple[str, str]:
-    """(versioned image package, its version) for linux-image-amd64 or a pinned package."""
+    """(versioned image package, its version) for linux-image-amd64 or a pinned package.
+
+    Asking apt costs ~0.5 s per call (two calls for a metapackage), which every lab with a VM
+    paid; the answer is kept in the cache directory until apt's package lists change.
+    """
+    stamp = _lists_stamp()
+    memo = cache_dir() / "kernels.json"
+    known: dict[str, list[str]] = {}
+    with contextlib.suppress(OSError, ValueError):
+        known = json.loads(memo.read_text())
+    hit = known.get(package)
+    if isinstance(hit, list) and len(hit) == 3 and hit[2] == stamp and stamp:
+        return hit[0], hit[1]
+    versioned, version = _resolve_kernel(package)
+    known[package] = [versioned, version, stamp]
+    with contextlib.suppress(OSError):
+        memo.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
+        tmp = memo.with_name(f".kernels-{os.getpid()}.json")
+        tmp.write_text(json.dumps(known))
+        os.chmod(tmp, 0o644)  # whatever the umask: readable, never writable by others
+        os.replace(tmp, memo)
+    return versioned, version
+
+
+def _resolve_kernel(package: str) -> tuple[str, str]:
     if shutil.which("apt-cache") is None:
         raise LabError("building a VM image needs apt (Debian/Ubuntu): apt-cache is missing")
     info = _apt_show(package)
