@@ -331,16 +331,51 @@ def test_tap_opens_the_adapter_sets_media_and_moves_frames() -> None:
 
 
 def test_tap_errors_say_what_to_do() -> None:
-    with pytest.raises(TunUnavailableError, match=r"tapctl create --hwid root\\tap0901"):
+    with pytest.raises(TunUnavailableError, match=r"none can be added: install.*pnputil /add-driver"):
         TapWindowsDevice.create(config(Layer.L2), FakeWin32())
     machine = tap_machine()
     machine.tap_open.add("\\\\.\\Global\\{" + str(TAP_GUID).upper() + "}.tap")
-    with pytest.raises(InterfaceExistsError, match="open in another program"):
+    with pytest.raises(TunUnavailableError, match="open elsewhere: TAP 0"):
         TapWindowsDevice.create(config(Layer.L2), FakeWin32(machine))
+    with pytest.raises(InterfaceExistsError, match="'TAP 0' is open in another program"):
+        TapWindowsDevice.create(config(Layer.L2, name="TAP 0"), FakeWin32(machine))
     with pytest.raises(TunUnavailableError, match="no tap-windows6 adapter named 'x'.*TAP 0"):
         TapWindowsDevice.create(config(Layer.L2, name="x"), FakeWin32(tap_machine()))
     with pytest.raises(UnsupportedOperationError, match="NetworkAddress"):
         TapWindowsDevice.create(config(Layer.L2, mac="02:00:5e:00:53:01"), FakeWin32(tap_machine()))
+
+
+def test_with_no_free_adapter_one_is_added_and_removed_on_close() -> None:
+    machine = tap_machine()
+    machine.tap_driver = True
+    machine.tap_open.add("\\\\.\\Global\\{" + str(TAP_GUID).upper() + "}.tap")  # the old one is busy
+    win = FakeWin32(machine)
+    dev = TapWindowsDevice.create(config(Layer.L2), win)
+    assert len(machine.taps) == 2 and dev.created == "ROOT\\NET\\0000" and dev.owned
+    assert dev.name() == "TAP 1"
+    dev.close()
+    assert machine.taps == [(TAP_GUID, "root\\tap0901")], "the added adapter was not removed"
+    assert not win.open_handles()
+
+
+def test_an_adapter_tunlab_only_opened_is_never_removed() -> None:
+    machine = tap_machine()
+    machine.tap_driver = True
+    win = FakeWin32(machine)
+    dev = TapWindowsDevice.create(config(Layer.L2), win)
+    assert dev.created is None and not dev.owned
+    dev.close()
+    assert machine.taps == [(TAP_GUID, "root\\tap0901")]
+    assert "SetupDiCallClassInstaller(DIF_REMOVE)" not in win.names()
+
+
+def test_an_added_adapter_whose_configuration_fails_is_removed() -> None:
+    machine = FakeWindows(tap_driver=True)
+    win = FakeWin32(machine)
+    win.fail("CreateUnicastIpAddressEntry", W.ERROR_INVALID_PARAMETER)
+    with pytest.raises(OSError, match="adding 198.18.0.1/24"):
+        TapWindowsDevice.create(config(Layer.L2), win)
+    assert not machine.taps and not machine.devices and not win.open_handles()
 
 
 def test_a_failed_tap_configuration_closes_the_file_and_takes_back_the_addresses() -> None:

@@ -44,6 +44,8 @@ class FakeWindows:
     tap_mtu: int = 1500
     tap_mac: bytes = bytes.fromhex("00ff2a3b4c5d")
     no_dll: bool = False
+    tap_driver: bool = False  # the tap-windows6 driver package is in the driver store
+    devices: dict[str, uuid.UUID] = field(default_factory=dict)  # instance id -> adapter guid
 
 
 class FakeWin32(Win32):
@@ -249,6 +251,21 @@ class FakeWin32(Win32):
     def tap_adapters(self) -> list[tuple[uuid.UUID, str]]:
         self._record("RegEnumKey", W.ADAPTER_KEY)
         return list(self.m.taps)
+
+    def create_tap_adapter(self, hardware_id: str = W.TAP_HARDWARE_ID) -> tuple[str, uuid.UUID]:
+        self._record("SetupDiCallClassInstaller(DIF_INSTALLDEVICE)", hardware_id)
+        if not self.m.tap_driver:
+            raise win_error("SetupDiEnumDriverInfoW", W.ERROR_NO_COMPAT_DRIVERS)
+        guid = uuid.uuid4()
+        instance = f"ROOT\\NET\\{len(self.m.devices):04d}"
+        self.m.devices[instance] = guid
+        self.m.taps.append((guid, hardware_id))
+        return instance, guid
+
+    def remove_device(self, instance_id: str) -> None:
+        self._record("SetupDiCallClassInstaller(DIF_REMOVE)", instance_id)
+        guid = self.m.devices.pop(instance_id)
+        self.m.taps = [t for t in self.m.taps if t[0] != guid]
 
     def create_file(self, path: str) -> int:
         self._record("CreateFileW", path)

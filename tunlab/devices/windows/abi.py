@@ -92,9 +92,19 @@ TAP_DEVICE_PATH = "\\\\.\\Global\\{{{guid}}}.tap"  # USERMODEDEVICEDIR + {GUID} 
 # ---- SetupAPI (setupapi.h) to add a root-enumerated tap adapter -----------------------------------
 DICD_GENERATE_ID = 0x1
 SPDRP_HARDWAREID = 0x1
-DIF_REGISTERDEVICE = 0x19
+SPDIT_COMPATDRIVER = 0x2
+DIF_INSTALLDEVICE = 0x2
 DIF_REMOVE = 0x5
-INSTALLFLAG_FORCE = 0x1
+DIF_REGISTERDEVICE = 0x19
+DIF_INSTALLINTERFACES = 0x20
+DIF_REGISTER_COINSTALLERS = 0x22
+DICS_FLAG_GLOBAL = 0x1
+DIREG_DRV = 0x2
+KEY_QUERY_VALUE = 0x1
+LINE_LEN = 256
+ERROR_NO_DRIVER_SELECTED = 0xE0000203  # APPLICATION_ERROR_MASK | ERROR_SEVERITY_ERROR | 0x203
+ERROR_NO_COMPAT_DRIVERS = 0xE0000228
+TAP_HARDWARE_ID = "root\\tap0901"
 
 
 # ---- structures ---------------------------------------------------------------------------------------
@@ -220,6 +230,40 @@ class OVERLAPPED(ctypes.Structure):
         ("Offset", c_uint32),
         ("OffsetHigh", c_uint32),
         ("hEvent", ctypes.c_void_p),
+    ]
+
+
+WCHAR = c_uint16  # 2 bytes as on Windows; ctypes.c_wchar is 4 bytes on Linux and macOS
+
+
+def wide(chars: ctypes.Array[c_uint16]) -> str:
+    """A NUL-terminated WCHAR array as text."""
+    return bytes(chars).decode("utf-16-le").split("\0", 1)[0]
+
+
+class SP_DEVINFO_DATA(ctypes.Structure):
+    _fields_ = [
+        ("cbSize", c_uint32),
+        ("ClassGuid", GUID),
+        ("DevInst", c_uint32),
+        ("Reserved", ctypes.c_void_p),
+    ]
+
+
+class FILETIME(ctypes.Structure):
+    _fields_ = [("dwLowDateTime", c_uint32), ("dwHighDateTime", c_uint32)]
+
+
+class SP_DRVINFO_DATA_V2_W(ctypes.Structure):
+    _fields_ = [
+        ("cbSize", c_uint32),
+        ("DriverType", c_uint32),
+        ("Reserved", ctypes.c_void_p),
+        ("Description", WCHAR * LINE_LEN),
+        ("MfgName", WCHAR * LINE_LEN),
+        ("ProviderName", WCHAR * LINE_LEN),
+        ("DriverDate", FILETIME),
+        ("DriverVersion", c_uint64),
     ]
 
 

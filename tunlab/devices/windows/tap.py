@@ -3,9 +3,9 @@
 Adapters are found in the registry by ComponentId (root\\tap0901 or tap0901) and opened as
 \\\\.\\Global\\{GUID}.tap, which the driver lets one program hold at a time. Each ReadFile or
 WriteFile moves one Ethernet frame; reads are overlapped, and the read's event is the
-readiness handle. tunlab does not add or remove adapters (the driver's own tools do:
-`tapctl create --hwid root\\tap0901`); on close it takes back the addresses and routes it set,
-reports the media disconnected and closes the file.
+readiness handle. With no free adapter, one is added through SetupAPI (the driver must be in
+the driver store) and removed on close; an adapter tunlab only opened stays, and on close gets
+back the addresses and routes it had, with its media reported disconnected.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import ctypes
 import ipaddress
 import struct
 import threading
+import time
 import uuid
 from typing import ClassVar, NoReturn
 
@@ -40,8 +41,8 @@ CAPABILITIES = frozenset(
 )
 READ_SIZE = 14 + 4 + 65535  # Ethernet header, an 802.1Q tag, the largest frame the driver passes
 INSTALL_HINT = (
-    "install the tap-windows6 driver (OpenVPN's tap-windows 9.x: OemVista.inf, hardware id "
-    "root\\tap0901) and add an adapter with `tapctl create --hwid root\\tap0901`"
+    "install OpenVPN's tap-windows6 driver (tap-windows 9.21+, hardware id root\\tap0901) into the "
+    "driver store, e.g. `pnputil /add-driver OemVista.inf /install`; tunlab then adds an adapter itself"
 )
 
 
@@ -50,8 +51,11 @@ class TapWindowsDevice(DeviceBackend):
 
     platform: ClassVar[str] = "win32"
 
-    def __init__(self, win: Win32, handle: int, guid: uuid.UUID, name: str, luid: int) -> None:
-        super().__init__(Layer.L2, owned=False, capabilities=CAPABILITIES)
+    def __init__(
+        self, win: Win32, handle: int, guid: uuid.UUID, name: str, luid: int, *, created: str | None = None
+    ) -> None:
+        super().__init__(Layer.L2, owned=created is not None, capabilities=CAPABILITIES)
+        self.created = created  # the device instance id of an adapter tunlab added
         self.win = win
         self.handle: int | None = handle
         self.guid = guid
@@ -76,47 +80,102 @@ class TapWindowsDevice(DeviceBackend):
 
     @classmethod
     def create(cls, config: DeviceConfig, win: Win32 | None = None) -> TapWindowsDevice:
+        """Open a free tap-windows6 adapter (the one named by .name(), if given); with none free
+        and no name asked for, add one (removed again on close)."""
         win = win or Win32()
         try:
             adapters = win.tap_adapters()
-        except OSError as exc:
-            raise TunUnavailableError(f"no tap-windows6 adapter ({exc}): {INSTALL_HINT}") from None
-        if not adapters:
-            raise TunUnavailableError(f"no tap-windows6 adapter on this machine: {INSTALL_HINT}")
+        except OSError:
+            adapters = []  # no adapter has ever been installed: the class key has none
         busy: list[str] = []
+        names: list[str] = []
         for guid, _component in adapters:
             luid = win.guid_to_luid(guid)
             name = win.luid_to_alias(luid)
+            names.append(name)
             if config.name is not None and name != config.name:
                 continue
-            try:
-                handle = win.create_file(W.TAP_DEVICE_PATH.format(guid=str(guid).upper()))
-            except OSError as exc:
-                code = winerror_of(exc)
-                if code == W.ERROR_SHARING_VIOLATION:
-                    busy.append(name)
-                    continue
-                if code == W.ERROR_ACCESS_DENIED:
-                    raise DevicePermissionError(f"opening TAP adapter '{name}' needs Administrator") from None
-                if code == W.ERROR_FILE_NOT_FOUND:
-                    busy.append(f"{name} (disabled)")
-                    continue
-                raise DeviceError(f"opening TAP adapter '{name}' failed: {exc.strerror or exc}") from None
-            dev = cls(win, handle, guid, name, luid)
-            try:
-                dev.check_driver()
-                dev.configure(config.link_settings())
-            except BaseException:
-                dev.close()
-                raise
-            return dev
-        if config.name is not None and not busy:
-            names = ", ".join(win.luid_to_alias(win.guid_to_luid(g)) for g, _ in adapters)
-            raise TunUnavailableError(f"no tap-windows6 adapter named '{config.name}' (there are: {names})")
-        raise InterfaceExistsError(
-            f"every tap-windows6 adapter is open in another program ({', '.join(busy)}): the driver "
-            f"allows one at a time; close it, or {INSTALL_HINT.split(' and ')[1]}"
-        )
+            handle = cls._open(win, guid, name, busy)
+            if handle is not None:
+                return cls._configured(win, handle, guid, name, luid, config, created=None)
+        if config.name is not None and config.name not in names:
+            raise TunUnavailableError(
+                f"no tap-windows6 adapter named '{config.name}' (there are: {', '.join(names) or 'none'})"
+            )
+        if config.name is not None:
+            raise InterfaceExistsError(
+                f"TAP adapter '{config.name}' is open in another program: the driver allows one at a time"
+            )
+        return cls._add(win, config, busy)
+
+    @classmethod
+    def _open(cls, win: Win32, guid: uuid.UUID, name: str, busy: list[str]) -> int | None:
+        try:
+            return win.create_file(W.TAP_DEVICE_PATH.format(guid=str(guid).upper()))
+        except OSError as exc:
+            code = winerror_of(exc)
+            if code == W.ERROR_SHARING_VIOLATION:
+                busy.append(name)
+                return None
+            if code == W.ERROR_FILE_NOT_FOUND:
+                busy.append(f"{name} (disabled)")
+                return None
+            if code == W.ERROR_ACCESS_DENIED:
+                raise DevicePermissionError(f"opening TAP adapter '{name}' needs Administrator") from None
+            raise DeviceError(f"opening TAP adapter '{name}' failed: {exc.strerror or exc}") from None
+
+    @classmethod
+    def _add(cls, win: Win32, config: DeviceConfig, busy: list[str]) -> TapWindowsDevice:
+        """A new root\\tap0901 adapter through SetupAPI, opened and configured, or nothing left."""
+        try:
+            instance, guid = win.create_tap_adapter(W.TAP_HARDWARE_ID)
+        except OSError as exc:
+            code = winerror_of(exc)
+            also = f" (the adapters there are open elsewhere: {', '.join(busy)})" if busy else ""
+            if code in (W.ERROR_NO_COMPAT_DRIVERS, W.ERROR_NO_DRIVER_SELECTED):
+                raise TunUnavailableError(
+                    f"no free TAP adapter and none can be added{also}: {INSTALL_HINT}"
+                ) from None
+            if code == W.ERROR_ACCESS_DENIED:
+                raise DevicePermissionError(
+                    "adding a TAP adapter needs Administrator (run elevated)"
+                ) from None
+            raise DeviceError(f"adding a tap-windows6 adapter failed{also}: {exc.strerror or exc}") from None
+        try:
+            luid = win.guid_to_luid(guid)
+            name = win.luid_to_alias(luid)
+            handle = None
+            for _ in range(50):  # the new adapter's device file appears once it has started
+                handle = cls._open(win, guid, name, [])
+                if handle is not None:
+                    break
+                time.sleep(0.1)
+            if handle is None:
+                raise DeviceError(f"the new TAP adapter '{name}' did not start: see Device Manager")
+        except BaseException:
+            win.remove_device(instance)
+            raise
+        return cls._configured(win, handle, guid, name, luid, config, created=instance)
+
+    @classmethod
+    def _configured(
+        cls,
+        win: Win32,
+        handle: int,
+        guid: uuid.UUID,
+        name: str,
+        luid: int,
+        config: DeviceConfig,
+        created: str | None,
+    ) -> TapWindowsDevice:
+        dev = cls(win, handle, guid, name, luid, created=created)
+        try:
+            dev.check_driver()
+            dev.configure(config.link_settings())
+        except BaseException:
+            dev.close()
+            raise
+        return dev
 
     def check_driver(self) -> None:
         """GET_VERSION: 3 ULONGs (major, minor, debug); tunlab needs 9.21 or newer (IPv6, CONFIG_TUN)."""
@@ -298,3 +357,6 @@ class TapWindowsDevice(DeviceBackend):
             self.win.close_handle(handle)
             self.win.close_handle(int(self._ov.hEvent))
             self.win.close_handle(self._closing)
+            if self.created is not None:  # only an adapter tunlab added goes away
+                created, self.created = self.created, None
+                self.win.remove_device(created)

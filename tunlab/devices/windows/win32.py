@@ -54,6 +54,7 @@ class Win32:
         self._k32: Any = None
         self._ip: Any = None
         self._wt: Any = None
+        self._sa: Any = None
         self._logger_ref: Any = None
 
     # ---- loading ------------------------------------------------------------------------------
@@ -156,6 +157,46 @@ class Win32:
             _proto(d.WintunSetLogger, None, [c_void_p])
             self._wt = d
         return self._wt
+
+    @property
+    def sa(self) -> Any:
+        """setupapi.dll and advapi32's RegQueryValueExW, for adding and removing TAP adapters."""
+        if self._sa is None:
+            d = self._dll("setupapi")
+            dev, info, drv = c_void_p, POINTER(W.SP_DEVINFO_DATA), POINTER(W.SP_DRVINFO_DATA_V2_W)
+            guid = POINTER(W.GUID)
+            _proto(d.SetupDiCreateDeviceInfoList, dev, [guid, c_void_p])
+            _proto(
+                d.SetupDiCreateDeviceInfoW,
+                ctypes.c_int,
+                [dev, c_wchar_p, guid, c_wchar_p, c_void_p, c_uint32, info],
+            )
+            _proto(d.SetupDiOpenDeviceInfoW, ctypes.c_int, [dev, c_wchar_p, c_void_p, c_uint32, info])
+            _proto(
+                d.SetupDiSetDeviceRegistryPropertyW, ctypes.c_int, [dev, info, c_uint32, c_void_p, c_uint32]
+            )
+            _proto(d.SetupDiBuildDriverInfoList, ctypes.c_int, [dev, info, c_uint32])
+            _proto(d.SetupDiEnumDriverInfoW, ctypes.c_int, [dev, info, c_uint32, c_uint32, drv])
+            _proto(d.SetupDiSetSelectedDriverW, ctypes.c_int, [dev, info, drv])
+            _proto(d.SetupDiCallClassInstaller, ctypes.c_int, [c_uint32, dev, info])
+            _proto(
+                d.SetupDiGetDeviceInstanceIdW,
+                ctypes.c_int,
+                [dev, info, c_wchar_p, c_uint32, POINTER(c_uint32)],
+            )
+            _proto(d.SetupDiOpenDevRegKey, c_void_p, [dev, info, c_uint32, c_uint32, c_uint32, c_uint32])
+            _proto(d.SetupDiDestroyDriverInfoList, ctypes.c_int, [dev, info, c_uint32])
+            _proto(d.SetupDiDestroyDeviceInfoList, ctypes.c_int, [dev])
+            reg = self._dll("advapi32")
+            _proto(
+                reg.RegQueryValueExW,
+                ctypes.c_long,
+                [c_void_p, c_wchar_p, c_void_p, c_void_p, c_void_p, POINTER(c_uint32)],
+            )
+            _proto(reg.RegCloseKey, ctypes.c_long, [c_void_p])
+            d.reg = reg
+            self._sa = d
+        return self._sa
 
     def _fail(self, function: str, code: int | None = None) -> OSError:
         return win_error(function, self._last_error() if code is None else code)
@@ -427,6 +468,95 @@ class Win32:
                 if component in W.TAP_COMPONENT_IDS:
                     found.append((uuid.UUID(instance.strip("{}")), component))
         return found
+
+    def create_tap_adapter(self, hardware_id: str = W.TAP_HARDWARE_ID) -> tuple[str, uuid.UUID]:
+        """Add a root-enumerated tap-windows6 adapter with the driver already in the store, as
+        tapctl does (register the device, pick the newest compatible driver, install); returns
+        (device instance id, NetCfgInstanceId). Removed again if any step fails."""
+        sa = self.sa
+        klass = W.GUID.from_uuid(W.GUID_DEVCLASS_NET)
+        devs = sa.SetupDiCreateDeviceInfoList(byref(klass), None)
+        if not devs or int(devs) == W.INVALID_HANDLE_VALUE:
+            raise self._fail("SetupDiCreateDeviceInfoList")
+        info = W.SP_DEVINFO_DATA(cbSize=ctypes.sizeof(W.SP_DEVINFO_DATA))
+        registered = False
+        try:
+            if not sa.SetupDiCreateDeviceInfoW(
+                devs, "Net", byref(klass), None, None, W.DICD_GENERATE_ID, byref(info)
+            ):
+                raise self._fail("SetupDiCreateDeviceInfoW")
+            ids = ctypes.create_unicode_buffer(hardware_id + "\0")  # REG_MULTI_SZ: ends in two NULs
+            size = (len(hardware_id) + 2) * 2
+            if not sa.SetupDiSetDeviceRegistryPropertyW(devs, byref(info), W.SPDRP_HARDWAREID, ids, size):
+                raise self._fail("SetupDiSetDeviceRegistryPropertyW")
+            if not sa.SetupDiBuildDriverInfoList(devs, byref(info), W.SPDIT_COMPATDRIVER):
+                raise self._fail("SetupDiBuildDriverInfoList")
+            best: W.SP_DRVINFO_DATA_V2_W | None = None
+            for i in range(64):
+                drv = W.SP_DRVINFO_DATA_V2_W(cbSize=ctypes.sizeof(W.SP_DRVINFO_DATA_V2_W))
+                if not sa.SetupDiEnumDriverInfoW(devs, byref(info), W.SPDIT_COMPATDRIVER, i, byref(drv)):
+                    break
+                if best is None or drv.DriverVersion > best.DriverVersion:
+                    best = drv
+            if best is None:
+                raise win_error("SetupDiEnumDriverInfoW", W.ERROR_NO_COMPAT_DRIVERS)
+            if not sa.SetupDiSetSelectedDriverW(devs, byref(info), byref(best)):
+                raise self._fail("SetupDiSetSelectedDriverW")
+            if not sa.SetupDiCallClassInstaller(W.DIF_REGISTERDEVICE, devs, byref(info)):
+                raise self._fail("SetupDiCallClassInstaller(DIF_REGISTERDEVICE)")
+            registered = True
+            for dif in (W.DIF_REGISTER_COINSTALLERS, W.DIF_INSTALLINTERFACES):
+                sa.SetupDiCallClassInstaller(dif, devs, byref(info))  # optional steps, as tapctl
+            if not sa.SetupDiCallClassInstaller(W.DIF_INSTALLDEVICE, devs, byref(info)):
+                raise self._fail("SetupDiCallClassInstaller(DIF_INSTALLDEVICE)")
+            instance = ctypes.create_unicode_buffer(512)
+            if not sa.SetupDiGetDeviceInstanceIdW(devs, byref(info), instance, 512, None):
+                raise self._fail("SetupDiGetDeviceInstanceIdW")
+            guid = self._net_cfg_instance_id(devs, info)
+            return instance.value, guid
+        except BaseException:
+            if registered:
+                sa.SetupDiCallClassInstaller(W.DIF_REMOVE, devs, byref(info))
+            raise
+        finally:
+            sa.SetupDiDestroyDriverInfoList(devs, byref(info), W.SPDIT_COMPATDRIVER)
+            sa.SetupDiDestroyDeviceInfoList(devs)
+
+    def _net_cfg_instance_id(self, devs: Any, info: W.SP_DEVINFO_DATA) -> uuid.UUID:
+        """The adapter's GUID from its driver key (it appears once the install has run)."""
+        import time
+
+        sa = self.sa
+        for _ in range(50):
+            key = sa.SetupDiOpenDevRegKey(
+                devs, byref(info), W.DICS_FLAG_GLOBAL, 0, W.DIREG_DRV, W.KEY_QUERY_VALUE
+            )
+            if key and int(key) != W.INVALID_HANDLE_VALUE:
+                try:
+                    buf = ctypes.create_unicode_buffer(64)
+                    size = c_uint32(ctypes.sizeof(buf))
+                    if sa.reg.RegQueryValueExW(key, "NetCfgInstanceId", None, None, buf, byref(size)) == 0:
+                        return uuid.UUID(buf.value.strip("{}"))
+                finally:
+                    sa.reg.RegCloseKey(key)
+            time.sleep(0.1)
+        raise win_error("SetupDiOpenDevRegKey(NetCfgInstanceId)", W.ERROR_FILE_NOT_FOUND)
+
+    def remove_device(self, instance_id: str) -> None:
+        """Remove a device tunlab added (DIF_REMOVE on its instance id)."""
+        sa = self.sa
+        klass = W.GUID.from_uuid(W.GUID_DEVCLASS_NET)
+        devs = sa.SetupDiCreateDeviceInfoList(byref(klass), None)
+        if not devs or int(devs) == W.INVALID_HANDLE_VALUE:
+            raise self._fail("SetupDiCreateDeviceInfoList")
+        try:
+            info = W.SP_DEVINFO_DATA(cbSize=ctypes.sizeof(W.SP_DEVINFO_DATA))
+            if not sa.SetupDiOpenDeviceInfoW(devs, instance_id, None, 0, byref(info)):
+                raise self._fail("SetupDiOpenDeviceInfoW")
+            if not sa.SetupDiCallClassInstaller(W.DIF_REMOVE, devs, byref(info)):
+                raise self._fail("SetupDiCallClassInstaller(DIF_REMOVE)")
+        finally:
+            sa.SetupDiDestroyDeviceInfoList(devs)
 
     def readable_address(self, address: int, size: int) -> bytes:
         return ctypes.string_at(address, size)
