@@ -395,3 +395,17 @@ def test_the_dispatcher_picks_wintun_or_tap_by_layer(monkeypatch: pytest.MonkeyP
         assert isinstance(tap.backend, TapWindowsDevice)
     with pytest.raises(UnsupportedOperationError, match="offload.*win32"):
         DeviceBuilder().backend("win32").offload(True).build_sync()
+
+
+def test_windows_adapter_names_may_hold_spaces_and_be_long(monkeypatch: pytest.MonkeyPatch) -> None:
+    win = FakeWin32(tap_machine())
+    monkeypatch.setattr(WindowsDevice, "win32", classmethod(lambda cls, dll=None: win))
+    with DeviceBuilder().backend("win32").name("tunlab VPN adapter 2").build_sync() as dev:
+        assert dev.name == "tunlab VPN adapter 2"
+    with DeviceBuilder().backend("win32").layer(Layer.L2).name("TAP 0").build_sync() as tap:
+        assert tap.name == "TAP 0"
+    with pytest.raises(ValueError, match="1 to 127 characters"):
+        DeviceBuilder().backend("win32").name("x" * 200).check()
+    # the same name is refused for a Unix backend, before anything is made
+    with pytest.raises(ValueError, match="whitespace"):
+        DeviceBuilder().backend("memory").name("tunlab VPN").check()

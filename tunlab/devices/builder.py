@@ -24,7 +24,7 @@ from tunlab.devices.config import (
     requirements,
 )
 from tunlab.devices.layer import Layer
-from tunlab.devices.platform import backend_class
+from tunlab.devices.platform import backend_class, current_platform
 from tunlab.devices.sync import SyncDevice
 from tunlab.errors import UnsupportedOperationError
 
@@ -53,8 +53,15 @@ class DeviceBuilder:
         return self._config
 
     def name(self, name: str) -> Self:
-        self._config.name = check_name(name)
+        """The interface's name (on Windows the adapter's, which may hold spaces)."""
+        self._config.name = check_name(name, windows=self._target_platform() == "win32")
         return self
+
+    def _target_platform(self) -> str:
+        """The platform the device will be made for: the chosen backend's, else this OS's."""
+        if isinstance(self._backend, type):
+            return self._backend.platform
+        return self._backend or current_platform()
 
     def layer(self, layer: Layer) -> Self:
         if not isinstance(layer, Layer):
@@ -197,6 +204,8 @@ class DeviceBuilder:
         if cfg.mac is not None and cfg.layer is not Layer.L2:
             raise ValueError("mac_addr: only TAP devices have a MAC address; add .layer(Layer.L2)")
         cls = self._backend_class()
+        if cfg.name is not None:  # the rules are the chosen backend's, not this OS's
+            check_name(cfg.name, windows=cls.platform == "win32")
         caps = cls.capabilities_for(cfg.layer)
         missing = [(option, cap) for option, cap in requirements(cfg) if cap not in caps]
         if missing:

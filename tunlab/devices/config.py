@@ -81,10 +81,22 @@ class DeviceConfig:
 _BAD_NAME_BYTES = frozenset(b"/:\x00\t\n\v\f\r \xa0")
 
 
-def check_name(name: object, option: str = "name") -> str:
-    """An interface name the kernel will accept: 1-15 bytes, not . or .., no '/', ':' or space."""
+WINDOWS_NAME_MAX = 127  # Wintun: MAX_ADAPTER_NAME - 1 WCHARs
+
+
+def check_name(name: object, option: str = "name", *, windows: bool = False) -> str:
+    """An interface name the kernel will accept: 1-15 bytes, not . or .., no '/', ':' or space
+    (Unix); on Windows an adapter name of 1-127 characters without control characters."""
     if not isinstance(name, str):
         raise TypeError(f"{option}: expected a str, got {type(name).__name__}")
+    if windows:
+        if not name or len(name) > WINDOWS_NAME_MAX:
+            raise ValueError(
+                f"{option}: adapter name {name!r} must have 1 to {WINDOWS_NAME_MAX} characters ({len(name)})"
+            )
+        if any(ord(c) < 0x20 for c in name):
+            raise ValueError(f"{option}: adapter name {name!r} contains a control character")
+        return name
     try:
         raw = name.encode()
     except UnicodeEncodeError:

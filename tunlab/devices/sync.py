@@ -294,7 +294,7 @@ class SyncDevice:
 
     def set_name(self, name: str) -> None:
         self._backend.require("set_name", Capability.SET_NAME)
-        self._backend.set_name(check_name(name, "set_name"))
+        self._backend.set_name(check_name(name, "set_name", windows=self.platform == "win32"))
 
     @property
     def if_index(self) -> int:
