@@ -409,3 +409,37 @@ def test_windows_adapter_names_may_hold_spaces_and_be_long(monkeypatch: pytest.M
     # the same name is refused for a Unix backend, before anything is made
     with pytest.raises(ValueError, match="whitespace"):
         DeviceBuilder().backend("memory").name("tunlab VPN").check()
+
+
+def test_trio_waits_on_the_handles_with_wait_for_single_object(monkeypatch: pytest.MonkeyPatch) -> None:
+    """trio.lowlevel.WaitForSingleObject exists on Windows only: here it is a stand-in that
+    waits on the double's events the way trio's does (until the handle is signalled)."""
+    trio = pytest.importorskip("trio")
+    win, dev = wintun()
+    waited: list[int] = []
+
+    async def wait_for_single_object(handle: int) -> None:
+        waited.append(handle)
+        while not win._events.get(handle, True):
+            await trio.sleep(0.01)
+
+    monkeypatch.setattr(trio.lowlevel, "WaitForSingleObject", wait_for_single_object, raising=False)
+    adev = AsyncDevice(SyncDevice(dev))
+
+    async def main() -> bytes:
+        threading.Timer(0.1, win.deliver, (session(win), PACKET)).start()
+        with trio.fail_after(5):
+            got = await adev.recv()
+
+        async def closer() -> None:
+            await trio.sleep(0.1)
+            await adev.aclose()
+
+        async with trio.open_nursery() as n:
+            n.start_soon(closer)
+            with pytest.raises(DeviceClosedError):
+                await adev.recv()  # close wakes it through the close event
+        return got
+
+    assert trio.run(main) == PACKET
+    assert win.read_events == {} and set(waited) >= {dev._closing}

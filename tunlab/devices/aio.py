@@ -106,10 +106,12 @@ class AsyncDevice:
         self._check_open()
         target = self._readiness.target(write)
         if _runtime() == "trio":
-            if target is None:
-                await self._wait_thread(write)
-            else:
+            if target is not None:
                 await self._wait_trio(target, write)
+            elif self._readiness.wait_handles() is not None:
+                await self._wait_trio_handles(write)
+            else:
+                await self._wait_thread(write)
             return
         loop = asyncio.get_running_loop()
         if target is None or not self._watch(loop, target, write):
@@ -161,6 +163,30 @@ class AsyncDevice:
             self._check_open()
             if done is Ready.READY:
                 return
+
+    async def _wait_trio_handles(self, write: bool) -> None:
+        """Windows under trio: trio.lowlevel.WaitForSingleObject on the read and close events
+        (whichever comes first), then look again."""
+        import trio
+
+        readiness = self._readiness
+        if write:
+            return  # writes never wait on these devices (a full ring is reported by send)
+        wait_for = getattr(trio.lowlevel, "WaitForSingleObject")  # noqa: B009 (Windows only)
+        while True:
+            self._check_open()
+            if readiness.ready_now():
+                return
+            handles = readiness.wait_handles() or ()
+            with readiness.holding():
+                async with trio.open_nursery() as nursery:
+
+                    async def first(handle: int) -> None:
+                        await wait_for(handle)
+                        nursery.cancel_scope.cancel()
+
+                    for handle in handles:
+                        nursery.start_soon(first, handle)
 
     async def _wait_trio(self, target: PollTarget, write: bool) -> None:
         """trio lets one task wait per fd and direction: the others wait on its Event."""
@@ -432,6 +458,25 @@ class AsyncDevice:
             self._wake_threads.close()
 
     async def aclose(self) -> None:
+        """close(), first letting tasks that wait on OS handles in this loop's thread (trio on
+        Windows) wake and leave, so no handle is closed under a wait."""
+        readiness = self._readiness
+        if readiness.wait_handles() is not None and not self._closed:
+            self._closing()
+            readiness.begin_close()
+            for _ in range(200):
+                if not readiness.waiters():
+                    break
+                if _runtime() == "trio":
+                    import trio
+
+                    await trio.sleep(0.01)
+                else:
+                    await asyncio.sleep(0.01)
+            self._dev.close()
+            if self._wake_threads is not None:
+                self._wake_threads.close()
+            return
         self.close()
 
     async def __aenter__(self) -> Self:

@@ -9,6 +9,7 @@ in a worker thread. Either way the callers above the backend never see which one
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import select
 import time
@@ -59,6 +60,26 @@ class Readiness:
     def target(self, write: bool = False) -> PollTarget | None:
         """The fd (and event) to poll for this direction, or None when there is no fd."""
         return self._write if write else self._read
+
+    def wait_handles(self) -> tuple[int, ...] | None:
+        """OS handles whose signal means 'read again' where there is no fd (Windows), for event
+        loops that wait on handles themselves (trio's WaitForSingleObject); None otherwise."""
+        return None
+
+    def ready_now(self) -> bool:
+        """Whether a read would find a frame right now (only asked where wait_handles() is set)."""
+        return False
+
+    def begin_close(self) -> None:
+        """Wake every waiter before the device closes (where waits are on handles: Windows)."""
+
+    def waiters(self) -> int:
+        """How many waits are in progress (counted where close must wait for them: Windows)."""
+        return 0
+
+    def holding(self) -> contextlib.AbstractContextManager[None]:
+        """Held by a waiter outside wait() (trio on Windows), so close() waits for it to leave."""
+        return contextlib.nullcontext()
 
     def wait(
         self,

@@ -4,16 +4,17 @@ mirror event and the device's close event."""
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from tunlab.devices.interrupt import InterruptEvent
 from tunlab.devices.readiness import Readiness, Ready
 from tunlab.devices.windows import abi as W
 from tunlab.devices.windows.win32 import Win32
-from tunlab.errors import DeviceClosedError
+from tunlab.errors import DeviceClosedError, DeviceError
 
 _mirrors: weakref.WeakKeyDictionary[InterruptEvent, int] = weakref.WeakKeyDictionary()
 _mirror_lock = threading.Lock()
@@ -44,6 +45,24 @@ class HandleReadiness(Readiness):
         self._waiters = 0
         self._idle = threading.Condition()
 
+    def wait_handles(self) -> tuple[int, ...]:
+        """The read event and the close event (trio waits on each with WaitForSingleObject);
+        only the close event while the device is down or closed."""
+        try:
+            return (self._handle(), self.closing)
+        except DeviceError:
+            return (self.closing,)
+
+    def ready_now(self) -> bool:
+        return self._poll()
+
+    def begin_close(self) -> None:
+        self.win.set_event(self.closing)
+
+    def waiters(self) -> int:
+        with self._idle:
+            return self._waiters
+
     def drain(self, timeout: float = 2.0) -> None:
         """After `closing` is signalled: wait until every waiter has left, so the handles they
         wait on can be closed under no one (Windows leaves that undefined)."""
@@ -59,10 +78,15 @@ class HandleReadiness(Readiness):
     ) -> Ready:
         if write:
             return Ready.READY
+        with self.holding():
+            return self._wait_read(timeout, interrupt)
+
+    @contextlib.contextmanager
+    def holding(self) -> Iterator[None]:
         with self._idle:
             self._waiters += 1
         try:
-            return self._wait_read(timeout, interrupt)
+            yield
         finally:
             with self._idle:
                 self._waiters -= 1
