@@ -23,7 +23,7 @@ from typing import ClassVar
 from tunlab.devices.backend import Bytes, DeviceBackend, FrameFormat, WritableBuffer
 from tunlab.devices.bsd import abi as A
 from tunlab.devices.bsd import wire
-from tunlab.devices.bsd.device import AfHeaderFrames, BsdFamilyDevice
+from tunlab.devices.bsd.device import FAMILY_CAPABILITIES, AfHeaderFrames, BsdFamilyDevice
 from tunlab.devices.bsd.system import System
 from tunlab.devices.capabilities import Capability
 from tunlab.devices.config import DeviceConfig, LinkSettings
@@ -38,18 +38,7 @@ from tunlab.errors import (
 UNITS = 256  # /dev/tun0../dev/tun255, as the MAKEDEV-made nodes go
 DAD_WAIT = 3.0  # seconds an OS without a no-DAD flag may keep an address tentative
 
-_COMMON = frozenset(
-    {
-        Capability.ADDRESSES,
-        Capability.MTU,
-        Capability.ENABLE,
-        Capability.IF_INDEX,
-        Capability.FD,
-        Capability.BROADCAST,
-        Capability.FROM_FD,
-        Capability.VECTORED,
-    }
-)
+_COMMON = FAMILY_CAPABILITIES | {Capability.FROM_FD, Capability.VECTORED}
 TUN_CAPS = _COMMON | {Capability.PACKET_INFORMATION}
 TAP_CAPS = _COMMON | {Capability.TAP, Capability.MAC}
 

@@ -23,6 +23,19 @@ from tunlab.errors import DeviceClosedError, DeviceError
 AF_HEADER = 4
 
 
+# what every macOS/BSD interface offers: configured through one socket's ioctls, read through an fd
+FAMILY_CAPABILITIES = frozenset(
+    {
+        Capability.ADDRESSES,
+        Capability.MTU,
+        Capability.ENABLE,
+        Capability.IF_INDEX,
+        Capability.FD,
+        Capability.BROADCAST,
+    }
+)
+
+
 class BsdFamilyDevice(DeviceBackend):
     """A device with an fd whose interface is configured by name (subclasses do the I/O)."""
 

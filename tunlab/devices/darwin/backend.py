@@ -22,7 +22,7 @@ from typing import ClassVar
 from tunlab.devices.backend import Bytes, DeviceBackend, WritableBuffer
 from tunlab.devices.bsd import abi as A
 from tunlab.devices.bsd import bpf, wire
-from tunlab.devices.bsd.device import AfHeaderFrames, BsdFamilyDevice
+from tunlab.devices.bsd.device import FAMILY_CAPABILITIES, AfHeaderFrames, BsdFamilyDevice
 from tunlab.devices.bsd.system import System
 from tunlab.devices.capabilities import Capability
 from tunlab.devices.config import DeviceConfig
@@ -36,16 +36,7 @@ from tunlab.errors import (
 )
 
 ABI = A.DARWIN
-_COMMON = frozenset(
-    {
-        Capability.ADDRESSES,
-        Capability.MTU,
-        Capability.ENABLE,
-        Capability.IF_INDEX,
-        Capability.FD,
-        Capability.BROADCAST,
-    }
-)
+_COMMON = FAMILY_CAPABILITIES
 UTUN_CAPS = _COMMON | {Capability.FROM_FD, Capability.PACKET_INFORMATION}
 FETH_CAPS = (_COMMON - {Capability.FD}) | {Capability.TAP, Capability.MAC}  # BPF + AF_NDRV: no one fd
 

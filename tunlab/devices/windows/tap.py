@@ -13,19 +13,17 @@ from __future__ import annotations
 import ctypes
 import ipaddress
 import struct
-import threading
 import time
 import uuid
-from typing import ClassVar, NoReturn
+from typing import NoReturn
 
-from tunlab.devices.backend import Bytes, DeviceBackend, WritableBuffer
+from tunlab.devices.backend import Bytes
 from tunlab.devices.capabilities import Capability
-from tunlab.devices.config import DeviceConfig, LinkSettings
+from tunlab.devices.config import DeviceConfig
 from tunlab.devices.layer import Layer
-from tunlab.devices.readiness import Readiness
 from tunlab.devices.windows import abi as W
-from tunlab.devices.windows.ipconfig import IPAddress, IpConfig, IPInterface
-from tunlab.devices.windows.readiness import HandleReadiness
+from tunlab.devices.windows.adapter import WindowsAdapter
+from tunlab.devices.windows.ipconfig import IPAddress, IPInterface
 from tunlab.devices.windows.win32 import Win32, winerror_of
 from tunlab.errors import (
     DeviceClosedError,
@@ -46,32 +44,22 @@ INSTALL_HINT = (
 )
 
 
-class TapWindowsDevice(DeviceBackend):
+class TapWindowsDevice(WindowsAdapter):
     """One open tap-windows6 adapter."""
-
-    platform: ClassVar[str] = "win32"
 
     def __init__(
         self, win: Win32, handle: int, guid: uuid.UUID, name: str, luid: int, *, created: str | None = None
     ) -> None:
-        super().__init__(Layer.L2, owned=created is not None, capabilities=CAPABILITIES)
         self.created = created  # the device instance id of an adapter tunlab added
-        self.win = win
         self.handle: int | None = handle
         self.guid = guid
-        self._name = name
-        self.ip = IpConfig(win, luid)
         self.added: list[IPAddress] = []
-        self._closing = win.create_event()
         self._ov = W.OVERLAPPED()
         self._ov.hEvent = win.create_event()
         self._buf = (ctypes.c_char * READ_SIZE)()
         self._reading = False  # a ReadFile is outstanding into _buf
-        self._pending: bytes | None = None
-        self._lock = threading.Lock()
-        self._blocking = True
         self._up = False
-        self._readiness = HandleReadiness(win, lambda: int(self._ov.hEvent), self._poll, self._closing)
+        super().__init__(Layer.L2, win, name, luid, owned=created is not None, capabilities=CAPABILITIES)
 
     # ---- opening -----------------------------------------------------------------------------------
     @classmethod
@@ -106,7 +94,7 @@ class TapWindowsDevice(DeviceBackend):
             raise InterfaceExistsError(
                 f"TAP adapter '{config.name}' is open in another program: the driver allows one at a time"
             )
-        return cls._add(win, config, busy)
+        return cls._add_adapter(win, config, busy)
 
     @classmethod
     def _open(cls, win: Win32, guid: uuid.UUID, name: str, busy: list[str]) -> int | None:
@@ -125,7 +113,7 @@ class TapWindowsDevice(DeviceBackend):
             raise DeviceError(f"opening TAP adapter '{name}' failed: {exc.strerror or exc}") from None
 
     @classmethod
-    def _add(cls, win: Win32, config: DeviceConfig, busy: list[str]) -> TapWindowsDevice:
+    def _add_adapter(cls, win: Win32, config: DeviceConfig, busy: list[str]) -> TapWindowsDevice:
         """A new root\\tap0901 adapter through SetupAPI, opened and configured, or nothing left."""
         try:
             instance, guid = win.create_tap_adapter(W.TAP_HARDWARE_ID)
@@ -200,49 +188,25 @@ class TapWindowsDevice(DeviceBackend):
     def closed(self) -> bool:
         return self.handle is None
 
-    def _poll(self) -> bool:
-        """Take a finished read's frame, starting a read if none is outstanding; True if one is here."""
-        with self._lock:
-            if self._pending is not None:
-                return True
-            if self.handle is None:
-                raise DeviceClosedError()
-            if not self._reading:
-                self.win.reset_event(int(self._ov.hEvent))
-                got = self.win.start_read(self.handle, ctypes.addressof(self._buf), READ_SIZE, self._ov)
-                if got is not None:
-                    self._pending = self._buf.raw[:got]
-                    return True
-                self._reading = True
-                return False
-            if self.win.wait_any([int(self._ov.hEvent)], 0) is None:
-                return False
-            got = self.win.overlapped_result(self.handle, self._ov)
-            self._reading = False
-            self._pending = self._buf.raw[:got]
-            return True
+    def _read_handle(self) -> int:
+        return int(self._ov.hEvent)
 
-    def _next(self) -> bytes:
-        while True:
-            if self._poll():
-                with self._lock:
-                    frame, self._pending = self._pending, None
-                if frame is not None:
-                    return frame
-                continue
-            if not self._blocking:
-                raise BlockingIOError(11, "no frame from the TAP adapter")
-            self._readiness.wait()
-
-    def recv_into(self, buffer: WritableBuffer) -> int:
-        frame = self._next()
-        view = memoryview(buffer).cast("B")
-        n = min(len(frame), len(view))
-        view[:n] = frame[:n]
-        return n
-
-    def recv(self, bufsize: int) -> bytes:
-        return self._next()[:bufsize]
+    def _fill(self) -> bytes | None:
+        """A finished read's frame, starting a read if none is outstanding."""
+        if self.handle is None:
+            raise DeviceClosedError()
+        if not self._reading:
+            self.win.reset_event(int(self._ov.hEvent))
+            got = self.win.start_read(self.handle, ctypes.addressof(self._buf), READ_SIZE, self._ov)
+            if got is not None:
+                return self._buf.raw[:got]
+            self._reading = True
+            return None
+        if self.win.wait_any([int(self._ov.hEvent)], 0) is None:
+            return None
+        got = self.win.overlapped_result(self.handle, self._ov)
+        self._reading = False
+        return self._buf.raw[:got]
 
     def send(self, data: Bytes) -> int:
         if self.handle is None:
@@ -256,18 +220,6 @@ class TapWindowsDevice(DeviceBackend):
                 f"writing to TAP adapter '{self._name}' failed: {exc.strerror or exc}"
             ) from None
 
-    def readiness(self) -> Readiness:
-        self.check_open()
-        return self._readiness
-
-    def set_nonblocking(self, nonblocking: bool) -> None:
-        self.check_open()
-        self._blocking = not nonblocking
-
-    def is_nonblocking(self) -> bool:
-        self.check_open()
-        return not self._blocking
-
     # ---- configuration ------------------------------------------------------------------------------
     def unsupported(self, operation: str, capability: Capability | None = None) -> NoReturn:
         if capability is Capability.MAC:
@@ -278,49 +230,20 @@ class TapWindowsDevice(DeviceBackend):
             )
         super().unsupported(operation, capability)
 
-    def configure(self, settings: LinkSettings) -> None:
-        self.check_open()
-        if settings.mac is not None:
-            self.unsupported("set_mac_address", Capability.MAC)
-        if settings.tx_queue_len is not None:
-            self.unsupported("tx_queue_len", Capability.TX_QUEUE_LEN)
-        if settings.mtu is not None:
-            self.ip.set_mtu(settings.mtu)
-        if settings.enabled:
-            self._media(True)
-        for v4 in settings.ipv4:
-            self.ip.add_address(v4.interface, v4.destination)
-            self.added.append(v4.interface.ip)
-        for v6 in settings.ipv6:
-            self.ip.add_address(v6)
-            self.added.append(v6.ip)
-        if settings.enabled is False:
-            self._media(False)
+    def _add_address(self, iface: IPInterface, destination: ipaddress.IPv4Address | None = None) -> None:
+        super()._add_address(iface, destination)
+        self.added.append(iface.ip)  # taken back on close: the adapter is not tunlab's
+
+    def _set_up(self, up: bool) -> None:
+        self._media(up)
 
     def _media(self, connected: bool) -> None:
         """SET_MEDIA_STATUS: the cable plugged in (traffic flows) or out."""
         self._ioctl(W.TAP_IOCTL_SET_MEDIA_STATUS, struct.pack("<I", int(connected)), 4)
         self._up = connected
 
-    def name(self) -> str:
-        self.check_open()
-        return self._name
-
-    def if_index(self) -> int:
-        self.check_open()
-        return self.win.luid_to_index(self.ip.luid)
-
-    def mtu(self) -> int:
-        self.check_open()
-        return self.ip.mtu()
-
-    def addresses(self) -> list[IPInterface]:
-        self.check_open()
-        return self.ip.addresses()
-
     def remove_address(self, address: IPAddress) -> None:
-        self.check_open()
-        self.ip.remove_address(address)
+        super().remove_address(address)
         if address in self.added:
             self.added.remove(address)
 
@@ -328,15 +251,11 @@ class TapWindowsDevice(DeviceBackend):
         self.check_open()
         return self._up
 
-    def broadcast(self) -> ipaddress.IPv4Address | None:
-        self.unsupported("broadcast", Capability.BROADCAST)
-
     def close(self) -> None:
         handle = self.handle
         if handle is None:
             return
-        self.win.set_event(self._closing)
-        self._readiness.drain()
+        self._wake_all()
         try:
             for address in reversed(self.added):  # what tunlab set; the adapter itself stays
                 try:

@@ -9,21 +9,17 @@ Frames are bare IPv4/IPv6 packets, as on Linux TUN.
 from __future__ import annotations
 
 import ctypes
-import ipaddress
 import itertools
 import logging
 import os
 import threading
-from typing import ClassVar
 
-from tunlab.devices.backend import Bytes, DeviceBackend, WritableBuffer
+from tunlab.devices.backend import Bytes
 from tunlab.devices.capabilities import Capability
-from tunlab.devices.config import DeviceConfig, LinkSettings
+from tunlab.devices.config import DeviceConfig
 from tunlab.devices.layer import Layer
-from tunlab.devices.readiness import Readiness
 from tunlab.devices.windows import abi as W
-from tunlab.devices.windows.ipconfig import IPAddress, IpConfig, IPInterface
-from tunlab.devices.windows.readiness import HandleReadiness
+from tunlab.devices.windows.adapter import WindowsAdapter
 from tunlab.devices.windows.win32 import Win32, winerror_of
 from tunlab.errors import (
     DeviceClosedError,
@@ -60,34 +56,17 @@ def _route_log(win: Win32) -> None:
     win.set_logger(lambda level, _stamp, text: log.log(_LEVELS.get(level, logging.INFO), "%s", text))
 
 
-def _address(buffer: WritableBuffer) -> tuple[int, int]:
-    """(address, length) of a writable buffer, without copying it."""
-    view = memoryview(buffer).cast("B")
-    if view.readonly:
-        raise TypeError("recv_into needs a writable buffer")
-    holder = (ctypes.c_char * len(view)).from_buffer(view)
-    return ctypes.addressof(holder), len(view)
-
-
-class WintunDevice(DeviceBackend):
+class WintunDevice(WindowsAdapter):
     """One Wintun adapter and its session."""
 
-    platform: ClassVar[str] = "win32"
-
     def __init__(self, win: Win32, adapter: int, session: int, name: str, capacity: int) -> None:
-        super().__init__(Layer.L3, owned=True, capabilities=CAPABILITIES)
-        self.win = win
         self.adapter = adapter
         self.session: int | None = session
         self.capacity = capacity
-        self._name = name
-        self.ip = IpConfig(win, win.adapter_luid(adapter))
-        self._closing = win.create_event()
-        self._pending: bytes | None = None  # a packet taken out of the ring by a readiness check
-        self._lock = threading.Lock()
-        self._blocking = True
         self._closed = False
-        self._readiness = HandleReadiness(win, self._read_event, self._poll, self._closing)
+        super().__init__(
+            Layer.L3, win, name, win.adapter_luid(adapter), owned=True, capabilities=CAPABILITIES
+        )
 
     # ---- creation ------------------------------------------------------------------------------
     @classmethod
@@ -136,10 +115,10 @@ class WintunDevice(DeviceBackend):
             raise DeviceError("the adapter is down (enabled(False)): bring it up to move packets", 100)
         return self.session
 
-    def _read_event(self) -> int:
+    def _read_handle(self) -> int:
         return self.win.read_wait_event(self._live_session())
 
-    def _take(self) -> bytes | None:
+    def _fill(self) -> bytes | None:
         """The next packet out of the ring (copied, then released), or None if it is empty."""
         session = self._live_session()
         try:
@@ -157,34 +136,6 @@ class WintunDevice(DeviceBackend):
             return ctypes.string_at(address, size)
         finally:
             self.win.release(session, address)
-
-    def _poll(self) -> bool:
-        with self._lock:
-            if self._pending is None:
-                self._pending = self._take()
-            return self._pending is not None
-
-    def _next(self) -> bytes:
-        while True:
-            with self._lock:
-                packet, self._pending = self._pending, None
-                if packet is None:
-                    packet = self._take()
-            if packet is not None:
-                return packet
-            if not self._blocking:
-                raise BlockingIOError(11, "no packet in the Wintun ring")
-            self._readiness.wait()
-
-    def recv_into(self, buffer: WritableBuffer) -> int:
-        packet = self._next()
-        n = min(len(packet), len(memoryview(buffer).cast("B")))
-        address, _ = _address(buffer)
-        ctypes.memmove(address, packet, n)  # a short buffer truncates, as a TUN read does
-        return n
-
-    def recv(self, bufsize: int) -> bytes:
-        return self._next()[:bufsize]
 
     def send(self, data: Bytes) -> int:
         session = self._live_session()
@@ -207,70 +158,24 @@ class WintunDevice(DeviceBackend):
         self.win.send_packet(session, address)
         return len(view)
 
-    def readiness(self) -> Readiness:
-        self.check_open()
-        return self._readiness
-
-    def set_nonblocking(self, nonblocking: bool) -> None:
-        self.check_open()
-        self._blocking = not nonblocking
-
-    def is_nonblocking(self) -> bool:
-        self.check_open()
-        return not self._blocking
-
     # ---- configuration -----------------------------------------------------------------------------
-    def configure(self, settings: LinkSettings) -> None:
-        self.check_open()
-        if settings.mac is not None:
-            self.unsupported("set_mac_address", Capability.MAC)
-        if settings.tx_queue_len is not None:
-            self.unsupported("tx_queue_len", Capability.TX_QUEUE_LEN)
-        if settings.mtu is not None:
-            self.ip.set_mtu(settings.mtu)
-        if settings.enabled and self.session is None:
+    def _set_up(self, up: bool) -> None:
+        """A session is the link being up: none, and Windows sees the cable unplugged."""
+        if up and self.session is None:
             self.session = self.win.start_session(self.adapter, self.capacity)
-        for v4 in settings.ipv4:
-            self.ip.add_address(v4.interface, v4.destination)
-        for v6 in settings.ipv6:
-            self.ip.add_address(v6)
-        if settings.enabled is False and self.session is not None:
+        elif not up and self.session is not None:
             session, self.session = self.session, None
-            self.win.end_session(session)  # no session: Windows sees the cable unplugged
-
-    def name(self) -> str:
-        self.check_open()
-        return self._name
-
-    def if_index(self) -> int:
-        self.check_open()
-        return self.win.luid_to_index(self.ip.luid)
-
-    def mtu(self) -> int:
-        self.check_open()
-        return self.ip.mtu()
-
-    def addresses(self) -> list[IPInterface]:
-        self.check_open()
-        return self.ip.addresses()
-
-    def remove_address(self, address: IPAddress) -> None:
-        self.check_open()
-        self.ip.remove_address(address)
+            self.win.end_session(session)
 
     def is_running(self) -> bool:
         self.check_open()
         return self.session is not None
 
-    def broadcast(self) -> ipaddress.IPv4Address | None:
-        self.unsupported("broadcast", Capability.BROADCAST)
-
     def close(self) -> None:
         if self._closed:
             return
         self._closed = True
-        self.win.set_event(self._closing)  # wakes every waiter before the ring goes away
-        self._readiness.drain()
+        self._wake_all()  # before the ring goes away
         try:
             self.ip.remove_routes()
         finally:

@@ -1,0 +1,148 @@
+"""What the Wintun and tap-windows6 devices share: a network adapter configured through
+iphlpapi by its LUID, frames that arrive without an fd (a backend's `_fill()` takes one when
+there is one), and waits on event handles that close() wakes before anything goes away."""
+
+from __future__ import annotations
+
+import ipaddress
+import threading
+from typing import ClassVar
+
+from tunlab.devices.backend import DeviceBackend, WritableBuffer
+from tunlab.devices.capabilities import Capability
+from tunlab.devices.config import LinkSettings
+from tunlab.devices.layer import Layer
+from tunlab.devices.readiness import Readiness
+from tunlab.devices.windows.ipconfig import IPAddress, IpConfig, IPInterface
+from tunlab.devices.windows.readiness import HandleReadiness
+from tunlab.devices.windows.win32 import Win32
+
+
+class WindowsAdapter(DeviceBackend):
+    """An adapter with a pending-frame slot, a close event and a handle readiness."""
+
+    platform: ClassVar[str] = "win32"
+
+    def __init__(
+        self,
+        layer: Layer,
+        win: Win32,
+        name: str,
+        luid: int,
+        *,
+        owned: bool,
+        capabilities: frozenset[Capability],
+    ) -> None:
+        super().__init__(layer, owned=owned, capabilities=capabilities)
+        self.win = win
+        self._name = name
+        self.ip = IpConfig(win, luid)
+        self._closing = win.create_event()
+        self._pending: bytes | None = None  # a frame taken by a readiness check, not yet read
+        self._lock = threading.Lock()
+        self._blocking = True
+        self._readiness = HandleReadiness(win, self._read_handle, self._poll, self._closing)
+
+    # ---- what each device supplies --------------------------------------------------------------
+    def _read_handle(self) -> int:
+        """The event that is signalled when a frame may be there."""
+        raise NotImplementedError
+
+    def _fill(self) -> bytes | None:
+        """Take the next frame from the driver if one is there (called under the lock)."""
+        raise NotImplementedError
+
+    # ---- frames -----------------------------------------------------------------------------------
+    def _poll(self) -> bool:
+        with self._lock:
+            if self._pending is None:
+                self._pending = self._fill()
+            return self._pending is not None
+
+    def _next(self) -> bytes:
+        while True:
+            if self._poll():
+                with self._lock:
+                    frame, self._pending = self._pending, None
+                if frame is not None:
+                    return frame
+                continue
+            if not self._blocking:
+                raise BlockingIOError(11, f"no frame on '{self._name}' now")
+            self._readiness.wait()
+
+    def recv_into(self, buffer: WritableBuffer) -> int:
+        frame = self._next()
+        view = memoryview(buffer).cast("B")
+        n = min(len(frame), len(view))  # a short buffer truncates, as a TUN read does
+        view[:n] = frame[:n]
+        return n
+
+    def recv(self, bufsize: int) -> bytes:
+        return self._next()[:bufsize]
+
+    def readiness(self) -> Readiness:
+        self.check_open()
+        return self._readiness
+
+    def set_nonblocking(self, nonblocking: bool) -> None:
+        self.check_open()
+        self._blocking = not nonblocking
+
+    def is_nonblocking(self) -> bool:
+        self.check_open()
+        return not self._blocking
+
+    def _wake_all(self) -> None:
+        """First step of close(): every waiter wakes (DeviceClosedError) and has left."""
+        self.win.set_event(self._closing)
+        self._readiness.drain()
+
+    # ---- the adapter ------------------------------------------------------------------------------
+    def configure(self, settings: LinkSettings) -> None:
+        """MTU, up, addresses, down — the order tun-rs and the other backends use."""
+        self.check_open()
+        if settings.mac is not None:
+            self.unsupported("set_mac_address", Capability.MAC)
+        if settings.tx_queue_len is not None:
+            self.unsupported("tx_queue_len", Capability.TX_QUEUE_LEN)
+        if settings.mtu is not None:
+            self.ip.set_mtu(settings.mtu)
+        if settings.enabled:
+            self._set_up(True)
+        for v4 in settings.ipv4:
+            self._add_address(v4.interface, v4.destination)
+        for v6 in settings.ipv6:
+            self._add_address(v6)
+        if settings.enabled is False:
+            self._set_up(False)
+
+    def _set_up(self, up: bool) -> None:
+        """Bring the link up or down (each device has its own way)."""
+        raise NotImplementedError
+
+    def _add_address(self, iface: IPInterface, destination: ipaddress.IPv4Address | None = None) -> None:
+        self.ip.add_address(iface, destination)
+
+    def name(self) -> str:
+        self.check_open()
+        return self._name
+
+    def if_index(self) -> int:
+        self.check_open()
+        return self.win.luid_to_index(self.ip.luid)
+
+    def mtu(self) -> int:
+        self.check_open()
+        return self.ip.mtu()
+
+    def addresses(self) -> list[IPInterface]:
+        self.check_open()
+        return self.ip.addresses()
+
+    def remove_address(self, address: IPAddress) -> None:
+        self.check_open()
+        self.ip.remove_address(address)
+
+    def broadcast(self) -> ipaddress.IPv4Address | None:
+        self.unsupported("broadcast", Capability.BROADCAST)
