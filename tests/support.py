@@ -105,3 +105,20 @@ def skip_module_unless(condition: bool, reason: str) -> None:
     if os.environ.get("TUNLAB_NATIVE_TESTS") == "required":
         pytest.fail(f"TUNLAB_NATIVE_TESTS=required, but: {reason}", pytrace=False)
     pytest.skip(reason, allow_module_level=True)
+
+
+def fd_snapshot(times: int = 3, gap: float = 0.05) -> tuple[set[str], set[str]]:
+    """(fds open in every one of a few looks, fds open in any of them). Background threads (a
+    lab's holder, relays) open and close files now and then: a leak is an fd that stays."""
+    looks = []
+    for i in range(times):
+        if i:
+            time.sleep(gap)
+        looks.append(set(os.listdir("/proc/self/fd")))
+    return set.intersection(*looks), set.union(*looks)
+
+
+def leaked_fds(seen_before: set[str]) -> set[str]:
+    """Fds that are open now, stay open, and were never seen before."""
+    stays, _ = fd_snapshot()
+    return stays - seen_before

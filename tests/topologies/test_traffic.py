@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 
 import pytest
 
+from tests.support import fd_snapshot, leaked_fds
 from tunlab import traffic
 from tunlab.testing import (
     assert_counter_delta,
@@ -81,8 +81,8 @@ def test_capture_that_cannot_write_its_pcap_leaves_no_socket_open(topology, tmp_
     blocker = tmp_path / "a-file"
     blocker.write_text("")
     ns = topology.node("r1").netns
-    before = set(os.listdir("/proc/self/fd"))
+    _, before = fd_snapshot()
     cap = Capture(ns, "tun0", blocker / "out.pcap")  # kept: it must not hold the socket either
     with pytest.raises(OSError):
         cap.start()  # a file cannot hold a directory
-    assert set(os.listdir("/proc/self/fd")) == before
+    assert not leaked_fds(before)
