@@ -28,21 +28,16 @@ def _item(expr: str) -> str:
     return f"    {{1, (uint64_t)({expr})}},\n"
 
 
-def compile_probe(target: str, headers: list[str], items: dict[str, str], workdir: Path,
-                  prelude: str = "") -> dict[str, int | None]:  # fmt: skip
-    """{label: value, or None where the macro is not defined} for target ('x86_64-macos')."""
-    need_zig()
+def _source(headers: list[str], prelude: str = "") -> str:
     src = "".join(f"#include <{h}>\n" for h in headers)
-    src += "#include <stdint.h>\n#include <stddef.h>\n" + prelude
-    src += "struct tl_item { uint64_t defined; uint64_t value; };\n"
-    src += (
-        "__attribute__((used)) const struct { uint64_t magic[2]; uint64_t count; "
-        f"struct tl_item items[{len(items)}]; }} tunlab_probe = {{\n"
-        f"  {{0x{MAGIC[0]:016x}ULL, 0x{MAGIC[1]:016x}ULL}}, {len(items)}, {{\n"
-    )
-    src += "".join(_item(expr) for expr in items.values()) + "  }\n};\n"
-    c = workdir / f"probe-{target}.c"
-    obj = workdir / f"probe-{target}.o"
+    return src + "#include <stdint.h>\n#include <stddef.h>\n" + prelude
+
+
+def compile_object(target: str, src: str, workdir: Path, tag: str = "probe") -> bytes:
+    """The object file's bytes of C source src compiled for target (nothing is run)."""
+    need_zig()
+    c = workdir / f"{tag}-{target}.c"
+    obj = workdir / f"{tag}-{target}.o"
     c.write_text(src)
     env = {
         **os.environ,
@@ -72,7 +67,30 @@ def compile_probe(target: str, headers: list[str], items: dict[str, str], workdi
     )
     if done.returncode != 0:
         raise AssertionError(f"compiling the {target} probe failed:\n{done.stderr[-3000:]}")
-    data = obj.read_bytes()
+    return obj.read_bytes()
+
+
+def find_tagged(data: bytes, magic: tuple[int, int], size: int) -> bytes:
+    """The size bytes after a 16-byte magic in an object file (either byte order)."""
+    for order in ("<", ">"):
+        at = data.find(struct.pack(f"{order}QQ", *magic))
+        if at >= 0:
+            return data[at + 16 : at + 16 + size]
+    raise AssertionError("the tagged data is not in the object file")
+
+
+def compile_probe(target: str, headers: list[str], items: dict[str, str], workdir: Path,
+                  prelude: str = "") -> dict[str, int | None]:  # fmt: skip
+    """{label: value, or None where the macro is not defined} for target ('x86_64-macos')."""
+    src = _source(headers, prelude)
+    src += "struct tl_item { uint64_t defined; uint64_t value; };\n"
+    src += (
+        "__attribute__((used)) const struct { uint64_t magic[2]; uint64_t count; "
+        f"struct tl_item items[{len(items)}]; }} tunlab_probe = {{\n"
+        f"  {{0x{MAGIC[0]:016x}ULL, 0x{MAGIC[1]:016x}ULL}}, {len(items)}, {{\n"
+    )
+    src += "".join(_item(expr) for expr in items.values()) + "  }\n};\n"
+    data = compile_object(target, src, workdir)
     for order in ("<", ">"):
         at = data.find(struct.pack(f"{order}QQ", *MAGIC))
         if at >= 0:

@@ -8,11 +8,12 @@ values, which mingw does not carry, are checked against their headers' lines (cr
 from __future__ import annotations
 
 import ctypes
+import struct
 from pathlib import Path
 
 import pytest
 
-from tests.abi.probe import compile_probe
+from tests.abi.probe import compile_object, compile_probe, find_tagged
 from tunlab.devices.windows import abi as W
 
 HEADERS = ["winsock2.h", "ws2tcpip.h", "windows.h", "winioctl.h", "ifdef.h", "netioapi.h", "iphlpapi.h",
@@ -145,3 +146,23 @@ def test_the_values_no_mingw_header_has_match_wintun_h_and_tap_windows_h() -> No
     assert str(W.GUID_DEVCLASS_NET).upper() == "4D36E972-E325-11CE-BFC1-08002BE10318"
     assert W.luid(53, 7) == (53 << 48) | (7 << 24)
     assert W.luid(6, 0xFFFFFF) >> 24 & 0xFFFFFF == 0xFFFFFF
+
+
+LUIDS = [(53, 7), (6, 0xABCDEF), (0xFFFF, 0xFFFFFF)]
+LUID_MAGIC = (0x54554E4C4C554944, 0x5041434B494E4721)  # "TUNLLUID" "PACKING!"
+
+
+@pytest.mark.parametrize("arch", ["x86_64", "aarch64"])
+def test_net_luid_bitfields_pack_as_tunlab_packs_them(arch: str, workdir: Path) -> None:
+    """NET_LUID's bitfields (ifdef.h: Reserved:24, NetLuidIndex:24, IfType:16) cannot be read in
+    a constant expression: the compiler lays out initialized NET_LUIDs, and their bytes are read
+    back from the object file."""
+    inits = ", ".join(f"{{.Info = {{.NetLuidIndex = {i}, .IfType = {t}}}}}" for t, i in LUIDS)
+    src = "".join(f"#include <{h}>\n" for h in HEADERS) + (
+        "#include <stdint.h>\n"
+        f"__attribute__((used)) const struct {{ uint64_t magic[2]; NET_LUID l[{len(LUIDS)}]; }} tl_luid = "
+        f"{{{{0x{LUID_MAGIC[0]:016x}ULL, 0x{LUID_MAGIC[1]:016x}ULL}}, {{{inits}}}}};\n"
+    )
+    raw = find_tagged(compile_object(f"{arch}-windows-gnu", src, workdir, "luid"), LUID_MAGIC, 8 * len(LUIDS))
+    got = list(struct.unpack(f"<{len(LUIDS)}Q", raw))
+    assert got == [W.luid(t, i) for t, i in LUIDS]

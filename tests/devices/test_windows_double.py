@@ -15,7 +15,7 @@ import uuid
 import pytest
 
 from tests.devices.windows_double import FakeWin32, FakeWindows
-from tunlab import DeviceBuilder, InterruptEvent, Layer, SyncDevice
+from tunlab import Capability, DeviceBuilder, InterruptEvent, Layer, SyncDevice
 from tunlab.devices.aio import AsyncDevice
 from tunlab.devices.config import DeviceConfig, IPv4Setting
 from tunlab.devices.windows import abi as W
@@ -60,14 +60,15 @@ def session(win: FakeWin32) -> int:
 def test_wintun_create_is_these_calls_in_this_order() -> None:
     win, dev = wintun()
     names = win.names()
-    assert names[:4] == [
+    assert names[:5] == [
         "WintunSetLogger",
+        "WintunOpenAdapter",  # an adapter of that name would be used as it is
         "WintunCreateAdapter",
         "WintunStartSession",
         "WintunGetAdapterLUID",
     ]
-    assert win.calls[1].args == ("tl0", "tunlab", None)
-    assert win.calls[2].args[1] == DEFAULT_RING == 0x400000
+    assert win.calls[2].args == ("tl0", "tunlab", None)
+    assert win.calls[3].args[1] == DEFAULT_RING == 0x400000
     # MTU for both families: the SitePrefixLength Get returns (64 > 32) is clamped for IPv4
     sets = [c.args for c in win.calls if c.name == "SetIpInterfaceEntry"]
     assert sets == [(W.AF_INET, 1400, 0), (W.AF_INET6, 1400, 64)]
@@ -102,7 +103,7 @@ def test_wintun_options_reach_the_dll() -> None:
     builder.wintun_dll("C:/x/wintun.dll")
     win = FakeWin32()
     dev = WintunDevice.create(builder.config, win)
-    assert win.calls[1].args[1:] == ("MyVPN", guid)
+    assert win.calls[1].args[1:] == ("MyVPN", guid)  # no name: nothing to open first
     assert win.calls[2].args[1] == 1 << 20
     dev.close()
 
@@ -443,3 +444,55 @@ def test_trio_waits_on_the_handles_with_wait_for_single_object(monkeypatch: pyte
 
     assert trio.run(main) == PACKET
     assert win.read_events == {} and set(waited) >= {dev._closing}
+
+
+def test_an_adapter_of_that_name_is_used_and_left_in_place() -> None:
+    win, first = wintun()
+    luid = win.m.adapters["tl0"]
+    first_session = session(win)
+    win.end_session(first_session)  # the first program lets go of its session
+    first.session = None
+    second = WintunDevice.create(
+        config(ipv4=[IPv4Setting(ipaddress.IPv4Interface("198.18.9.1/24"))], ipv6=[]), win
+    )
+    assert not second.owned and win.m.adapters["tl0"] == luid
+    assert {str(a) for a in second.addresses()} >= {"198.18.9.1/24"}
+    second.close()
+    assert "tl0" in win.m.adapters, "an adapter tunlab only opened was removed"
+    assert "198.18.9.1" not in {str(a.ip) for a in first.addresses()}, "its address was not taken back"
+    first.close()
+    assert not win.m.adapters
+
+
+def test_an_adapter_whose_session_another_program_holds_is_refused_clearly() -> None:
+    win, first = wintun()
+    with pytest.raises(InterfaceExistsError, match="'tl0' exists and its session could not be started"):
+        WintunDevice.create(config(), win)
+    assert "tl0" in win.m.adapters and first.is_running()
+    first.close()
+    assert not win.m.adapters and not win.open_adapters
+
+
+def test_tap_windows6_in_tun_mode_moves_bare_ip_packets(monkeypatch: pytest.MonkeyPatch) -> None:
+    win = FakeWin32(tap_machine())
+    monkeypatch.setattr(WindowsDevice, "win32", classmethod(lambda cls, dll=None: win))
+    builder = DeviceBuilder().backend("win32").windows_driver("tap-windows6").ipv4("198.18.5.1", 24)
+    with builder.build_sync() as dev:
+        assert isinstance(dev.backend, TapWindowsDevice) and dev.layer is Layer.L3
+        assert Capability.TAP not in dev.capabilities
+        code, data = win.ioctls[1]  # after GET_VERSION: local address, network, netmask
+        assert (code, data) == (
+            W.TAP_IOCTL_CONFIG_TUN,
+            bytes([198, 18, 5, 1, 198, 18, 5, 0, 255, 255, 255, 0]),
+        )
+        dev.send(PACKET)
+        assert win.m.tap_written == [PACKET]
+        assert "WintunCreateAdapter" not in win.names()
+    with pytest.raises(ValueError, match="CONFIG_TUN.*needs an IPv4"):
+        DeviceBuilder().backend("win32").windows_driver("tap-windows6").build_sync()
+    with pytest.raises(ValueError, match="ring_capacity: Wintun options"):
+        DeviceBuilder().backend("win32").windows_driver("tap-windows6").ring_capacity(1 << 20).ipv4(
+            "198.18.5.1", 24
+        ).build_sync()
+    with pytest.raises(ValueError, match="windows_driver: 'openvpn'"):
+        DeviceBuilder().windows_driver("openvpn")

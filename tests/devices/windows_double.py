@@ -62,6 +62,7 @@ class FakeWin32(Win32):
         self.sessions: dict[int, int] = {}  # session -> adapter
         self.read_events: dict[int, int] = {}  # session -> its read-wait event
         self.open_adapters: dict[int, str] = {}
+        self.created_by: set[int] = set()  # adapter handles that created their adapter
         self._memory: dict[int, Any] = {}  # address -> the ctypes buffer behind it
         self.released: list[int] = []
         self.logger: Any = None
@@ -132,11 +133,25 @@ class FakeWin32(Win32):
             self.m.interfaces[(family, luid)] = row
         handle = self._handle()
         self.open_adapters[handle] = name
+        self.created_by.add(handle)
+        return handle
+
+    def open_adapter(self, name: str) -> int:
+        self._check_dll()
+        self._record("WintunOpenAdapter", name)
+        if name not in self.m.adapters:
+            raise win_error("WintunOpenAdapter", W.ERROR_FILE_NOT_FOUND)
+        handle = self._handle()
+        self.open_adapters[handle] = name
         return handle
 
     def close_adapter(self, adapter: int) -> None:
+        """Wintun removes the adapter only when the handle that created it closes."""
         self._record("WintunCloseAdapter", adapter)
         name = self.open_adapters.pop(adapter)
+        if adapter not in self.created_by:
+            return
+        self.created_by.discard(adapter)
         luid = self.m.adapters.pop(name)
         self.m.unicast = [r for r in self.m.unicast if r.InterfaceLuid != luid]
         self.m.routes = [r for r in self.m.routes if r.InterfaceLuid != luid]
@@ -156,6 +171,8 @@ class FakeWin32(Win32):
 
     def start_session(self, adapter: int, capacity: int) -> int:
         self._record("WintunStartSession", adapter, capacity)
+        if self.open_adapters[adapter] in {self.open_adapters[a] for a in self.sessions.values()}:
+            raise win_error("WintunStartSession", W.ERROR_ALREADY_EXISTS)  # one session an adapter
         session = self._handle()
         self.sessions[session] = adapter
         event = self._handle()

@@ -184,6 +184,14 @@ class DeviceBuilder:
         self._config.windows.wintun_dll = path
         return self
 
+    def windows_driver(self, driver: str) -> Self:
+        """Windows TUN through 'wintun' (default) or 'tap-windows6' in its TUN mode (CONFIG_TUN,
+        for machines that have OpenVPN's driver but not Wintun; it needs an IPv4 address)."""
+        if driver not in ("wintun", "tap-windows6"):
+            raise ValueError(f"windows_driver: {driver!r} is not 'wintun' or 'tap-windows6'")
+        self._config.windows.driver = driver
+        return self
+
     def backend(self, backend: str | type[DeviceBackend]) -> Self:
         """Which backend builds the device: this OS's by default; 'memory' for the in-memory one."""
         if isinstance(backend, str):

@@ -31,7 +31,7 @@ class Capability(enum.Enum):
     FD = "fd"  # a pollable device fd: fileno(), into_fd()
     VECTORED = "vectored"  # recv_vectored/send_vectored (readv/writev)
     HANDOFF = "handoff"  # the frame I/O can be handed to a worker process (process relays)
-    WINTUN = "wintun"  # Wintun's options: ring capacity, tunnel type, adapter GUID, DLL path
+    WINTUN = "wintun"  # Windows' TUN options: Wintun's ring, tunnel type, GUID, DLL; the driver
 
 
 # what to say when a device lacks a capability (appended to UnsupportedOperationError's message)
@@ -43,5 +43,5 @@ HINTS = {
     Capability.NETNS: "network namespaces are Linux-only",
     Capability.OWNER: "owner/group of a persistent device is Linux-only",
     Capability.FD: "this device has no file descriptor (use readiness())",
-    Capability.WINTUN: "Wintun options apply to TUN devices on Windows only",
+    Capability.WINTUN: "these options apply to TUN devices on Windows only",
 }

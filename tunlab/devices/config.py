@@ -266,7 +266,7 @@ def requirements(cfg: DeviceConfig) -> list[tuple[str, Capability]]:
     if lx.netns is not None:
         need.append(("netns", Capability.NETNS))
     win = cfg.windows
-    for option in ("ring_capacity", "tunnel_type", "guid", "wintun_dll"):
+    for option in ("ring_capacity", "tunnel_type", "guid", "wintun_dll", "driver"):
         if getattr(win, option) is not None:
             need.append((option, Capability.WINTUN))
     return need

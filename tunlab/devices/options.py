@@ -35,6 +35,4 @@ class WindowsOptions:
     tunnel_type: str | None = None  # shown by Windows as the adapter's description
     guid: uuid.UUID | None = None  # the adapter's GUID (a stable one keeps its Windows settings)
     wintun_dll: str | os.PathLike[str] | None = None  # where wintun.dll is
-
-    def any_set(self) -> bool:
-        return any(v is not None for v in (self.ring_capacity, self.tunnel_type, self.guid, self.wintun_dll))
+    driver: str | None = None  # TUN through "wintun" (default) or "tap-windows6" (CONFIG_TUN)

@@ -16,6 +16,7 @@ from tunlab.devices.readiness import Readiness
 from tunlab.devices.windows.ipconfig import IPAddress, IpConfig, IPInterface
 from tunlab.devices.windows.readiness import HandleReadiness
 from tunlab.devices.windows.win32 import Win32
+from tunlab.errors import DeviceError
 
 
 class WindowsAdapter(DeviceBackend):
@@ -41,6 +42,7 @@ class WindowsAdapter(DeviceBackend):
         self._pending: bytes | None = None  # a frame taken by a readiness check, not yet read
         self._lock = threading.Lock()
         self._blocking = True
+        self.added: list[IPAddress] = []  # addresses tunlab set (taken back from adapters not its own)
         self._readiness = HandleReadiness(win, self._read_handle, self._poll, self._closing)
 
     # ---- what each device supplies --------------------------------------------------------------
@@ -123,6 +125,19 @@ class WindowsAdapter(DeviceBackend):
 
     def _add_address(self, iface: IPInterface, destination: ipaddress.IPv4Address | None = None) -> None:
         self.ip.add_address(iface, destination)
+        self.added.append(iface.ip)
+
+    def _take_back(self) -> None:
+        """On close: the routes tunlab added, and on an adapter that stays (not tunlab's) the
+        addresses it set too; what fails here is already gone."""
+        if not self.owned:
+            for address in reversed(self.added):
+                try:
+                    self.ip.remove_address(address)
+                except DeviceError:
+                    pass
+        self.added.clear()
+        self.ip.remove_routes()
 
     def name(self) -> str:
         self.check_open()
@@ -143,6 +158,8 @@ class WindowsAdapter(DeviceBackend):
     def remove_address(self, address: IPAddress) -> None:
         self.check_open()
         self.ip.remove_address(address)
+        if address in self.added:
+            self.added.remove(address)
 
     def broadcast(self) -> ipaddress.IPv4Address | None:
         self.unsupported("broadcast", Capability.BROADCAST)

@@ -30,8 +30,24 @@ class WindowsDevice(DeviceBackend):
 
     @classmethod
     def create(cls, config: DeviceConfig) -> DeviceBackend:
-        win = cls.win32(config.windows.wintun_dll)
-        if config.layer is Layer.L3:
+        """Wintun for TUN (or tap-windows6's TUN mode when asked), tap-windows6 for TAP; the
+        driver's own option rules are checked before anything is made."""
+        opts = config.windows
+        if config.layer is Layer.L3 and opts.driver == "tap-windows6":
+            wintun_only = [
+                o for o in ("ring_capacity", "tunnel_type", "guid", "wintun_dll") if getattr(opts, o)
+            ]
+            if wintun_only:
+                raise ValueError(
+                    f"{', '.join(wintun_only)}: Wintun options, but windows_driver is tap-windows6"
+                )
+            if not config.ipv4:
+                raise ValueError(
+                    "windows_driver('tap-windows6'): its TUN mode (CONFIG_TUN) needs an IPv4 "
+                    "address: add .ipv4(...)"
+                )
+        win = cls.win32(opts.wintun_dll)
+        if config.layer is Layer.L3 and opts.driver != "tap-windows6":
             return wintun.WintunDevice.create(config, win)
         return tap.TapWindowsDevice.create(config, win)
 

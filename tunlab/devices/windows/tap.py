@@ -23,7 +23,6 @@ from tunlab.devices.config import DeviceConfig
 from tunlab.devices.layer import Layer
 from tunlab.devices.windows import abi as W
 from tunlab.devices.windows.adapter import WindowsAdapter
-from tunlab.devices.windows.ipconfig import IPAddress, IPInterface
 from tunlab.devices.windows.win32 import Win32, winerror_of
 from tunlab.errors import (
     DeviceClosedError,
@@ -34,9 +33,8 @@ from tunlab.errors import (
     UnsupportedOperationError,
 )
 
-CAPABILITIES = frozenset(
-    {Capability.TAP, Capability.ADDRESSES, Capability.MTU, Capability.ENABLE, Capability.IF_INDEX}
-)
+TUN_CAPABILITIES = frozenset({Capability.ADDRESSES, Capability.MTU, Capability.ENABLE, Capability.IF_INDEX})
+CAPABILITIES = TUN_CAPABILITIES | {Capability.TAP}
 READ_SIZE = 14 + 4 + 65535  # Ethernet header, an 802.1Q tag, the largest frame the driver passes
 INSTALL_HINT = (
     "install OpenVPN's tap-windows6 driver (tap-windows 9.21+, hardware id root\\tap0901) into the "
@@ -45,21 +43,29 @@ INSTALL_HINT = (
 
 
 class TapWindowsDevice(WindowsAdapter):
-    """One open tap-windows6 adapter."""
+    """One open tap-windows6 adapter: Ethernet frames, or bare IP packets in its TUN mode."""
 
     def __init__(
-        self, win: Win32, handle: int, guid: uuid.UUID, name: str, luid: int, *, created: str | None = None
+        self,
+        win: Win32,
+        handle: int,
+        guid: uuid.UUID,
+        name: str,
+        luid: int,
+        *,
+        created: str | None = None,
+        layer: Layer = Layer.L2,
     ) -> None:
         self.created = created  # the device instance id of an adapter tunlab added
         self.handle: int | None = handle
         self.guid = guid
-        self.added: list[IPAddress] = []
         self._ov = W.OVERLAPPED()
         self._ov.hEvent = win.create_event()
         self._buf = (ctypes.c_char * READ_SIZE)()
         self._reading = False  # a ReadFile is outstanding into _buf
         self._up = False
-        super().__init__(Layer.L2, win, name, luid, owned=created is not None, capabilities=CAPABILITIES)
+        caps = CAPABILITIES if layer is Layer.L2 else TUN_CAPABILITIES
+        super().__init__(layer, win, name, luid, owned=created is not None, capabilities=caps)
 
     # ---- opening -----------------------------------------------------------------------------------
     @classmethod
@@ -156,9 +162,11 @@ class TapWindowsDevice(WindowsAdapter):
         config: DeviceConfig,
         created: str | None,
     ) -> TapWindowsDevice:
-        dev = cls(win, handle, guid, name, luid, created=created)
+        dev = cls(win, handle, guid, name, luid, created=created, layer=config.layer)
         try:
             dev.check_driver()
+            if config.layer is Layer.L3:
+                dev.config_tun(config.ipv4[0].interface)
             dev.configure(config.link_settings())
         except BaseException:
             dev.close()
@@ -172,6 +180,14 @@ class TapWindowsDevice(WindowsAdapter):
             raise TunUnavailableError(
                 f"tap-windows6 driver {major}.{minor} is too old (need 9.21+): update it"
             )
+
+    def config_tun(self, iface: ipaddress.IPv4Interface) -> None:
+        """CONFIG_TUN: the driver answers ARP itself and moves bare IP packets (local address,
+        remote network, netmask; network byte order)."""
+        net = iface.network
+        self._ioctl(
+            W.TAP_IOCTL_CONFIG_TUN, iface.ip.packed + net.network_address.packed + net.netmask.packed, 0
+        )
 
     def _ioctl(self, code: int, data: bytes, out: int) -> bytes:
         if self.handle is None:
@@ -230,10 +246,6 @@ class TapWindowsDevice(WindowsAdapter):
             )
         super().unsupported(operation, capability)
 
-    def _add_address(self, iface: IPInterface, destination: ipaddress.IPv4Address | None = None) -> None:
-        super()._add_address(iface, destination)
-        self.added.append(iface.ip)  # taken back on close: the adapter is not tunlab's
-
     def _set_up(self, up: bool) -> None:
         self._media(up)
 
@@ -241,11 +253,6 @@ class TapWindowsDevice(WindowsAdapter):
         """SET_MEDIA_STATUS: the cable plugged in (traffic flows) or out."""
         self._ioctl(W.TAP_IOCTL_SET_MEDIA_STATUS, struct.pack("<I", int(connected)), 4)
         self._up = connected
-
-    def remove_address(self, address: IPAddress) -> None:
-        super().remove_address(address)
-        if address in self.added:
-            self.added.remove(address)
 
     def is_running(self) -> bool:
         self.check_open()
@@ -257,13 +264,7 @@ class TapWindowsDevice(WindowsAdapter):
             return
         self._wake_all()
         try:
-            for address in reversed(self.added):  # what tunlab set; the adapter itself stays
-                try:
-                    self.ip.remove_address(address)
-                except DeviceError:
-                    pass
-            self.added.clear()
-            self.ip.remove_routes()
+            self._take_back()
             if self._up:
                 try:
                     self._media(False)

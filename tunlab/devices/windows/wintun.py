@@ -59,13 +59,15 @@ def _route_log(win: Win32) -> None:
 class WintunDevice(WindowsAdapter):
     """One Wintun adapter and its session."""
 
-    def __init__(self, win: Win32, adapter: int, session: int, name: str, capacity: int) -> None:
+    def __init__(
+        self, win: Win32, adapter: int, session: int, name: str, capacity: int, *, created: bool = True
+    ) -> None:
         self.adapter = adapter
         self.session: int | None = session
         self.capacity = capacity
         self._closed = False
         super().__init__(
-            Layer.L3, win, name, win.adapter_luid(adapter), owned=True, capabilities=CAPABILITIES
+            Layer.L3, win, name, win.adapter_luid(adapter), owned=created, capabilities=CAPABILITIES
         )
 
     # ---- creation ------------------------------------------------------------------------------
@@ -78,9 +80,14 @@ class WintunDevice(WindowsAdapter):
         opts = config.windows
         win = win or Win32(opts.wintun_dll)
         name = config.name or f"tunlab{os.getpid()}-{next(_names)}"
+        created = True
         try:
             _route_log(win)
-            adapter = win.create_adapter(name, opts.tunnel_type or DEFAULT_TUNNEL_TYPE, opts.guid)
+            adapter = cls._existing(win, config.name)
+            if adapter is not None:
+                created = False  # an adapter of that name is there: use it, as TUNSETIFF does
+            else:
+                adapter = win.create_adapter(name, opts.tunnel_type or DEFAULT_TUNNEL_TYPE, opts.guid)
         except FileNotFoundError as exc:
             raise TunUnavailableError(str(exc)) from None
         except OSError as exc:
@@ -88,8 +95,16 @@ class WintunDevice(WindowsAdapter):
         dev: WintunDevice | None = None
         try:
             capacity = opts.ring_capacity or DEFAULT_RING
-            session = win.start_session(adapter, capacity)
-            dev = cls(win, adapter, session, name, capacity)
+            try:
+                session = win.start_session(adapter, capacity)
+            except OSError as exc:
+                if created:
+                    raise
+                raise InterfaceExistsError(
+                    f"Wintun adapter '{name}' exists and its session could not be started "
+                    f"({exc.strerror or exc}): another program may hold it; close that or pick another name"
+                ) from None
+            dev = cls(win, adapter, session, name, capacity, created=created)
             dev.configure(config.link_settings())
         except BaseException as exc:
             if dev is not None:
@@ -102,6 +117,18 @@ class WintunDevice(WindowsAdapter):
                 ) from None
             raise
         return dev
+
+    @staticmethod
+    def _existing(win: Win32, name: str | None) -> int | None:
+        """A handle on the adapter of that name, if there is one."""
+        if name is None:
+            return None
+        try:
+            return win.open_adapter(name)
+        except OSError as exc:
+            if winerror_of(exc) in (W.ERROR_FILE_NOT_FOUND, W.ERROR_NOT_FOUND):
+                return None
+            raise
 
     # ---- frame I/O -------------------------------------------------------------------------------
     @property
@@ -177,12 +204,12 @@ class WintunDevice(WindowsAdapter):
         self._closed = True
         self._wake_all()  # before the ring goes away
         try:
-            self.ip.remove_routes()
+            self._take_back()
         finally:
             if self.session is not None:
                 self.win.end_session(self.session)
                 self.session = None
-            self.win.close_adapter(self.adapter)  # created by this handle: Wintun removes it
+            self.win.close_adapter(self.adapter)  # Wintun removes an adapter this handle created
             self.win.close_handle(self._closing)
 
 
