@@ -51,10 +51,9 @@ def missing(*, tools: tuple[str, ...] = (), namespaces: bool = True) -> str | No
             )
         if platform not in NATIVE_DEVICES:
             return f"tun_device has no device backend on {platform} yet"
-        if os.geteuid() != 0:
-            return (
-                f"tun_device on {platform} creates a real interface: run the tests as root (sudo -E pytest)"
-            )
+        if not is_admin():
+            how = "as Administrator" if platform == "win32" else "as root (sudo -E pytest)"
+            return f"tun_device on {platform} makes a real interface: run the tests {how}"
         for tool in tools:
             if shutil.which(tool) is None:
                 return f"{tool} is not installed"
