@@ -473,11 +473,7 @@ class AsyncDevice:
                     await trio.sleep(0.01)
                 else:
                     await asyncio.sleep(0.01)
-            self._dev.close()
-            if self._wake_threads is not None:
-                self._wake_threads.close()
-            return
-        self.close()
+        self.close()  # _closing() is done once: close() goes on to the device
 
     async def __aenter__(self) -> Self:
         return self

@@ -28,8 +28,6 @@ from tunlab.devices.platform import backend_class, current_platform
 from tunlab.devices.sync import SyncDevice
 from tunlab.errors import UnsupportedOperationError
 
-WINTUN_MIN_RING, WINTUN_MAX_RING = 0x20000, 0x4000000  # wintun.h:153, :158
-
 if TYPE_CHECKING:
     from typing_extensions import Self
 
@@ -153,11 +151,14 @@ class DeviceBuilder:
     # ---- Windows (Wintun) ------------------------------------------------------------------
     def ring_capacity(self, capacity: int) -> Self:
         """Wintun's session ring in bytes: a power of two from 128 KiB to 64 MiB (default 4 MiB)."""
-        value = check_uint(capacity, "ring_capacity", WINTUN_MAX_RING)
-        if value < WINTUN_MIN_RING or value & (value - 1):
+        from tunlab.devices.windows.abi import WINTUN_MAX_RING_CAPACITY as MAX
+        from tunlab.devices.windows.abi import WINTUN_MIN_RING_CAPACITY as MIN
+
+        value = check_uint(capacity, "ring_capacity", MAX)
+        if value < MIN or value & (value - 1):
             raise ValueError(
-                f"ring_capacity: {capacity!r} must be a power of two from {WINTUN_MIN_RING} (128 KiB) "
-                f"to {WINTUN_MAX_RING} (64 MiB), e.g. {1 << max(17, min(26, value.bit_length()))}"
+                f"ring_capacity: {capacity!r} must be a power of two from {MIN} (128 KiB) "
+                f"to {MAX} (64 MiB), e.g. {1 << max(17, min(26, value.bit_length()))}"
             )
         self._config.windows.ring_capacity = value
         return self

@@ -266,7 +266,6 @@ def requirements(cfg: DeviceConfig) -> list[tuple[str, Capability]]:
     if lx.netns is not None:
         need.append(("netns", Capability.NETNS))
     win = cfg.windows
-    for option in ("ring_capacity", "tunnel_type", "guid", "wintun_dll", "driver"):
-        if getattr(win, option) is not None:
-            need.append((option, Capability.WINTUN))
+    for option in [*win.wintun_options_set(), *(["driver"] if win.driver is not None else [])]:
+        need.append((option, Capability.WINTUN))
     return need

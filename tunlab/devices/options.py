@@ -29,10 +29,15 @@ class LinuxOptions:
 
 @dataclass
 class WindowsOptions:
-    """What only Wintun offers (Windows TUN)."""
+    """What only Windows' TUN offers: Wintun's settings, and which driver makes the TUN."""
+
+    WINTUN_ONLY = ("ring_capacity", "tunnel_type", "guid", "wintun_dll")  # meaningless for tap-windows6
 
     ring_capacity: int | None = None  # the session's ring: a power of two, 128 KiB .. 64 MiB
     tunnel_type: str | None = None  # shown by Windows as the adapter's description
     guid: uuid.UUID | None = None  # the adapter's GUID (a stable one keeps its Windows settings)
     wintun_dll: str | os.PathLike[str] | None = None  # where wintun.dll is
     driver: str | None = None  # TUN through "wintun" (default) or "tap-windows6" (CONFIG_TUN)
+
+    def wintun_options_set(self) -> list[str]:
+        return [name for name in self.WINTUN_ONLY if getattr(self, name) is not None]

@@ -183,7 +183,7 @@ class Capture:
                 return
             for fd in got:
                 try:
-                    source.read(fd, self._l2)
+                    source.read(fd)
                 except OSError:
                     return
 
@@ -282,41 +282,21 @@ def bpf_system() -> System:
 
 
 class _BpfSource:
-    """The two BPF descriptors of a capture on macOS or a BSD, and what they have read."""
+    """A capture's BPF descriptors (tunlab.devices.bsd.bpf) and the packets they have read."""
 
     def __init__(self, interface: str) -> None:
-        from tunlab.devices.bsd import abi as A
-        from tunlab.devices.bsd import bpf, wire
+        from tunlab.devices.bsd.bpf import DirectionalTap
 
-        self.sys = bpf_system()
-        self.os = self.sys.abi.os
-        self._records = wire.bpf_records
-        outgoing_only = A.BPF_DIRECTIONS[self.os].outgoing is not None
-        self.directions: dict[int, str | None] = {}
-        self.sizes: dict[int, int] = {}
-        try:
-            for direction in ("in", "out" if outgoing_only else None):
-                fd, size = bpf.attach(self.sys, interface, direction=direction)
-                self.directions[fd], self.sizes[fd] = direction, size
-            self.strip = bpf.link_header(self.os, bpf.datalink(self.sys, next(iter(self.directions))))
-        except BaseException:
-            self.close()
-            raise
-        self.l2 = self.strip is None
+        self.tap = DirectionalTap(bpf_system(), interface)
+        self.l2 = self.tap.l2
+        self.fds = self.tap.fds
         self.seen: dict[str | None, list[CapturedPacket]] = {"in": [], "out": [], None: []}
-        self.buf = bytearray(max(self.sizes.values()))
 
-    @property
-    def fds(self) -> list[int]:
-        return list(self.directions)
-
-    def read(self, fd: int, l2: bool) -> None:
-        n = self.sys.read_into(fd, memoryview(self.buf)[: self.sizes[fd]])
+    def read(self, fd: int) -> None:
+        frames = self.tap.read(fd)
         now = time.time()
-        direction = self.directions[fd]
-        for frame in self._records(self.sys.abi, self.buf, n):
-            data = frame if self.strip is None else frame[self.strip :]
-            self.seen[direction].append(CapturedPacket(now, direction == "out", data, 0, 0, l2))
+        for direction, data in frames:
+            self.seen[direction].append(CapturedPacket(now, direction == "out", data, 0, 0, self.l2))
 
     def packets(self) -> list[CapturedPacket]:
         """Both directions in time order; on macOS the sent ones are those the incoming-only
@@ -331,9 +311,7 @@ class _BpfSource:
         return sorted(out, key=lambda p: p.timestamp)
 
     def close(self) -> None:
-        for fd in self.directions:
-            self.sys.close(fd)
-        self.directions = {}
+        self.tap.close()
 
 
 def tcp_info(ip: bytes) -> tuple[int, int, int] | None:

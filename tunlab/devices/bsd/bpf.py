@@ -98,3 +98,40 @@ def link_header(os_name: str, dlt: int) -> int | None:
     if dlt in (A.DLT_NULL, A.DLT_LOOP.get(os_name, A.DLT_LOOP_DEFAULT)):
         return 4
     raise DeviceError(f"BPF data-link type {dlt} is not one tunlab reads (DLT_NULL, DLT_LOOP, DLT_EN10MB)")
+
+
+class DirectionalTap:
+    """BPF descriptors on one interface for a capture: one per direction where the OS can filter
+    directions, else (macOS) an incoming-only one and one that sees both. read() gives each
+    record's frame with the TUN address-family word dropped, tagged "in", "out" or None (both)."""
+
+    def __init__(self, sys: System, interface: str) -> None:
+        self.sys = sys
+        second = "out" if A.BPF_DIRECTIONS[sys.abi.os].outgoing is not None else None
+        self.directions: dict[int, str | None] = {}
+        self._sizes: dict[int, int] = {}
+        try:
+            for direction in ("in", second):
+                fd, size = attach(sys, interface, direction=direction)
+                self.directions[fd], self._sizes[fd] = direction, size
+            self.strip = link_header(sys.abi.os, datalink(sys, next(iter(self.directions))))
+        except BaseException:
+            self.close()
+            raise
+        self.l2 = self.strip is None  # Ethernet frames, kept whole
+        self._buf = bytearray(max(self._sizes.values()))
+
+    @property
+    def fds(self) -> list[int]:
+        return list(self.directions)
+
+    def read(self, fd: int) -> list[tuple[str | None, bytes]]:
+        n = self.sys.read_into(fd, memoryview(self._buf)[: self._sizes[fd]])
+        direction = self.directions[fd]
+        cut = self.strip or 0
+        return [(direction, frame[cut:]) for frame in wire.bpf_records(self.sys.abi, self._buf, n)]
+
+    def close(self) -> None:
+        for fd in self.directions:
+            self.sys.close(fd)
+        self.directions = {}

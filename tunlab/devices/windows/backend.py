@@ -34,9 +34,7 @@ class WindowsDevice(DeviceBackend):
         driver's own option rules are checked before anything is made."""
         opts = config.windows
         if config.layer is Layer.L3 and opts.driver == "tap-windows6":
-            wintun_only = [
-                o for o in ("ring_capacity", "tunnel_type", "guid", "wintun_dll") if getattr(opts, o)
-            ]
+            wintun_only = opts.wintun_options_set()
             if wintun_only:
                 raise ValueError(
                     f"{', '.join(wintun_only)}: Wintun options, but windows_driver is tap-windows6"
