@@ -162,9 +162,6 @@ class FakeWin32(Win32):
         self._record("WintunGetAdapterLUID", adapter)
         return self.m.adapters[self.open_adapters[adapter]]
 
-    def driver_version(self) -> int:
-        return 0x000E0001
-
     def set_logger(self, logger: Any) -> None:
         self._record("WintunSetLogger", logger is not None)
         self.logger = logger

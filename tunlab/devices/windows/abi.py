@@ -236,11 +236,6 @@ class OVERLAPPED(ctypes.Structure):
 WCHAR = c_uint16  # 2 bytes as on Windows; ctypes.c_wchar is 4 bytes on Linux and macOS
 
 
-def wide(chars: ctypes.Array[c_uint16]) -> str:
-    """A NUL-terminated WCHAR array as text."""
-    return bytes(chars).decode("utf-16-le").split("\0", 1)[0]
-
-
 class SP_DEVINFO_DATA(ctypes.Structure):
     _fields_ = [
         ("cbSize", c_uint32),

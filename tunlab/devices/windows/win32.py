@@ -146,7 +146,6 @@ class Win32:
             _proto(d.WintunOpenAdapter, h, [c_wchar_p])
             _proto(d.WintunCloseAdapter, None, [h])
             _proto(d.WintunGetAdapterLUID, None, [h, POINTER(c_uint64)])
-            _proto(d.WintunGetRunningDriverVersion, c_uint32, [])
             _proto(d.WintunStartSession, h, [h, c_uint32])
             _proto(d.WintunEndSession, None, [h])
             _proto(d.WintunGetReadWaitEvent, h, [h])
@@ -222,9 +221,6 @@ class Win32:
         value = c_uint64()
         self.wt.WintunGetAdapterLUID(adapter, byref(value))
         return int(value.value)
-
-    def driver_version(self) -> int:
-        return int(self.wt.WintunGetRunningDriverVersion())
 
     def set_logger(self, logger: Logger | None) -> None:
         factory = getattr(ctypes, "WINFUNCTYPE", None)
@@ -557,9 +553,6 @@ class Win32:
                 raise self._fail("SetupDiCallClassInstaller(DIF_REMOVE)")
         finally:
             sa.SetupDiDestroyDeviceInfoList(devs)
-
-    def readable_address(self, address: int, size: int) -> bytes:
-        return ctypes.string_at(address, size)
 
 
 def _proto(fn: Any, restype: Any, argtypes: list[Any]) -> None:
