@@ -14,7 +14,7 @@ from tunlab.errors import LabError
 from tunlab.testing import assert_delay, assert_loss_rate, assert_rtt, assert_shaped
 from tunlab.topologies import Lab, load_text
 from tunlab.topologies.impairments import kernel_qdiscs
-from tunlab.topologies.links import ImpairmentError
+from tunlab.topologies.live_links import ImpairmentError
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
 

@@ -435,7 +435,7 @@ def impair(
     """
     _require_root_linux("tunlab impair")
     from tunlab.topologies.lab import control_request
-    from tunlab.topologies.links import parse_impairment
+    from tunlab.topologies.live_links import parse_impairment
 
     value = _impair_value(settings, clear, from_file)
     try:
@@ -515,7 +515,7 @@ def _scalar(raw: str) -> Any:
 def exec_(name: str, node: str, command: tuple[str, ...]) -> None:
     """Run a command inside a lab node: tunlab exec LAB NODE -- CMD ARGS..."""
     _require_root_linux("tunlab exec")
-    from tunlab.topologies.drivers import driver_for
+    from tunlab.topologies.drivers import driver_of_record
     from tunlab.topologies.drivers.base import LabContext
 
     state = _lab_state(name)
@@ -526,12 +526,11 @@ def exec_(name: str, node: str, command: tuple[str, ...]) -> None:
             f"lab '{name}' is not running: its holder (pid {state.owner_pid}) died; run `tunlab gc`"
         )
     record = state.nodes[node]
-    if driver_for(str(record.get("kind", "netns"))).interfaces_in_guest:
+    driver = driver_of_record(record)
+    if driver.interfaces_in_guest:
         sys.exit(_exec_in_guest(name, node, list(command)))
     env = {str(k): str(v) for k, v in state.topology.get("nodes", {}).get(node, {}).get("env", {}).items()}
-    handle = driver_for(str(record.get("kind", "netns"))).attach(
-        LabContext(state.id, state.name), node, record, env
-    )
+    handle = driver.attach(LabContext(state.id, state.name), node, record, env)
     try:
         proc = handle.interactive(list(command))
     except FileNotFoundError:

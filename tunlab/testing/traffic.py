@@ -202,7 +202,7 @@ def tcp_stream(
         nbytes, duration = len(data), None
     if nbytes is None and duration is None:
         duration = 2.0
-    if getattr(server, "kind", None) == "vm":
+    if getattr(server, "in_guest", False):
         return _tcp_stream_to_guest(client, server, address, nbytes or 8 << 20, data, port, timeout)
     family = _family(address)
     srv = _server_socket(server, address, port, socket.SOCK_STREAM, timeout)
@@ -620,7 +620,7 @@ def iperf3(
         raise LabError("iperf3 is not installed (apt-get install iperf3)")
     argv_srv = ["iperf3", "-s", "-1", "-B", address]
     guest_server: threading.Thread | None = None
-    if getattr(server, "kind", None) == "vm":  # no popen in a guest: the agent runs it meanwhile
+    if getattr(server, "in_guest", False):  # no popen in a guest: the agent runs it meanwhile
         guest_server = threading.Thread(target=server.run, args=(argv_srv,), kwargs={"timeout": seconds + 60})
         guest_server.start()
         srv = None

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 import shutil
 import subprocess
 
 from tunlab.errors import LabError, TopologyError
+from tunlab.topologies.catalog import Catalog, catalog
+from tunlab.topologies.drivers import driver_for
+from tunlab.topologies.links import link_type
 from tunlab.topologies.models import Topology
-from tunlab.topologies.validate import Catalog, catalog
 
 FORMATS = ("mermaid", "dot", "svg", "png")
-_EDGE_STYLE = {"veth": "solid", "tun-pair": "bold", "vxlan": "dashed", "bridge": "solid"}
 
 
 def _iface_label(cat: Catalog, node: str, iface: str) -> str:
@@ -29,21 +31,13 @@ def to_mermaid(topo: Topology) -> str:
     for name, node in topo.resolved_nodes().items():
         tuns = [i for i in cat.of_node(name) if i.link_index is None]
         extra = "".join(f"<br/>{i.kind} {i.name} {' '.join(map(str, i.addresses))}" for i in tuns)
-        if node.kind == "vm":  # a guest with its own kernel: drawn as a double-bordered box
+        if driver_for(node.kind).interfaces_in_guest:  # its own kernel: a double-bordered box
             lines.append(f'  {name}[["{name} (vm){extra}"]]')
         else:
             lines.append(f'  {name}["{name} ({node.kind}){extra}"]')
+    label = functools.partial(_iface_label, cat)
     for li, link in enumerate(topo.links):
-        if link.type == "bridge":
-            br = link.name or f"br{li}"
-            lines.append(f'  {br}{{{{"{br} (bridge)"}}}}')
-            for ep in link.endpoints:
-                lines.append(f'  {ep.node} ---|"{_iface_label(cat, ep.node, ep.interface)}"| {br}')
-            continue
-        a, b = link.endpoints[0], link.endpoints[-1]
-        arrow = {"tun-pair": "<==>", "vxlan": "-.-"}.get(link.type, "---")
-        left, right = _iface_label(cat, a.node, a.interface), _iface_label(cat, b.node, b.interface)
-        lines.append(f'  {a.node} {arrow}|"{left} · {link.type} · {right}"| {b.node}')
+        lines += link_type(link.type).mermaid(li, link, label)
     return "\n".join(lines) + "\n"
 
 
@@ -104,7 +98,8 @@ def to_dot(topo: Topology) -> str:
         for i in sorted(cat.of_node(name), key=lambda x: x.name):
             addrs = " ".join(str(a) for a in i.addresses)
             rows.append(f"{i.name} ({i.kind}) {addrs}".rstrip())
-        style = ', peripheries=2, fillcolor="#eaf6ea"' if node.kind == "vm" else ""
+        own_kernel = driver_for(node.kind).interfaces_in_guest
+        style = ', peripheries=2, fillcolor="#eaf6ea"' if own_kernel else ""
         lines.append(f"  {_q(name)} [label={_q(chr(10).join(rows))}{style}];")
     label_attr = "label"
     if wrap:  # rows of nodes, stacked by invisible edges between the rows' first nodes
@@ -115,23 +110,7 @@ def to_dot(topo: Topology) -> str:
             lines.append(f"  {_q(upper[0])} -- {_q(lower[0])} [style=invis, weight=10];")
         label_attr = "xlabel"  # labels beside edges inside a row, not as extra ranks
     for li, link in enumerate(topo.links):
-        style = _EDGE_STYLE.get(link.type, "solid")
-        if link.type == "bridge":
-            br = link.name or f"br{li}"
-            lines.append(
-                f'  {_q(br)} [shape=ellipse, fillcolor="#fdf3e1", label={_q(br + chr(10) + "(bridge)")}];'
-            )
-            for ep in link.endpoints:
-                lines.append(f"  {_q(ep.node)} -- {_q(br)} [label={_q(ep.interface)}];")
-            continue
-        a, b = link.endpoints[0], link.endpoints[-1]
-        extra = ""
-        if link.type == "tun-pair":
-            extra = " (offload)" if link.offload else ""
-        elif link.type == "vxlan":
-            extra = f" vni {link.vni}"
-        label = f"{link.type}{extra}{chr(10)}{a.interface} — {b.interface}"
-        lines.append(f"  {_q(a.node)} -- {_q(b.node)} [style={style}, {label_attr}={_q(label)}];")
+        lines += link_type(link.type).dot(li, link, _q, label_attr)
     lines.append("}")
     return "\n".join(lines) + "\n"
 

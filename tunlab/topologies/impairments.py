@@ -20,7 +20,7 @@ from tunlab.relay.impair.model import LinkImpairment, Netem
 if TYPE_CHECKING:
     from pyroute2 import IPRoute
 
-    from tunlab.topologies.models import Link
+    from tunlab.topologies.links.base import LinkModel
 
 U32_MAX = 2**32 - 1
 ROOT = 0xFFFFFFFF
@@ -126,10 +126,12 @@ def kernel_limits(n: Netem) -> list[str]:
     return out
 
 
-def place(link: Link, qdiscs: frozenset[str]) -> Placement:
+def place(link: LinkModel, qdiscs: frozenset[str]) -> Placement:
     """Decide where a link's impairment runs (LabError when impair_via: kernel cannot be met)."""
+    from tunlab.topologies.links import link_type
+
     imp = link.impairment
-    if link.type == "tun-pair":
+    if link_type(link.type).own_relay:
         return Placement("relay", "")
     if imp is None:
         return Placement("none", "")

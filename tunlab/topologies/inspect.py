@@ -6,6 +6,7 @@ import ipaddress
 from typing import Any
 
 from tunlab.linux.netns import NetNamespace
+from tunlab.topologies.links import link_type
 from tunlab.topologies.state import LabState
 
 _IFF_UP, _IFF_LOWER_UP = 0x1, 0x10000
@@ -87,11 +88,7 @@ def inspect_state(state: LabState) -> dict[str, Any]:
         "source": state.source,
         "nodes": nodes,
         "links": [
-            {
-                "type": link.get("type", "veth"),
-                "endpoints": [f"{e['node']}:{e['interface']}" for e in link["endpoints"]],
-            }
-            for link in state.topology.get("links", [])
+            link_type(str(link.get("type"))).describe(link) for link in state.topology.get("links", [])
         ],
     }
 

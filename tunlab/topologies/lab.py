@@ -15,12 +15,13 @@ from tunlab.devices.sync import SyncDevice
 from tunlab.errors import LabError
 from tunlab.topologies import engine
 from tunlab.topologies.control import ControlServer, request
-from tunlab.topologies.drivers import all_drivers, driver_for
+from tunlab.topologies.drivers import all_drivers, driver_of_record
 from tunlab.topologies.drivers.base import LabContext, NodeHandle
 from tunlab.topologies.drivers.netns import remove_namespace
-from tunlab.topologies.links import LabLink, find_link
+from tunlab.topologies.fields import NAME_RE
+from tunlab.topologies.live_links import LabLink, find_link
 from tunlab.topologies.loader import load_file
-from tunlab.topologies.models import NAME_RE, Topology
+from tunlab.topologies.models import Topology
 from tunlab.topologies.state import (
     BrokenState,
     LabState,
@@ -310,9 +311,8 @@ def teardown_state(state: LabState) -> list[str]:
     _kill_relays(state.relay_workers)
     ctx = LabContext(state.id, state.name)
     for name, record in state.nodes.items():
-        kind = str(record.get("kind", "netns"))
         try:
-            problems += driver_for(kind).reap(ctx, name, record)
+            problems += driver_of_record(record).reap(ctx, name, record)
         except LabError as exc:
             problems.append(f"node {name}: {exc}")
     problems += _remove_namespaces(sorted(set(state.namespaces) | set(owned_namespaces(state.id))))

@@ -23,7 +23,16 @@ from tunlab.errors import TopologyError
 from tunlab.topologies import parsing
 from tunlab.topologies.fieldpath import format_path
 from tunlab.topologies.limits import DEFAULT_LIMITS, Limits, check_shape, describe
-from tunlab.topologies.models import IMPAIR_FORMS, KINDS, NODE_CLASSES, Topology, kinds_with_field
+from tunlab.topologies.models import (
+    IMPAIR_FORMS,
+    KINDS,
+    LINK_CLASSES,
+    LINK_TYPES,
+    NODE_CLASSES,
+    Topology,
+    kinds_with_field,
+    types_with_field,
+)
 from tunlab.topologies.templating import render
 from tunlab.topologies.validate import Issue, check_topology
 
@@ -94,15 +103,22 @@ def _issues_error(issues: list[Issue], source: Source | None) -> TopologyError:
     return error
 
 
+def _either(names: tuple[str, ...]) -> str:
+    return f"{', '.join(repr(k) for k in names[:-1])} or {names[-1]!r}" if len(names) > 1 else repr(names[0])
+
+
 def _pydantic_issues(exc: ValidationError) -> list[Issue]:
     issues = []
     for err in exc.errors():
         loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
         # drop pydantic's union/tag noise such as 'list[...]' or 'bool'
         loc = tuple(p for p in loc if not (isinstance(p, str) and ("[" in p or p in ("bool", "int", "str"))))
-        kind = None
+        kind = link = None
         if len(loc) >= 3 and loc[0] == "nodes" and loc[2] in KINDS:  # the discriminator's tag
             kind = str(loc[2])
+            loc = loc[:2] + loc[3:]
+        if len(loc) >= 3 and loc[0] == "links" and loc[2] in LINK_TYPES:
+            link = str(loc[2])
             loc = loc[:2] + loc[3:]
         if len(loc) >= 4 and loc[0] == "links" and loc[2] == "impair" and loc[3] in IMPAIR_FORMS:
             loc = loc[:3] + loc[4:]  # the impairment's form (both / per-direction) is not a key
@@ -111,10 +127,12 @@ def _pydantic_issues(exc: ValidationError) -> list[Issue]:
             msg = msg[len("Value error, ") :]
         if err["type"] == "union_tag_invalid":
             tag = err.get("ctx", {}).get("tag")
-            loc = (*loc, "kind")
-            msg = f"Input should be {', '.join(repr(k) for k in KINDS[:-1])} or {KINDS[-1]!r}; got {tag!r}"
+            if loc and loc[0] == "links":
+                loc, msg = (*loc, "type"), f"Input should be {_either(LINK_TYPES)}; got {tag!r}"
+            else:
+                loc, msg = (*loc, "kind"), f"Input should be {_either(KINDS)}; got {tag!r}"
         elif err["type"] == "extra_forbidden":
-            msg = _unknown_field(loc, kind)
+            msg = _unknown_field(loc, kind, link)
         else:
             msg = _with_value(msg, err.get("input"))
         issues.append(Issue(loc, msg))
@@ -184,14 +202,23 @@ def _element(annotation: Any) -> Any:
     return None
 
 
-def _unknown_field(loc: tuple[Any, ...], kind: str | None) -> str:
+def _unknown_field(loc: tuple[Any, ...], kind: str | None, link: str | None = None) -> str:
     """What to say about a key the schema does not know (a field of another kind, a typo)."""
     field = str(loc[-1]) if loc else ""
     if kind is not None and len(loc) == 3:
         others = kinds_with_field(field)
         if others:
             return f"'{field}' is for kind: {' or '.join(others)} nodes (this node is kind: {kind})"
-    model = _descend(NODE_CLASSES[kind], loc[2:-1]) if kind is not None else _descend(Topology, loc[:-1])
+    if link is not None and len(loc) == 3:
+        others = types_with_field(field)
+        if others:
+            return f"'{field}' is for type: {' or '.join(others)} links (this link is type: {link})"
+    if kind is not None:
+        model = _descend(NODE_CLASSES[kind], loc[2:-1])
+    elif link is not None:
+        model = _descend(LINK_CLASSES[link], loc[2:-1])
+    else:
+        model = _descend(Topology, loc[:-1])
     if model is not None:
         names = [f.alias or n for n, f in model.model_fields.items()]
         close = difflib.get_close_matches(field, names, n=1, cutoff=0.6)

@@ -1,300 +1,59 @@
-"""The topology file as pydantic models: what a lab is made of, before anything is created."""
+"""The topology file as pydantic models: what a lab is made of, before anything is created.
+
+The node kinds (drivers/) and link types (links/) each own their model; this module puts them
+together: the discriminated unions, the defaults every node may inherit, and the Topology.
+"""
 
 from __future__ import annotations
 
-import ipaddress
 import re
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Union, cast
 
-from pydantic import (
-    AfterValidator,
-    BaseModel,
-    BeforeValidator,
-    ConfigDict,
-    Discriminator,
-    Field,
-    Tag,
-    field_validator,
-    model_validator,
+from pydantic import Discriminator, Field, Tag, create_model, field_validator, model_validator
+
+from tunlab.topologies.drivers import default_kind, drivers
+from tunlab.topologies.fields import (
+    IMPAIR_FORMS,
+    NAME_RE,
+    NODE_RE,
+    Endpoint,
+    Healthcheck,
+    InterfaceSettings,
+    NodeBase,
+    NodeCommon,
+    OffloadFeatures,
+    PerDirection,
+    Route,
+    Strict,
 )
-
-from tunlab.relay.impair.model import LinkImpairment, Netem
-
-NAME_RE = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
-NODE_RE = r"^[A-Za-z0-9][A-Za-z0-9_-]*$"
-
-
-def _on_off(value: Any) -> Any:
-    """Accept on/off, yes/no and true/false for feature switches (YAML turns on/off into bools)."""
-    if isinstance(value, str):
-        low = value.strip().lower()
-        if low in ("on", "yes", "true", "1"):
-            return True
-        if low in ("off", "no", "false", "0"):
-            return False
-    return value
-
-
-def _listify(value: Any) -> Any:
-    if value is None:
-        return []
-    if isinstance(value, (str, ipaddress.IPv4Interface, ipaddress.IPv6Interface)):
-        return [value]
-    return value
-
-
-def _env_names(value: dict[str, str]) -> dict[str, str]:
-    for key in value:
-        if not key or "=" in key:
-            raise ValueError(f"environment variable name {key!r}: it must be non-empty and have no '='")
-    return value
-
-
-Switch = Annotated[bool, BeforeValidator(_on_off)]
-Argv = Annotated[list[str], Field(min_length=1, description="a program and its arguments (no shell)")]
-Env = Annotated[dict[str, str], AfterValidator(_env_names)]
-U32 = Annotated[int, Field(ge=0, le=2**32 - 1)]
-OptSwitch = Annotated[bool | None, BeforeValidator(_on_off)]
-IPv4List = Annotated[list[ipaddress.IPv4Interface], BeforeValidator(_listify)]
-IPv6List = Annotated[list[ipaddress.IPv6Interface], BeforeValidator(_listify)]
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
-
-
-class OffloadFeatures(Strict):
-    """ethtool features of an interface; unset ones are left as the kernel made them."""
-
-    gro: OptSwitch = None
-    gso: OptSwitch = None
-    tso: OptSwitch = None
-    tx_checksum: OptSwitch = Field(None, alias="tx-checksum")
-    rx_checksum: OptSwitch = Field(None, alias="rx-checksum")
-    sg: OptSwitch = None
-
-    def wanted(self) -> dict[str, bool]:
-        """{feature name as in `ethtool -K`: on/off} for the features that are set."""
-        out: dict[str, bool] = {}
-        for name, field in type(self).model_fields.items():
-            value = getattr(self, name)
-            if value is not None:
-                out[field.alias or name] = value
-        return out
-
-
-class InterfaceSettings(Strict):
-    """Settings of one interface (in a node's `interfaces`, or on a link endpoint)."""
-
-    type: Literal["tun", "tap"] | None = Field(
-        None, description="tun/tap: a device made by tunlab's device library (fd held by the lab)"
-    )
-    ipv4: IPv4List = Field(default_factory=list, description="addresses as 'addr/prefix'")
-    ipv6: IPv6List = Field(default_factory=list)
-    mtu: int | None = Field(None, ge=68, le=65535)
-    mac: str | None = None
-    offload: OffloadFeatures | OptSwitch = Field(
-        None,
-        description="tun/tap: true for the virtio-net header (super-packets); other interfaces: "
-        "ethtool features {gro, gso, tso, tx-checksum, rx-checksum, sg: on|off}, or on/off for all",
-    )
-    multi_queue: OptSwitch = None
-    queues: int | None = Field(
-        None, ge=1, le=16, description="kind: vm — virtio-net queues (multi-queue TAP)"
-    )
-
-    @field_validator("mac")
-    @classmethod
-    def _mac(cls, value: str | None) -> str | None:
-        if value is None:
-            return None
-        from tunlab.devices.config import parse_mac
-
-        return parse_mac(value, "mac")
-
-    def merged_with(self, other: InterfaceSettings) -> InterfaceSettings:
-        """These settings with other's explicitly set fields on top."""
-        data = self.model_dump(exclude_unset=True, by_alias=False)
-        data.update(other.model_dump(exclude_unset=True, by_alias=False))
-        return InterfaceSettings.model_validate(data)
-
-
-class Endpoint(InterfaceSettings):
-    """One end of a link: node:interface, plus its settings."""
-
-    node: str
-    interface: str
-    underlay: str | None = Field(None, description="vxlan: the interface that carries the tunnel")
-    remote: ipaddress.IPv4Address | ipaddress.IPv6Address | None = Field(
-        None, description="vxlan: the peer's underlay address (default: the other end's)"
-    )
-
-
-def _brief_endpoint(value: Any) -> Any:
-    if isinstance(value, str):
-        node, sep, iface = value.partition(":")
-        if not sep or not node or not iface:
-            raise ValueError(f"endpoint {value!r}: write it as 'node:interface'")
-        return {"node": node, "interface": iface}
-    return value
-
-
-EndpointSpec = Annotated[Endpoint, BeforeValidator(_brief_endpoint)]
-
-
-class Route(Strict):
-    """A route in a node: dst is a prefix, 'default' (IPv4) or 'default6'."""
-
-    dst: str
-    via: ipaddress.IPv4Address | ipaddress.IPv6Address | None = None
-    dev: str | None = None
-    metric: U32 | None = None
-
-    @field_validator("dst")
-    @classmethod
-    def _dst(cls, value: str) -> str:
-        if value in ("default", "default6"):
-            return value
-        try:
-            ipaddress.ip_network(value, strict=False)
-        except ValueError:
-            raise ValueError(
-                f"{value!r} is not a prefix (like 198.18.2.0/24), 'default' or 'default6'"
-            ) from None
-        return value
-
-    @model_validator(mode="after")
-    def _target(self) -> Route:
-        if self.via is None and self.dev is None:
-            raise ValueError("a route needs 'via' (next hop) or 'dev' (interface)")
-        return self
-
-    def network(self) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
-        if self.dst == "default":
-            if self.via is not None and self.via.version == 6:
-                return ipaddress.IPv6Network("::/0")
-            return ipaddress.IPv4Network("0.0.0.0/0")
-        if self.dst == "default6":
-            return ipaddress.IPv6Network("::/0")
-        return ipaddress.ip_network(self.dst, strict=False)
-
-
-class Healthcheck(Strict):
-    """A node is ready once every given check passes: a command succeeds, a file appears, a
-    TCP port accepts connections, a log line is seen (containers). Checked every interval."""
-
-    command: Argv | None = None
-    file: str | None = None
-    port: int | None = Field(None, ge=1, le=65535, description="TCP port on 127.0.0.1 inside the node")
-    log: str | None = Field(None, description="container: a regular expression its log must match")
-    timeout: float = Field(30.0, gt=0, le=86400)
-    interval: float = Field(0.2, gt=0, le=3600)
-
-    @model_validator(mode="after")
-    def _something(self) -> Healthcheck:
-        if self.command is None and self.file is None and self.port is None and self.log is None:
-            raise ValueError("a healthcheck needs at least one of command, file, port or log")
-        return self
-
-
-KINDS = ("netns", "container", "vm")
-
-
-class NodeCommon(Strict):
-    """What every kind of node has."""
-
-    sysctls: dict[str, str | int | bool] = Field(default_factory=dict)
-    env: Env = Field(default_factory=dict)
-    routes: list[Route] = Field(default_factory=list)
-    exec: list[Argv] = Field(default_factory=list, description="argv lists run after deploy")
-    healthcheck: Healthcheck | None = Field(None, description="wait until the node is ready")
-
-    @field_validator("exec", mode="before")
-    @classmethod
-    def _argv_lists(cls, value: Any) -> Any:
-        if isinstance(value, list):
-            for item in value:
-                if isinstance(item, str):
-                    raise ValueError(
-                        f"exec entries are argv lists, like [ping, -c1, 198.18.0.1], not the string "
-                        f"{item!r} (no shell is involved)"
-                    )
-        return value
-
-    @field_validator("sysctls")
-    @classmethod
-    def _sysctls(cls, value: dict[str, Any]) -> dict[str, Any]:
-        for key in value:
-            if not re.fullmatch(r"net(\.[A-Za-z0-9_-]+)+", key):
-                raise ValueError(f"sysctl {key!r}: only per-namespace net.* keys can be set")
-        return value
-
-
-class ContainerFields(Strict):
-    """kind: container — a docker container (network mode none) wired by tunlab."""
-
-    image: str | None = Field(None, description="a local image; tunlab/base is built on first use")
-    command: Argv | None = None
-    binds: list[str] = Field(default_factory=list)
-    cap_add: list[str] = Field(default_factory=list)
-    devices: list[str] = Field(default_factory=list)
-    privileged: bool | None = None
-    workdir: str | None = None
-
-
-class VmFields(Strict):
-    """kind: vm — a qemu guest wired with tunlab's TAP devices (docs/topologies.md, VM nodes)."""
-
-    image: str | None = Field(None, description="a vm-images/ recipe: minimal (default) or debian")
-    kernel_package: str | None = Field(None, description="pin the image's Debian kernel package")
-    kernel: str | None = Field(None, description="your own kernel: a bzImage or vmlinux path")
-    initrd: str | None = Field(None, description="with kernel: your initramfs (default: the image's)")
-    root: Literal["initramfs", "image", "host"] | None = Field(
-        None,
-        description="initramfs, the image's ext4 root, or the host's / read-only over 9p (+ tmpfs overlay)",
-    )
-    root_image: str | None = Field(None, description="root: image with your own ext4 file")
-    memory: int | None = Field(None, ge=64, le=1 << 20, description="MiB (default 256)")
-    cpus: int | None = Field(None, ge=1, le=64)
-    shares: list[str] = Field(default_factory=list, description="host-dir:guest-path[:ro|rw] over 9p")
-    append: str | None = Field(None, description="more kernel command line")
-    accel: Literal["auto", "kvm", "tcg"] | None = Field(None, description="auto: KVM only where it works")
-    boot_timeout: float | None = Field(None, gt=0, le=3600, description="seconds (default 120)")
-    qemu_args: list[str] = Field(default_factory=list, description="more qemu arguments (escape hatch)")
-
-
-class Defaults(NodeCommon, ContainerFields, VmFields):
-    """Settings every node inherits unless it sets them (dicts are merged, node keys win).
-
-    Fields of one kind only reach nodes of that kind.
-    """
-
-    kind: Literal["netns", "container", "vm"] | None = None
-
-
-class NodeBase(NodeCommon):
-    """A node of any kind: its kind (the driver that makes it) and its interfaces."""
-
-    kind: str
-    interfaces: dict[str, InterfaceSettings] = Field(default_factory=dict)
-
-
-class NetnsNode(NodeBase):
-    """kind: netns — a network namespace of its own (tl-<lab id>-<node>)."""
-
-    kind: Literal["netns"] = "netns"
-
-
-class ContainerNode(NodeBase, ContainerFields):
-    kind: Literal["container"]
-
-
-class VmNode(NodeBase, VmFields):
-    kind: Literal["vm"]
-
-
-Node = Annotated[NetnsNode | ContainerNode | VmNode, Field(discriminator="kind")]
-NODE_CLASSES: dict[str, type[NodeBase]] = {"netns": NetnsNode, "container": ContainerNode, "vm": VmNode}
+from tunlab.topologies.links import LinkModel, default_link_type, link_types
+
+__all__ = [
+    "IMPAIR_FORMS",
+    "KINDS",
+    "LINK_TYPES",
+    "NAME_RE",
+    "NODE_CLASSES",
+    "Defaults",
+    "Endpoint",
+    "Healthcheck",
+    "InterfaceSettings",
+    "Link",
+    "LinkModel",
+    "Node",
+    "NodeBase",
+    "OffloadFeatures",
+    "PerDirection",
+    "Route",
+    "Topology",
+    "kinds_with_field",
+    "types_with_field",
+]
+
+KINDS: tuple[str, ...] = tuple(drivers())
+NODE_CLASSES: dict[str, type[NodeBase]] = {kind: d.model for kind, d in drivers().items()}
+LINK_TYPES: tuple[str, ...] = tuple(link_types())
+LINK_CLASSES: dict[str, type[LinkModel]] = {name: t.model for name, t in link_types().items()}
 
 
 def kinds_with_field(name: str) -> list[str]:
@@ -302,66 +61,48 @@ def kinds_with_field(name: str) -> list[str]:
     return [kind for kind, cls in NODE_CLASSES.items() if name in cls.model_fields]
 
 
-class PerDirection(Strict):
-    """An impairment per direction: a_to_b from the first endpoint to the second, b_to_a back
-    (on a bridge: a_to_b is from each node into the bridge)."""
-
-    a_to_b: Netem = Field(default_factory=Netem)
-    b_to_a: Netem = Field(default_factory=Netem)
+def types_with_field(name: str) -> list[str]:
+    """The link types that accept a field (for errors about a field on the wrong type)."""
+    return [t for t, cls in LINK_CLASSES.items() if name in cls.model_fields]
 
 
-def _impair_form(value: Any) -> str:
+def _link_tag(value: Any) -> str:
     if isinstance(value, dict):
-        return "per-direction" if {"a_to_b", "b_to_a"} & set(value) else "both"
-    return "per-direction" if isinstance(value, PerDirection) else "both"
+        found = value.get("type", default_link_type().name)
+        return found if isinstance(found, str) else repr(found)
+    return str(getattr(value, "type", default_link_type().name))
 
 
-# the tags show in pydantic's error paths; the loader leaves them out (links[0].impair.delay)
-IMPAIR_FORMS = ("both", "per-direction")
-ImpairSpec = Annotated[
-    Annotated[Netem, Tag("both")] | Annotated[PerDirection, Tag("per-direction")],
-    Discriminator(_impair_form),
-]
-
-
-class Link(Strict):
-    """A link: brief form {endpoints: ["h1:eth0", "h2:eth0"]} is a veth pair."""
-
-    type: Literal["veth", "bridge", "vxlan", "tun-pair"] = "veth"
-    endpoints: list[EndpointSpec]
-    name: str | None = Field(
-        None, description="bridge: its name (default br<index>); any link: a name to refer to it by"
+def _defaults_model() -> type[NodeCommon]:
+    """Settings every node inherits unless it sets them: what all nodes have, plus each kind's
+    own fields (those reach only nodes of that kind), plus the default kind."""
+    bases: tuple[Any, ...] = (NodeCommon,)
+    bases += tuple(d.fields for d in drivers().values() if d.fields is not None)
+    kind_type: Any = Literal[KINDS] if KINDS else str
+    model: Any = create_model(
+        "Defaults",
+        __base__=bases,
+        __doc__="Settings every node inherits unless it sets them (dicts are merged, node keys win).\n\n"
+        "Fields of one kind only reach nodes of that kind.",
+        kind=(kind_type | None, None),
     )
-    mtu: int | None = Field(None, ge=68, le=65535, description="default MTU of every end")
-    vni: int | None = Field(None, ge=1, le=16777215, description="vxlan: network identifier")
-    port: int = Field(4789, ge=1, le=65535, description="vxlan: UDP port")
-    offload: Switch = Field(
-        True, description="tun-pair: TUN devices with the virtio-net header (super-packets cross)"
-    )
-    workers: Literal["threads", "processes"] = Field("processes", description="tun-pair: relay workers")
-    impair: ImpairSpec | None = Field(
-        None,
-        description="netem-style impairment: one mapping for both directions, or a_to_b / b_to_a",
-    )
-    impair_via: Literal["auto", "kernel", "relay"] = Field(
-        "auto",
-        description="kernel qdiscs (netem/tbf) or a relay; auto takes the kernel where it can",
-    )
+    return cast("type[NodeCommon]", model)
 
-    @property
-    def impairment(self) -> LinkImpairment | None:
-        """The impairment per direction (a symmetric one with a seed: b_to_a gets seed + 1).
 
-        On a bridge a_to_b is every node's traffic into the bridge and b_to_a the bridge's to
-        each node; one impairment for both directions goes on the way in only, so node to node
-        it counts once, as on a veth."""
-        if self.impair is None:
-            return None
-        if isinstance(self.impair, PerDirection):
-            return LinkImpairment(a_to_b=self.impair.a_to_b, b_to_a=self.impair.b_to_a)
-        if self.type == "bridge":
-            return LinkImpairment(a_to_b=self.impair)
-        return LinkImpairment.symmetric(self.impair)
+if TYPE_CHECKING:
+    Node = NodeBase
+    Link = LinkModel
+    Defaults = NodeCommon
+else:
+    Node = Annotated[
+        Union[tuple(Annotated[cls, Tag(kind)] for kind, cls in NODE_CLASSES.items())],  # noqa: UP007
+        Discriminator("kind"),
+    ]
+    Link = Annotated[
+        Union[tuple(Annotated[cls, Tag(name)] for name, cls in LINK_CLASSES.items())],  # noqa: UP007
+        Discriminator(_link_tag),
+    ]
+    Defaults = _defaults_model()
 
 
 class Topology(Strict):
@@ -376,7 +117,7 @@ class Topology(Strict):
     @model_validator(mode="before")
     @classmethod
     def _kinds(cls, data: Any) -> Any:
-        """A node without `kind` has the defaults' kind (netns when there is none)."""
+        """A node without `kind` has the defaults' kind (the default kind when there is none)."""
         if not isinstance(data, dict) or not isinstance(data.get("nodes"), dict):
             return data
         defaults = data.get("defaults")
@@ -386,7 +127,7 @@ class Topology(Strict):
             if node is None:
                 node = {}
             if isinstance(node, dict) and "kind" not in node:
-                node = {**node, "kind": kind or "netns"}
+                node = {**node, "kind": kind or default_kind()}
             nodes[name] = node
         return {**data, "nodes": nodes}
 
@@ -402,33 +143,39 @@ class Topology(Strict):
 
     @classmethod
     def model_json_schema(cls, *args: Any, **kwargs: Any) -> dict[str, Any]:
-        """The JSON Schema, with the node kinds as one named `Node` definition (editors show it)."""
+        """The JSON Schema, with the node kinds and link types as named `Node` and `Link`
+        definitions (editors show them)."""
         schema = super().model_json_schema(*args, **kwargs)
-        nodes = schema.get("properties", {}).get("nodes", {})
-        union = nodes.get("additionalProperties")
-        if isinstance(union, dict) and "oneOf" in union:
-            schema.setdefault("$defs", {})["Node"] = {
-                "title": "Node",
-                "description": "A node; `kind` (netns, container, vm) says which fields it has.",
-                **union,
-            }
-            nodes["additionalProperties"] = {"$ref": "#/$defs/Node"}
+        props = schema.get("properties", {})
+        for key, where, title, description in (
+            ("Node", props.get("nodes", {}), "additionalProperties",
+             f"A node; `kind` ({', '.join(KINDS)}) says which fields it has."),
+            ("Link", props.get("links", {}), "items",
+             f"A link; `type` ({', '.join(LINK_TYPES)}) says which fields it has."),
+        ):  # fmt: skip
+            union = where.get(title)
+            if isinstance(union, dict) and "oneOf" in union:
+                schema.setdefault("$defs", {})[key] = {"title": key, "description": description, **union}
+                where[title] = {"$ref": f"#/$defs/{key}"}
         return schema
 
-    def resolved_nodes(self) -> dict[str, NetnsNode | ContainerNode | VmNode]:
+    def resolved_nodes(self) -> dict[str, NodeBase]:
         """Nodes with the defaults applied (only the defaults' fields that their kind has)."""
-        base = self.defaults.model_dump(exclude_unset=True)
-        base.pop("kind", None)
-        out: dict[str, NetnsNode | ContainerNode | VmNode] = {}
-        for name, node in self.nodes.items():
-            cls = NODE_CLASSES[node.kind]
-            data = {k: v for k, v in base.items() if k in cls.model_fields}
-            mine = node.model_dump(exclude_unset=True)
-            for key, value in mine.items():
-                if isinstance(value, dict) and isinstance(data.get(key), dict):
-                    data[key] = {**data[key], **value}
-                else:
-                    data[key] = value
-            data["kind"] = node.kind
-            out[name] = cls.model_validate(data)  # type: ignore[assignment]
-        return out
+        return _resolve(self)
+
+
+def _resolve(topo: Topology) -> dict[str, NodeBase]:
+    base = topo.defaults.model_dump(exclude_unset=True)
+    base.pop("kind", None)
+    out: dict[str, NodeBase] = {}
+    for name, node in topo.nodes.items():
+        cls = NODE_CLASSES[node.kind]
+        data = {k: v for k, v in base.items() if k in cls.model_fields}
+        for key, value in node.model_dump(exclude_unset=True).items():
+            if isinstance(value, dict) and isinstance(data.get(key), dict):
+                data[key] = {**data[key], **value}
+            else:
+                data[key] = value
+        data["kind"] = node.kind
+        out[name] = cls.model_validate(data)
+    return out

@@ -20,7 +20,9 @@ from tunlab.errors import LabError
 from tunlab.linux.netns import NetNamespace
 
 if TYPE_CHECKING:
-    from tunlab.topologies.models import NodeBase
+    from pydantic import BaseModel
+
+    from tunlab.topologies.fields import NodeBase
 
 # (field path below the node, message) for problems `validate` reports
 NodeIssue = tuple[tuple[Any, ...], str]
@@ -59,6 +61,9 @@ class NodeHandle:
     and container nodes; for a node whose interfaces live in a guest kernel (a VM) it is a
     host-side namespace holding the TAP devices, and the driver configures the guest itself.
     """
+
+    #: its network stack is a guest kernel's: no sockets or popen from the host, run() only
+    in_guest: ClassVar[bool] = False
 
     def __init__(self, name: str, kind: str, netns: NetNamespace, env: dict[str, str] | None = None) -> None:
         self.name = name
@@ -108,6 +113,12 @@ class NodeDriver(abc.ABC):
     """Creates, waits for, enters and removes nodes of one kind."""
 
     kind: ClassVar[str]
+    #: the pydantic model of this kind's nodes (a NodeBase subclass with `kind: Literal[...]`)
+    model: ClassVar[type[NodeBase]]
+    #: the fields only this kind has, which `defaults:` may give too (None: it has none)
+    fields: ClassVar[type[BaseModel] | None] = None
+    #: its place in lists (messages, the schema); the first is the default kind
+    rank: ClassVar[int] = 50
     #: create all nodes of this kind in one step (in parallel), not one step per node
     parallel: ClassVar[bool] = False
     #: the node's interfaces live in a guest kernel: the driver configures them (not netlink)
@@ -174,23 +185,4 @@ class NodeDriver(abc.ABC):
 
     def reap_lab(self, ctx: LabContext) -> list[str]:
         """Remove every object of this kind that carries a dead lab's id (its record is lost)."""
-        return []
-
-
-class UnavailableDriver(NodeDriver):
-    """A kind accepted by the schema whose driver has not landed yet."""
-
-    why: ClassVar[str] = "its driver is not in this release"
-
-    def check_available(self) -> None:
-        raise LabError(f"kind: {self.kind} is not available yet: {self.why}")
-
-    def create(self, ctx: LabContext, name: str, node: NodeBase) -> NodeHandle:
-        self.check_available()
-        raise AssertionError  # unreachable
-
-    def destroy(self, handle: NodeHandle) -> None:
-        return None
-
-    def reap(self, ctx: LabContext, name: str, resources: Resources) -> list[str]:
         return []

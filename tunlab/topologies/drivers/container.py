@@ -14,7 +14,9 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any, Literal
+
+from pydantic import Field
 
 from tunlab.errors import LabError
 from tunlab.linux.netns import NetNamespace, finish, write_sysctls_here
@@ -29,10 +31,26 @@ from tunlab.topologies.drivers.base import (
     Resources,
 )
 from tunlab.topologies.drivers.sysctls import LAB_SYSCTLS, write_sysctls
+from tunlab.topologies.fields import Argv, NodeBase, Strict
 from tunlab.topologies.state import ns_name
 
-if TYPE_CHECKING:
-    from tunlab.topologies.models import ContainerNode, NodeBase
+
+class ContainerFields(Strict):
+    """kind: container — a docker container (network mode none) wired by tunlab."""
+
+    image: str | None = Field(None, description="a local image; tunlab/base is built on first use")
+    command: Argv | None = None
+    binds: list[str] = Field(default_factory=list)
+    cap_add: list[str] = Field(default_factory=list)
+    devices: list[str] = Field(default_factory=list)
+    privileged: bool | None = None
+    workdir: str | None = None
+
+
+class ContainerNode(NodeBase, ContainerFields):
+    """kind: container — a docker container (network mode none) wired by tunlab."""
+
+    kind: Literal["container"]
 
 
 class ContainerHandle(NodeHandle):
@@ -90,6 +108,9 @@ class ContainerHandle(NodeHandle):
 
 class ContainerDriver(NodeDriver):
     kind = "container"
+    model = ContainerNode
+    fields = ContainerFields
+    rank = 10
     parallel = True
 
     def __init__(self) -> None:
@@ -299,8 +320,6 @@ def _bind_problem(bind: str) -> str | None:
 
 
 def _container(node: NodeBase) -> ContainerNode:
-    from tunlab.topologies.models import ContainerNode
-
     assert isinstance(node, ContainerNode), node
     return node
 

@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import errno
 import os
-from typing import TYPE_CHECKING
+from typing import Literal
 
 from tunlab.errors import LabError
 from tunlab.linux.netns import NETNS_RUN_DIR, NetNamespace
 from tunlab.topologies.drivers.base import LabContext, NodeDriver, NodeHandle, Resources
 from tunlab.topologies.drivers.sysctls import LAB_SYSCTLS, write_sysctls
+from tunlab.topologies.fields import NodeBase
 from tunlab.topologies.state import ns_name, owned_namespaces
 
-if TYPE_CHECKING:
-    from tunlab.topologies.models import NodeBase
+
+class NetnsNode(NodeBase):
+    """kind: netns — a network namespace of its own (tl-<lab id>-<node>)."""
+
+    kind: Literal["netns"] = "netns"
 
 
 def remove_namespace(name: str) -> str | None:
@@ -30,6 +34,8 @@ def remove_namespace(name: str) -> str | None:
 
 class NetnsDriver(NodeDriver):
     kind = "netns"
+    model = NetnsNode
+    rank = 0  # the default kind
 
     def planned(self, ctx: LabContext, name: str, node: NodeBase) -> Resources:
         return {"netns": ns_name(ctx.lab_id, name)}

@@ -21,7 +21,9 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, Literal, cast
+
+from pydantic import Field
 
 from tunlab.errors import LabError
 from tunlab.linux.netns import NetNamespace
@@ -34,13 +36,41 @@ from tunlab.topologies.drivers.base import (
     Resources,
 )
 from tunlab.topologies.drivers.netns import remove_namespace
+from tunlab.topologies.fields import NodeBase, Strict
 from tunlab.topologies.state import labs_dir, ns_name, process_start
 
 if TYPE_CHECKING:
     from tunlab.devices.sync import SyncDevice
-    from tunlab.topologies.models import NodeBase, VmNode
     from tunlab.vm.agent import Agent
     from tunlab.vm.qemu import Process
+
+
+class VmFields(Strict):
+    """kind: vm — a qemu guest wired with tunlab's TAP devices (docs/topologies.md, VM nodes)."""
+
+    image: str | None = Field(None, description="a vm-images/ recipe: minimal (default) or debian")
+    kernel_package: str | None = Field(None, description="pin the image's Debian kernel package")
+    kernel: str | None = Field(None, description="your own kernel: a bzImage or vmlinux path")
+    initrd: str | None = Field(None, description="with kernel: your initramfs (default: the image's)")
+    root: Literal["initramfs", "image", "host"] | None = Field(
+        None,
+        description="initramfs, the image's ext4 root, or the host's / read-only over 9p (+ tmpfs overlay)",
+    )
+    root_image: str | None = Field(None, description="root: image with your own ext4 file")
+    memory: int | None = Field(None, ge=64, le=1 << 20, description="MiB (default 256)")
+    cpus: int | None = Field(None, ge=1, le=64)
+    shares: list[str] = Field(default_factory=list, description="host-dir:guest-path[:ro|rw] over 9p")
+    append: str | None = Field(None, description="more kernel command line")
+    accel: Literal["auto", "kvm", "tcg"] | None = Field(None, description="auto: KVM only where it works")
+    boot_timeout: float | None = Field(None, gt=0, le=3600, description="seconds (default 120)")
+    qemu_args: list[str] = Field(default_factory=list, description="more qemu arguments (escape hatch)")
+
+
+class VmNode(NodeBase, VmFields):
+    """kind: vm — a qemu guest wired with tunlab's TAP devices."""
+
+    kind: Literal["vm"]
+
 
 DEFAULT_IMAGE = "minimal"
 DEFAULT_BOOT_TIMEOUT = 120.0
@@ -64,6 +94,8 @@ class GuestNic:
 
 class VmHandle(NodeHandle):
     """A VM node: commands go through its agent; its sockets live in the guest's kernel."""
+
+    in_guest = True
 
     def __init__(self, name: str, netns: NetNamespace, node: VmNode, ctx: LabContext) -> None:
         super().__init__(name, "vm", netns, node.env)
@@ -130,6 +162,9 @@ class VmHandle(NodeHandle):
 
 class VmDriver(NodeDriver):
     kind = "vm"
+    model = VmNode
+    fields = VmFields
+    rank = 20
     parallel = True
     interfaces_in_guest = True
 

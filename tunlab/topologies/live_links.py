@@ -9,19 +9,19 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
 from tunlab.errors import LabError
 from tunlab.relay.impair.model import LinkImpairment, Netem
-from tunlab.relay.impair.params import NetemParams
 from tunlab.topologies import impairments
 from tunlab.topologies.fieldpath import format_path
+from tunlab.topologies.links import link_types
 
 if TYPE_CHECKING:
-    from tunlab.topologies.engine import Runtime
+    from tunlab.topologies.runtime import Runtime
 
 DIRECTION_KEYS = ("a_to_b", "b_to_a")
 _LOCK = threading.Lock()  # one change at a time (the control socket's thread, the test's)
@@ -32,11 +32,15 @@ class ImpairmentError(LabError, ValueError):
 
 
 def parse_impairment(
-    value: Any, direction: str | None = None, current: LinkImpairment | None = None, *, bridge: bool = False
+    value: Any,
+    direction: str | None = None,
+    current: LinkImpairment | None = None,
+    *,
+    both_ways: Callable[[Netem], LinkImpairment] = LinkImpairment.symmetric,
 ) -> LinkImpairment:
     """A full LinkImpairment from what a user gives: a Netem, a LinkImpairment, a mapping (one
-    direction's or both), or None (clear). With direction, only that side changes. On a bridge
-    one impairment for both directions goes on the way into the bridge (see Link.impairment)."""
+    direction's or both), or None (clear). With direction, only that side changes; without it,
+    both_ways says what one impairment means on the link (a bridge's goes on the way in)."""
     if direction is not None and direction not in DIRECTION_KEYS:
         raise ImpairmentError(f"direction: expected 'a_to_b' or 'b_to_a', got {direction!r}")
     try:
@@ -58,7 +62,7 @@ def parse_impairment(
     if isinstance(new_one, LinkImpairment):
         return new_one
     if direction is None:
-        return LinkImpairment(a_to_b=new_one) if bridge else LinkImpairment.symmetric(new_one)
+        return both_ways(new_one)
     base = current or LinkImpairment()
     return base.model_copy(update={direction: new_one})
 
@@ -79,6 +83,7 @@ class LabLink:
         self._rt = rt
         self.index = index
         self.spec = rt.topo.links[index]
+        self._type = rt.link_type(index)
 
     @property
     def label(self) -> str:
@@ -106,7 +111,7 @@ class LabLink:
             if impairment is not None:
                 raise ImpairmentError("give an impairment or keyword arguments, not both")
             impairment = netem
-        new = parse_impairment(impairment, direction, self.impairment, bridge=self.spec.type == "bridge")
+        new = parse_impairment(impairment, direction, self.impairment, both_ways=self.spec.both_ways)
         with _LOCK:
             self._apply(new)
         return new
@@ -114,7 +119,7 @@ class LabLink:
     def clear(self, direction: str | None = None) -> None:
         """No impairment (on one direction, or both)."""
         with _LOCK:
-            self._apply(parse_impairment(None, direction, self.impairment, bridge=self.spec.type == "bridge"))
+            self._apply(parse_impairment(None, direction, self.impairment, both_ways=self.spec.both_ways))
 
     @contextlib.contextmanager
     def impaired(
@@ -162,7 +167,7 @@ class LabLink:
             limits.append(f"this kernel has no sch_{' or sch_'.join(missing)}")
         if limits:
             raise ImpairmentError(
-                f"links[{self.index}] ({self.label}) is a kernel {self.spec.type} link and the kernel "
+                f"links[{self.index}] ({self.label}) is a kernel {self._type.name} link and the kernel "
                 f"cannot do this impairment ({'; '.join(dict.fromkeys(limits))}): declare `impair: {{}}` "
                 "on the link so the lab is deployed with a relay there, which can take any impairment "
                 "at run time"
@@ -170,22 +175,15 @@ class LabLink:
         return now if now.via == "kernel" else impairments.Placement("kernel", "set at run time")
 
     def _apply_relays(self, new: LinkImpairment) -> None:
-        params = new.params()
-        for (_li, ei), relay in self._relays().items():
-            if self.spec.type == "vxlan":
-                outgoing = params["a->b"] if ei == 0 else params["b->a"]
-                relay.impair({"a->b": outgoing, "b->a": NetemParams()})
-            else:
-                relay.impair(params)
+        for key, relay in self._relays().items():
+            relay.impair(self._type.relay_impairment(key, new))
 
     def _apply_kernel(self, new: LinkImpairment) -> None:
-        from tunlab.topologies.engine import kernel_targets
-
         rt = self._rt
         old = self.impairment or LinkImpairment()
         done: list[tuple[Any, int, Netem]] = []
         try:
-            for ns, ifname, key in kernel_targets(rt, self.index):
+            for ns, ifname, key in self._type.kernel_targets(rt, self.index):
                 ipr = rt.ipr(ns)
                 index = rt.index(ns, ifname)
                 impairments.apply_kernel(ipr, index, getattr(new, key))
@@ -207,21 +205,16 @@ class LabLink:
         out.update(impairments.describe(self.impairment))
         totals: dict[str, dict[str, int]] = {"a_to_b": {}, "b_to_a": {}}
         if self.placement.relayed:
-            for (_li, ei), relay in self._relays().items():
+            for relay_key, relay in self._relays().items():
                 snap = relay.snapshot()
-                pairs = [("a->b", "a_to_b"), ("b->a", "b_to_a")]
-                if self.spec.type == "vxlan":
-                    pairs = [("a->b", "a_to_b" if ei == 0 else "b_to_a")]
-                for key, name in pairs:
+                for key, name in self._type.relay_directions(relay_key):
                     counters = snap[key].impairment() or {}
                     for k, v in counters.items():
                         if k != "generation":
                             totals[name][k] = totals[name].get(k, 0) + v
         elif self.placement.via == "kernel":
-            from tunlab.topologies.engine import kernel_targets
-
             try:
-                for ns, ifname, key in kernel_targets(self._rt, self.index):
+                for ns, ifname, key in self._type.kernel_targets(self._rt, self.index):
                     got = impairments.kernel_stats(self._rt.ipr(ns), self._rt.index(ns, ifname))
                     for k, v in got.items():
                         totals[key][k] = totals[key].get(k, 0) + v
@@ -240,9 +233,9 @@ def find_link(rt: Runtime, selector: int | str) -> int:
     elif isinstance(selector, str):
         if selector.isdigit() and int(selector) < len(links):
             return int(selector)
+        types = link_types()
         for li, link in enumerate(links):
-            default_bridge = link.name is None and link.type == "bridge" and selector == f"br{li}"
-            if link.name == selector or default_bridge:
+            if selector in types[link.type].selectors(li, link):
                 return li
             if any(f"{e.node}:{e.interface}" == selector for e in link.endpoints):
                 return li
