@@ -257,7 +257,7 @@ def _finish_lab(request: pytest.FixtureRequest, lab: Lab, keep: bool) -> None:
         )
         if reporter is not None:
             reporter.write_line(message)
-        lab._rt = None  # hand the lab over as it is: the state file stays, gc knows it
+        lab.detach()  # the lab stays as it is: the state file lists it, gc knows it
         return
     lab.down()
 

@@ -373,3 +373,32 @@ def test_the_gso_none_header_of_unmerged_packets() -> None:
         dev.send_multiple(None, [bytes(10) + b"\x45\x00" + bytes(30)], 10)
         (out,) = dev.backend.wire.take_all()
         assert VirtioNetHdr.decode(out).gso_type == VIRTIO_NET_HDR_GSO_NONE
+
+
+def test_async_with_awaits_aclose_and_wakes_a_pending_reader(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Leaving `async with` is aclose(), not close(): a task waiting to read is woken with
+    DeviceClosedError (on Windows aclose also lets handle waiters leave before handles close)."""
+    awaited: list[bool] = []
+    real_aclose = AsyncDevice.aclose
+
+    async def spy(self: AsyncDevice) -> None:
+        awaited.append(True)
+        await real_aclose(self)
+
+    monkeypatch.setattr(AsyncDevice, "aclose", spy)
+
+    async def main() -> BaseException | None:
+        dev = AsyncDevice(mem())
+        async with dev:
+            reader = asyncio.ensure_future(dev.recv())
+            await asyncio.sleep(0.05)
+            assert not reader.done()
+        try:
+            await asyncio.wait_for(reader, 5)
+        except BaseException as exc:  # the reader's own failure
+            return exc
+        return None
+
+    got = asyncio.run(main())
+    assert awaited == [True]
+    assert isinstance(got, DeviceClosedError), got

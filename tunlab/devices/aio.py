@@ -74,7 +74,7 @@ class AsyncDevice:
         self._dev = device
         self._backend = device.backend
         self._readiness = device.readiness()
-        self._rx: Receiver = device._rx  # packets split but not yet delivered carry over
+        self._rx: Receiver = device.receiver  # packets split but not yet delivered carry over
         self._read_waiters: list[asyncio.Future[None]] = []
         self._write_waiters: list[asyncio.Future[None]] = []
         self._watched: dict[bool, tuple[asyncio.AbstractEventLoop, PollTarget]] = {}
@@ -290,9 +290,11 @@ class AsyncDevice:
     async def send_multiple(self, gro_table: GROTable | None, bufs: Sequence[Bytes], offset: int) -> int:
         """SyncDevice.send_multiple, waiting (not blocking) when the device is full."""
         check_batch_args(bufs, None, offset, vnet=self._backend.frame_format.virtio, send=True)
-        return await self._write_frames(batch_frames(self._backend, bufs, offset, gro_table))
+        return await self.write_frames(batch_frames(self._backend, bufs, offset, gro_table))
 
-    async def _write_frames(self, frames: Sequence[Bytes]) -> int:
+    async def write_frames(self, frames: Sequence[Bytes]) -> int:
+        """Write frames exactly as the device takes them (headers included, nothing coalesced),
+        waiting while it is full; the bytes written. Framed's writer and send_multiple use it."""
         written = 0
         errors: list[OSError] = []
         rest = list(frames)
@@ -479,7 +481,7 @@ class AsyncDevice:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        self.close()
+        await self.aclose()
 
     def __repr__(self) -> str:
         return f"<AsyncDevice {self._dev!r}>"

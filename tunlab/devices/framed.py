@@ -20,7 +20,7 @@ class FramedDevice(Protocol):
 
     async def next_packet(self) -> bytes: ...
 
-    async def _write_frames(self, frames: Sequence[Bytes]) -> int: ...
+    async def write_frames(self, frames: Sequence[Bytes]) -> int: ...
 
 
 class Framed:
@@ -39,7 +39,7 @@ class Framed:
         self._batch: list[Bytes] = []
         self._table = GROTable()
         self._closed = False
-        self._pending = device.sync._rx.pending  # packets split from the last read
+        self._pending = device.sync.receiver.pending  # packets split from the last read
 
     # read half
     def __aiter__(self) -> AsyncIterator[bytes]:
@@ -79,7 +79,7 @@ class Framed:
             return 0
         batch, self._batch = self._batch, []
         dev = self.device
-        return await dev._write_frames(batch_frames(dev.sync.backend, batch, 0, self._table))
+        return await dev.write_frames(batch_frames(dev.sync.backend, batch, 0, self._table))
 
     async def aclose(self) -> None:
         """Flush what is queued; the device stays open."""

@@ -80,6 +80,12 @@ class SyncDevice:
         self._backend = backend
         self._rx = Receiver(backend)
 
+    @property
+    def receiver(self) -> Receiver:
+        """Where packets split from a super-packet wait to be delivered (shared by the async
+        wrappers of this device, so none is lost between the sync and async halves)."""
+        return self._rx
+
     # ---- ownership --------------------------------------------------------------------------
     @classmethod
     def from_fd(cls, fd: int) -> Self:

@@ -152,6 +152,15 @@ class Lab:
             state.remove()
         return problems
 
+    def detach(self) -> None:
+        """Let go of the lab without tearing it down: what it made stays, listed in its state
+        file, until `tunlab down` or `tunlab gc` (devices and relays end with this process).
+        This object is no longer running afterwards."""
+        self._rt = None
+        if self._control is not None:
+            self._control.close()
+            self._control = None
+
     def __enter__(self) -> Lab:
         return self.up()
 

@@ -26,8 +26,8 @@ Bytes = bytes | bytearray | memoryview
 _np: Any = None
 _np_pending = os.environ.get("TUNLAB_CHECKSUM", "auto") != "python"  # import numpy on first use
 _NUMPY_MIN = 2048  # below this numpy's call overhead costs more than it saves
-_LITTLE = sys.byteorder == "little"
-_NATIVE_U32 = "<u4" if _LITTLE else ">u4"
+LITTLE_ENDIAN = sys.byteorder == "little"
+NATIVE_U32 = "<u4" if LITTLE_ENDIAN else ">u4"
 
 
 def _load_numpy() -> Any:
@@ -78,9 +78,9 @@ def _numpy_sum(data: Bytes) -> int:
     """Big-endian 16-bit word sum via native 32-bit words (order-independent; swap at the end)."""
     n = len(data)
     n4 = n & ~3
-    total = int(_np.frombuffer(data, dtype=_NATIVE_U32, count=n4 >> 2).sum(dtype=_np.uint64))
+    total = int(_np.frombuffer(data, dtype=NATIVE_U32, count=n4 >> 2).sum(dtype=_np.uint64))
     total %= 0xFFFF
-    if _LITTLE:
+    if LITTLE_ENDIAN:
         total = ((total & 0xFF) << 8) | (total >> 8)
     if n4 != n:
         tail = bytes(data[n4:])

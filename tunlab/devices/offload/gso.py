@@ -152,10 +152,10 @@ def _numpy_payload_sums(data: bytes, start: int, gso: int) -> Any:
     np = _cs.numpy_module()
     n = len(data) - start
     count = -(-n // gso)
-    words = np.frombuffer(data, dtype=_cs._NATIVE_U32, offset=start, count=n >> 2)
+    words = np.frombuffer(data, dtype=_cs.NATIVE_U32, offset=start, count=n >> 2)
     sums = np.add.reduceat(words, np.arange(0, words.size, gso >> 2), dtype=np.uint64)
     sums = (sums % 0xFFFF).astype(np.int64)
-    if _cs._LITTLE:
+    if _cs.LITTLE_ENDIAN:
         sums = ((sums & 0xFF) << 8) | (sums >> 8)
     if sums.size < count:
         sums = np.append(sums, 0)  # the last slice is shorter than one 32-bit word
