@@ -26,6 +26,7 @@ from tunlab.linux.netns import NetNamespace
 from tunlab.testing.capture import Capture
 
 if TYPE_CHECKING:  # labs load on first use: tun_device needs only the device library
+    from tunlab.relay.direction import Direction
     from tunlab.topologies.lab import Lab
     from tunlab.topologies.models import Topology
 
@@ -305,10 +306,10 @@ def lab_factory(request: pytest.FixtureRequest, tunlab_keep_on_failure: bool) ->
 @pytest.fixture
 def impair() -> Iterator[Callable[..., Any]]:
     """impair(lab, "h1:eth0", delay="50ms", loss="1%") for this test: the link's previous
-    impairment comes back after it (direction="a_to_b" changes one way only)."""
+    impairment comes back after it (direction=Direction.A_TO_B changes one way only)."""
     undo: list[Callable[[], None]] = []
 
-    def set_(lab: Lab, link: int | str, impairment: Any = None, *, direction: str | None = None,
+    def set_(lab: Lab, link: int | str, impairment: Any = None, *, direction: Direction | None = None,
              **netem: Any) -> Any:  # fmt: skip
         handle = lab.link(link)
         before = handle.impairment

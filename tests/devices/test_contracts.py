@@ -35,6 +35,7 @@ CONTRACT: dict[str, tuple[Capability | None, Call]] = {
     "max_frame_size": (None, lambda d: d.max_frame_size),
     "readiness": (None, lambda d: d.readiness()),
     "backend": (None, lambda d: d.backend),
+    "receiver": (None, lambda d: d.receiver.pending),
     "set_nonblocking": (None, lambda d: d.set_nonblocking(True)),
     "is_nonblocking": (None, lambda d: d.is_nonblocking),
     "send": (None, lambda d: d.send(b"\x45" + bytes(27))),

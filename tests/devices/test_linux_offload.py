@@ -26,6 +26,7 @@ from tunlab.devices.offload import (
 )
 from tunlab.linux.netns import NetNamespace
 from tunlab.relay import Relay
+from tunlab.relay.direction import Direction
 
 pytestmark = pytest.mark.root
 
@@ -141,15 +142,15 @@ def test_send_multiple_coalesces_and_the_kernel_delivers_byte_exact(pair: Pair) 
     merged_batches = []
 
     def watch(direction: str, packets: list[bytes]) -> list[bytes]:
-        if direction == "a->b" and len(packets) > 1:
+        if direction is Direction.A_TO_B and len(packets) > 1:
             merged_batches.append((len(packets), len(coalesce(packets))))
         return packets
 
     with Relay(pair.dev_a, pair.dev_b, mode="batch", hook=watch) as relay:
         got = tcp_transfer(pair, data)
     assert got == data
-    assert not relay.stats["a->b"].errors
-    assert relay.stats["a->b"].super_frames_in > 0
+    assert not relay.stats[Direction.A_TO_B].errors
+    assert relay.stats[Direction.A_TO_B].super_frames_in > 0
     assert any(after < before for before, after in merged_batches), "send_multiple never merged"
 
 
@@ -265,7 +266,7 @@ def test_tap_offload_carries_ethernet_super_frames(tap_pair: Pair, mode: str) ->
     with Relay(tap_pair.dev_a, tap_pair.dev_b, mode=mode, workers="threads") as relay:
         got = tcp_transfer(tap_pair, data)
     assert got == data
-    stats = relay.stats["a->b"]
+    stats = relay.stats[Direction.A_TO_B]
     assert not stats.errors
     assert stats.super_frames_in > 0, "no Ethernet super-frame crossed"
 
@@ -291,10 +292,10 @@ def test_thread_relay_stops_while_traffic_still_flows(pair: Pair, mode: str) -> 
     sender.start()
     try:
         for _ in range(500):
-            if relay.snapshot()["a->b"].frames_in >= 1000:
+            if relay.snapshot()[Direction.A_TO_B].frames_in >= 1000:
                 break
             time.sleep(0.01)
-        assert relay.snapshot()["a->b"].frames_in >= 1000, "the flood never reached the relay"
+        assert relay.snapshot()[Direction.A_TO_B].frames_in >= 1000, "the flood never reached the relay"
         relay.stop(timeout=2.0)
         alive = [t.name for t in threading.enumerate() if t.name.startswith(f"{name}-")]
         assert not alive, f"relay workers kept running after stop(): {alive}"

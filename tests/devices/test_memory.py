@@ -26,6 +26,7 @@ from tunlab.devices.offload import (
 from tunlab.devices.sync import SyncDevice
 from tunlab.errors import DeviceClosedError, UnsupportedOperationError
 from tunlab.relay import Relay
+from tunlab.relay.direction import Direction
 from tunlab.relay.stages import Packet, Stage
 
 
@@ -277,8 +278,8 @@ def test_relay_passthrough_over_memory_devices() -> None:
         got = [b.backend.wire.take() for _ in range(20)]
         assert got == [bytes([0x45, i]) * 50 for i in range(20)]
         assert a.backend.wire.take() == b"\x45reverse"
-        _wait_for(lambda: relay.stats["a->b"].frames_out == 20)
-        assert relay.stats["a->b"].bytes_in == 20 * 100
+        _wait_for(lambda: relay.stats[Direction.A_TO_B].frames_out == 20)
+        assert relay.stats[Direction.A_TO_B].bytes_in == 20 * 100
     a.close()
     b.close()
 
@@ -322,7 +323,7 @@ class HoldFor(Stage):
 
 def test_relay_stage_deadlines_release_packets_without_new_traffic() -> None:
     a, b = mem(), mem()
-    with Relay(a, b, mode="batch", stages={"a->b": [HoldFor(0.15)]}):
+    with Relay(a, b, mode="batch", stages={Direction.A_TO_B: [HoldFor(0.15)]}):
         t0 = time.monotonic()
         a.backend.wire.inject(b"\x45" + b"d" * 40)
         assert b.backend.wire.take() == b"\x45" + b"d" * 40
@@ -345,7 +346,7 @@ def test_relay_stops_while_traffic_flows() -> None:
     t = threading.Thread(target=flood, daemon=True)
     t.start()
     try:
-        _wait_for(lambda: relay.stats["a->b"].frames_in > 100)
+        _wait_for(lambda: relay.stats[Direction.A_TO_B].frames_in > 100)
         relay.stop(timeout=2.0)
         assert not relay.running
     finally:
@@ -363,7 +364,7 @@ def test_relay_refuses_mismatched_devices() -> None:
     with pytest.raises(UnsupportedOperationError, match="handoff"):
         Relay(a, mem(offload=True), workers="processes")
     with pytest.raises(ValueError, match="mode='batch'"):
-        Relay(a, b, mode="passthrough", stages={"a->b": [HoldFor(0.1)]})
+        Relay(a, b, mode="passthrough", stages={Direction.A_TO_B: [HoldFor(0.1)]})
     a.close()
     b.close()
 

@@ -14,6 +14,7 @@ from tunlab import DeviceBuilder, SyncDevice, traffic
 from tunlab.devices import offload
 from tunlab.linux.netns import NetNamespace
 from tunlab.relay import Relay
+from tunlab.relay.direction import Direction
 
 pytestmark = pytest.mark.root
 
@@ -65,9 +66,9 @@ def test_a_two_queue_relay_uses_both_queues(mq_pair, workers: str, impl: str) ->
     a, b, dev_a, dev_b = mq_pair
     with offload.using(impl), Relay(dev_a, dev_b, queues=2, workers=workers) as relay:
         _flows(a, b, 8)
-        parts = relay._stats["a->b"]
+        parts = relay._stats[Direction.A_TO_B]
         assert len(parts) == 2
-        stats = relay.stats["a->b"]
+        stats = relay.stats[Direction.A_TO_B]
         assert stats.frames_in == sum(p.frames_in for p in parts) > 0
         assert stats.frames_out == stats.frames_in - stats.dropped
         assert sum(1 for p in parts if p.frames_in) == 2, "8 flows all landed on one queue"
@@ -103,7 +104,7 @@ def test_the_compiled_pump_stops_under_a_flood(mq_pair) -> None:
     t.start()
     try:
         deadline = time.monotonic() + 10
-        while relay.stats["a->b"].frames_in < 5000:
+        while relay.stats[Direction.A_TO_B].frames_in < 5000:
             assert time.monotonic() < deadline, "the flood never reached the relay"
             time.sleep(0.01)
         relay.stop(timeout=2.0)  # while the flood goes on

@@ -11,6 +11,7 @@ import pytest
 from tests.support import require_tool
 from tunlab import traffic
 from tunlab.errors import LabError
+from tunlab.relay.direction import Direction
 from tunlab.testing import assert_delay, assert_loss_rate, assert_rtt, assert_shaped
 from tunlab.topologies import Lab, load_text
 from tunlab.topologies.impairments import kernel_qdiscs
@@ -195,11 +196,11 @@ def test_the_same_seed_drops_the_same_packets(lab: Lab, link) -> None:
 def test_offload_super_packets_lose_segments_not_whole_bursts(lab: Lab, link) -> None:
     link.impair(loss="1%", seed=21)
     since = Since(link)
-    before = lab.relay_stats()["a:t0 <-> b:t0"]["a->b"]
+    before = lab.relay_stats()["a:t0 <-> b:t0"][Direction.A_TO_B]
     res = traffic.tcp_stream(traffic.place(lab.node("a").netns), traffic.place(lab.node("b").netns),
                              "198.18.80.2", nbytes=40 << 20)  # fmt: skip
     assert res.exact
-    after = lab.relay_stats()["a:t0 <-> b:t0"]["a->b"]
+    after = lab.relay_stats()["a:t0 <-> b:t0"][Direction.A_TO_B]
     supers = after["super_frames_in"] - before["super_frames_in"]
     reads = after["frames_in"] - before["frames_in"]
     assert supers > 100, "no super-packets crossed: offload is not in play"

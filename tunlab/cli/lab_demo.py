@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from tunlab import traffic
+from tunlab.relay.direction import Direction
 from tunlab.topologies.lab import Lab
 from tunlab.topologies.loader import load_text
 from tunlab.topologies.state import owned_namespaces
@@ -52,7 +53,7 @@ def run(console: Console, progress: Callable[[str], AbstractContextManager[Any]]
             f"[bold]{stream.gbps:.2f} Gbit/s[/], byte-exact: {'yes' if stream.exact else '[red]NO[/]'}"
         )
         key = next(iter(after))
-        now, then = after[key]["a->b"], before[key]["a->b"]
+        now, then = after[key][Direction.A_TO_B], before[key][Direction.A_TO_B]
         frames, supers, nbytes = (now[f] - then[f] for f in ("frames_in", "super_frames_in", "bytes_in"))
         avg = nbytes / frames if frames else 0
         ok &= supers > 0

@@ -20,6 +20,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from tunlab.errors import DeployError, LabError, TopologyError, TunlabError
+from tunlab.relay.direction import DIRECTIONS
 
 if TYPE_CHECKING:
     from tunlab.topologies.state import LabState
@@ -28,6 +29,7 @@ console = Console(highlight=False, soft_wrap=True)
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 
 EXIT_OK, EXIT_FAILURE, EXIT_BAD_INPUT = 0, 1, 2
+DIRECTION_NAMES = [d.value for d in DIRECTIONS]  # as the command line and JSON spell them
 
 
 class UserError(click.ClickException):
@@ -141,7 +143,7 @@ def _impair_warnings(topo: Any) -> None:
         imp = link.impairment
         if imp is None:
             continue
-        for key in ("a_to_b", "b_to_a"):
+        for key in DIRECTION_NAMES:
             for text in getattr(imp, key).warnings():
                 err_console.print(f"[yellow]warning:[/] links[{li}].impair ({key}): {escape(text)}")
 
@@ -208,13 +210,13 @@ def _summary(lab: Any) -> None:
 def _impair_lines(links: list[dict[str, Any]], counters: bool = False) -> None:
     """Each impaired link: where its impairment runs (and why), what it is, its counters."""
     for link in links:
-        if link.get("via", "none") == "none" and not (link.get("a_to_b") or link.get("b_to_a")):
+        if link.get("via", "none") == "none" and not any(link.get(k) for k in DIRECTION_NAMES):
             continue
         from tunlab.topologies.impairments import Placement
 
         where = Placement(link["via"], link.get("reason", "")).describe()
         console.print(f"links[{link['link']}] {escape(link['endpoints'])}: impaired {escape(where)}")
-        for key in ("a_to_b", "b_to_a"):
+        for key in DIRECTION_NAMES:
             text = link.get(key) or "(none)"
             line = f"  {key}: {text}"
             stats = link.get(f"{key}_stats") or {}
@@ -410,7 +412,7 @@ def inspect(name: str, as_json: bool) -> None:
 @click.argument("name")
 @click.argument("link")
 @click.argument("settings", nargs=-1)
-@click.option("--direction", type=click.Choice(["a_to_b", "b_to_a"]), help="change only this direction")
+@click.option("--direction", type=click.Choice(DIRECTION_NAMES), help="change only this direction")
 @click.option("--clear", is_flag=True, help="remove the impairment")
 @click.option(
     "--file",

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 from tunlab._lazy import lazy
 
 if TYPE_CHECKING:
+    from tunlab.relay.direction import DIRECTIONS, Direction
     from tunlab.relay.pump import Pump
     from tunlab.relay.relay import Relay
     from tunlab.relay.stages import HookStage, PacketHook, Pipeline, Stage, register_stage, stage_from_spec
@@ -18,6 +19,8 @@ if TYPE_CHECKING:
 __getattr__, __dir__ = lazy(
     __name__,
     {
+        "DIRECTIONS": "tunlab.relay.direction",
+        "Direction": "tunlab.relay.direction",
         "DirectionStats": "tunlab.relay.stats",
         "HookStage": "tunlab.relay.stages",
         "PacketHook": "tunlab.relay.stages",
@@ -31,6 +34,8 @@ __getattr__, __dir__ = lazy(
 )
 
 __all__ = [
+    "DIRECTIONS",
+    "Direction",
     "DirectionStats",
     "HookStage",
     "PacketHook",

@@ -27,6 +27,7 @@ from tunlab.devices.layer import Layer
 from tunlab.devices.sync import SyncDevice
 from tunlab.linux.spawn import spawn
 from tunlab.relay.control import ControlWriter, control_pipe
+from tunlab.relay.direction import DIRECTIONS, Direction
 from tunlab.relay.pump import MODES, Pump
 from tunlab.relay.stages import HookStage, PacketHook, Pipeline, Stage, stage_from_spec
 from tunlab.relay.stats import (
@@ -46,10 +47,9 @@ from tunlab.relay.stats import (
 if TYPE_CHECKING:
     from tunlab.relay.impair.params import NetemParams
 
-Impairment = Union["NetemParams", Mapping[str, "NetemParams"], Any]
+Impairment = Union["NetemParams", Mapping[Direction, "NetemParams"], Any]
 
 WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "worker.py")
-DIRECTIONS = ("a->b", "b->a")
 
 
 def read_size(dev: SyncDevice) -> int:
@@ -75,7 +75,7 @@ class Relay:
         *,
         mode: str = "passthrough",
         hook: PacketHook | None = None,
-        stages: Mapping[str, Sequence[Stage]] | None = None,
+        stages: Mapping[Direction, Sequence[Stage]] | None = None,
         workers: str = "threads",
         queues: int = 1,
         name: str = "relay",
@@ -100,7 +100,7 @@ class Relay:
             raise ValueError("both devices must have the same layer (TUN with TUN, TAP with TAP)")
         unknown = set(stages or {}) - set(DIRECTIONS)
         if unknown:
-            raise ValueError(f"stages: directions are 'a->b' and 'b->a', not {sorted(unknown)}")
+            raise ValueError(f"stages: keys are Direction.A_TO_B and Direction.B_TO_A, not {sorted(unknown)}")
         impairing = impair is not None or impairable
         if impairing and queues > 1:
             raise ValueError(
@@ -112,8 +112,8 @@ class Relay:
         self.workers = workers
         self.queues = queues
         self.name = name
-        self.pipelines: dict[str, Pipeline] = {}
-        self._impair_index: dict[str, int] = {}
+        self.pipelines: dict[Direction, Pipeline] = {}
+        self._impair_index: dict[Direction, int] = {}
         chosen_params = _impair_params(impair) if impair is not None else {}
         for key in DIRECTIONS:
             chosen = list((stages or {}).get(key, ()))
@@ -134,25 +134,25 @@ class Relay:
                     dev.backend.unsupported("workers='processes'", Capability.HANDOFF)
             for pipe in self.pipelines.values():
                 pipe.specs()  # a stage that cannot cross to a process fails here
-        self._stats: dict[str, list[DirectionStats]] = {key: [] for key in DIRECTIONS}
+        self._stats: dict[Direction, list[DirectionStats]] = {key: [] for key in DIRECTIONS}
         self._clones: list[SyncDevice] = []  # the extra queues this relay opened (and closes)
         self._procs: list[subprocess.Popen[bytes]] = []
         self._shared: mmap.mmap | None = None
         self._stop = InterruptEvent()  # wakes thread pumps waiting on their devices
-        self._controls: list[tuple[str, ControlWriter]] = []  # (direction, writer) per pump
+        self._controls: list[tuple[Direction, ControlWriter]] = []  # (direction, writer) per pump
         self._generation = 0
         self._pumps: list[Pump] = []
         self._threads: list[threading.Thread] = []
 
     @property
-    def stats(self) -> dict[str, DirectionStats]:
+    def stats(self) -> dict[Direction, DirectionStats]:
         """Counters per direction (all queues together); live while the relay runs."""
-        out = {}
+        out: dict[Direction, DirectionStats] = {}
         for key, parts in self._stats.items():
             out[key] = parts[0] if len(parts) == 1 else _sum_stats(parts)
         return out
 
-    def _ends(self) -> list[tuple[SyncDevice, SyncDevice, str]]:
+    def _ends(self) -> list[tuple[SyncDevice, SyncDevice, Direction]]:
         """(source queue, destination queue, direction) for every pump."""
         qa, qb = [self.a], [self.b]
         if self.queues > 1 and not self._clones:
@@ -166,7 +166,7 @@ class Relay:
             qb += self._clones[half:]
         ends = []
         for i in range(self.queues):  # queue i of a feeds queue i of b: the kernel keeps a flow on one
-            ends += [(qa[i], qb[i], "a->b"), (qb[i], qa[i], "b->a")]
+            ends += [(qa[i], qb[i], Direction.A_TO_B), (qb[i], qa[i], Direction.B_TO_A)]
         return ends
 
     def start(self) -> Relay:
@@ -195,7 +195,7 @@ class Relay:
             self._threads.append(t)
         return self
 
-    def _copy_stages(self, key: str) -> Pipeline:
+    def _copy_stages(self, key: Direction) -> Pipeline:
         """The stages of another queue of a direction: rebuilt from specs, or shared (hooks)."""
         pipe = self.pipelines[key]
         try:
@@ -273,7 +273,7 @@ class Relay:
                 raise TimeoutError(f"relay workers not ready within {timeout} s")
             time.sleep(0.002)
 
-    def snapshot(self) -> dict[str, DirectionStats]:
+    def snapshot(self) -> dict[Direction, DirectionStats]:
         """Current counters per direction (live: worker processes write them in shared memory)."""
         return self.stats
 
@@ -288,7 +288,9 @@ class Relay:
         """This relay has an impairment stage (set at start or later with impair())."""
         return bool(self._impair_index)
 
-    def impair(self, params: Impairment | None, direction: str | None = None, timeout: float = 5.0) -> None:
+    def impair(
+        self, params: Impairment | None, direction: Direction | None = None, timeout: float = 5.0
+    ) -> None:
         """Set (or with None clear) the impairment of one direction or both, while running.
 
         Held packets stay queued; the call returns once every pump took the new settings.
@@ -298,7 +300,7 @@ class Relay:
         if not self._impair_index:
             raise ValueError(f"{self.name}: built without an impairment stage (Relay(..., impairable=True))")
         if direction is not None and direction not in DIRECTIONS:
-            raise ValueError(f"direction: expected 'a->b', 'b->a' or None (both), got {direction!r}")
+            raise ValueError(f"direction: expected a Direction or None (both), got {direction!r}")
         chosen = _impair_params(params) if params is not None else dict.fromkeys(DIRECTIONS, NetemParams())
         keys = [direction] if direction is not None else list(DIRECTIONS)
         self._generation += 1
@@ -326,7 +328,7 @@ class Relay:
             if self.workers == "processes":
                 stage.params = chosen[key]  # type: ignore[attr-defined]
 
-    def impairment(self, direction: str) -> NetemParams | None:
+    def impairment(self, direction: Direction) -> NetemParams | None:
         """The impairment set on a direction now (None without an impairment stage)."""
         if direction not in self._impair_index:
             return None
@@ -381,7 +383,7 @@ class Relay:
         return any(t.is_alive() for t in self._threads) or any(p.poll() is None for p in self._procs)
 
 
-def _impair_params(impair: Impairment) -> dict[str, NetemParams]:
+def _impair_params(impair: Impairment) -> dict[Direction, NetemParams]:
     """{direction: params} from NetemParams (both ways), a mapping of them, or a model with .params()."""
     from tunlab.relay.impair.params import NetemParams
 
@@ -392,7 +394,7 @@ def _impair_params(impair: Impairment) -> dict[str, NetemParams]:
     if isinstance(impair, Mapping):
         unknown = set(impair) - set(DIRECTIONS)
         if unknown:
-            raise ValueError(f"impair: directions are 'a->b' and 'b->a', not {sorted(unknown)}")
+            raise ValueError(f"impair: keys are Direction.A_TO_B and Direction.B_TO_A, not {sorted(unknown)}")
         return {k: impair.get(k, NetemParams()) for k in DIRECTIONS}
     raise TypeError(f"impair: expected NetemParams, a mapping of directions or a Netem model, got {impair!r}")
 

@@ -15,8 +15,10 @@ import importlib
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from tunlab.relay.direction import Direction
+
 Packet = bytes | bytearray | memoryview
-PacketHook = Callable[[str, list[bytes]], list[bytes]]
+PacketHook = Callable[[Direction, list[bytes]], list[bytes]]
 
 
 class Stage(abc.ABC):
@@ -59,7 +61,7 @@ class Stage(abc.ABC):
 class HookStage(Stage):
     """A Python callable that sees (direction, [packet bytes]) and returns the packets to send."""
 
-    def __init__(self, hook: PacketHook, direction: str) -> None:
+    def __init__(self, hook: PacketHook, direction: Direction) -> None:
         self.hook = hook
         self.direction = direction
 

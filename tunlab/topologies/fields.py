@@ -21,6 +21,7 @@ from pydantic import (
     model_validator,
 )
 
+from tunlab.relay.direction import DIRECTIONS
 from tunlab.relay.impair.model import Netem
 
 NAME_RE = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
@@ -251,7 +252,7 @@ class PerDirection(Strict):
 
 def _impair_form(value: Any) -> str:
     if isinstance(value, dict):
-        return "per-direction" if {"a_to_b", "b_to_a"} & set(value) else "both"
+        return "per-direction" if set(DIRECTIONS) & set(value) else "both"
     return "per-direction" if isinstance(value, PerDirection) else "both"
 
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from tunlab.errors import LabError
+from tunlab.relay.direction import DIRECTIONS
 from tunlab.relay.impair.model import LinkImpairment, Netem
 
 if TYPE_CHECKING:
@@ -237,5 +238,5 @@ def kernel_stats(ipr: IPRoute, index: int) -> dict[str, int]:
 def describe(imp: LinkImpairment | None) -> dict[str, str]:
     """Each direction as tc would print it ('' when that direction is not impaired)."""
     if imp is None:
-        return {"a_to_b": "", "b_to_a": ""}
-    return {"a_to_b": imp.a_to_b.summary(), "b_to_a": imp.b_to_a.summary()}
+        return {d.value: "" for d in DIRECTIONS}
+    return {d.value: imp.direction(d).summary() for d in DIRECTIONS}

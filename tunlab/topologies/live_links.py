@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import ValidationError
 
 from tunlab.errors import LabError
+from tunlab.relay.direction import DIRECTIONS, Direction
 from tunlab.relay.impair.model import LinkImpairment, Netem
 from tunlab.topologies import impairments
 from tunlab.topologies.fieldpath import format_path
@@ -23,7 +24,6 @@ from tunlab.topologies.links import link_types
 if TYPE_CHECKING:
     from tunlab.topologies.runtime import Runtime
 
-DIRECTION_KEYS = ("a_to_b", "b_to_a")
 _LOCK = threading.Lock()  # one change at a time (the control socket's thread, the test's)
 
 
@@ -33,7 +33,7 @@ class ImpairmentError(LabError, ValueError):
 
 def parse_impairment(
     value: Any,
-    direction: str | None = None,
+    direction: Direction | str | None = None,
     current: LinkImpairment | None = None,
     *,
     both_ways: Callable[[Netem], LinkImpairment] = LinkImpairment.symmetric,
@@ -41,16 +41,18 @@ def parse_impairment(
     """A full LinkImpairment from what a user gives: a Netem, a LinkImpairment, a mapping (one
     direction's or both), or None (clear). With direction, only that side changes; without it,
     both_ways says what one impairment means on the link (a bridge's goes on the way in)."""
-    if direction is not None and direction not in DIRECTION_KEYS:
-        raise ImpairmentError(f"direction: expected 'a_to_b' or 'b_to_a', got {direction!r}")
+    try:
+        way = None if direction is None else Direction.parse(direction)
+    except ValueError as exc:
+        raise ImpairmentError(str(exc)) from None
     try:
         if value is None:
             new_one: Netem | LinkImpairment = Netem()
         elif isinstance(value, (Netem, LinkImpairment)):
             new_one = value
         elif isinstance(value, Mapping):
-            if {"a_to_b", "b_to_a"} & set(value):
-                if direction is not None:
+            if set(DIRECTIONS) & set(value):
+                if way is not None:
                     raise ImpairmentError("give a_to_b/b_to_a, or direction with one impairment, not both")
                 new_one = LinkImpairment.model_validate(dict(value))
             else:
@@ -61,10 +63,10 @@ def parse_impairment(
         raise ImpairmentError(_format(exc)) from None
     if isinstance(new_one, LinkImpairment):
         return new_one
-    if direction is None:
+    if way is None:
         return both_ways(new_one)
     base = current or LinkImpairment()
-    return base.model_copy(update={direction: new_one})
+    return base.model_copy(update={way.value: new_one})
 
 
 def _format(exc: ValidationError) -> str:
@@ -102,10 +104,12 @@ class LabLink:
         return {k: r for k, r in self._rt.relays.items() if k[0] == self.index}
 
     # ---- changing it --------------------------------------------------------------------------
-    def impair(self, impairment: Any = None, *, direction: str | None = None, **netem: Any) -> LinkImpairment:
+    def impair(
+        self, impairment: Any = None, *, direction: Direction | None = None, **netem: Any
+    ) -> LinkImpairment:
         """Set the impairment (keyword arguments are Netem fields: delay="50ms", loss="1%").
 
-        Both directions get it unless direction is 'a_to_b' or 'b_to_a'. Returns what is set.
+        Both directions get it unless direction is Direction.A_TO_B or B_TO_A. Returns what is set.
         """
         if netem:
             if impairment is not None:
@@ -116,14 +120,14 @@ class LabLink:
             self._apply(new)
         return new
 
-    def clear(self, direction: str | None = None) -> None:
+    def clear(self, direction: Direction | None = None) -> None:
         """No impairment (on one direction, or both)."""
         with _LOCK:
             self._apply(parse_impairment(None, direction, self.impairment, both_ways=self.spec.both_ways))
 
     @contextlib.contextmanager
     def impaired(
-        self, impairment: Any = None, *, direction: str | None = None, **netem: Any
+        self, impairment: Any = None, *, direction: Direction | None = None, **netem: Any
     ) -> Iterator[LabLink]:
         """Impair for the duration of a with block, then put back what was set before."""
         before = self.impairment
@@ -203,7 +207,7 @@ class LabLink:
         """Counters per direction as `tc -s` shows them, summed over a link's relays or qdiscs."""
         out: dict[str, Any] = {"via": self.placement.via, "reason": self.placement.reason}
         out.update(impairments.describe(self.impairment))
-        totals: dict[str, dict[str, int]] = {"a_to_b": {}, "b_to_a": {}}
+        totals: dict[Direction, dict[str, int]] = {d: {} for d in DIRECTIONS}
         if self.placement.relayed:
             for relay_key, relay in self._relays().items():
                 snap = relay.snapshot()
@@ -220,7 +224,8 @@ class LabLink:
                         totals[key][k] = totals[key].get(k, 0) + v
             finally:
                 self._rt.close_netlink()
-        out["a_to_b_stats"], out["b_to_a_stats"] = totals["a_to_b"], totals["b_to_a"]
+        for d in DIRECTIONS:
+            out[f"{d.value}_stats"] = totals[d]
         return out
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 from typing import Any
 
+from tunlab.relay.direction import DIRECTIONS
 from tunlab.topologies.catalog import Catalog, Iface, Issue, catalog
 from tunlab.topologies.drivers import driver_for
 from tunlab.topologies.fields import PerDirection
@@ -62,7 +63,7 @@ def _check_impairment(link: LinkModel, loc: tuple[Any, ...], cat: Catalog, issue
     ]
     frame = max(mtus or [1500]) + (14 if link_type(link.type).l2 else 0)
     per_direction = isinstance(link.impair, PerDirection)
-    for key in ("a_to_b", "b_to_a"):
+    for key in DIRECTIONS:
         shaper = getattr(imp, key).shaper
         if shaper is not None and shaper.burst < frame:
             where = (

@@ -11,6 +11,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
+from tunlab.relay.direction import Direction
 from tunlab.relay.impair import units
 from tunlab.relay.impair.params import GEParams, GIParams, NetemParams, ShaperParams, SlotParams
 
@@ -452,12 +453,12 @@ class LinkImpairment(_Strict):
         back = netem if netem.seed is None else netem.model_copy(update={"seed": (netem.seed + 1) % 2**64})
         return cls(a_to_b=netem, b_to_a=back)
 
-    def direction(self, key: str) -> Netem:
-        return self.a_to_b if key == "a->b" else self.b_to_a
+    def direction(self, key: Direction) -> Netem:
+        return self.a_to_b if key is Direction.A_TO_B else self.b_to_a
 
-    def params(self) -> dict[str, NetemParams]:
+    def params(self) -> dict[Direction, NetemParams]:
         """{direction: engine params}, as Relay(impair=...) takes them."""
-        return {"a->b": self.a_to_b.params(), "b->a": self.b_to_a.params()}
+        return {Direction.A_TO_B: self.a_to_b.params(), Direction.B_TO_A: self.b_to_a.params()}
 
     @property
     def active(self) -> bool:

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import Field
 
+from tunlab.relay.direction import Direction
 from tunlab.relay.impair.model import LinkImpairment, Netem
 from tunlab.relay.impair.params import NetemParams
 from tunlab.topologies.catalog import Catalog, Iface, Issue
@@ -24,7 +25,7 @@ if TYPE_CHECKING:
     from tunlab.topologies.models import Topology
     from tunlab.topologies.runtime import PlannedStep, Runtime
 
-A_TO_B, B_TO_A = "a_to_b", "b_to_a"
+A_TO_B, B_TO_A = Direction.A_TO_B, Direction.B_TO_A
 
 
 class LinkModel(Strict):
@@ -72,7 +73,7 @@ class CheckContext:
     claimed: dict[str, Any] = field(default_factory=dict)
 
 
-KernelTarget = tuple["NetNamespace", str, str]  # (namespace, interface, direction key)
+KernelTarget = tuple["NetNamespace", str, Direction]  # (namespace, interface, direction)
 
 
 class LinkType(abc.ABC):
@@ -130,13 +131,13 @@ class LinkType(abc.ABC):
             (rt.netns(ends[1].node), ends[1].name, B_TO_A),
         ]
 
-    def relay_impairment(self, key: tuple[int, int], imp: LinkImpairment) -> dict[str, NetemParams]:
+    def relay_impairment(self, key: tuple[int, int], imp: LinkImpairment) -> dict[Direction, NetemParams]:
         """What the relay at key (link, end; end -1: the whole link) runs for an impairment."""
         return imp.params()
 
-    def relay_directions(self, key: tuple[int, int]) -> list[tuple[str, str]]:
+    def relay_directions(self, key: tuple[int, int]) -> list[tuple[Direction, Direction]]:
         """(relay direction, link direction) pairs whose counters the relay at key holds."""
-        return [("a->b", A_TO_B), ("b->a", B_TO_A)]
+        return [(A_TO_B, A_TO_B), (B_TO_A, B_TO_A)]
 
     # ---- showing it -----------------------------------------------------------------------------
     def edge_label(self, link: LinkModel) -> str:

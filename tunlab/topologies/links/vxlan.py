@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BeforeValidator, Field
 
+from tunlab.relay.direction import Direction
 from tunlab.relay.impair.model import LinkImpairment
 from tunlab.relay.impair.params import NetemParams
 from tunlab.topologies.catalog import Iface, Issue
@@ -115,12 +116,13 @@ class Vxlan(LinkType):
             )
         return out + wiring.kernel_impair_steps(rt, li)
 
-    def relay_impairment(self, key: tuple[int, int], imp: LinkImpairment) -> dict[str, NetemParams]:
+    def relay_impairment(self, key: tuple[int, int], imp: LinkImpairment) -> dict[Direction, NetemParams]:
+        """An end's relay carries what leaves the node (its a_to_b: node -> tunnel)."""
         outgoing = (imp.a_to_b if key[1] == 0 else imp.b_to_a).params()
-        return {"a->b": outgoing, "b->a": NetemParams()}
+        return {A_TO_B: outgoing, B_TO_A: NetemParams()}
 
-    def relay_directions(self, key: tuple[int, int]) -> list[tuple[str, str]]:
-        return [("a->b", A_TO_B if key[1] == 0 else B_TO_A)]
+    def relay_directions(self, key: tuple[int, int]) -> list[tuple[Direction, Direction]]:
+        return [(A_TO_B, A_TO_B if key[1] == 0 else B_TO_A)]
 
     def edge_label(self, link: LinkModel) -> str:
         assert isinstance(link, VxlanLink)

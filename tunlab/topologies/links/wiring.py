@@ -12,6 +12,7 @@ from tunlab.devices.layer import Layer
 from tunlab.devices.sync import SyncDevice
 from tunlab.errors import LabError
 from tunlab.linux import ethtool
+from tunlab.relay.direction import Direction
 from tunlab.relay.impair.params import NetemParams
 from tunlab.relay.relay import Relay
 from tunlab.topologies import impairments
@@ -61,7 +62,7 @@ def start_relay(
     key: tuple[int, int],
     a: SyncDevice,
     b: SyncDevice,
-    impair: dict[str, NetemParams] | None,
+    impair: dict[Direction, NetemParams] | None,
     name: str,
 ) -> None:
     """An impairable relay between two devices (impaired from the start if impair is set)."""
@@ -71,7 +72,7 @@ def start_relay(
     rt.state.relay_workers.extend([pid, process_start(pid)] for pid in relay.pids)
 
 
-def impair_of(rt: Runtime, key: tuple[int, int]) -> dict[str, NetemParams] | None:
+def impair_of(rt: Runtime, key: tuple[int, int]) -> dict[Direction, NetemParams] | None:
     """What the relay at key starts with: the link's impairment as its type maps it."""
     imp = rt.impairs.get(key[0])
     if imp is None:
