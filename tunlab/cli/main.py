@@ -21,6 +21,7 @@ from rich.table import Table
 
 from tunlab.errors import DeployError, LabError, TopologyError, TunlabError
 from tunlab.relay.direction import DIRECTIONS
+from tunlab.relay.impair.table import settings_mapping
 
 if TYPE_CHECKING:
     from tunlab.topologies.state import LabState
@@ -479,35 +480,10 @@ def _impair_value(settings: tuple[str, ...], clear: bool, from_file: Path | None
         return data
     if not settings:
         raise BadInput("give settings (e.g. delay=50ms loss=1%), --file, or --clear")
-    out: dict[str, Any] = {}
-    for item in settings:
-        key, sep, raw = item.partition("=")
-        if not sep or not key:
-            raise BadInput(f"setting {item!r}: write key=value (e.g. delay=50ms)")
-        where = out
-        parts = key.split(".")
-        for part in parts[:-1]:
-            nxt = where.setdefault(part, {})
-            if not isinstance(nxt, dict):
-                raise BadInput(f"setting {item!r}: {part} is already a value")
-            where = nxt
-        where[parts[-1]] = _scalar(raw)
-    return out
-
-
-def _scalar(raw: str) -> Any:
-    """true/false as booleans, a list in [..] as JSON; everything else stays a string (units!)."""
-    low = raw.strip().lower()
-    if low in ("true", "yes", "on"):
-        return True
-    if low in ("false", "no", "off"):
-        return False
-    if raw.startswith("["):
-        try:
-            return json.loads(raw)
-        except ValueError:
-            raise BadInput(f"{raw!r}: a list is written as JSON, e.g. [0, 100, -100]") from None
-    return raw
+    try:
+        return settings_mapping(settings)
+    except ValueError as exc:
+        raise BadInput(str(exc)) from None
 
 
 @cli.command(name="exec", context_settings={"ignore_unknown_options": True})

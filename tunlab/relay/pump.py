@@ -41,6 +41,7 @@ MODES = ("passthrough", "batch")
 _GONE = (errno.EBADF, errno.EBADFD)
 FINE_WAIT = 0.002  # closer than this to a deadline, wait with select's microseconds, not poll's ms
 PR_SET_TIMERSLACK = 29
+POLL_MAX_MS = 2**31 - 1  # poll() takes an int of milliseconds; a later deadline waits again
 
 
 class Stopped(Exception):
@@ -344,11 +345,13 @@ class Pump:
             poller = self._pollers[key] = self._make_poller(dev, write)
         if poller is not None:
             ms = -1 if timeout is None else int(timeout * 1000 + (0 if early else 0.999))
-            events = poller.poll(ms)
+            events = poller.poll(min(ms, POLL_MAX_MS))  # a longer wait is several polls
             if self.stopping or any(fd == self._stop_fd for fd, _ in events):
                 raise Stopped
             return
         try:
+            if timeout is not None:
+                timeout = min(timeout, POLL_MAX_MS / 1000)
             dev.readiness().wait(write=write, timeout=timeout, interrupt=self.stop)
         except InterruptedError:
             raise Stopped from None

@@ -12,18 +12,18 @@ from __future__ import annotations
 import contextlib
 import secrets
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from tunlab.errors import LabError
 from tunlab.relay.direction import DIRECTIONS
 from tunlab.relay.impair.model import LinkImpairment, Netem
+from tunlab.relay.impair.table import kernel_limits, netem_request, tbf_request
 
 if TYPE_CHECKING:
     from pyroute2 import IPRoute
 
     from tunlab.topologies.links.base import LinkModel
 
-U32_MAX = 2**32 - 1
 ROOT = 0xFFFFFFFF
 TBF_HANDLE = 0x10000  # 1:
 NETEM_HANDLE = 0x100000  # 10:
@@ -97,36 +97,6 @@ def netem_features(n: Netem) -> bool:
     return n.model_copy(update={"shaper": None}).active
 
 
-def kernel_limits(n: Netem) -> list[str]:
-    """Why the kernel qdiscs (as pyroute2 drives them) cannot do this impairment; [] if they can."""
-    out = []
-    if n.seed is not None:
-        out.append("a seed (kernel draws are not reproducible)")
-    if n.compat == "ideal":
-        out.append("compat: ideal")
-    if n.preserve_order:
-        out.append("preserve_order")
-    if n.loss_model is not None:
-        out.append("loss_model")
-    if n.ecn:
-        out.append("ecn")
-    if n.slot is not None:
-        out.append("slot")
-    if n.distribution != "uniform":
-        out.append("a delay distribution table")
-    if (n.rate_bps or 0) // 8 > U32_MAX:
-        out.append("a rate above 34 Gbit/s")
-    if n.delay * 1000 > U32_MAX or n.jitter * 1000 > U32_MAX:
-        out.append("a delay above 71 minutes")
-    sh = n.shaper
-    if sh is not None:
-        if sh.peakrate is not None or sh.mpu or sh.overhead or sh.linklayer != "ethernet":
-            out.append("shaper peakrate/mpu/overhead/linklayer")
-        if sh.rate // 8 > U32_MAX:
-            out.append("a shaper rate above 34 Gbit/s")
-    return out
-
-
 def place(link: LinkModel, qdiscs: frozenset[str]) -> Placement:
     """Decide where a link's impairment runs (LabError when impair_via: kernel cannot be met)."""
     from tunlab.topologies.links import link_type
@@ -164,42 +134,6 @@ def place(link: LinkModel, qdiscs: frozenset[str]) -> Placement:
 
 
 # ---- the kernel path ---------------------------------------------------------------------------
-def netem_request(n: Netem) -> dict[str, Any]:
-    """pyroute2's netem arguments for an impairment (times in microseconds, percentages)."""
-    req: dict[str, Any] = {
-        "delay": round(n.delay * 1000),
-        "jitter": round(n.jitter * 1000),
-        "limit": n.limit,
-        "loss": n.loss,
-        "duplicate": n.duplicate,
-    }
-    if n.delay_correlation and n.jitter:
-        req["delay_corr"] = n.delay_correlation
-    if n.loss_correlation and n.loss:
-        req["loss_corr"] = n.loss_correlation
-    if n.duplicate_correlation and n.duplicate:
-        req["dup_corr"] = n.duplicate_correlation
-    if n.reorder:
-        req["prob_reorder"] = n.reorder
-        req["corr_reorder"] = n.reorder_correlation
-        req["gap"] = n.gap_value
-    if n.corrupt:
-        req["prob_corrupt"] = n.corrupt
-        req["corr_corrupt"] = n.corrupt_correlation
-    if n.rate_bps:
-        req["rate"] = f"{n.rate_bps}bit"
-        req["packet_overhead"] = n.packet_overhead
-        req["cell_size"] = n.cell_size
-        req["cell_overhead"] = n.cell_overhead
-    return req
-
-
-def tbf_request(n: Netem) -> dict[str, Any]:
-    sh = n.shaper
-    assert sh is not None
-    return {"rate": f"{sh.rate}bit", "burst": sh.burst, "limit": sh.limit_bytes}
-
-
 def apply_kernel(ipr: IPRoute, index: int, n: Netem | None) -> None:
     """Replace an interface's root qdisc with the impairment (None or a no-op: remove it).
 

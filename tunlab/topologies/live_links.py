@@ -17,6 +17,7 @@ from pydantic import ValidationError
 from tunlab.errors import LabError
 from tunlab.relay.direction import DIRECTIONS, Direction
 from tunlab.relay.impair.model import LinkImpairment, Netem
+from tunlab.relay.impair.table import kernel_limits
 from tunlab.topologies import impairments
 from tunlab.topologies.fieldpath import format_path
 from tunlab.topologies.links import link_types
@@ -162,7 +163,7 @@ class LabLink:
         anything changes)."""
         if not new.active:
             return now if now.reason != "set at run time" else impairments.Placement("none", "")
-        limits = [r for n in (new.a_to_b, new.b_to_a) for r in impairments.kernel_limits(n)]
+        limits = [r for n in (new.a_to_b, new.b_to_a) for r in kernel_limits(n)]
         have = impairments.kernel_qdiscs(f"tl-{self._rt.lab_id}-qprobe")
         need = {"netem" for n in (new.a_to_b, new.b_to_a) if impairments.netem_features(n)}
         need |= {"tbf" for n in (new.a_to_b, new.b_to_a) if n.shaper is not None}

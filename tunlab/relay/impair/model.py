@@ -14,6 +14,17 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_valida
 from tunlab.relay.direction import Direction
 from tunlab.relay.impair import units
 from tunlab.relay.impair.params import GEParams, GIParams, NetemParams, ShaperParams, SlotParams
+from tunlab.relay.impair.table import (
+    FOUR_STATE,
+    GEMODEL,
+    MAX_RATE_BPS,
+    MAX_TIME_MS,
+    NETEM,
+    SHAPER,
+    SLOT,
+    param,
+    relay_values,
+)
 
 MAX_JITTER_NS = 2_147_483_647  # the kernel clamps jitter here; we refuse beyond
 
@@ -22,9 +33,15 @@ def _ms(value: Any) -> Any:
     if value is None:
         return None
     try:
-        return units.time_ns(value) / 1e6
+        ms = units.time_ns(value) / 1e6
     except units.UnitError as exc:
         raise ValueError(str(exc)) from None
+    if ms > MAX_TIME_MS:
+        raise ValueError(
+            f"{value!r} is longer than a relay can hold a packet ({MAX_TIME_MS / 86400e3:.1f} days, "
+            "poll's limit); use a shorter time"
+        )
+    return ms
 
 
 def _pct(value: Any) -> Any:
@@ -40,9 +57,12 @@ def _bps(value: Any) -> Any:
     if value is None:
         return None
     try:
-        return units.rate_bps(value)
+        bps = units.rate_bps(value)
     except units.UnitError as exc:
         raise ValueError(str(exc)) from None
+    if bps > MAX_RATE_BPS:
+        raise ValueError(f"{value!r} is above {units.show_rate(MAX_RATE_BPS)}: no link paces that fast")
+    return bps
 
 
 def _bytes(value: Any) -> Any:
@@ -56,7 +76,7 @@ def _bytes(value: Any) -> Any:
 
 Ms = Annotated[float, BeforeValidator(_ms)]  # milliseconds
 Pct = Annotated[float, BeforeValidator(_pct)]  # percent 0..100
-Correlation = Annotated[float, BeforeValidator(_pct), Field(lt=100)]
+Correlation = Annotated[float, BeforeValidator(_pct)]
 Bps = Annotated[int, BeforeValidator(_bps)]  # bit/s
 Size = Annotated[int, BeforeValidator(_bytes)]  # bytes
 
@@ -68,10 +88,10 @@ class _Strict(BaseModel):
 class GilbertElliott(_Strict):
     """`loss gemodel P [R [1-H [1-K]]]`: Good/Bad states, loss decided on the state before moving."""
 
-    p: Pct = Field(description="Good -> Bad per packet")
-    r: Pct | None = Field(None, description="Bad -> Good per packet (default 100% - p)")
-    one_minus_h: Pct = Field(100.0, alias="1-h", description="loss in Bad")
-    one_minus_k: Pct = Field(0.0, alias="1-k", description="loss in Good")
+    p: Pct = Field(description=param("loss_model.gemodel.p").description)
+    r: Pct | None = param("loss_model.gemodel.r")
+    one_minus_h: Pct = param("loss_model.gemodel.1-h")
+    one_minus_k: Pct = param("loss_model.gemodel.1-k")
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
@@ -90,11 +110,11 @@ class GilbertElliott(_Strict):
 class FourState(_Strict):
     """`loss state P13 [P31 [P32 [P23 [P14]]]]`: the 4-state Markov model (fate = state entered)."""
 
-    p13: Pct
-    p31: Pct | None = Field(None, description="default 100% - p13")
-    p32: Pct = 0.0
-    p23: Pct = 100.0
-    p14: Pct = 0.0
+    p13: Pct = Field(description=param("loss_model.state.p13").description)
+    p31: Pct | None = param("loss_model.state.p31")
+    p32: Pct = param("loss_model.state.p32")
+    p23: Pct = param("loss_model.state.p23")
+    p14: Pct = param("loss_model.state.p14")
 
     @property
     def p31_value(self) -> float:
@@ -133,13 +153,18 @@ class LossModel(_Strict):
 class Slot(_Strict):
     """`slot MIN [MAX] [packets N] [bytes B]` or `slot distribution D DELAY JITTER`: bursty MACs."""
 
-    min: Ms | None = None
-    max: Ms | None = None
-    distribution: Literal["uniform", "normal", "pareto", "paretonormal"] | None = None
-    delay: Ms | None = None
-    jitter: Ms | None = None
-    packets: int = Field(0, ge=0, le=2**31 - 1, description="0: no packet budget")
-    bytes: Size = Field(0, le=2**31 - 1, description="0: no byte budget")
+    min: Ms | None = param("slot.min")
+    max: Ms | None = param("slot.max")
+    distribution: Literal["uniform", "normal", "pareto", "paretonormal"] | None = param("slot.distribution")
+    delay: Ms | None = param("slot.delay")
+    jitter: Ms | None = param("slot.jitter")
+    packets: int = param("slot.packets")
+    bytes: Size = param("slot.bytes")
+
+    @property
+    def max_value(self) -> float:
+        """max, or min when only min is given."""
+        return self.max if self.max is not None else self.min or 0.0
 
     @model_validator(mode="after")
     def _form(self) -> Slot:
@@ -159,15 +184,15 @@ class Slot(_Strict):
 class TokenBucket(_Strict):
     """tbf: rate, burst, limit (bytes) or latency, optional peakrate with mtu."""
 
-    rate: Bps
-    burst: Size = Field(gt=0, description="bucket depth in bytes (at least the MTU)")
-    limit: Size | None = Field(None, description="queue size in bytes")
-    latency: Ms | None = Field(None, description="or the longest a packet may wait (sets limit)")
-    peakrate: Bps | None = None
-    mtu: Size | None = Field(None, description="second bucket's depth (needed with peakrate)")
-    mpu: Size = 0
-    overhead: int = Field(0, ge=0, le=65535)
-    linklayer: Literal["ethernet", "atm"] = "ethernet"
+    rate: Bps = Field(description=param("shaper.rate").description)
+    burst: Size = Field(gt=0, le=2**32 - 1, description=param("shaper.burst").description)
+    limit: Size | None = param("shaper.limit")
+    latency: Ms | None = param("shaper.latency")
+    peakrate: Bps | None = param("shaper.peakrate")
+    mtu: Size | None = param("shaper.mtu")
+    mpu: Size = param("shaper.mpu")
+    overhead: int = param("shaper.overhead")
+    linklayer: Literal["ethernet", "atm"] = param("shaper.linklayer")
 
     @model_validator(mode="after")
     def _rules(self) -> TokenBucket:
@@ -194,6 +219,10 @@ class TokenBucket(_Strict):
         return out
 
     @property
+    def atm(self) -> bool:
+        return self.linklayer == "atm"
+
+    @property
     def limit_bytes(self) -> int:
         """tc's rule: limit, or rate x latency + burst (and the peak bucket's bound)."""
         if self.limit is not None:
@@ -211,32 +240,32 @@ Distribution = Literal["uniform", "normal", "pareto", "paretonormal"] | list[int
 class Netem(_Strict):
     """One direction's impairment: netem's parameters, a token-bucket shaper, relay extensions."""
 
-    delay: Ms = 0.0
-    jitter: Ms = 0.0
-    delay_correlation: Correlation = 0.0
-    distribution: Distribution = "uniform"
-    loss: Pct = 0.0
-    loss_correlation: Correlation = 0.0
-    loss_model: LossModel | None = None
-    ecn: bool = False
-    duplicate: Pct = 0.0
-    duplicate_correlation: Correlation = 0.0
-    corrupt: Pct = 0.0
-    corrupt_correlation: Correlation = 0.0
-    reorder: Pct = 0.0
-    reorder_correlation: Correlation = 0.0
-    gap: int = Field(0, ge=0, le=2**32 - 1)
-    rate: Bps | None = None
-    bw: float | None = Field(None, gt=0, description="Mbit/s, mininet's name for rate")
-    packet_overhead: int = Field(0, ge=-(2**31), le=2**31 - 1)
-    cell_size: int = Field(0, ge=0, le=2**31 - 1)
-    cell_overhead: int = Field(0, ge=-(2**31), le=2**31 - 1)
-    slot: Slot | None = None
-    limit: int = Field(1000, ge=0, le=2**31 - 1, description="packets held at most")
-    seed: int | None = Field(None, ge=0, le=2**64 - 1)
-    shaper: TokenBucket | None = None
-    preserve_order: bool = False
-    compat: Literal["netem", "ideal"] = "netem"
+    delay: Ms = param("delay")
+    jitter: Ms = param("jitter")
+    delay_correlation: Correlation = param("delay_correlation")
+    distribution: Distribution = param("distribution")
+    loss: Pct = param("loss")
+    loss_correlation: Correlation = param("loss_correlation")
+    loss_model: LossModel | None = param("loss_model")
+    ecn: bool = param("ecn")
+    duplicate: Pct = param("duplicate")
+    duplicate_correlation: Correlation = param("duplicate_correlation")
+    corrupt: Pct = param("corrupt")
+    corrupt_correlation: Correlation = param("corrupt_correlation")
+    reorder: Pct = param("reorder")
+    reorder_correlation: Correlation = param("reorder_correlation")
+    gap: int = param("gap")
+    rate: Bps | None = param("rate")
+    bw: float | None = param("bw")
+    packet_overhead: int = param("packet_overhead")
+    cell_size: int = param("cell_size")
+    cell_overhead: int = param("cell_overhead")
+    slot: Slot | None = param("slot")
+    limit: int = param("limit")
+    seed: int | None = param("seed")
+    shaper: TokenBucket | None = param("shaper")
+    preserve_order: bool = param("preserve_order")
+    compat: Literal["netem", "ideal"] = param("compat")
 
     @model_validator(mode="before")
     @classmethod
@@ -303,63 +332,22 @@ class Netem(_Strict):
             out.append("limit 0 drops every packet")
         return out
 
+    @property
+    def ideal(self) -> bool:
+        return self.compat == "ideal"
+
     def params(self) -> NetemParams:
-        """The engine's plain numbers (ns, bit/s, bytes) for this impairment."""
-        lm = self.loss_model
+        """The engine's plain numbers (ns, bit/s, bytes) for this impairment (the table's relay
+        column, nested models included)."""
+        lm, sl, sh = self.loss_model, self.slot, self.shaper
         ge = lm.gemodel if lm is not None else None
         gi = lm.state if lm is not None else None
-        sl = self.slot
-        sh = self.shaper
         return NetemParams(
-            delay_ns=_ns(self.delay),
-            jitter_ns=_ns(self.jitter),
-            delay_correlation=self.delay_correlation,
-            distribution=list(self.distribution)
-            if isinstance(self.distribution, list)
-            else self.distribution,
-            loss=self.loss,
-            loss_correlation=self.loss_correlation,
-            gemodel=GEParams(ge.p, ge.r_value, ge.one_minus_h, ge.one_minus_k) if ge is not None else None,
-            state=GIParams(gi.p13, gi.p31_value, gi.p32, gi.p23, gi.p14) if gi is not None else None,
-            ecn=self.ecn,
-            duplicate=self.duplicate,
-            duplicate_correlation=self.duplicate_correlation,
-            corrupt=self.corrupt,
-            corrupt_correlation=self.corrupt_correlation,
-            reorder=self.reorder,
-            reorder_correlation=self.reorder_correlation,
-            gap=self.gap_value,
-            rate_bps=self.rate_bps or 0,
-            packet_overhead=self.packet_overhead,
-            cell_size=self.cell_size,
-            cell_overhead=self.cell_overhead,
-            slot=None
-            if sl is None
-            else SlotParams(
-                min_ns=_ns(sl.min or 0),
-                max_ns=_ns(sl.max if sl.max is not None else sl.min or 0),
-                distribution=sl.distribution,
-                delay_ns=_ns(sl.delay or 0),
-                jitter_ns=_ns(sl.jitter or 0),
-                packets=sl.packets,
-                bytes=sl.bytes,
-            ),
-            limit=self.limit,
-            seed=self.seed,
-            shaper=None
-            if sh is None
-            else ShaperParams(
-                rate_bps=sh.rate,
-                burst=sh.burst,
-                limit=sh.limit_bytes,
-                peakrate_bps=sh.peakrate or 0,
-                mtu=sh.mtu or 0,
-                mpu=sh.mpu,
-                overhead=sh.overhead,
-                atm=sh.linklayer == "atm",
-            ),
-            preserve_order=self.preserve_order,
-            ideal=self.compat == "ideal",
+            **relay_values(self, NETEM),
+            gemodel=GEParams(**relay_values(ge, GEMODEL)) if ge is not None else None,
+            state=GIParams(**relay_values(gi, FOUR_STATE)) if gi is not None else None,
+            slot=SlotParams(**relay_values(sl, SLOT)) if sl is not None else None,
+            shaper=ShaperParams(**relay_values(sh, SHAPER)) if sh is not None else None,
         )
 
     def summary(self) -> str:

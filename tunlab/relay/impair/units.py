@@ -37,7 +37,10 @@ def _number(text: str) -> tuple[float, str]:
     m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*([A-Za-z%]*)\s*", text)
     if m is None:
         raise UnitError(f"{text!r} is not a number with a unit")
-    return float(m.group(1)), m.group(2)
+    number = float(m.group(1))
+    if not math.isfinite(number):
+        raise UnitError(f"{text!r} is too large to be a number")
+    return number, m.group(2)
 
 
 def _plain(value: object, what: str) -> float:
@@ -46,6 +49,12 @@ def _plain(value: object, what: str) -> float:
     if math.isnan(value) or math.isinf(value):
         raise UnitError(f"{value!r} is not a finite number")
     return float(value)
+
+
+def _finite(number: float, value: object) -> float:
+    if not math.isfinite(number):
+        raise UnitError(f"{value!r} is too large (no finite number of the unit's smallest step)")
+    return number
 
 
 def time_ns(value: object) -> int:
@@ -65,7 +74,7 @@ def time_ns(value: object) -> int:
         ns = _plain(value, "a time like '10ms' or a number of milliseconds") * 10**6
     if ns < 0:
         raise UnitError(f"{value!r}: a time cannot be negative")
-    return round(ns)
+    return round(_finite(ns, value))
 
 
 def percent(value: object) -> float:
@@ -103,7 +112,7 @@ def rate_bps(value: object) -> int:
         bits = _plain(value, "a rate like '100mbit' or a number of bit/s")
     if bits < 8:
         raise UnitError(f"{value!r}: a rate below 8 bit/s is 0 bytes/s (tc would switch it off)")
-    return round(bits)
+    return round(_finite(bits, value))
 
 
 def size_bytes(value: object) -> int:
@@ -118,7 +127,7 @@ def size_bytes(value: object) -> int:
         n = float(m.group(1)) * scale
     else:
         n = _plain(value, "a size in bytes")
-    if n < 0 or n != int(n):
+    if n < 0 or n != int(_finite(n, value)):
         raise UnitError(f"{value!r}: a size is a whole number of bytes >= 0")
     return int(n)
 
