@@ -6,7 +6,6 @@ import json
 import os
 import shutil
 import signal
-import subprocess
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -24,7 +23,7 @@ from tunlab.relay.direction import DIRECTIONS
 from tunlab.relay.impair.table import settings_mapping
 
 if TYPE_CHECKING:
-    from tunlab.topologies.state import LabState
+    pass
 
 console = Console(highlight=False, soft_wrap=True)
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -272,51 +271,11 @@ def up(
 
 
 def _up_detached(file: Path, variables: tuple[str, ...], name: str, limits: tuple[str, ...]) -> None:
-    from tunlab.topologies.state import labs_dir
+    from tunlab.topologies.operations import up_detached
 
-    labs_dir().mkdir(parents=True, exist_ok=True)
-    log = labs_dir() / f"{name}.log"
-    read_fd, write_fd = os.pipe()
-    argv = [
-        sys.executable,
-        "-m",
-        "tunlab.topologies.supervisor",
-        "--file",
-        str(file.resolve()),
-        "--name",
-        name,
-        "--ready-fd",
-        str(write_fd),
-    ]
-    for v in variables:
-        argv += ["--var", v]
-    for lim in limits:
-        argv += ["--limit", lim]
-    with open(log, "ab") as logf:
-        proc = subprocess.Popen(
-            argv,
-            pass_fds=(write_fd,),
-            stdin=subprocess.DEVNULL,
-            stdout=logf,
-            stderr=logf,
-            start_new_session=True,
-        )
-    os.close(write_fd)
-    with os.fdopen(read_fd) as ready:
-        answer = ready.read().strip()
-    if not answer.startswith("OK"):
-        proc.wait(10)
-        message = (
-            answer.removeprefix("ERR ").strip() or f"the supervisor exited ({proc.returncode}); see {log}"
-        )
-        raise UserError(message)
-    console.print(f"lab {name} is up, held by supervisor pid {proc.pid}; `tunlab down {name}` stops it")
-    from tunlab.topologies.lab import control_request
-
-    try:
-        _impair_lines(control_request(name, {"op": "links"}).get("links", []))
-    except LabError:
-        pass  # the lab is up; only the impairment summary is missing
+    lab = up_detached(file, name, variables, limits)
+    console.print(f"lab {name} is up, held by supervisor pid {lab.pid}; `tunlab down {name}` stops it")
+    _impair_lines(lab.links())
 
 
 @cli.command()
@@ -324,7 +283,7 @@ def _up_detached(file: Path, variables: tuple[str, ...], name: str, limits: tupl
 def down(name: str) -> None:
     """Stop a lab (its holder tears it down; a dead holder's lab is cleaned up directly)."""
     _require_root_linux("tunlab down")
-    from tunlab.topologies.lab import stop_lab
+    from tunlab.topologies.operations import stop_lab
 
     problems = stop_lab(name)
     for p in problems:
@@ -363,41 +322,16 @@ def list_labs() -> None:
     console.print(table)
 
 
-def _lab_state(name: str) -> LabState:
-    """The state file of a running lab, or a UserError pointing at `tunlab ls`."""
-    from tunlab.topologies.state import LabState
-
-    state = LabState.load(name)
-    if state is None:
-        raise UserError(f"no lab named '{name}' (see `tunlab ls`)")
-    return state
-
-
 @cli.command()
 @click.argument("name")
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
 def inspect(name: str, as_json: bool) -> None:
     """Show a running lab: nodes, interfaces, addresses, routes, original offload state."""
     _require_root_linux("tunlab inspect")
-    from tunlab.topologies.inspect import describe, inspect_state
+    from tunlab.topologies.inspect import describe
+    from tunlab.topologies.operations import inspect_running
 
-    state = _lab_state(name)
-    if not state.owner_alive:
-        raise UserError(
-            f"lab '{name}' is not up: its holder (pid {state.owner_pid}) died; "
-            "`tunlab gc` removes what it left"
-        )
-    data = inspect_state(state)
-    from tunlab.topologies.lab import control_request
-
-    try:  # live counters come from the holder (it runs the relays)
-        live = control_request(name, {"op": "links"})
-        data["impairments"], data["relays"] = live.get("links", []), live.get("relays", {})
-    except LabError as exc:
-        data["impairments"] = [
-            {"link": int(li), "endpoints": "", **info} for li, info in sorted(state.impairments.items())
-        ]
-        data["live"] = f"unavailable: {exc}"
+    data = inspect_running(name)
     if as_json:
         click.echo(json.dumps(data, indent=2, default=str))
         return
@@ -437,18 +371,11 @@ def impair(
     fields as in a topology file; nested ones with dots (shaper.rate=10mbit). --clear removes it.
     """
     _require_root_linux("tunlab impair")
-    from tunlab.topologies.lab import control_request
-    from tunlab.topologies.live_links import parse_impairment
+    from tunlab.relay.direction import Direction
+    from tunlab.topologies.operations import impair_running
 
     value = _impair_value(settings, clear, from_file)
-    try:
-        parse_impairment(value, direction)  # every rule checked here, before the lab is touched
-    except ValueError as exc:
-        raise BadInput(str(exc)) from None
-    answer = control_request(name, {"op": "impair", "link": link, "impair": value, "direction": direction})
-    if not answer.get("ok"):
-        message = str(answer.get("error", "the lab's holder refused"))
-        raise (BadInput if answer.get("bad_input") else UserError)(message)
+    answer = impair_running(name, link, value, Direction.parse(direction) if direction else None)
     if as_json:
         click.echo(json.dumps(answer, indent=2, default=str))
         return
@@ -464,20 +391,12 @@ def _impair_value(settings: tuple[str, ...], clear: bool, from_file: Path | None
     if from_file is not None:
         if settings:
             raise BadInput("give settings or --file, not both")
-        from tunlab.topologies.limits import DEFAULT_LIMITS
-        from tunlab.topologies.loader import FORMATS
-        from tunlab.topologies.parsing import parse
+        from tunlab.topologies.operations import impairment_from_file
 
-        fmt = FORMATS.get(from_file.suffix.lower())
-        if fmt is None:
-            raise BadInput(f"--file: {from_file}: use a .yaml, .toml or .json file")
         try:
-            data = parse(from_file.read_text(), fmt, str(from_file), DEFAULT_LIMITS)
-        except OSError as exc:
-            raise BadInput(f"--file: cannot read {from_file}: {exc.strerror or exc}") from None
-        if not isinstance(data, dict):
-            raise BadInput(f"--file: {from_file} must hold a mapping of impairment settings")
-        return data
+            return impairment_from_file(from_file)
+        except ValueError as exc:
+            raise BadInput(f"--file: {exc}") from None
     if not settings:
         raise BadInput("give settings (e.g. delay=50ms loss=1%), --file, or --clear")
     try:
@@ -493,22 +412,18 @@ def _impair_value(settings: tuple[str, ...], clear: bool, from_file: Path | None
 def exec_(name: str, node: str, command: tuple[str, ...]) -> None:
     """Run a command inside a lab node: tunlab exec LAB NODE -- CMD ARGS..."""
     _require_root_linux("tunlab exec")
-    from tunlab.topologies.drivers import driver_of_record
-    from tunlab.topologies.drivers.base import LabContext
+    from tunlab.topologies.operations import exec_in_guest, node_of
 
-    state = _lab_state(name)
-    if node not in state.nodes:
-        raise BadInput(f"lab '{name}' has no node '{node}' (nodes: {', '.join(state.nodes)})")
-    if not state.owner_alive:
-        raise UserError(
-            f"lab '{name}' is not running: its holder (pid {state.owner_pid}) died; run `tunlab gc`"
-        )
-    record = state.nodes[node]
-    driver = driver_of_record(record)
-    if driver.interfaces_in_guest:
-        sys.exit(_exec_in_guest(name, node, list(command)))
-    env = {str(k): str(v) for k, v in state.topology.get("nodes", {}).get(node, {}).get("env", {}).items()}
-    handle = driver.attach(LabContext(state.id, state.name), node, record, env)
+    try:
+        _state, handle = node_of(name, node)
+    except ValueError as exc:
+        raise BadInput(str(exc)) from None
+    if handle is None:
+        done = exec_in_guest(name, node, list(command))
+        sys.stdout.buffer.write(done.stdout)
+        sys.stdout.flush()
+        sys.stderr.buffer.write(done.stderr)
+        sys.exit(done.code)
     try:
         proc = handle.interactive(list(command))
     except FileNotFoundError:
@@ -519,21 +434,6 @@ def exec_(name: str, node: str, command: tuple[str, ...]) -> None:
         proc.send_signal(signal.SIGINT)
         code = proc.wait()
     sys.exit(code)
-
-
-def _exec_in_guest(lab: str, node: str, argv: list[str]) -> int:
-    """A command in a VM node, through the lab holder (it holds the guest's agent)."""
-    import base64
-
-    from tunlab.topologies.lab import control_request
-
-    answer = control_request(lab, {"op": "exec", "node": node, "argv": argv}, timeout=3600)
-    if not answer.get("ok"):
-        raise (BadInput if answer.get("bad_input") else UserError)(str(answer.get("error")))
-    sys.stdout.buffer.write(base64.b64decode(answer.get("stdout", "")))
-    sys.stdout.flush()
-    sys.stderr.buffer.write(base64.b64decode(answer.get("stderr", "")))
-    return int(answer.get("code", 1))
 
 
 @cli.group(name="vm-image")
@@ -611,7 +511,7 @@ def image_build(rebuild: bool) -> None:
 def gc() -> None:
     """Remove labs whose holder died (SIGKILL included) and anything else tunlab left."""
     _require_root_linux("tunlab gc")
-    from tunlab.topologies.lab import garbage_collect
+    from tunlab.topologies.cleanup import garbage_collect
 
     removed = garbage_collect()
     for item in removed:

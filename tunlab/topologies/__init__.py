@@ -11,10 +11,12 @@ from typing import TYPE_CHECKING
 from tunlab._lazy import lazy
 
 if TYPE_CHECKING:
+    from tunlab.topologies.cleanup import garbage_collect
     from tunlab.topologies.drivers.base import ExecResult, NodeHandle
-    from tunlab.topologies.lab import Lab, garbage_collect, stop_lab
+    from tunlab.topologies.lab import Lab
     from tunlab.topologies.loader import load_file, load_text
     from tunlab.topologies.models import Endpoint, InterfaceSettings, Link, Node, Route, Topology
+    from tunlab.topologies.operations import stop_lab
 
 __getattr__, __dir__ = lazy(
     __name__,
@@ -22,8 +24,8 @@ __getattr__, __dir__ = lazy(
         "ExecResult": "tunlab.topologies.drivers.base",
         "NodeHandle": "tunlab.topologies.drivers.base",
         "Lab": "tunlab.topologies.lab",
-        "garbage_collect": "tunlab.topologies.lab",
-        "stop_lab": "tunlab.topologies.lab",
+        "garbage_collect": "tunlab.topologies.cleanup",
+        "stop_lab": "tunlab.topologies.operations",
         "load_file": "tunlab.topologies.loader",
         "load_text": "tunlab.topologies.loader",
         "Endpoint": "tunlab.topologies.models",

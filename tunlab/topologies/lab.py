@@ -5,37 +5,28 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import signal
-import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from tunlab.devices.sync import SyncDevice
 from tunlab.errors import LabError
 from tunlab.topologies import engine
-from tunlab.topologies.control import ControlServer, request
-from tunlab.topologies.drivers import all_drivers, driver_of_record
+from tunlab.topologies.cleanup import remove_namespaces, teardown_state
+from tunlab.topologies.control import ControlServer
 from tunlab.topologies.drivers.base import LabContext, NodeHandle
-from tunlab.topologies.drivers.netns import remove_namespace
 from tunlab.topologies.fields import NAME_RE
 from tunlab.topologies.live_links import LabLink, find_link
 from tunlab.topologies.loader import load_file
 from tunlab.topologies.models import Topology
 from tunlab.topologies.state import (
-    BrokenState,
     LabState,
-    alive,
     all_labs,
-    all_records,
     claim,
-    holder_alive,
     new_lab_id,
     owned_namespaces,
-    owners_dir,
     process_start,
     registry_lock,
-    scan_labs,
 )
 
 
@@ -101,7 +92,7 @@ class Lab:
             engine.apply(steps, progress=self.progress)
         except BaseException:
             rt.release()
-            _remove_namespaces(owned_namespaces(self.id))  # a namespace made by a failed step
+            remove_namespaces(owned_namespaces(self.id))  # a namespace made by a failed step
             state.remove()
             raise
         finally:
@@ -147,7 +138,7 @@ class Lab:
         if self._control is not None:
             self._control.close()
             self._control = None
-        problems = rt.release() + _remove_namespaces(owned_namespaces(self.id))
+        problems = rt.release() + remove_namespaces(owned_namespaces(self.id))
         if state is not None:
             state.remove()
         return problems
@@ -278,118 +269,3 @@ def _serve_control(lab: Lab, state: LabState) -> ControlServer | None:
         return ControlServer(state.path.with_suffix(".sock"), handle)
     except OSError:
         return None  # the lab works without it; `tunlab impair` will say the holder does not answer
-
-
-def control_request(name: str, message: dict[str, Any], timeout: float = 30.0) -> dict[str, Any]:
-    """Ask the holder of lab `name` (another process) to do something; LabError if it cannot."""
-    state = LabState.load(name)
-    if state is None:
-        raise LabError(f"no lab named '{name}' is running (see `tunlab ls`)")
-    if not state.owner_alive:
-        raise LabError(f"lab '{name}': its holder (pid {state.owner_pid}) is gone; `tunlab gc` cleans it up")
-    return request(state.path.with_suffix(".sock"), message, timeout=timeout)
-
-
-# ---- labs held by other (possibly dead) processes ------------------------------------------------
-def _remove_namespaces(names: Iterable[str]) -> list[str]:
-    """Delete these namespaces (one already gone is fine); returns the failures."""
-    return [p for p in (remove_namespace(name) for name in names) if p]
-
-
-def _kill_relays(workers: list[list[Any]]) -> None:
-    """SIGKILL a dead lab's relay workers: only a process with the recorded start time running
-    tunlab's worker script (a reused pid is someone else's)."""
-    from tunlab.relay.relay import WORKER
-
-    for pid, start in workers:
-        if process_start(pid) != start:
-            continue
-        try:
-            with open(f"/proc/{pid}/cmdline", "rb") as f:
-                argv = f.read().split(b"\0")
-        except OSError:
-            continue
-        if WORKER.encode() in argv:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-
-
-def teardown_state(state: LabState) -> list[str]:
-    """Remove what a lab's record says it made (its holder is gone); returns problems."""
-    problems: list[str] = []
-    _kill_relays(state.relay_workers)
-    ctx = LabContext(state.id, state.name)
-    for name, record in state.nodes.items():
-        try:
-            problems += driver_of_record(record).reap(ctx, name, record)
-        except LabError as exc:
-            problems.append(f"node {name}: {exc}")
-    problems += _remove_namespaces(sorted(set(state.namespaces) | set(owned_namespaces(state.id))))
-    state.remove()
-    return problems
-
-
-def _teardown_id(lab_id: str) -> list[str]:
-    """A dead lab whose record is unreadable: remove what carries its (registered) id."""
-    problems: list[str] = []
-    ctx = LabContext(lab_id, lab_id)
-    for driver in all_drivers():
-        problems += driver.reap_lab(ctx)
-    problems += _remove_namespaces(owned_namespaces(lab_id))
-    for suffix in (".json", ".lock"):
-        with contextlib.suppress(FileNotFoundError):
-            (owners_dir() / f"{lab_id}{suffix}").unlink()
-    return problems
-
-
-def _wait_gone(state: LabState, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not state.owner_alive:
-            return True
-        time.sleep(0.05)
-    return not state.owner_alive
-
-
-def stop_lab(name: str, timeout: float = 30.0) -> list[str]:
-    """`tunlab down NAME`: ask the holder to tear down (SIGTERM), or clean up if it is gone."""
-    state = LabState.load(name)
-    if state is None:
-        raise LabError(f"no lab named '{name}' is running (see `tunlab ls`)")
-    if state.owner_alive:
-        if alive(state.owner_pid, state.owner_start):
-            os.kill(state.owner_pid, signal.SIGTERM)
-        if not _wait_gone(state, timeout):
-            raise LabError(
-                f"lab '{name}': its holder (pid {state.owner_pid}) did not stop within {timeout:.0f} s"
-            )
-        if LabState.load(name) is None and not state.record_path.exists():
-            return []  # the holder tore it down itself
-    with registry_lock():
-        return teardown_state(state)
-
-
-def garbage_collect() -> list[str]:
-    """`tunlab gc`: remove every lab (any run directory) whose holder died, and nothing else.
-
-    A lab is dead when nobody holds its lock (SIGKILL and zombies included); what is removed is
-    what its record lists. Objects that merely look like tunlab's are left alone.
-    """
-    removed: list[str] = []
-    with registry_lock():
-        for entry in all_records():
-            if isinstance(entry, LabState):
-                if entry.owner_alive:
-                    continue
-                problems = teardown_state(entry)
-                removed.append(f"lab {entry.name} (id {entry.id}, holder pid {entry.owner_pid} is gone)")
-                removed += [f"  problem: {p}" for p in problems]
-            elif entry.lab_id is not None and not holder_alive(entry.lab_id):
-                _teardown_id(entry.lab_id)
-                removed.append(f"lab id {entry.lab_id} ({entry.reason}): removed what carries its id")
-        for broken in scan_labs():  # state files of this run directory nobody can read
-            if isinstance(broken, BrokenState):
-                with contextlib.suppress(FileNotFoundError):
-                    broken.path.unlink()
-                removed.append(f"unreadable state file {broken.path} ({broken.reason})")
-    return removed
