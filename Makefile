@@ -30,6 +30,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/actionlint .github/workflows/ci.yml
+	@VULTURE=$(VENV)/bin/vulture ./.ci/dead-code
 
 format: $(STAMP)
 	$(VENV)/bin/ruff format .

@@ -71,7 +71,7 @@ def pytest_configure(config: pytest.Config) -> None:
 ScopeName = Literal["session", "package", "module", "class", "function"]
 
 
-def _scope(fixture_name: str, config: pytest.Config) -> ScopeName:
+def _scope(fixture_name: str, config: pytest.Config) -> ScopeName:  # pytest calls it by these names
     return cast(ScopeName, str(config.getoption("--tunlab-scope")))
 
 

@@ -15,6 +15,7 @@ from tests.relay.impair_sim import probe, seq_of, simulate
 from tunlab.relay.impair import packet, rand
 from tunlab.relay.impair.model import Netem
 from tunlab.relay.impair.netem import NetemQueue
+from tunlab.testing.impairment import expected_loss
 
 MS = 1_000_000
 TC_LIB = Path("/usr/lib/x86_64-linux-gnu/tc")
@@ -274,6 +275,9 @@ def test_gilbert_elliott_loss_and_burst_length() -> None:
     run = simulate({"loss_model": {"gemodel": {"p": "1%", "r": "10%"}}, "seed": 4}, n=200_000, gap_ns=100)
     rate = run.counters["lost"] / 200_000
     assert abs(rate - 0.0909) < 0.015
+    assert expected_loss({"loss_model": {"gemodel": {"p": "1%", "r": "10%"}}}) == pytest.approx(
+        9.0909, abs=1e-3
+    )
     got = set(run.seqs)
     runs, n = [], 0
     for s in range(200_000):
@@ -293,6 +297,8 @@ def test_four_state_loss_matches_its_stationary_rate() -> None:
     }
     run = simulate(cfg, n=200_000, gap_ns=100)
     assert abs(run.counters["lost"] / 200_000 - 0.0661) < 0.006
+    assert expected_loss(cfg) == pytest.approx(6.61, abs=0.01)  # what assert_loss_rate is given
+    assert expected_loss({"loss": "3%"}) == 3
 
 
 def test_duplicate_and_corrupt_rates() -> None:

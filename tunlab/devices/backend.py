@@ -277,9 +277,6 @@ class DeviceBackend(abc.ABC):
     def attach_queue(self, attach: bool) -> None:
         self.unsupported("attach_queue", Capability.MULTI_QUEUE)
 
-    def set_offload(self, enable: bool) -> None:
-        self.unsupported("offload", Capability.OFFLOAD)
-
     # ---- lifetime ---------------------------------------------------------------------------
     def destroy_on_failure(self) -> None:
         """Remove a half-configured device this backend created (called during build rollback)."""

@@ -21,7 +21,6 @@ from tunlab.errors import LabError
 from tunlab.linux.netns import NetNamespace
 
 NLM_F_REQUEST = 0x1
-NLM_F_MULTI = 0x2
 NLM_F_ACK = 0x4
 NLM_F_DUMP = 0x300
 NLM_F_EXCL = 0x200

@@ -13,15 +13,6 @@ class Direction(str, enum.Enum):
     A_TO_B = "a_to_b"
     B_TO_A = "b_to_a"
 
-    @property
-    def reverse(self) -> Direction:
-        return Direction.B_TO_A if self is Direction.A_TO_B else Direction.A_TO_B
-
-    @property
-    def arrow(self) -> str:
-        """As people read it in reports: a->b, b->a."""
-        return "a->b" if self is Direction.A_TO_B else "b->a"
-
     def __str__(self) -> str:
         return self.value
 

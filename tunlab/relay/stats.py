@@ -25,7 +25,6 @@ IMPAIR_WORDS = 16
     REORDERED, ECN_MARKED, OVERLIMITS, BACKLOG, BACKLOG_BYTES, GENERATION, ACTIVE,
 ) = range(len(IMPAIR_FIELDS))  # fmt: skip
 SLOT_WORDS = IMPAIR_BASE + IMPAIR_WORDS
-STATS_SIZE = 2 * SLOT_WORDS * 8  # two directions
 # READY also says how to read the out counters: 2 = "out is in minus dropped" (the fast loop
 # counts only what it reads and what it drops: two fewer updates per frame)
 READY_DERIVED = 2

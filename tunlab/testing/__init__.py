@@ -32,6 +32,7 @@ if TYPE_CHECKING:
         assert_rtt,
         assert_shaped,
         binomial_interval,
+        expected_loss,
         expected_quantile,
     )
 
@@ -55,6 +56,7 @@ __getattr__, __dir__ = lazy(
         "assert_rtt": "tunlab.testing.impairment",
         "assert_shaped": "tunlab.testing.impairment",
         "binomial_interval": "tunlab.testing.impairment",
+        "expected_loss": "tunlab.testing.impairment",
         "expected_quantile": "tunlab.testing.impairment",
     },
 )
@@ -77,5 +79,6 @@ __all__ = [
     "assert_unreachable",
     "binomial_interval",
     "counters",
+    "expected_loss",
     "expected_quantile",
 ]

@@ -18,6 +18,7 @@ __all__ = [
     "assert_rtt",
     "assert_shaped",
     "binomial_interval",
+    "expected_loss",
     "expected_quantile",
 ]
 
@@ -51,6 +52,18 @@ def assert_loss_rate(lost: int, total: int, percent: float, *, confidence: float
             f"lost {lost} of {total} ({lost / max(total, 1):.3%}); a {percent:g}% loss loses "
             f"{low}..{high} at {confidence:.1%} confidence"
         )
+
+
+def expected_loss(netem: Netem | Mapping[str, Any]) -> float:
+    """The long-run loss an impairment causes, in percent: `loss`, or the stationary loss of its
+    Gilbert-Elliott or 4-state model (what assert_loss_rate should be given for a loss model)."""
+    n = _netem(netem)
+    model = n.loss_model
+    if model is None:
+        return n.loss
+    chosen = model.gemodel if model.gemodel is not None else model.state
+    assert chosen is not None
+    return 100 * chosen.stationary_loss()
 
 
 def expected_quantile(netem: Netem | Mapping[str, Any], q: float) -> float:

@@ -32,10 +32,6 @@ def chardev(path: str, major: int, minor: int, perm: int = 0o600) -> Entry:
     return Entry(path.lstrip("/"), stat.S_IFCHR | perm, b"", (major, minor))
 
 
-def symlink(path: str, target: str) -> Entry:
-    return Entry(path.lstrip("/"), stat.S_IFLNK | 0o777, target.encode())
-
-
 def _pad(n: int) -> bytes:
     return b"\0" * ((4 - n % 4) % 4)
 

@@ -176,15 +176,6 @@ def route_message(
     return bytes(head) + body
 
 
-def route_reply(abi: Abi, data: bytes) -> tuple[int, int, int, int]:
-    """(type, pid, seq, errno) of a routing-socket message."""
-    kind = data[3]
-    pid = struct.unpack_from("i", data, abi.rt_pid_at)[0]
-    seq = struct.unpack_from("i", data, abi.rt_seq_at)[0]
-    err = struct.unpack_from("i", data, abi.rt_errno_at)[0]
-    return kind, pid, seq, err
-
-
 # ---- BPF ------------------------------------------------------------------------------------
 def bpf_records(abi: Abi, buf: bytes | bytearray | memoryview, n: int) -> Iterator[bytes]:
     """The frames in the first n bytes of a BPF read: each record says its own header length

@@ -165,7 +165,6 @@ class FethTap(DarwinDevice):
         )
         self.peer = peer
         self._ndrv = ndrv
-        self._blen = blen
         self._buf = bytearray(blen)
         self._pending: deque[bytes] = deque()
 

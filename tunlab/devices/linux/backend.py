@@ -324,13 +324,6 @@ class LinuxDevice(DeviceBackend):
             pass  # USO needs Linux >= 6.2; TCP offload alone is fine
         self._set_format(tcp=True, udp=bool(self._offload_mask & _OFFLOAD_UDP))
 
-    def set_offload(self, enable: bool) -> None:
-        if enable and not self.vnet_hdr:
-            raise OffloadUnavailableError(
-                "offload needs a device built with .offload(True) (IFF_VNET_HDR is fixed at creation)"
-            )
-        self._apply_offload(enable)
-
     # ---- the fd and frame I/O ---------------------------------------------------------------
     @property
     def closed(self) -> bool:

@@ -84,9 +84,6 @@ TAP_IOCTL_CONFIG_TUN = tap_control_code(10)  # :52, in 3 x IPADDR (network byte 
 TAP_COMPONENT_IDS = ("root\\tap0901", "tap0901")  # the INF's two hardware ids
 GUID_DEVCLASS_NET = uuid.UUID("4d36e972-e325-11ce-bfc1-08002be10318")
 ADAPTER_KEY = "SYSTEM\\CurrentControlSet\\Control\\Class\\{" + str(GUID_DEVCLASS_NET).upper() + "}"
-NETWORK_CONNECTIONS_KEY = (
-    "SYSTEM\\CurrentControlSet\\Control\\Network\\{" + str(GUID_DEVCLASS_NET).upper() + "}"
-)
 TAP_DEVICE_PATH = "\\\\.\\Global\\{{{guid}}}.tap"  # USERMODEDEVICEDIR + {GUID} + TAP_WIN_SUFFIX
 
 # ---- SetupAPI (setupapi.h) to add a root-enumerated tap adapter -----------------------------------
@@ -114,9 +111,6 @@ class GUID(ctypes.Structure):
     @classmethod
     def from_uuid(cls, value: uuid.UUID) -> GUID:
         return cls.from_buffer_copy(value.bytes_le)
-
-    def to_uuid(self) -> uuid.UUID:
-        return uuid.UUID(bytes_le=bytes(self))
 
 
 class SOCKADDR_IN(ctypes.Structure):

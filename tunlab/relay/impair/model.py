@@ -451,7 +451,3 @@ class LinkImpairment(_Strict):
     @property
     def active(self) -> bool:
         return self.a_to_b.active or self.b_to_a.active
-
-
-def _ns(ms: float) -> int:
-    return round(ms * 1e6)

@@ -36,7 +36,6 @@ class ImpairStage(Stage):
         self.counters: memoryview = memoryview(array.array("Q", bytes(8 * IMPAIR_WORDS)))
         self.netem: NetemQueue | None = None
         self.shaper: Shaper | None = None
-        self._due: list[Packet] = []
 
     # ---- Stage ------------------------------------------------------------------------------
     def attach(

@@ -11,7 +11,6 @@ one field in its model, and — where the kernel knows it — its kernel name.
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -370,13 +369,6 @@ def _first_part(name: str) -> str:
         if other.startswith(name + "."):
             return other[len(name) + 1 :].split(".")[0]
     return "..."
-
-
-def finite(value: float, name: str) -> float:
-    """value, or ValueError when it is not a finite number (inf would overflow later)."""
-    if not math.isfinite(value):
-        raise ValueError(f"{name}: {value!r} is not a finite number")
-    return value
 
 
 def markdown() -> str:

@@ -394,8 +394,15 @@ class VmDriver(NodeDriver):
 
     def resources(self, handle: NodeHandle) -> Resources:
         h = cast(VmHandle, handle)
-        out: Resources = {"netns": h.netns.name or h.netns.path, "qemu_name": f"tl-{h.ctx.lab_id}-{h.name}",
-                          "console": str(h.console), "accel": h.accel}  # fmt: skip
+        out: Resources = {
+            "netns": h.netns.name or h.netns.path,
+            "qemu_name": f"tl-{h.ctx.lab_id}-{h.name}",
+            "console": str(h.console),
+            "accel": h.accel,
+            "accel_reason": h.accel_reason,
+        }
+        if h.boot_seconds is not None:
+            out["boot_seconds"] = round(h.boot_seconds, 3)
         if h.process is not None:
             out["qemu_pid"] = h.process.pid
             out["qemu_start"] = process_start(h.process.pid)
