@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from tunlab.devices.offload import csum as _cs
 from tunlab.devices.offload import impl as _impl
@@ -195,7 +196,6 @@ def _coalesce_ip(packets: Sequence[Bytes], udp_gro: bool, table: GROTable | None
     cand = [i for i, k in enumerate(kinds) if k is not None]
     valid = _checksums_ok([packets[i] for i in cand], [kinds[i][1] for i in cand])  # type: ignore[index]
     ok = dict(zip(cand, valid, strict=True))
-    tcp_flows, udp_flows = tab.tcp, tab.udp
     for i, pkt in enumerate(packets):
         kind = kinds[i]
         if kind is None or not ok[i]:
@@ -208,71 +208,86 @@ def _coalesce_ip(packets: Sequence[Bytes], udp_gro: bool, table: GROTable | None
         else:
             ipattr = bytes(pkt[0:4]) + bytes((pkt[7],))  # traffic class, flow label, hop limit
             addrs = bytes(pkt[8:40])
-        hlen = iph + l4h
-        plen = len(pkt) - hlen
-        if l4h == 8:  # UDP
-            key = addrs + bytes(pkt[iph : iph + 4])
-            item = udp_flows.get(key)
-            if (
-                item is not None
-                and not item.tcp
-                and item.ipattr == ipattr
-                and item.plen % item.gso == 0
-                and plen <= item.gso
-                and item.merged + 1 < MAX_UDP_SEGMENTS
-                and hlen + item.plen + plen <= MAX_PACKET
-            ):
-                item.chunks.append(memoryview(pkt)[hlen:])
-                item.plen += plen
-                item.merged += 1
-                entries.append(None)
-                continue
-            new = _Item(bytes(pkt), version, iph, hlen, 0, False, ipattr, b"", False)
-            udp_flows[key] = new
-            entries.append(new)
-            continue
-        # TCP
-        key = addrs + bytes(pkt[iph : iph + 4]) + bytes(pkt[iph + 8 : iph + 12])  # ports, ACK
-        seq = _U32.unpack_from(pkt, iph + 4)[0]
-        psh = bool(pkt[iph + 13] & _PSH)
-        opts = bytes(pkt[iph + 20 : hlen])
-        items = tcp_flows.get(key)
-        if items is None:
-            items = tcp_flows[key] = []
-        merged = False
-        for item in reversed(items):
-            if item.hlen != hlen or item.opts != opts or item.ipattr != ipattr:
-                continue
-            if hlen + item.plen + plen > MAX_PACKET:
-                continue
-            if seq == (item.seq + item.plen) & 0xFFFFFFFF:  # append
-                if item.psh or item.plen % item.gso or plen > item.gso:
-                    continue
-                item.chunks.append(memoryview(pkt)[hlen:])
-                item.plen += plen
-                item.psh = psh
-            elif (seq + plen) & 0xFFFFFFFF == item.seq:  # prepend
-                if psh or plen < item.gso or (plen > item.gso and item.merged):
-                    continue
-                item.chunks.insert(0, memoryview(pkt)[hlen:])
-                item.head = bytes(pkt)
-                item.seq = seq
-                item.plen += plen
-                item.gso = plen
-            else:
-                continue
-            item.merged += 1
-            merged = True
-            break
-        if merged:
-            entries.append(None)
-            continue
-        new = _Item(bytes(pkt), version, iph, hlen, seq, psh, ipattr, opts, True)
-        items.append(new)
-        entries.append(new)
+        at = _At(pkt, version, iph, iph + l4h, ipattr, addrs)
+        entries.append(_add_udp(tab, at) if l4h == 8 else _add_tcp(tab, at))
     out = [(i, _emit(e)) for i, e in enumerate(entries) if e is not None]
     tab.reset()
     return out
+
+
+@dataclass
+class _At:
+    """Where a candidate packet's parts are: its IP version, header lengths and flow identity."""
+
+    pkt: Bytes
+    version: int
+    iph: int
+    hlen: int
+    ipattr: bytes
+    addrs: bytes
+
+    @property
+    def plen(self) -> int:
+        return len(self.pkt) - self.hlen
+
+
+def _add_udp(tab: GROTable, at: _At) -> _Item | None:
+    """Append a UDP datagram to its flow's item (None: merged), or start a new item."""
+    pkt, hlen, plen = at.pkt, at.hlen, at.plen
+    key = at.addrs + bytes(pkt[at.iph : at.iph + 4])
+    item = tab.udp.get(key)
+    if (
+        item is not None
+        and not item.tcp
+        and item.ipattr == at.ipattr
+        and item.plen % item.gso == 0
+        and plen <= item.gso
+        and item.merged + 1 < MAX_UDP_SEGMENTS
+        and hlen + item.plen + plen <= MAX_PACKET
+    ):
+        item.chunks.append(memoryview(pkt)[hlen:])
+        item.plen += plen
+        item.merged += 1
+        return None
+    new = _Item(bytes(pkt), at.version, at.iph, hlen, 0, False, at.ipattr, b"", False)
+    tab.udp[key] = new
+    return new
+
+
+def _add_tcp(tab: GROTable, at: _At) -> _Item | None:
+    """Append or prepend a TCP segment to an item of its flow (None: merged), or start one."""
+    pkt, iph, hlen, plen, ipattr = at.pkt, at.iph, at.hlen, at.plen, at.ipattr
+    key = at.addrs + bytes(pkt[iph : iph + 4]) + bytes(pkt[iph + 8 : iph + 12])  # ports, ACK
+    seq = _U32.unpack_from(pkt, iph + 4)[0]
+    psh = bool(pkt[iph + 13] & _PSH)
+    opts = bytes(pkt[iph + 20 : hlen])
+    items = tab.tcp.setdefault(key, [])
+    for item in reversed(items):
+        if item.hlen != hlen or item.opts != opts or item.ipattr != ipattr:
+            continue
+        if hlen + item.plen + plen > MAX_PACKET:
+            continue
+        if seq == (item.seq + item.plen) & 0xFFFFFFFF:  # append
+            if item.psh or item.plen % item.gso or plen > item.gso:
+                continue
+            item.chunks.append(memoryview(pkt)[hlen:])
+            item.plen += plen
+            item.psh = psh
+        elif (seq + plen) & 0xFFFFFFFF == item.seq:  # prepend
+            if psh or plen < item.gso or (plen > item.gso and item.merged):
+                continue
+            item.chunks.insert(0, memoryview(pkt)[hlen:])
+            item.head = bytes(pkt)
+            item.seq = seq
+            item.plen += plen
+            item.gso = plen
+        else:
+            continue
+        item.merged += 1
+        return None
+    new = _Item(bytes(pkt), at.version, iph, hlen, seq, psh, ipattr, opts, True)
+    items.append(new)
+    return new
 
 
 def _coalesce_l2(frames: Sequence[Bytes], udp_gro: bool, table: GROTable | None, l2_len: int) -> list[bytes]:

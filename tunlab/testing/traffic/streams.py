@@ -82,30 +82,8 @@ def tcp_stream(
     # Slices are compared as bytes (memcmp); memoryview equality goes item by item and is 30x slower.
     expected = bytes(data) if data is not None else pattern(1 << 20, 7)
     block = memoryview(expected)
-    got = [0]
-    damaged = [False]
-    errors: list[BaseException] = []
-
-    def receive() -> None:
-        try:
-            conn, _ = srv.accept()
-            with conn:
-                conn.settimeout(timeout)
-                buf = bytearray(1 << 20)
-                pos = 0
-                while n := conn.recv_into(buf):
-                    got[0] += n
-                    off = 0
-                    while off < n and not damaged[0]:
-                        take = min(n - off, len(expected) - pos)
-                        if buf[off : off + take] != expected[pos : pos + take]:
-                            damaged[0] = True
-                        off += take
-                        pos = (pos + take) % len(expected)
-        except BaseException as exc:
-            errors.append(exc)
-
-    t = threading.Thread(target=receive, daemon=True)
+    check = _Receiver(expected)
+    t = threading.Thread(target=check.run, args=(srv, timeout), daemon=True)
     t.start()
     sent = 0
     cli = client.socket(family, socket.SOCK_STREAM)
@@ -129,10 +107,41 @@ def tcp_stream(
     finally:
         cli.close()
         srv.close()
-    if errors:
-        raise LabError(f"TCP stream to {address}: the receiver failed: {errors[0]}")
-    exact = got[0] == sent and not damaged[0]
-    return StreamResult("tcp", sent, got[0], elapsed, exact)
+    if check.errors:
+        raise LabError(f"TCP stream to {address}: the receiver failed: {check.errors[0]}")
+    exact = check.got == sent and not check.damaged
+    return StreamResult("tcp", sent, check.got, elapsed, exact)
+
+
+class _Receiver:
+    """The server side of tcp_stream: accepts one connection and compares every byte with where
+    it must be in the repeated block (slices as bytes: memcmp)."""
+
+    def __init__(self, expected: bytes) -> None:
+        self.expected = expected
+        self.got = 0
+        self.damaged = False
+        self.errors: list[BaseException] = []
+
+    def run(self, srv: socket.socket, timeout: float) -> None:
+        expected = self.expected
+        try:
+            conn, _ = srv.accept()
+            with conn:
+                conn.settimeout(timeout)
+                buf = bytearray(1 << 20)
+                pos = 0
+                while n := conn.recv_into(buf):
+                    self.got += n
+                    off = 0
+                    while off < n and not self.damaged:
+                        take = min(n - off, len(expected) - pos)
+                        if buf[off : off + take] != expected[pos : pos + take]:
+                            self.damaged = True
+                        off += take
+                        pos = (pos + take) % len(expected)
+        except BaseException as exc:
+            self.errors.append(exc)
 
 
 # ---- UDP stream ---------------------------------------------------------------------------------
