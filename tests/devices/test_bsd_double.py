@@ -64,7 +64,7 @@ def opens(sys: RecordingSystem) -> list[str]:
 def test_freebsd_clones_a_tun_and_sets_it_up_as_wireguard_go_does() -> None:
     sys, dev = make("freebsd")
     t = A.FREEBSD_TUN
-    assert opens(sys) == ["/dev/tun"] and dev.name() == "tun0"
+    assert opens(sys) == ["/dev/tun"] and dev.config.name() == "tun0"
     fd = dev.fileno()
     dev_ioctls = [c.args[0] for c in sys.ioctls() if c.fd == fd]
     assert dev_ioctls[:3] == [t.gifname, t.tunsifhead, t.tunsifmode]
@@ -90,7 +90,7 @@ def test_openbsd_scans_for_a_unit_no_interface_has_and_waits_out_dad() -> None:
     kernel.open_units.add("tun1")
     kernel.interfaces["tun1"] = {"flags": 0, "mtu": 1500}
     sys, dev = make("openbsd", kernel=kernel)
-    assert opens(sys) == ["/dev/tun2"] and dev.name() == "tun2"
+    assert opens(sys) == ["/dev/tun2"] and dev.config.name() == "tun2"
     fd = dev.fileno()
     assert not [c for c in sys.ioctls() if c.fd == fd and c.args[0] == A.FREEBSD_TUN.tunsifhead]
     assert sys.int_settings[(fd, A.OPENBSD_TUN.tunsifmode)] == A.IFF_POINTOPOINT | A.IFF_MULTICAST
@@ -155,7 +155,7 @@ def test_tun_frames_keep_the_address_family_word_out_of_the_callers_buffer(os_na
 @pytest.mark.parametrize("os_name", sorted(OSES))
 def test_close_destroys_what_it_created_and_nothing_else(os_name: str) -> None:
     sys, dev = make(os_name)
-    name = dev.name()
+    name = dev.config.name()
     dev.close()
     assert name not in sys.kernel.interfaces and not sys.open_fds
     closes = [i for i, c in enumerate(sys.calls) if c.name == "close"]
@@ -185,7 +185,7 @@ def test_a_named_unit_without_a_node_is_created_then_opened_or_explained() -> No
 
     sys.open = reappearing  # type: ignore[method-assign]
     dev = cls.create(config(name="tun9"), sys=sys)
-    assert dev.name() == "tun9" and len(sys.ioctls(cls.abi.SIOCIFCREATE)) == 1
+    assert dev.config.name() == "tun9" and len(sys.ioctls(cls.abi.SIOCIFCREATE)) == 1
     dev.close()
     assert "tun9" not in kernel.interfaces
     sys = RecordingSystem(cls.abi, FakeKernel(missing_nodes={"/dev/tun9"}))
@@ -216,7 +216,7 @@ MAC = "02:00:5e:00:53:01"
 
 def test_freebsd_tap_clones_and_sets_the_mac_by_siocsiflladdr() -> None:
     sys, dev = make("freebsd", Layer.L2, mac=MAC)
-    assert opens(sys) == ["/dev/tap"] and dev.name() == "tap0"
+    assert opens(sys) == ["/dev/tap"] and dev.config.name() == "tap0"
     (mac,) = sys.ioctls(A.FREEBSD.SIOCSIFLLADDR)
     assert A.FREEBSD.SIOCSIFLLADDR == 0x8020693C
     assert mac.data[16:24] == bytes([6, A.AF_LINK]) + bytes.fromhex(MAC.replace(":", ""))
@@ -237,7 +237,7 @@ def test_openbsd_tap_is_a_tap_unit_with_its_own_lladdr_number() -> None:
 
 def test_netbsd_tap_clones_or_creates_and_sets_the_mac_by_sioalifaddr() -> None:
     sys, dev = make("netbsd", Layer.L2, mac=MAC)
-    assert opens(sys) == ["/dev/tap"] and dev.name() == "tap0"
+    assert opens(sys) == ["/dev/tap"] and dev.config.name() == "tap0"
     assert A.NETBSD_TUN.gifname == 0x40906500
     (req,) = sys.ioctls(A.NETBSD_TUN.SIOCALIFADDR)
     assert A.NETBSD_TUN.SIOCALIFADDR == 0x8118691C and len(req.data) == 280
@@ -290,18 +290,18 @@ def test_a_failure_at_any_step_leaves_no_interface_no_fd_and_no_route(os_name: s
 # ---- rename, from_fd, capabilities ---------------------------------------------------------------
 def test_freebsd_renames_through_sioscifname_and_others_say_unsupported() -> None:
     sys, dev = make("freebsd")
-    dev.set_name("vpn0")
-    assert dev.name() == "vpn0" and "vpn0" in sys.kernel.interfaces
+    dev.config.set_name("vpn0")
+    assert dev.config.name() == "vpn0" and "vpn0" in sys.kernel.interfaces
     (req,) = sys.ioctls(A.FREEBSD_TUN.SIOCSIFNAME)
     assert A.FREEBSD_TUN.SIOCSIFNAME == 0x80206928 and req.data[:4] == b"tun0"
     sys.kernel.interfaces["vpn1"] = {}
     with pytest.raises(InterfaceExistsError, match="vpn1"):
-        dev.set_name("vpn1")
+        dev.config.set_name("vpn1")
     dev.close()
     assert "vpn0" not in sys.kernel.interfaces  # destroyed under its new name
     _, other = make("openbsd")
     with pytest.raises(UnsupportedOperationError, match="set_name.*openbsd"):
-        other.set_name("vpn0")
+        other.config.set_name("vpn0")
     other.close()
 
 
@@ -311,7 +311,7 @@ def test_from_fd_names_the_unit_keeps_its_framing_and_never_destroys_it(os_name:
     sys = RecordingSystem(cls.abi)
     fd = sys.open("/dev/tun6", 0)
     dev = cls.from_fd(fd, owned=False, sys=sys)
-    assert dev.name() == "tun6" and dev.layer is Layer.L3
+    assert dev.config.name() == "tun6" and dev.layer is Layer.L3
     if cls.tun.tungifhead is not None:  # the owner never turned the header on: frames are bare
         assert dev.frame_format.prefix == 0
         dev.send(bytes([0x45]) + bytes(19))
@@ -335,4 +335,4 @@ def test_capabilities_are_honest(os_name: str) -> None:
     _, dev = make(os_name)
     assert dev.capabilities == l3
     with pytest.raises(UnsupportedOperationError, match="capability 'mac'"):
-        dev.mac_address()
+        dev.config.mac_address()

@@ -46,7 +46,7 @@ def test_utun_is_a_kernel_control_socket_named_by_the_kernel() -> None:
     assert (first.name, first.args) == ("socket", (A.AF_SYSTEM, socket.SOCK_DGRAM, A.SYSPROTO_CONTROL))
     assert sys.calls[1].name == "connect_control" and sys.calls[1].args == (A.UTUN_CONTROL_NAME, 0)
     assert sys.calls[2].args == (A.SYSPROTO_CONTROL, A.UTUN_OPT_IFNAME, 16)
-    assert dev.name() == "utun7"
+    assert dev.config.name() == "utun7"
 
 
 def test_utun_configuration_is_these_ioctls_with_these_bytes() -> None:
@@ -95,7 +95,7 @@ def test_utun_frames_have_the_address_family_word_outside_the_callers_buffer() -
 
 def test_packet_information_keeps_the_header_for_the_caller() -> None:
     sys, dev = make(packet_information=True)
-    assert dev.frame_format.prefix == 4 and dev.packet_information
+    assert dev.frame_format.prefix == 4 and dev.frame_format.packet_information
     dev.send(b"\x00\x00\x00\x1e" + bytes([0x60]) + bytes(39))
     assert sys.calls[-1].name == "write"
 
@@ -138,7 +138,7 @@ def test_from_fd_wraps_a_network_extension_socket_without_owning_it() -> None:
     fd = sys.socket(A.AF_SYSTEM, socket.SOCK_DGRAM, 2)
     sys.connect_control(fd, A.UTUN_CONTROL_NAME, 3)
     dev = DarwinDevice.from_fd(fd, owned=False, sys=sys)
-    assert dev.name() == "utun2"
+    assert dev.config.name() == "utun2"
     dev.close()
     assert fd in sys.open_fds  # borrowed: not closed
     with pytest.raises(DeviceError, match="not a utun socket"):
@@ -149,7 +149,7 @@ def test_from_fd_wraps_a_network_extension_socket_without_owning_it() -> None:
 def test_feth_pair_is_created_peered_and_read_through_bpf() -> None:
     sys, dev = make(Layer.L2, mac="02:00:5e:00:53:01")
     assert isinstance(dev, FethTap)
-    assert (dev.name(), dev.peer) == ("feth0", "feth1")
+    assert (dev.config.name(), dev.peer) == ("feth0", "feth1")
     creates = sys.ioctls(ABI.SIOCIFCREATE)
     assert [c.data[:4] for c in creates] == [b"feth", b"feth"]
     assert sys.calls[0].args == (A.AF_NDRV, socket.SOCK_RAW, 0)

@@ -6,6 +6,8 @@ The layouts are checked against the mingw-w64 headers in tests/abi/test_windows_
 from __future__ import annotations
 
 import asyncio
+import ctypes
+import gc
 import ipaddress
 import logging
 import threading
@@ -73,7 +75,7 @@ def test_wintun_create_is_these_calls_in_this_order() -> None:
     # MTU for both families: the SitePrefixLength Get returns (64 > 32) is clamped for IPv4
     sets = [c.args for c in win.calls if c.name == "SetIpInterfaceEntry"]
     assert sets == [(W.AF_INET, 1400, 0), (W.AF_INET6, 1400, 64)]
-    assert dev.mtu() == 1400
+    assert dev.config.mtu() == 1400
     # addresses: preferred (no DAD wait), infinite lifetimes, on this LUID, with their prefix
     rows = win.m.unicast
     assert [(str(sockaddr_ip(r.Address)), r.OnLinkPrefixLength) for r in rows] == [
@@ -91,8 +93,8 @@ def test_wintun_create_is_these_calls_in_this_order() -> None:
         32,
     )
     assert str(sockaddr_ip(route.NextHop)) == "0.0.0.0" and route.Protocol == W.MIB_IPPROTO_NETMGMT
-    assert {str(a) for a in dev.addresses()} == {"198.18.0.1/24", "2001:db8::1/64"}
-    assert dev.if_index() == 1 and dev.name() == "tl0" and dev.is_running()
+    assert {str(a) for a in dev.config.addresses()} == {"198.18.0.1/24", "2001:db8::1/64"}
+    assert dev.config.if_index() == 1 and dev.config.name() == "tl0" and dev.config.is_running()
     dev.close()
 
 
@@ -177,7 +179,7 @@ def test_recv_copies_out_of_the_ring_and_releases_the_packet() -> None:
     short = bytearray(4)
     assert dev.recv_into(short) == 4 and bytes(short) == PACKET[::-1][:4]  # a short buffer truncates
     assert len(win.released) == 2 and not win._memory, "a ring packet was not released"
-    dev.set_nonblocking(True)
+    dev.nonblocking = True
     with pytest.raises(BlockingIOError):
         dev.recv_into(buf)
     dev.close()
@@ -197,7 +199,7 @@ def test_send_allocates_copies_and_sends() -> None:
     with pytest.raises(DeviceClosedError, match="terminating"):
         dev.send(PACKET)
     with pytest.raises(DeviceClosedError, match="terminating"):
-        dev.recv(100)
+        dev.recv_into(bytearray(100))
     dev.close()
 
 
@@ -236,7 +238,7 @@ def test_close_wakes_a_blocked_reader_and_removes_everything() -> None:
 
     def reader() -> None:
         try:
-            dev.recv(100)
+            dev.recv_into(bytearray(100))
         except BaseException as exc:
             caught.append(exc)
 
@@ -290,12 +292,40 @@ def test_wintun_log_lines_go_to_logging(caplog: pytest.LogCaptureFixture) -> Non
     dev.close()
 
 
+def test_every_creation_routes_the_log_whatever_win32_object_it_uses() -> None:
+    """The DLL's logger is one global: each creation sets it (it was skipped when a new Win32
+    object happened to get the id() of one seen before, leaving the log unrouted)."""
+    for _ in range(3):
+        win, dev = wintun()
+        assert win.logger is not None
+        dev.close()
+        del win, dev
+        gc.collect()
+
+
+def test_the_logger_thunk_belongs_to_the_process_not_to_a_win32_object(monkeypatch) -> None:
+    """The DLL keeps only a function pointer: its thunk must outlive any Win32 object."""
+    from tunlab.devices.windows import win32 as win32_module
+
+    monkeypatch.setattr(ctypes, "WINFUNCTYPE", ctypes.CFUNCTYPE, raising=False)
+    seen: list[tuple[int, str]] = []
+
+    def logger(level: int, _stamp: int, text: str) -> None:
+        seen.append((level, text))
+
+    thunk = win32_module.logger_thunk(logger)
+    gc.collect()
+    assert win32_module.logger_thunk(logger) is thunk
+    thunk(2, 0, "hello")  # called through the C pointer, as the DLL does
+    assert seen == [(2, "hello")]
+
+
 def test_removing_an_address() -> None:
     win, dev = wintun()
-    dev.remove_address(V6.ip)
-    assert {str(a) for a in dev.addresses()} == {"198.18.0.1/24"}
+    dev.config.remove_address(V6.ip)
+    assert {str(a) for a in dev.config.addresses()} == {"198.18.0.1/24"}
     with pytest.raises(OSError, match="not an address"):
-        dev.remove_address(V6.ip)
+        dev.config.remove_address(V6.ip)
     dev.close()
 
 
@@ -324,7 +354,10 @@ def test_tap_opens_the_adapter_sets_media_and_moves_frames() -> None:
     assert sync.recv() == frame[::-1]
     with pytest.raises(BlockingIOError):
         sync.recv()
-    assert dev.name() == "TAP 0" and {str(a) for a in dev.addresses()} == {"198.18.0.1/24", "2001:db8::1/64"}
+    assert dev.config.name() == "TAP 0" and {str(a) for a in dev.config.addresses()} == {
+        "198.18.0.1/24",
+        "2001:db8::1/64",
+    }
     sync.close()
     # what tunlab set is taken back; the adapter (not tunlab's) stays; every handle closed
     assert not win.m.unicast and not win.m.routes and not win.open_handles()
@@ -353,8 +386,8 @@ def test_with_no_free_adapter_one_is_added_and_removed_on_close() -> None:
     machine.tap_open.add("\\\\.\\Global\\{" + str(TAP_GUID).upper() + "}.tap")  # the old one is busy
     win = FakeWin32(machine)
     dev = TapWindowsDevice.create(config(Layer.L2), win)
-    assert len(machine.taps) == 2 and dev.created == "ROOT\\NET\\0000" and dev.owned
-    assert dev.name() == "TAP 1"
+    assert len(machine.taps) == 2 and dev.created == "ROOT\\NET\\0000" and dev._owned
+    assert dev.config.name() == "TAP 1"
     dev.close()
     assert machine.taps == [(TAP_GUID, "root\\tap0901")], "the added adapter was not removed"
     assert not win.open_handles()
@@ -365,7 +398,7 @@ def test_an_adapter_tunlab_only_opened_is_never_removed() -> None:
     machine.tap_driver = True
     win = FakeWin32(machine)
     dev = TapWindowsDevice.create(config(Layer.L2), win)
-    assert dev.created is None and not dev.owned
+    assert dev.created is None and not dev._owned
     dev.close()
     assert machine.taps == [(TAP_GUID, "root\\tap0901")]
     assert "SetupDiCallClassInstaller(DIF_REMOVE)" not in win.names()
@@ -456,11 +489,11 @@ def test_an_adapter_of_that_name_is_used_and_left_in_place() -> None:
     second = WintunDevice.create(
         config(ipv4=[IPv4Setting(ipaddress.IPv4Interface("198.18.9.1/24"))], ipv6=[]), win
     )
-    assert not second.owned and win.m.adapters["tl0"] == luid
-    assert {str(a) for a in second.addresses()} >= {"198.18.9.1/24"}
+    assert not second._owned and win.m.adapters["tl0"] == luid
+    assert {str(a) for a in second.config.addresses()} >= {"198.18.9.1/24"}
     second.close()
     assert "tl0" in win.m.adapters, "an adapter tunlab only opened was removed"
-    assert "198.18.9.1" not in {str(a.ip) for a in first.addresses()}, "its address was not taken back"
+    assert "198.18.9.1" not in {str(a.ip) for a in first.config.addresses()}, "its address was not taken back"
     first.close()
     assert not win.m.adapters
 
@@ -469,7 +502,7 @@ def test_an_adapter_whose_session_another_program_holds_is_refused_clearly() -> 
     win, first = wintun()
     with pytest.raises(InterfaceExistsError, match="'tl0' exists and its session could not be started"):
         WintunDevice.create(config(), win)
-    assert "tl0" in win.m.adapters and first.is_running()
+    assert "tl0" in win.m.adapters and first.config.is_running()
     first.close()
     assert not win.m.adapters and not win.open_adapters
 

@@ -23,3 +23,15 @@ def long_functions() -> list[str]:
 def test_no_function_is_longer_than_80_lines() -> None:
     found = long_functions()
     assert not found, "split these:\n" + "\n".join(found)
+
+
+def test_the_device_backend_interface_is_small() -> None:
+    """DeviceBackend keeps frames, readiness and lifetime (at most 16 public members);
+    configuration is behind its Configurator, optional I/O behind protocols of its own."""
+    from tunlab.devices.backend import DeviceBackend
+
+    members = {n for n in dir(DeviceBackend) if not n.startswith("_")}
+    members |= {n for n in DeviceBackend.__init__.__code__.co_names if not n.startswith("_")}
+    members &= set(dir(DeviceBackend)) | {"layer", "capabilities", "frame_format", "config"}
+    assert {"layer", "capabilities", "frame_format", "config", "recv_into", "send", "close"} <= members
+    assert len(members) <= 16, sorted(members)

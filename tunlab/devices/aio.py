@@ -16,6 +16,7 @@ import sys
 from collections.abc import Callable, MutableSequence, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from tunlab.devices import frames
 from tunlab.devices.backend import IPAddress, IPInterface
 from tunlab.devices.batch import Receiver, batch_frames, check_batch_args
 from tunlab.devices.interrupt import InterruptEvent
@@ -230,7 +231,7 @@ class AsyncDevice:
     def try_recv(self, bufsize: int | None = None) -> bytes:
         """One frame if one is queued, else BlockingIOError."""
         self._check_open()
-        return self._backend.recv(bufsize or self._backend.max_frame_size)
+        return frames.read(self._backend, bufsize)
 
     def try_recv_into(self, buffer: bytearray | memoryview) -> int:
         self._check_open()

@@ -1,4 +1,5 @@
-"""The one interface every platform backend implements: frame I/O, readiness, configuration.
+"""The one interface every platform backend implements: frames, readiness and lifetime, with
+the interface's configuration behind a per-OS Configurator.
 
 Everything above the backend (SyncDevice, AsyncDevice, Framed, the relay and its worker
 processes) moves frames only through these methods, so the same code runs over Linux's bare
@@ -11,17 +12,18 @@ from __future__ import annotations
 
 import abc
 import ipaddress
-from collections.abc import Callable, MutableSequence, Sequence
+from collections.abc import Mapping, MutableSequence, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, ClassVar, NoReturn
+from typing import TYPE_CHECKING, ClassVar, NoReturn, Protocol, runtime_checkable
 
 from tunlab.devices.capabilities import HINTS, Capability
 from tunlab.devices.layer import Layer
 from tunlab.errors import DeviceClosedError, UnsupportedOperationError
 
 if TYPE_CHECKING:
-    from tunlab.devices.config import DeviceConfig, LinkSettings
+    from tunlab.devices.config import LinkSettings
     from tunlab.devices.readiness import Readiness
+    from tunlab.linux.netns import NetNamespace
 
 IPInterface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -36,14 +38,19 @@ class FrameFormat:
     """What each frame a caller reads or writes looks like, beyond the packet itself.
 
     prefix: bytes in front of the packet (Linux: 4 of packet information and/or the 10-byte
-    virtio-net header). virtio: frames carry a virtio-net header, so super-packets (TCP when
-    tcp_gso, UDP when udp_gso) may cross, and recv_multiple/send_multiple split and coalesce.
+    virtio-net header; utun, BSD tun: the 4-byte address family). virtio: frames carry a
+    virtio-net header, so super-packets (TCP when tcp_gso, UDP when udp_gso) may cross, and
+    recv_multiple/send_multiple split and coalesce. packet_information: the platform's own
+    per-frame header is kept for callers. fd_frames: reads and writes of fileno() are exactly
+    these frames (the relay's compiled pump moves them between two such fds).
     """
 
     prefix: int = 0
     virtio: bool = False
     tcp_gso: bool = False
     udp_gso: bool = False
+    packet_information: bool = False
+    fd_frames: bool = False
 
 
 PLAIN = FrameFormat()
@@ -81,51 +88,105 @@ class Handoff:
     spec: dict[str, str | int | bool]
 
 
-class DeviceBackend(abc.ABC):
-    """A platform's device: moves frames, says when it is ready, configures its interface."""
+class Configurator:
+    """A device's interface as the OS configures it: name, index, MTU, addresses, MAC, flags,
+    persistence, queues. Each platform has its own; what one cannot do raises
+    UnsupportedOperationError naming the capability (the base does that for everything)."""
 
-    platform: ClassVar[str] = "unknown"
+    def __init__(self, device: DeviceBackend) -> None:
+        self.device = device
 
-    def __init__(self, layer: Layer, *, owned: bool = True, capabilities: frozenset[Capability]) -> None:
-        self.layer = layer
-        self.owned = owned
-        self.capabilities = capabilities
-        self.frame_format: FrameFormat = PLAIN
+    def _no(self, operation: str, capability: Capability | None = None) -> NoReturn:
+        unsupported(self.device, operation, capability)
 
-    @classmethod
-    @abc.abstractmethod
-    def capabilities_for(cls, layer: Layer) -> frozenset[Capability]:
-        """What a device of this layer made by this backend can do (checked before creating)."""
+    def configure(self, settings: LinkSettings) -> None:
+        """Apply settings in one step: the build and every later setter share this code."""
+        self._no("configure")
 
-    @classmethod
-    @abc.abstractmethod
-    def create(cls, config: DeviceConfig) -> DeviceBackend:
-        """Create the device and apply config.link_settings() once; roll back on failure."""
+    def name(self) -> str:
+        self._no("name")
 
-    # ---- helpers ----------------------------------------------------------------------------
-    def unsupported(self, operation: str, capability: Capability | None = None) -> NoReturn:
-        hint = HINTS.get(capability) if capability else None
-        what = f" (capability '{capability.value}'{': ' + hint if hint else ''})" if capability else ""
-        raise UnsupportedOperationError(
-            f"{operation} is not supported for {self.layer.kind.upper()} devices on {self.platform}{what}"
-        )
+    def set_name(self, name: str) -> None:
+        self._no("set_name", Capability.SET_NAME)
 
-    def require(self, operation: str, capability: Capability) -> None:
-        if capability not in self.capabilities:
-            self.unsupported(operation, capability)
+    def if_index(self) -> int:
+        self._no("if_index", Capability.IF_INDEX)
+
+    def mtu(self) -> int:
+        self._no("mtu", Capability.MTU)
+
+    def addresses(self) -> list[IPInterface]:
+        self._no("addresses", Capability.ADDRESSES)
+
+    def remove_address(self, address: IPAddress) -> None:
+        self._no("remove_address", Capability.ADDRESSES)
+
+    def is_running(self) -> bool:
+        self._no("is_running", Capability.ENABLE)
+
+    def mac_address(self) -> str:
+        self._no("mac_address", Capability.MAC)
+
+    def broadcast(self) -> ipaddress.IPv4Address | None:
+        self._no("broadcast", Capability.BROADCAST)
+
+    def set_broadcast(self, address: ipaddress.IPv4Address) -> None:
+        self._no("set_broadcast", Capability.BROADCAST)
+
+    def tx_queue_len(self) -> int:
+        self._no("tx_queue_len", Capability.TX_QUEUE_LEN)
+
+    def set_persist(self, persist: bool) -> None:
+        self._no("persist", Capability.PERSIST)
+
+    def is_persistent(self) -> bool:
+        return False
+
+    def set_owner(self, uid: int) -> None:
+        self._no("owner", Capability.OWNER)
+
+    def set_group(self, gid: int) -> None:
+        self._no("group", Capability.OWNER)
 
     @property
-    def max_frame_size(self) -> int:
-        """Largest frame a read can return: prefix + a 64 KiB packet (+ Ethernet header for TAP)."""
-        return self.frame_format.prefix + MAX_IP_PACKET + (ETHERNET_HEADER if self.layer is Layer.L2 else 0)
+    def multi_queue(self) -> bool:
+        return False
+
+    def open_queue(self) -> DeviceBackend:
+        """Another queue of a multi-queue interface, as a device of its own (try_clone)."""
+        self._no("try_clone", Capability.MULTI_QUEUE)
+
+    def attach_queue(self, attach: bool) -> None:
+        self._no("attach_queue", Capability.MULTI_QUEUE)
+
+    def netns(self) -> NetNamespace:
+        """The network namespace the interface lives in now (the caller closes it)."""
+        self._no("netns", Capability.NETNS)
+
+
+class DeviceBackend(abc.ABC):
+    """A platform's device: moves frames, says when it is ready, and ends; its interface's
+    configuration is behind `config` (a Configurator). Creation is the platform's business:
+    each backend class offers `create(config)` and `capabilities_for(layer)` (see platform.py),
+    and optional capabilities are small protocols of their own (VectoredIO)."""
+
+    platform: ClassVar[str] = "unknown"
+    # what to do about a missing capability, where this backend knows better than HINTS
+    _hints: ClassVar[Mapping[Capability, str]] = {}
+
+    def __init__(
+        self, layer: Layer, *, owned: bool = True, capabilities: frozenset[Capability] = frozenset()
+    ) -> None:
+        self.layer = layer
+        self.capabilities = capabilities  # none unless the backend declares them
+        self.frame_format: FrameFormat = PLAIN
+        self.config: Configurator = Configurator(self)
+        self._owned = owned
+        self._nonblocking = False
 
     @property
     @abc.abstractmethod
     def closed(self) -> bool: ...
-
-    def check_open(self) -> None:
-        if self.closed:
-            raise DeviceClosedError()
 
     # ---- frame I/O --------------------------------------------------------------------------
     @abc.abstractmethod
@@ -136,28 +197,6 @@ class DeviceBackend(abc.ABC):
     def send(self, data: Bytes) -> int:
         """Write one frame; the bytes written."""
 
-    def recv(self, bufsize: int) -> bytes:
-        """Read one frame as bytes (at most bufsize)."""
-        buf = bytearray(bufsize)
-        n = self.recv_into(buf)
-        del buf[n:]
-        return bytes(buf)
-
-    def raw_fd(self) -> int | None:
-        """An fd whose reads and writes are exactly this device's frames, or None (framing, no fd).
-
-        The compiled relay pump moves frames between two such fds without the interpreter.
-        """
-        return None
-
-    def frame_reader(self) -> Callable[[int], bytes]:
-        """recv as the cheapest callable there is (a relay's hot loop calls it per frame)."""
-        return self.recv
-
-    def frame_writer(self) -> Callable[[Bytes], int]:
-        """send as the cheapest callable there is."""
-        return self.send
-
     def recv_batch(self, bufs: Sequence[WritableBuffer], sizes: MutableSequence[int], offset: int) -> int:
         """Read frames into bufs[i][offset:] (lengths in sizes[i]); how many were read.
 
@@ -166,11 +205,12 @@ class DeviceBackend(abc.ABC):
         raises FrameTooLarge carrying it whole, and how many frames came before it.
         """
         room = len(bufs[0]) - offset
-        frame = self.recv(self.max_frame_size)
-        if len(frame) > room:
-            raise FrameTooLarge(frame)
-        bufs[0][offset : offset + len(frame)] = frame
-        sizes[0] = len(frame)
+        frame = bytearray(max_frame_size(self))
+        n = self.recv_into(frame)
+        if n > room:
+            raise FrameTooLarge(bytes(frame[:n]))
+        bufs[0][offset : offset + n] = frame[:n]
+        sizes[0] = n
         return 1
 
     def send_batch(self, frames: Sequence[Bytes], offset: int = 0) -> BatchResult:
@@ -189,102 +229,69 @@ class DeviceBackend(abc.ABC):
             result.frames += 1
         return result
 
-    def recv_vectored(self, buffers: Sequence[WritableBuffer]) -> int:
-        self.unsupported("recv_vectored", Capability.VECTORED)
-
-    def send_vectored(self, buffers: Sequence[Bytes]) -> int:
-        self.unsupported("send_vectored", Capability.VECTORED)
-
+    # ---- readiness ----------------------------------------------------------------------------
     @abc.abstractmethod
     def readiness(self) -> Readiness:
         """What readers and writers of this device wait on."""
 
-    @abc.abstractmethod
-    def set_nonblocking(self, nonblocking: bool) -> None: ...
+    @property
+    def nonblocking(self) -> bool:
+        """Reads and writes raise BlockingIOError instead of waiting."""
+        if self.closed:
+            raise DeviceClosedError()
+        return self._nonblocking
 
-    @abc.abstractmethod
-    def is_nonblocking(self) -> bool: ...
+    @nonblocking.setter
+    def nonblocking(self, value: bool) -> None:
+        self._set_blocking_mode(value)
+        self._nonblocking = value
+
+    def _set_blocking_mode(self, nonblocking: bool) -> None:
+        """Make the OS object (non)blocking; the base keeps only the flag (no OS object)."""
+        if self.closed:
+            raise DeviceClosedError()
 
     def fileno(self) -> int:
-        self.unsupported("fileno", Capability.FD)
+        """The pollable device fd (for select/poll and event loops)."""
+        unsupported(self, "fileno", Capability.FD)
 
     def handoff(self) -> Handoff:
         """What a worker process needs to move this device's frames (see platform.from_handoff)."""
-        self.unsupported("handing the device to a worker process", Capability.HANDOFF)
-
-    # ---- interface configuration ------------------------------------------------------------
-    def configure(self, settings: LinkSettings) -> None:
-        """Apply settings in one step: the build and every later setter share this code."""
-        self.unsupported("configure")
-
-    @abc.abstractmethod
-    def name(self) -> str: ...
-
-    def set_name(self, name: str) -> None:
-        self.unsupported("set_name", Capability.SET_NAME)
-
-    def if_index(self) -> int:
-        self.unsupported("if_index", Capability.IF_INDEX)
-
-    def mtu(self) -> int:
-        self.unsupported("mtu", Capability.MTU)
-
-    def addresses(self) -> list[IPInterface]:
-        self.unsupported("addresses", Capability.ADDRESSES)
-
-    def remove_address(self, address: IPAddress) -> None:
-        self.unsupported("remove_address", Capability.ADDRESSES)
-
-    def is_running(self) -> bool:
-        self.unsupported("is_running", Capability.ENABLE)
-
-    def mac_address(self) -> str:
-        self.unsupported("mac_address", Capability.MAC)
-
-    def broadcast(self) -> ipaddress.IPv4Address | None:
-        self.unsupported("broadcast", Capability.BROADCAST)
-
-    def set_broadcast(self, address: ipaddress.IPv4Address) -> None:
-        self.unsupported("set_broadcast", Capability.BROADCAST)
-
-    def tx_queue_len(self) -> int:
-        self.unsupported("tx_queue_len", Capability.TX_QUEUE_LEN)
-
-    def set_persist(self, persist: bool) -> None:
-        self.unsupported("persist", Capability.PERSIST)
-
-    def is_persistent(self) -> bool:
-        return False
-
-    @property
-    def packet_information(self) -> bool:
-        """The platform's per-frame header (Linux PI, utun's address family) is kept for callers."""
-        return False
-
-    @property
-    def multi_queue(self) -> bool:
-        return False
-
-    def set_owner(self, uid: int) -> None:
-        self.unsupported("owner", Capability.OWNER)
-
-    def set_group(self, gid: int) -> None:
-        self.unsupported("group", Capability.OWNER)
-
-    def try_clone(self) -> DeviceBackend:
-        self.unsupported("try_clone", Capability.MULTI_QUEUE)
-
-    def attach_queue(self, attach: bool) -> None:
-        self.unsupported("attach_queue", Capability.MULTI_QUEUE)
+        unsupported(self, "handing the device to a worker process", Capability.HANDOFF)
 
     # ---- lifetime ---------------------------------------------------------------------------
-    def destroy_on_failure(self) -> None:
-        """Remove a half-configured device this backend created (called during build rollback)."""
-        self.close()
-
     @abc.abstractmethod
-    def close(self) -> None: ...
+    def close(self, *, release: bool = False) -> int | None:
+        """End the device; a device over a borrowed fd forgets it without closing it. With
+        release the fd is given to the caller instead (into_fd) and returned."""
 
-    def detach(self) -> int:
-        """Give up the fd without closing it (into_fd); the backend is closed afterwards."""
-        self.unsupported("into_fd", Capability.FD)
+
+@runtime_checkable
+class VectoredIO(Protocol):
+    """A device that reads and writes one frame scattered over several buffers (readv/writev)."""
+
+    def recv_vectored(self, buffers: Sequence[WritableBuffer]) -> int: ...
+
+    def send_vectored(self, buffers: Sequence[Bytes]) -> int: ...
+
+
+def max_frame_size(device: DeviceBackend) -> int:
+    """Largest frame a read can return: prefix + a 64 KiB packet (+ Ethernet header for TAP)."""
+    l2 = ETHERNET_HEADER if device.layer is Layer.L2 else 0
+    return device.frame_format.prefix + MAX_IP_PACKET + l2
+
+
+def unsupported(device: DeviceBackend, operation: str, capability: Capability | None = None) -> NoReturn:
+    """Raise UnsupportedOperationError: the operation, the device's kind and platform, and the
+    capability it lacks (with the hint of what to do)."""
+    hint = (device._hints.get(capability) or HINTS.get(capability)) if capability else None
+    what = f" (capability '{capability.value}'{': ' + hint if hint else ''})" if capability else ""
+    raise UnsupportedOperationError(
+        f"{operation} is not supported for {device.layer.kind.upper()} devices on {device.platform}{what}"
+    )
+
+
+def require(device: DeviceBackend, operation: str, capability: Capability) -> None:
+    """unsupported() unless the device has the capability."""
+    if capability not in device.capabilities:
+        unsupported(device, operation, capability)

@@ -11,7 +11,8 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import MutableSequence, Sequence
 
-from tunlab.devices.backend import Bytes, DeviceBackend, FrameTooLarge, WritableBuffer
+from tunlab.devices import frames
+from tunlab.devices.backend import Bytes, DeviceBackend, FrameTooLarge, WritableBuffer, max_frame_size
 from tunlab.devices.layer import Layer
 from tunlab.devices.offload import GROTable, VirtioNetHdr, coalesce
 from tunlab.devices.offload import impl as _impl
@@ -76,7 +77,7 @@ class Receiver(RxQueue):
     def _read_frame(self) -> None:
         """One frame from the device, split into the queue (offload only)."""
         if self._buf is None:
-            self._buf = bytearray(self.backend.max_frame_size)
+            self._buf = bytearray(max_frame_size(self.backend))
         n = self.backend.recv_into(self._buf)
         self.feed(memoryview(self._buf)[:n], vnet=True, layer=self.backend.layer)
 
@@ -104,9 +105,9 @@ class Receiver(RxQueue):
             self.pending.clear()
             return out
         if not self.backend.frame_format.virtio:
-            return [self.backend.recv(self.backend.max_frame_size)]
+            return [frames.read(self.backend)]
         if self._buf is None:
-            self._buf = bytearray(self.backend.max_frame_size)
+            self._buf = bytearray(max_frame_size(self.backend))
         n = self.backend.recv_into(self._buf)
         if n <= VIRTIO_NET_HDR_LEN:
             raise ValueError(f"read {n} bytes: shorter than a virtio-net header")
@@ -121,7 +122,7 @@ class Receiver(RxQueue):
         if pending:
             return pending.popleft()
         if not self.backend.frame_format.virtio:
-            return self.backend.recv(self.backend.max_frame_size)
+            return frames.read(self.backend)
         while not pending:  # a read can bring nothing to deliver only if it is empty
             pending.extend(self.read_packets())
         return pending.popleft()

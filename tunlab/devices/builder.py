@@ -24,7 +24,7 @@ from tunlab.devices.config import (
     requirements,
 )
 from tunlab.devices.layer import Layer
-from tunlab.devices.platform import backend_class, current_platform
+from tunlab.devices.platform import BackendType, backend_class, current_platform
 from tunlab.devices.sync import SyncDevice
 from tunlab.errors import UnsupportedOperationError
 
@@ -202,12 +202,13 @@ class DeviceBuilder:
         self._backend = backend
         return self
 
-    def _backend_class(self) -> type[DeviceBackend]:
+    def _backend_class(self) -> BackendType:
         if isinstance(self._backend, type):
-            return self._backend
+            found: BackendType = self._backend  # type: ignore[assignment]
+            return found
         return backend_class(self._backend)
 
-    def check(self) -> type[DeviceBackend]:
+    def check(self) -> BackendType:
         """Everything that can be checked without creating anything; the backend to use."""
         cfg = self._config
         if cfg.mac is not None and cfg.layer is not Layer.L2:

@@ -9,9 +9,32 @@ from __future__ import annotations
 import importlib
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING, Protocol
 
 from tunlab.devices.backend import DeviceBackend
 from tunlab.errors import UnsupportedOperationError
+
+if TYPE_CHECKING:
+    from tunlab.devices.capabilities import Capability
+    from tunlab.devices.config import DeviceConfig
+    from tunlab.devices.layer import Layer
+
+
+class BackendType(Protocol):
+    """A backend class: what it makes and what its devices will be able to do. Optional:
+    `from_fd(fd, owned=)` and `from_handoff(fds, spec)` where the platform has them."""
+
+    @property
+    def platform(self) -> str: ...
+
+    def capabilities_for(self, layer: Layer) -> frozenset[Capability]:
+        """What a device of this layer made by this backend can do (checked before creating)."""
+        ...
+
+    def create(self, config: DeviceConfig) -> DeviceBackend:
+        """Create the device and apply config.link_settings() once; roll back on failure."""
+        ...
+
 
 # platform name -> "module:class"
 BACKENDS = {
@@ -34,7 +57,7 @@ def current_platform() -> str:
     return name
 
 
-def backend_class(platform: str | None = None) -> type[DeviceBackend]:
+def backend_class(platform: str | None = None) -> BackendType:
     """The backend class of a platform (default: this OS), or UnsupportedOperationError."""
     name = platform or current_platform()
     spec = BACKENDS.get(name)
@@ -44,7 +67,7 @@ def backend_class(platform: str | None = None) -> type[DeviceBackend]:
             f"(backends: {', '.join(sorted(BACKENDS))})"
         )
     module, _, cls = spec.partition(":")
-    found: type[DeviceBackend] = getattr(importlib.import_module(module), cls)
+    found: BackendType = getattr(importlib.import_module(module), cls)
     return found
 
 

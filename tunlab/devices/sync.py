@@ -7,7 +7,16 @@ import warnings
 from collections.abc import Callable, MutableSequence, Sequence
 from typing import TYPE_CHECKING
 
-from tunlab.devices.backend import DeviceBackend, IPAddress, IPInterface
+from tunlab.devices import frames
+from tunlab.devices.backend import (
+    DeviceBackend,
+    IPAddress,
+    IPInterface,
+    VectoredIO,
+    max_frame_size,
+    require,
+    unsupported,
+)
 from tunlab.devices.batch import Receiver, batch_frames, check_batch_args
 from tunlab.devices.capabilities import Capability
 from tunlab.devices.config import (
@@ -28,7 +37,7 @@ from tunlab.devices.layer import Layer
 from tunlab.devices.offload import GROTable
 from tunlab.devices.platform import backend_from_fd
 from tunlab.devices.readiness import Readiness, Ready
-from tunlab.errors import SendMultipleError
+from tunlab.errors import DeviceClosedError, SendMultipleError
 
 if TYPE_CHECKING:
     from typing_extensions import Self
@@ -69,6 +78,14 @@ def _fd_arg(fd: object) -> int:
     return fd
 
 
+def _vectored(backend: DeviceBackend, operation: str) -> VectoredIO:
+    """The backend as VectoredIO (readv/writev), or UnsupportedOperationError."""
+    require(backend, operation, Capability.VECTORED)
+    if not isinstance(backend, VectoredIO):
+        unsupported(backend, operation, Capability.VECTORED)
+    return backend
+
+
 class SyncDevice:
     """A TUN (L3) or TAP (L2) device with blocking I/O; also a context manager.
 
@@ -94,8 +111,10 @@ class SyncDevice:
 
     def into_fd(self) -> int:
         """Give up the fd: the caller owns it now and this device is closed (not the fd)."""
-        self._backend.require("into_fd", Capability.FD)
-        return self._backend.detach()
+        require(self._backend, "into_fd", Capability.FD)
+        fd = self._backend.close(release=True)
+        assert fd is not None
+        return fd
 
     @property
     def backend(self) -> DeviceBackend:
@@ -122,7 +141,7 @@ class SyncDevice:
 
     def fileno(self) -> int:
         """The device fd (for select/poll and event loops; not on Windows)."""
-        self._backend.require("fileno", Capability.FD)
+        require(self._backend, "fileno", Capability.FD)
         return self._backend.fileno()
 
     def readiness(self) -> Readiness:
@@ -133,7 +152,7 @@ class SyncDevice:
     @property
     def max_frame_size(self) -> int:
         """Largest frame a read can return (headers included): the safe buffer size."""
-        return self._backend.max_frame_size
+        return max_frame_size(self._backend)
 
     def recv(self, bufsize: int | None = None) -> bytes:
         """Read one frame; bufsize defaults to max_frame_size so nothing is ever truncated.
@@ -143,8 +162,9 @@ class SyncDevice:
         """
         if bufsize is not None and (isinstance(bufsize, bool) or not isinstance(bufsize, int) or bufsize < 1):
             raise ValueError(f"recv: bufsize must be a positive int, got {bufsize!r}")
-        self._backend.check_open()
-        return self._backend.recv(self._backend.max_frame_size if bufsize is None else bufsize)
+        if self._backend.closed:
+            raise DeviceClosedError()
+        return frames.read(self._backend, bufsize)
 
     def recv_into(self, buffer: bytearray | memoryview) -> int:
         """Read one frame into a writable buffer; returns its length.
@@ -163,7 +183,7 @@ class SyncDevice:
     def _check_frame(self, data: object) -> None:
         if not isinstance(data, (bytes, bytearray, memoryview)):
             raise TypeError(f"send: expected bytes, bytearray or memoryview, got {type(data).__name__}")
-        limit = self._backend.max_frame_size
+        limit = max_frame_size(self._backend)
         if len(data) > limit:
             raise ValueError(
                 f"send: a {len(data)}-byte frame is larger than this device takes ({limit} bytes: "
@@ -172,13 +192,11 @@ class SyncDevice:
 
     def recv_vectored(self, buffers: Sequence[bytearray | memoryview]) -> int:
         """Read one frame scattered over several buffers (readv)."""
-        self._backend.require("recv_vectored", Capability.VECTORED)
-        return self._backend.recv_vectored(buffers)
+        return _vectored(self._backend, "recv_vectored").recv_vectored(buffers)
 
     def send_vectored(self, buffers: Sequence[bytes | bytearray | memoryview]) -> int:
         """Write one frame gathered from several buffers (writev)."""
-        self._backend.require("send_vectored", Capability.VECTORED)
-        return self._backend.send_vectored(buffers)
+        return _vectored(self._backend, "send_vectored").send_vectored(buffers)
 
     # ---- batches (offload) -------------------------------------------------------------------
     def recv_multiple(
@@ -223,11 +241,11 @@ class SyncDevice:
         return result.bytes
 
     def set_nonblocking(self, nonblocking: bool) -> None:
-        self._backend.set_nonblocking(check_bool(nonblocking, "nonblocking"))
+        self._backend.nonblocking = check_bool(nonblocking, "nonblocking")
 
     @property
     def is_nonblocking(self) -> bool:
-        return self._backend.is_nonblocking()
+        return self._backend.nonblocking
 
     # ---- interruptible I/O ------------------------------------------------------------------
     def _wait(self, event: InterruptEvent, timeout: float | None, *, write: bool) -> None:
@@ -296,30 +314,30 @@ class SyncDevice:
     # ---- interface configuration ------------------------------------------------------------
     @property
     def name(self) -> str:
-        return self._backend.name()
+        return self._backend.config.name()
 
     def set_name(self, name: str) -> None:
-        self._backend.require("set_name", Capability.SET_NAME)
-        self._backend.set_name(check_name(name, "set_name", windows=self.platform == "win32"))
+        require(self._backend, "set_name", Capability.SET_NAME)
+        self._backend.config.set_name(check_name(name, "set_name", windows=self.platform == "win32"))
 
     @property
     def if_index(self) -> int:
-        self._backend.require("if_index", Capability.IF_INDEX)
-        return self._backend.if_index()
+        require(self._backend, "if_index", Capability.IF_INDEX)
+        return self._backend.config.if_index()
 
     @property
     def mtu(self) -> int:
-        self._backend.require("mtu", Capability.MTU)
-        return self._backend.mtu()
+        require(self._backend, "mtu", Capability.MTU)
+        return self._backend.config.mtu()
 
     def set_mtu(self, mtu: int) -> None:
-        self._backend.require("set_mtu", Capability.MTU)
-        self._backend.configure(LinkSettings(mtu=check_mtu(mtu, "set_mtu")))
+        require(self._backend, "set_mtu", Capability.MTU)
+        self._backend.config.configure(LinkSettings(mtu=check_mtu(mtu, "set_mtu")))
 
     def addresses(self) -> list[IPInterface]:
         """Every address on the interface, as ipaddress interface objects."""
-        self._backend.require("addresses", Capability.ADDRESSES)
-        return self._backend.addresses()
+        require(self._backend, "addresses", Capability.ADDRESSES)
+        return self._backend.config.addresses()
 
     def add_address_v4(
         self,
@@ -328,8 +346,8 @@ class SyncDevice:
         destination: str | ipaddress.IPv4Address | None = None,
     ) -> None:
         """Add an IPv4 address; prefix is a length or a dotted netmask; destination = P2P peer."""
-        self._backend.require("add_address_v4", Capability.ADDRESSES)
-        self._backend.configure(
+        require(self._backend, "add_address_v4", Capability.ADDRESSES)
+        self._backend.config.configure(
             LinkSettings(ipv4=[_ipv4_setting("add_address_v4", address, prefix, destination)])
         )
 
@@ -340,84 +358,84 @@ class SyncDevice:
         destination: str | ipaddress.IPv4Address | None = None,
     ) -> None:
         """Replace every IPv4 address with this one (IPv6 addresses stay)."""
-        self._backend.require("set_network_address", Capability.ADDRESSES)
+        require(self._backend, "set_network_address", Capability.ADDRESSES)
         setting = _ipv4_setting("set_network_address", address, mask, destination, "mask")
-        for old in self._backend.addresses():
+        for old in self._backend.config.addresses():
             if old.version == 4:
-                self._backend.remove_address(old.ip)
-        self._backend.configure(LinkSettings(ipv4=[setting]))
+                self._backend.config.remove_address(old.ip)
+        self._backend.config.configure(LinkSettings(ipv4=[setting]))
 
     def add_address_v6(self, address: str | ipaddress.IPv6Address, prefix: int = 128) -> None:
         """Add an IPv6 address (usable at once: no duplicate address detection)."""
-        self._backend.require("add_address_v6", Capability.ADDRESSES)
+        require(self._backend, "add_address_v6", Capability.ADDRESSES)
         ip = parse_ipv6(address, "add_address_v6 address")
         plen = parse_prefix_v6(prefix, "add_address_v6 prefix")
-        self._backend.configure(LinkSettings(ipv6=[ipaddress.IPv6Interface(f"{ip}/{plen}")]))
+        self._backend.config.configure(LinkSettings(ipv6=[ipaddress.IPv6Interface(f"{ip}/{plen}")]))
 
     def remove_address(self, address: str | IPAddress) -> None:
-        self._backend.require("remove_address", Capability.ADDRESSES)
+        require(self._backend, "remove_address", Capability.ADDRESSES)
         try:
             ip = ipaddress.ip_address(str(address).split("/")[0])
         except ValueError:
             raise ValueError(f"remove_address: {address!r} is not an IP address") from None
-        self._backend.remove_address(ip)
+        self._backend.config.remove_address(ip)
 
     def enabled(self, up: bool) -> None:
         """Bring the interface up (True) or down (False)."""
-        self._backend.require("enabled", Capability.ENABLE)
-        self._backend.configure(LinkSettings(enabled=check_bool(up, "enabled")))
+        require(self._backend, "enabled", Capability.ENABLE)
+        self._backend.config.configure(LinkSettings(enabled=check_bool(up, "enabled")))
 
     @property
     def is_running(self) -> bool:
         """Up and running (a TUN has carrier while an fd is attached)."""
-        self._backend.require("is_running", Capability.ENABLE)
-        return self._backend.is_running()
+        require(self._backend, "is_running", Capability.ENABLE)
+        return self._backend.config.is_running()
 
     @property
     def mac_address(self) -> str:
-        self._backend.require("mac_address", Capability.MAC)
-        return self._backend.mac_address()
+        require(self._backend, "mac_address", Capability.MAC)
+        return self._backend.config.mac_address()
 
     def set_mac_address(self, mac: str | bytes) -> None:
-        self._backend.require("set_mac_address", Capability.MAC)
-        self._backend.configure(LinkSettings(mac=parse_mac(mac, "set_mac_address")))
+        require(self._backend, "set_mac_address", Capability.MAC)
+        self._backend.config.configure(LinkSettings(mac=parse_mac(mac, "set_mac_address")))
 
     @property
     def broadcast(self) -> ipaddress.IPv4Address | None:
         """IPv4 broadcast address of the first IPv4 address (None when it has none)."""
-        self._backend.require("broadcast", Capability.BROADCAST)
-        return self._backend.broadcast()
+        require(self._backend, "broadcast", Capability.BROADCAST)
+        return self._backend.config.broadcast()
 
     def set_broadcast(self, address: str | ipaddress.IPv4Address) -> None:
-        self._backend.require("set_broadcast", Capability.BROADCAST)
-        self._backend.set_broadcast(parse_ipv4(address, "set_broadcast"))
+        require(self._backend, "set_broadcast", Capability.BROADCAST)
+        self._backend.config.set_broadcast(parse_ipv4(address, "set_broadcast"))
 
     @property
     def tx_queue_len(self) -> int:
-        self._backend.require("tx_queue_len", Capability.TX_QUEUE_LEN)
-        return self._backend.tx_queue_len()
+        require(self._backend, "tx_queue_len", Capability.TX_QUEUE_LEN)
+        return self._backend.config.tx_queue_len()
 
     def set_tx_queue_len(self, length: int) -> None:
-        self._backend.require("set_tx_queue_len", Capability.TX_QUEUE_LEN)
-        self._backend.configure(LinkSettings(tx_queue_len=check_uint(length, "set_tx_queue_len")))
+        require(self._backend, "set_tx_queue_len", Capability.TX_QUEUE_LEN)
+        self._backend.config.configure(LinkSettings(tx_queue_len=check_uint(length, "set_tx_queue_len")))
 
     def persist(self, enable: bool = True) -> None:
         """Keep the interface after the last fd closes (TUNSETPERSIST); False undoes it."""
-        self._backend.require("persist", Capability.PERSIST)
-        self._backend.set_persist(check_bool(enable, "persist"))
+        require(self._backend, "persist", Capability.PERSIST)
+        self._backend.config.set_persist(check_bool(enable, "persist"))
 
     def set_owner(self, uid: int) -> None:
         """User that may attach to the device without CAP_NET_ADMIN (TUNSETOWNER)."""
-        self._backend.require("set_owner", Capability.OWNER)
-        self._backend.set_owner(check_uint(uid, "set_owner", 2**31 - 1))
+        require(self._backend, "set_owner", Capability.OWNER)
+        self._backend.config.set_owner(check_uint(uid, "set_owner", 2**31 - 1))
 
     def set_group(self, gid: int) -> None:
-        self._backend.require("set_group", Capability.OWNER)
-        self._backend.set_group(check_uint(gid, "set_group", 2**31 - 1))
+        require(self._backend, "set_group", Capability.OWNER)
+        self._backend.config.set_group(check_uint(gid, "set_group", 2**31 - 1))
 
     @property
     def is_persistent(self) -> bool:
-        return self._backend.is_persistent()
+        return self._backend.config.is_persistent()
 
     @property
     def tcp_gso(self) -> bool:
@@ -431,30 +449,26 @@ class SyncDevice:
 
     @property
     def packet_information(self) -> bool:
-        return self._backend.packet_information
+        return self._backend.frame_format.packet_information
 
     @property
     def multi_queue(self) -> bool:
-        return self._backend.multi_queue
+        return self._backend.config.multi_queue
 
     def netns(self) -> NetNamespace:
         """The network namespace the interface lives in now (Linux; close it when done)."""
-        self._backend.require("netns", Capability.NETNS)
-        getter = getattr(self._backend, "netns", None)
-        if getter is None:
-            self._backend.unsupported("netns", Capability.NETNS)
-        ns: NetNamespace = getter()
-        return ns
+        require(self._backend, "netns", Capability.NETNS)
+        return self._backend.config.netns()
 
     def try_clone(self) -> Self:
         """Another queue of the same multi-queue interface, as an independent device."""
-        self._backend.require("try_clone", Capability.MULTI_QUEUE)
-        return type(self)(self._backend.try_clone())
+        require(self._backend, "try_clone", Capability.MULTI_QUEUE)
+        return type(self)(self._backend.config.open_queue())
 
     def attach_queue(self, attach: bool = True) -> None:
         """Attach (True) or detach (False) this queue of a multi-queue device (TUNSETQUEUE)."""
-        self._backend.require("attach_queue", Capability.MULTI_QUEUE)
-        self._backend.attach_queue(check_bool(attach, "attach"))
+        require(self._backend, "attach_queue", Capability.MULTI_QUEUE)
+        self._backend.config.attach_queue(check_bool(attach, "attach"))
 
     # ---- lifetime ---------------------------------------------------------------------------
     def close(self) -> None:
@@ -469,7 +483,7 @@ class SyncDevice:
 
     def __del__(self) -> None:
         backend = getattr(self, "_backend", None)
-        if backend is not None and not backend.closed and backend.owned:
+        if backend is not None and not backend.closed:
             warnings.warn(
                 f"unclosed {type(self).__name__} ({backend.platform} {backend.layer.kind}); closing it",
                 ResourceWarning,
@@ -497,3 +511,8 @@ class BorrowedSyncDevice(SyncDevice):
     @classmethod
     def from_fd(cls, fd: int) -> Self:
         raise TypeError("BorrowedSyncDevice never owns its fd: use BorrowedSyncDevice.borrow_raw")
+
+    def __del__(self) -> None:
+        backend = getattr(self, "_backend", None)
+        if backend is not None and not backend.closed:
+            backend.close()  # forgets the fd, which its owner closes: nothing to warn about

@@ -15,7 +15,8 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from tunlab.devices.backend import Bytes, DeviceBackend
+from tunlab.devices import frames
+from tunlab.devices.backend import Bytes, DeviceBackend, max_frame_size
 from tunlab.devices.batch import Receiver
 from tunlab.devices.interrupt import InterruptEvent
 from tunlab.devices.layer import Layer
@@ -88,7 +89,7 @@ class Pump:
                 virtio=src.frame_format.virtio,
             )
         self._pollers: dict[tuple[int, bool], Any] = {}
-        self.read_size = read_size or src.max_frame_size
+        self.read_size = read_size or max_frame_size(src)
         self.batch = batch
         self._table = GROTable()
         self._rx = Receiver(src)
@@ -141,7 +142,7 @@ class Pump:
         out are reads minus drops (two fewer updates per frame).
         """
         fast = _impl.fast
-        fd_in, fd_out = self.src.raw_fd(), self.dst.raw_fd()
+        fd_in, fd_out = frames.raw_fd(self.src), frames.raw_fd(self.dst)
         if fast is not None and hasattr(fast, "pump") and fd_in is not None and fd_out is not None:
             # the compiled loop: read -> write with the GIL released (threads run in parallel)
             fast.pump(
@@ -154,13 +155,13 @@ class Pump:
                 self.blocking_drop,
             )
             return
-        recv, send = self.src.frame_reader(), self.dst.frame_writer()
+        recv, send = frames.reader(self.src), frames.writer(self.dst)
         size = self.read_size
         words = self.stats.words
         words[READY] = READY_DERIVED
         vnet = self.src.frame_format.virtio
         src, dst = self.src, self.dst
-        poller = self._make_poller(src, False) if src.is_nonblocking() else None
+        poller = self._make_poller(src, False) if src.nonblocking else None
         wait_readable = poller.poll if poller is not None else None
         wake = (self._stop_fd, self._control_fd)
         while not self.stopping:
@@ -235,17 +236,18 @@ class Pump:
     # ---- reading ----------------------------------------------------------------------------
     def _read_frames(self) -> list[Packet]:
         """Whole frames, as many as are queued (up to a batch); BlockingIOError if none."""
-        recv = self.src.recv
+        recv = frames.reader(self.src)
         size = self.read_size
         words = self.stats.words
         vnet = self.src.frame_format.virtio
-        frames: list[Packet] = []
-        while len(frames) < self.batch:
+        more = self.src.nonblocking
+        got: list[Packet] = []
+        while len(got) < self.batch:
             try:
                 frame = recv(size)
             except BlockingIOError:
-                if frames:
-                    return frames
+                if got:
+                    return got
                 raise
             if not frame:
                 raise Stopped
@@ -253,10 +255,10 @@ class Pump:
             words[BYTES_IN] += len(frame)
             if vnet and frame[1]:
                 words[SUPERS] += 1
-            frames.append(frame)
-            if not self.src.is_nonblocking():
+            got.append(frame)
+            if not more:
                 break
-        return frames
+        return got
 
     def _read_packets(self) -> list[Packet]:
         """What is queued (up to a batch of reads), split into packets (fresh bytes: a stage
@@ -267,7 +269,7 @@ class Pump:
         reads = 1
         if len(packets) > 1:
             words[SUPERS] += 1
-        if self.src.is_nonblocking():
+        if self.src.nonblocking:
             while reads < self.batch:
                 try:
                     more = rx.read_packets()

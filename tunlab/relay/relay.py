@@ -21,6 +21,7 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Union
 
+from tunlab.devices.backend import max_frame_size, unsupported
 from tunlab.devices.capabilities import Capability
 from tunlab.devices.interrupt import InterruptEvent
 from tunlab.devices.layer import Layer
@@ -60,7 +61,7 @@ def read_size(dev: SyncDevice) -> int:
     """
     backend = dev.backend
     if backend.frame_format.virtio or Capability.MTU not in backend.capabilities:
-        return backend.max_frame_size
+        return max_frame_size(backend)
     l2 = 14 if backend.layer is Layer.L2 else 0
     return max(dev.mtu, 1500) + backend.frame_format.prefix + l2 + 64
 
@@ -131,7 +132,7 @@ class Relay:
         if workers == "processes":
             for dev in (a, b):
                 if Capability.HANDOFF not in dev.capabilities:
-                    dev.backend.unsupported("workers='processes'", Capability.HANDOFF)
+                    unsupported(dev.backend, "workers='processes'", Capability.HANDOFF)
             for pipe in self.pipelines.values():
                 pipe.specs()  # a stage that cannot cross to a process fails here
         self._stats: dict[Direction, list[DirectionStats]] = {key: [] for key in DIRECTIONS}

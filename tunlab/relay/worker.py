@@ -60,8 +60,8 @@ def main() -> None:
     # blocking I/O when nothing has deadlines or messages: read -> write with no poll in between.
     # Both ends alike: the other direction's worker shares these open files (and their flags)
     nonblocking = bool(stages) or control is not None
-    src.set_nonblocking(nonblocking)
-    dst.set_nonblocking(nonblocking)
+    src.nonblocking = nonblocking
+    dst.nonblocking = nonblocking
     pump = Pump(
         src,
         dst,

@@ -130,9 +130,9 @@ class CharDevice(BsdFamilyDevice):
                   keep_header=config.packet_information)  # fmt: skip
         try:
             dev.prepare()
-            dev.configure(config.link_settings())
+            dev.config.configure(config.link_settings())
         except BaseException:
-            dev.destroy_on_failure()
+            dev.close()  # an interface this open made goes with it
             raise
         return dev
 
@@ -253,8 +253,7 @@ class CharDevice(BsdFamilyDevice):
             raise DeviceError(f"{what} on {self._name} failed: {exc.strerror or exc}") from None
 
     # ---- configuration ------------------------------------------------------------------------
-    def configure(self, settings: LinkSettings) -> None:
-        super().configure(settings)
+    def configured(self, settings: LinkSettings) -> None:
         for v6 in settings.ipv6:
             self.wait_dad(v6.ip)
 
@@ -264,17 +263,6 @@ class CharDevice(BsdFamilyDevice):
         what = f"reading the flags of {address}"
         out = self.iface.request(self.abi.af_inet6, self.tun.SIOCGIFAFLAG_IN6, req, what)
         return wire.read_int(out)
-
-    @property
-    def packet_information(self) -> bool:
-        return self._frames.keep
-
-    def mac_address(self) -> str:
-        self.require("mac_address", Capability.MAC)
-        mac = self.iface.mac()
-        if mac is None:
-            raise DeviceError(f"{self._name} has no link-layer address")
-        return mac
 
     # ---- frames -------------------------------------------------------------------------------
     def recv_into(self, buffer: WritableBuffer) -> int:
@@ -290,22 +278,22 @@ class CharDevice(BsdFamilyDevice):
         return self._frames.send_vectored(self._check(), buffers)
 
     # ---- lifetime -----------------------------------------------------------------------------
-    def close(self) -> None:
+    def close(self, *, release: bool = False) -> int | None:
+        if release:
+            fd = self._check()
+            self._fd = -1
+            return fd
         fd, self._fd = self._fd, -1
         if fd < 0:
-            return
+            return None
         self.iface.delete_routes()
-        if not self.owned:
-            return
+        if not self._owned:
+            return None
         self.sys.close(fd)
         if self.created:
             with contextlib.suppress(DeviceError):  # some units go with their last close
                 self.iface.destroy()
-
-    def detach(self) -> int:
-        fd = self._check()
-        self._fd = -1
-        return fd
+        return None
 
 
 def wait_tentative(dev: CharDevice, address: ipaddress.IPv6Address, timeout: float = DAD_WAIT) -> None:
@@ -314,12 +302,14 @@ def wait_tentative(dev: CharDevice, address: ipaddress.IPv6Address, timeout: flo
     while True:
         flags = dev.address_flags(address)
         if flags & A.IN6_IFF_DUPLICATED:
-            raise DeviceError(f"{address} on {dev.name()} is a duplicate (DAD failed): pick another address")
+            raise DeviceError(
+                f"{address} on {dev.config.name()} is a duplicate (DAD failed): pick another address"
+            )
         if not flags & A.IN6_IFF_TENTATIVE:
             return
         if time.monotonic() >= deadline:
             raise DeviceError(
-                f"{address} on {dev.name()} stayed tentative for {timeout:.0f} s (duplicate address "
+                f"{address} on {dev.config.name()} stayed tentative for {timeout:.0f} s (duplicate address "
                 "detection did not finish)"
             )
         time.sleep(0.05)

@@ -10,7 +10,17 @@ import struct
 from collections.abc import Sequence
 from typing import ClassVar
 
-from tunlab.devices.backend import Bytes, DeviceBackend, FrameFormat, IPAddress, IPInterface, WritableBuffer
+from tunlab.devices.backend import (
+    Bytes,
+    Configurator,
+    DeviceBackend,
+    FrameFormat,
+    IPAddress,
+    IPInterface,
+    WritableBuffer,
+    require,
+    unsupported,
+)
 from tunlab.devices.bsd.abi import Abi
 from tunlab.devices.bsd.ifconfig import Interface
 from tunlab.devices.bsd.system import System
@@ -37,7 +47,8 @@ FAMILY_CAPABILITIES = frozenset(
 
 
 class BsdFamilyDevice(DeviceBackend):
-    """A device with an fd whose interface is configured by name (subclasses do the I/O)."""
+    """A device with an fd whose interface is configured by name (subclasses do the I/O; the
+    per-OS hooks set_mac, rename and configured are theirs to override)."""
 
     abi: ClassVar[Abi]
 
@@ -57,7 +68,7 @@ class BsdFamilyDevice(DeviceBackend):
         self._fd = fd
         self._name = name
         self.iface = Interface(sys, self.abi, name, point_to_point)
-        self._nonblocking = False
+        self.config: BsdConfig = BsdConfig(self)
 
     @classmethod
     def system(cls) -> System:
@@ -73,71 +84,17 @@ class BsdFamilyDevice(DeviceBackend):
             raise DeviceClosedError()
         return self._fd
 
-    # ---- configuration ----------------------------------------------------------------------
-    def configure(self, settings: LinkSettings) -> None:
-        """MTU, MAC, up, addresses, down — in that order, as on Linux."""
-        self._check()
-        if settings.mac is not None:
-            if self.layer is not Layer.L2:
-                self.unsupported("set_mac_address", Capability.MAC)
-            self.set_mac(settings.mac)
-        if settings.mtu is not None:
-            self.iface.set_mtu(settings.mtu)
-        if settings.tx_queue_len is not None:
-            self.unsupported("tx_queue_len", Capability.TX_QUEUE_LEN)
-        if settings.enabled:
-            self.iface.set_up(True)
-        for v4 in settings.ipv4:
-            self.iface.add_ipv4(v4.interface, v4.destination)
-        for v6 in settings.ipv6:
-            self.iface.add_ipv6(v6)
-        if settings.enabled is False:
-            self.iface.set_up(False)
-
+    # ---- per-OS hooks -------------------------------------------------------------------------
     def set_mac(self, mac: str) -> None:
+        """SIOCSIFLLADDR (NetBSD has its own way)."""
         self.iface.set_mac(bytes.fromhex(parse_mac(mac).replace(":", "")))
 
-    def name(self) -> str:
-        self._check()
-        return self._name
+    def rename(self, name: str) -> None:
+        """Give the interface another name (only where the OS can)."""
+        unsupported(self, "set_name", Capability.SET_NAME)
 
-    def if_index(self) -> int:
-        self._check()
-        try:
-            return self.sys.if_nametoindex(self._name)
-        except OSError:
-            raise DeviceError(f"interface {self._name} is gone") from None
-
-    def mtu(self) -> int:
-        self._check()
-        return self.iface.mtu()
-
-    def is_running(self) -> bool:
-        self._check()
-        return self.iface.is_up() and self.iface.is_running()
-
-    def addresses(self) -> list[IPInterface]:
-        self._check()
-        return self.iface.addresses()
-
-    def remove_address(self, address: IPAddress) -> None:
-        self._check()
-        self.iface.remove_address(address)
-
-    def broadcast(self) -> ipaddress.IPv4Address | None:
-        """The first IPv4 address's broadcast (or, point-to-point, destination) address."""
-        self._check()
-        return self.iface.broadcast()
-
-    def set_broadcast(self, address: ipaddress.IPv4Address) -> None:
-        """Re-add the IPv4 address whose subnet holds address, with it as broadcast/destination."""
-        self._check()
-        for iface in self.addresses():
-            if isinstance(iface, ipaddress.IPv4Interface) and address in iface.network:
-                self.iface.remove_address(iface.ip)
-                self.iface.add_ipv4(iface, address)
-                return
-        raise ValueError(f"broadcast: {address} is in no IPv4 subnet of {self._name}: add the address first")
+    def configured(self, settings: LinkSettings) -> None:
+        """After settings were applied: what this OS still needs (a DAD wait, a feth peer's MTU)."""
 
     # ---- fd -----------------------------------------------------------------------------------
     def fileno(self) -> int:
@@ -147,13 +104,94 @@ class BsdFamilyDevice(DeviceBackend):
         fd = self._check()
         return Readiness(PollTarget(fd), PollTarget(fd, writable=True))
 
-    def set_nonblocking(self, nonblocking: bool) -> None:
+    def _set_blocking_mode(self, nonblocking: bool) -> None:
         self.sys.set_blocking(self._check(), not nonblocking)
-        self._nonblocking = nonblocking
 
-    def is_nonblocking(self) -> bool:
-        self._check()
-        return self._nonblocking
+
+class BsdConfig(Configurator):
+    """A macOS/BSD interface configured by name through one socket's ioctls and PF_ROUTE."""
+
+    def __init__(self, device: BsdFamilyDevice) -> None:
+        super().__init__(device)
+        self.dev = device
+
+    def configure(self, settings: LinkSettings) -> None:
+        """MTU, MAC, up, addresses, down — in that order, as on Linux."""
+        dev = self.dev
+        dev._check()
+        if settings.mac is not None:
+            if dev.layer is not Layer.L2:
+                self._no("set_mac_address", Capability.MAC)
+            dev.set_mac(settings.mac)
+        if settings.mtu is not None:
+            dev.iface.set_mtu(settings.mtu)
+        if settings.tx_queue_len is not None:
+            self._no("tx_queue_len", Capability.TX_QUEUE_LEN)
+        if settings.enabled:
+            dev.iface.set_up(True)
+        for v4 in settings.ipv4:
+            dev.iface.add_ipv4(v4.interface, v4.destination)
+        for v6 in settings.ipv6:
+            dev.iface.add_ipv6(v6)
+        if settings.enabled is False:
+            dev.iface.set_up(False)
+        dev.configured(settings)
+
+    def name(self) -> str:
+        self.dev._check()
+        return self.dev._name
+
+    def set_name(self, name: str) -> None:
+        self.dev._check()
+        self.dev.rename(name)
+
+    def if_index(self) -> int:
+        self.dev._check()
+        try:
+            return self.dev.sys.if_nametoindex(self.dev._name)
+        except OSError:
+            raise DeviceError(f"interface {self.dev._name} is gone") from None
+
+    def mtu(self) -> int:
+        self.dev._check()
+        return self.dev.iface.mtu()
+
+    def is_running(self) -> bool:
+        self.dev._check()
+        return self.dev.iface.is_up() and self.dev.iface.is_running()
+
+    def addresses(self) -> list[IPInterface]:
+        self.dev._check()
+        return self.dev.iface.addresses()
+
+    def remove_address(self, address: IPAddress) -> None:
+        self.dev._check()
+        self.dev.iface.remove_address(address)
+
+    def mac_address(self) -> str:
+        self.dev._check()
+        require(self.dev, "mac_address", Capability.MAC)
+        mac = self.dev.iface.mac()
+        if mac is None:
+            raise DeviceError(f"{self.dev._name} has no link-layer address")
+        return mac
+
+    def broadcast(self) -> ipaddress.IPv4Address | None:
+        """The first IPv4 address's broadcast (or, point-to-point, destination) address."""
+        self.dev._check()
+        return self.dev.iface.broadcast()
+
+    def set_broadcast(self, address: ipaddress.IPv4Address) -> None:
+        """Re-add the IPv4 address whose subnet holds address, with it as broadcast/destination."""
+        self.dev._check()
+        for iface in self.addresses():
+            if isinstance(iface, ipaddress.IPv4Interface) and address in iface.network:
+                self.dev.iface.remove_address(iface.ip)
+                self.dev.iface.add_ipv4(iface, address)
+                return
+        raise ValueError(
+            f"broadcast: {address} is in no IPv4 subnet of {self.dev._name}: add the address first"
+        )
 
 
 class AfHeaderFrames:
@@ -170,7 +208,9 @@ class AfHeaderFrames:
 
     @property
     def frame_format(self) -> FrameFormat:
-        return FrameFormat(prefix=AF_HEADER) if self.keep else FrameFormat()
+        if self.keep:
+            return FrameFormat(prefix=AF_HEADER, packet_information=True)
+        return FrameFormat()
 
     def recv_into(self, fd: int, buffer: WritableBuffer) -> int:
         if self.keep:

@@ -13,7 +13,6 @@ from typing import ClassVar
 from tunlab.devices.bsd import abi as A
 from tunlab.devices.bsd import wire
 from tunlab.devices.bsd.chardev import CharDevice
-from tunlab.devices.capabilities import Capability
 from tunlab.errors import DeviceError, InterfaceExistsError
 
 
@@ -42,9 +41,8 @@ class FreeBsdDevice(CharDevice):
         struct.pack_into("I", out, at, flags | A.ND6_IFF_NO_DAD)
         self.iface.request(self.abi.af_inet6, self.tun.SIOCSIFINFO_IN6, out, "SIOCSIFINFO_IN6 (DAD off)")
 
-    def set_name(self, name: str) -> None:
+    def rename(self, name: str) -> None:
         """SIOCSIFNAME: ifr_data points at the new name (IFNAMSIZ bytes)."""
-        self.require("set_name", Capability.SET_NAME)
         self._check()
         new = wire.ifname(name)  # validates length
         if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_.-]*", name):

@@ -19,13 +19,14 @@ import struct
 from collections import deque
 from typing import ClassVar
 
-from tunlab.devices.backend import Bytes, DeviceBackend, WritableBuffer
+from tunlab.devices.backend import Bytes, DeviceBackend, WritableBuffer, unsupported
 from tunlab.devices.bsd import abi as A
 from tunlab.devices.bsd import bpf, wire
 from tunlab.devices.bsd.device import FAMILY_CAPABILITIES, AfHeaderFrames, BsdFamilyDevice
+from tunlab.devices.bsd.ifconfig import Interface
 from tunlab.devices.bsd.system import System
 from tunlab.devices.capabilities import Capability
-from tunlab.devices.config import DeviceConfig
+from tunlab.devices.config import DeviceConfig, LinkSettings
 from tunlab.devices.layer import Layer
 from tunlab.devices.readiness import PollTarget, Readiness, Ready
 from tunlab.errors import (
@@ -56,9 +57,9 @@ class DarwinDevice(BsdFamilyDevice):
         sys = sys or cls.system()
         dev: DarwinDevice = FethTap.make(sys, config) if config.layer is Layer.L2 else Utun.make(sys, config)
         try:
-            dev.configure(config.link_settings())
+            dev.config.configure(config.link_settings())
         except BaseException:
-            dev.destroy_on_failure()
+            dev.close()  # utun goes with its socket; both feth sides are destroyed
             raise
         return dev
 
@@ -73,7 +74,7 @@ class DarwinDevice(BsdFamilyDevice):
     def send(self, data: Bytes) -> int:  # pragma: no cover - subclasses
         raise NotImplementedError
 
-    def close(self) -> None:  # pragma: no cover - subclasses
+    def close(self, *, release: bool = False) -> int | None:  # pragma: no cover - subclasses
         raise NotImplementedError
 
 
@@ -125,28 +126,24 @@ class Utun(DarwinDevice):
             raise DeviceError(f"fd {fd} is not a utun socket (UTUN_OPT_IFNAME: {exc.strerror})") from None
         return cls(sys, fd, name, owned=owned, keep_header=False)
 
-    @property
-    def packet_information(self) -> bool:
-        return self._frames.keep
-
     def recv_into(self, buffer: WritableBuffer) -> int:
         return self._frames.recv_into(self._check(), buffer)
 
     def send(self, data: Bytes) -> int:
         return self._frames.send(self._check(), data)
 
-    def close(self) -> None:
+    def close(self, *, release: bool = False) -> int | None:
+        if release:
+            fd = self._check()
+            self._fd = -1
+            return fd
         fd, self._fd = self._fd, -1
         if fd < 0:
-            return
+            return None
         self.iface.delete_routes()
-        if self.owned:
+        if self._owned:
             self.sys.close(fd)  # the interface goes with its control socket
-
-    def detach(self) -> int:
-        fd = self._check()
-        self._fd = -1
-        return fd
+        return None
 
 
 def _utun_name(sys: System, fd: int) -> str:
@@ -220,31 +217,22 @@ class FethTap(DarwinDevice):
         fd = self._check()
         return _BufferedReadiness(PollTarget(fd), PollTarget(self._ndrv, writable=True), self._pending)
 
-    def set_nonblocking(self, nonblocking: bool) -> None:
-        super().set_nonblocking(nonblocking)
+    def _set_blocking_mode(self, nonblocking: bool) -> None:
+        super()._set_blocking_mode(nonblocking)
         self.sys.set_blocking(self._ndrv, not nonblocking)
 
-    def mac_address(self) -> str:
-        mac = self.iface.mac()
-        if mac is None:
-            raise DeviceError(f"{self._name} has no link-layer address")
-        return mac
+    def configured(self, settings: LinkSettings) -> None:
+        if settings.mtu is not None:  # the peer carries the same frames
+            Interface(self.sys, ABI, self.peer, False).set_mtu(settings.mtu)
 
-    def set_mac(self, mac: str) -> None:
-        super().set_mac(mac)
-
-    def configure(self, settings: object) -> None:
-        super().configure(settings)  # type: ignore[arg-type]
-        mtu = getattr(settings, "mtu", None)
-        if mtu is not None:  # the peer carries the same frames
-            from tunlab.devices.bsd.ifconfig import Interface
-
-            Interface(self.sys, ABI, self.peer, False).set_mtu(mtu)
-
-    def close(self) -> None:
+    def close(self, *, release: bool = False) -> int | None:
+        if release:
+            raise UnsupportedOperationError(
+                "a feth TAP has two descriptors (BPF and AF_NDRV): into_fd is not supported"
+            )
         fd, self._fd = self._fd, -1
         if fd < 0:
-            return
+            return None
         self.sys.close(fd)
         try:
             for side in (self._name, self.peer):
@@ -253,14 +241,10 @@ class FethTap(DarwinDevice):
         finally:
             self.sys.close(self._ndrv)
             self._ndrv = -1
+        return None
 
     def fileno(self) -> int:
-        self.unsupported("fileno (a feth TAP reads through BPF and writes through AF_NDRV)", Capability.FD)
-
-    def detach(self) -> int:
-        raise UnsupportedOperationError(
-            "a feth TAP has two descriptors (BPF and AF_NDRV): into_fd is not supported"
-        )
+        unsupported(self, "fileno (a feth TAP reads through BPF and writes through AF_NDRV)", Capability.FD)
 
 
 class _BufferedReadiness(Readiness):

@@ -13,18 +13,17 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
-import functools
 import ipaddress
 import os
 import socket
 import struct
 import threading
-from collections.abc import Callable, MutableSequence, Sequence
+from collections.abc import MutableSequence, Sequence
 from typing import ClassVar
 
 from tunlab.devices.backend import (
-    PLAIN,
     Bytes,
+    Configurator,
     DeviceBackend,
     FrameFormat,
     FrameTooLarge,
@@ -139,8 +138,32 @@ def _open_netns(spec: str | NetNamespace | None) -> tuple[NetNamespace | None, b
     return NetNamespace.open(spec), True
 
 
+# what every Linux TUN/TAP device can do; TAP adds its own (Windows-only options are not here)
+_CAPABILITIES = frozenset(
+    {
+        Capability.SET_NAME,
+        Capability.ADDRESSES,
+        Capability.MTU,
+        Capability.BROADCAST,
+        Capability.TX_QUEUE_LEN,
+        Capability.PERSIST,
+        Capability.OWNER,
+        Capability.MULTI_QUEUE,
+        Capability.OFFLOAD,
+        Capability.PACKET_INFORMATION,
+        Capability.NETNS,
+        Capability.ENABLE,
+        Capability.FROM_FD,
+        Capability.IF_INDEX,
+        Capability.FD,
+        Capability.VECTORED,
+        Capability.HANDOFF,
+    }
+)
+
+
 class LinuxDevice(DeviceBackend):
-    """One queue of a Linux TUN/TAP interface."""
+    """One queue of a Linux TUN/TAP interface: the fd and its frames (config: LinuxConfig)."""
 
     platform: ClassVar[str] = "linux"
 
@@ -157,44 +180,25 @@ class LinuxDevice(DeviceBackend):
         super().__init__(layer, owned=owned, capabilities=self.capabilities_for(layer))
         self._fd = fd
         self._flags = flags & _KEPT_FLAGS
-        self._home = home  # namespace fallback when TUNGETDEVNETNS is unavailable
-        self._owns_home = False
         self._created_persistent = False
         self._offload_mask = 0
         self._nonblocking = not os.get_blocking(fd)
         self._spill: bytearray | None = None
         self._readiness = Readiness(PollTarget(fd), PollTarget(fd, writable=True))
-        self._lock = threading.Lock()
-        self._link: Link | None = None
-        self._link_ns: tuple[int, int] | None = None
-        if netlink is not None:
-            session = NetlinkSession(home, sock=netlink)
-            self._link_ns = home.inode if home is not None else _current_inode()
-            self._link = Link(session, 0, "", layer)
+        self.config: LinuxConfig = LinuxConfig(self, home, netlink)
         self._set_format(tcp=False, udp=False)
 
     @classmethod
     def capabilities_for(cls, layer: Layer) -> frozenset[Capability]:
         if layer is Layer.L2:
-            return frozenset(Capability)
-        return frozenset(Capability) - {Capability.MAC, Capability.TAP}
+            return _CAPABILITIES | {Capability.TAP, Capability.MAC}
+        return _CAPABILITIES
 
     def _set_format(self, *, tcp: bool, udp: bool) -> None:
         vnet = bool(self._flags & tun.IFF_VNET_HDR)
-        prefix = (VNET_HDR_LEN if vnet else 0) + (0 if self._flags & tun.IFF_NO_PI else PI_LEN)
-        self.frame_format = FrameFormat(prefix, vnet, tcp, udp) if prefix else PLAIN
-
-    @property
-    def vnet_hdr(self) -> bool:
-        return bool(self._flags & tun.IFF_VNET_HDR)
-
-    @property
-    def packet_information(self) -> bool:
-        return not self._flags & tun.IFF_NO_PI
-
-    @property
-    def multi_queue(self) -> bool:
-        return bool(self._flags & tun.IFF_MULTI_QUEUE)
+        pi = not self._flags & tun.IFF_NO_PI
+        prefix = (VNET_HDR_LEN if vnet else 0) + (PI_LEN if pi else 0)
+        self.frame_format = FrameFormat(prefix, vnet, tcp, udp, packet_information=pi, fd_frames=True)
 
     # ---- creation ---------------------------------------------------------------------------
     @classmethod
@@ -217,19 +221,19 @@ class LinuxDevice(DeviceBackend):
             raise
         # TUNGETIFF reports IFF_NOFILTER with the value of IFF_NO_PI: trust what we asked for
         dev = cls(fd, config.layer, flags=flags, home=ns, netlink=sock)
-        dev._owns_home = opened
+        dev.config.owns_home = opened
         try:
             dev._apply_offload(lx.offload)
             if lx.owner is not None:
-                dev.set_owner(lx.owner)
+                dev.config.set_owner(lx.owner)
             if lx.group is not None:
-                dev.set_group(lx.group)
+                dev.config.set_group(lx.group)
             if config.persist and not kflags & tun.IFF_PERSIST:
-                dev.set_persist(True)
+                dev.config.set_persist(True)
                 dev._created_persistent = True
-            dev.configure(config.link_settings())
+            dev.config.configure(config.link_settings())
         except BaseException:
-            dev.destroy_on_failure()
+            dev._destroy()
             raise
         return dev
 
@@ -256,7 +260,7 @@ class LinuxDevice(DeviceBackend):
         # TUNGETIFF's 0x1000 means "no socket filter" (IFF_NOFILTER), not IFF_NO_PI: ask netlink
         flags |= tun.IFF_NO_PI
         dev = cls(fd, layer, flags=flags, owned=owned)
-        if not sandboxed and dev._netlink_packet_information():
+        if not sandboxed and dev.config.netlink_packet_information():
             dev._flags &= ~tun.IFF_NO_PI
         tcp = False
         if dev.vnet_hdr:
@@ -290,13 +294,9 @@ class LinuxDevice(DeviceBackend):
         }
         return Handoff((self._check(),), spec)
 
-    def _netlink_packet_information(self) -> bool:
-        try:
-            info = self._iface().attr("IFLA_LINKINFO")
-            data = info.get_attr("IFLA_INFO_DATA") if info else None
-            return bool(data and data.get_attr("IFLA_TUN_PI"))
-        except (OSError, ValueError):
-            return False  # sandboxed fds (Android VpnService) carry no PI header
+    @property
+    def vnet_hdr(self) -> bool:
+        return bool(self._flags & tun.IFF_VNET_HDR)
 
     def _apply_offload(self, enable: bool) -> None:
         if not enable:
@@ -337,24 +337,11 @@ class LinuxDevice(DeviceBackend):
     def fileno(self) -> int:
         return self._check()
 
-    def recv(self, bufsize: int) -> bytes:
-        return os.read(self._check(), bufsize)
-
     def recv_into(self, buffer: WritableBuffer) -> int:
         return os.readv(self._check(), (buffer,))
 
     def send(self, data: Bytes) -> int:
         return os.write(self._check(), data)
-
-    def raw_fd(self) -> int | None:
-        return self._check()  # frames on a TUN fd are exactly what callers see
-
-    def frame_reader(self) -> Callable[[int], bytes]:
-        """os.read bound to the fd (no Python frame per call: the relay's fast loop)."""
-        return functools.partial(os.read, self._check())
-
-    def frame_writer(self) -> Callable[[Bytes], int]:
-        return functools.partial(os.write, self._check())
 
     def recv_vectored(self, buffers: Sequence[WritableBuffer]) -> int:
         return os.readv(self._check(), buffers)
@@ -391,29 +378,8 @@ class LinuxDevice(DeviceBackend):
         self._check()
         return self._readiness
 
-    def set_nonblocking(self, nonblocking: bool) -> None:
+    def _set_blocking_mode(self, nonblocking: bool) -> None:
         os.set_blocking(self._check(), not nonblocking)
-        self._nonblocking = nonblocking
-
-    def is_nonblocking(self) -> bool:
-        self._check()
-        return self._nonblocking  # set_nonblocking keeps it: no fcntl per call
-
-    # ---- ioctls on the fd -------------------------------------------------------------------
-    def _getiff(self) -> tuple[str, int]:
-        fd = self._check()
-        try:
-            return tun.unpack_ifreq_flags(fcntl.ioctl(fd, tun.TUNGETIFF, bytes(tun.IFREQ_SIZE)))
-        except OSError as exc:
-            if exc.errno == errno.EBADFD:
-                raise InterfaceNotFoundError("the interface behind this fd was removed") from None
-            raise DeviceError(f"TUNGETIFF failed: {exc.strerror}", exc.errno or 0) from None
-
-    def name(self) -> str:
-        return self._getiff()[0]
-
-    def is_persistent(self) -> bool:
-        return bool(self._getiff()[1] & tun.IFF_PERSIST)
 
     def _ioctl(self, what: str, request: int, arg: int | bytes) -> None:
         fd = self._check()
@@ -424,36 +390,102 @@ class LinuxDevice(DeviceBackend):
                 raise DevicePermissionError(f"{what} needs CAP_NET_ADMIN: run as root") from None
             raise DeviceError(f"{what} failed: {exc.strerror}", exc.errno or 0) from None
 
+    def _getiff(self) -> tuple[str, int]:
+        fd = self._check()
+        try:
+            return tun.unpack_ifreq_flags(fcntl.ioctl(fd, tun.TUNGETIFF, bytes(tun.IFREQ_SIZE)))
+        except OSError as exc:
+            if exc.errno == errno.EBADFD:
+                raise InterfaceNotFoundError("the interface behind this fd was removed") from None
+            raise DeviceError(f"TUNGETIFF failed: {exc.strerror}", exc.errno or 0) from None
+
+    # ---- lifetime ---------------------------------------------------------------------------
+    def _destroy(self) -> None:
+        """Build rollback: a persistent device this build made persistent goes too."""
+        if self._created_persistent and self._fd >= 0:
+            with contextlib.suppress(OSError):
+                fcntl.ioctl(self._fd, tun.TUNSETPERSIST, 0)
+        self.close()
+
+    def close(self, *, release: bool = False) -> int | None:
+        fd, self._fd = self._fd, -1
+        if release and fd < 0:
+            raise DeviceClosedError()
+        if fd >= 0 and self._owned and not release:
+            os.close(fd)
+        self.config.release()
+        return fd if release else None
+
+
+class LinuxConfig(Configurator):
+    """The interface behind a LinuxDevice: TUN ioctls on its fd and netlink in the namespace the
+    interface lives in now (found with TUNGETDEVNETNS, so it follows a moved interface)."""
+
+    def __init__(self, device: LinuxDevice, home: NetNamespace | None, netlink: socket.socket | None) -> None:
+        super().__init__(device)
+        self.dev = device
+        self.home = home  # namespace fallback when TUNGETDEVNETNS is unavailable
+        self.owns_home = False
+        self._lock = threading.Lock()
+        self._link: Link | None = None
+        self._link_ns: tuple[int, int] | None = None
+        if netlink is not None:
+            session = NetlinkSession(home, sock=netlink)
+            self._link_ns = home.inode if home is not None else _current_inode()
+            self._link = Link(session, 0, "", device.layer)
+
+    def release(self) -> None:
+        """The netlink session and the namespace this configurator holds (on close)."""
+        with self._lock:
+            if self._link is not None:
+                self._link.session.close()
+                self._link = None
+        if self.home is not None and self.owns_home:
+            self.home.close()
+        self.home = None
+
+    # ---- ioctls on the fd -------------------------------------------------------------------
+    def name(self) -> str:
+        return self.dev._getiff()[0]
+
+    def is_persistent(self) -> bool:
+        return bool(self.dev._getiff()[1] & tun.IFF_PERSIST)
+
     def set_persist(self, persist: bool) -> None:
-        self._ioctl("TUNSETPERSIST", tun.TUNSETPERSIST, int(persist))
+        self.dev._ioctl("TUNSETPERSIST", tun.TUNSETPERSIST, int(persist))
 
     def set_owner(self, uid: int) -> None:
-        self._ioctl("TUNSETOWNER", tun.TUNSETOWNER, uid)
+        self.dev._ioctl("TUNSETOWNER", tun.TUNSETOWNER, uid)
 
     def set_group(self, gid: int) -> None:
-        self._ioctl("TUNSETGROUP", tun.TUNSETGROUP, gid)
+        self.dev._ioctl("TUNSETGROUP", tun.TUNSETGROUP, gid)
 
-    def try_clone(self) -> LinuxDevice:
+    @property
+    def multi_queue(self) -> bool:
+        return bool(self.dev._flags & tun.IFF_MULTI_QUEUE)
+
+    def open_queue(self) -> LinuxDevice:
+        dev = self.dev
         if not self.multi_queue:
             raise DeviceError(
                 "try_clone needs a multi-queue device: build it with .multi_queue(True)",
                 errno.EINVAL,
             )
         name = self.name()
-        ns = self._netns()
+        ns = self.netns()
         try:
-            fd, _, _ = _open_queue(name, self._flags, ns, self.layer.kind, netlink=False)
+            fd, _, _ = _open_queue(name, dev._flags, ns, dev.layer.kind, netlink=False)
         finally:
             ns.close()
-        clone = LinuxDevice(fd, self.layer, flags=self._flags)
+        clone = LinuxDevice(fd, dev.layer, flags=dev._flags)
         try:
             # the header size and the offload mask belong to the interface, not the queue: the
             # new queue has them already (setting the mask again would clear it on a device
             # this process only received by fd, whose mask it cannot read)
-            if self.vnet_hdr:
+            if dev.vnet_hdr:
                 fcntl.ioctl(fd, tun.TUNSETVNETHDRSZ, _INT.pack(VNET_HDR_LEN))
-            clone._offload_mask = self._offload_mask
-            clone.frame_format = self.frame_format
+            clone._offload_mask = dev._offload_mask
+            clone.frame_format = dev.frame_format
         except OSError as exc:
             clone.close()
             raise OffloadUnavailableError(f"offload on the new queue: {exc.strerror}") from None
@@ -463,31 +495,27 @@ class LinuxDevice(DeviceBackend):
         if not self.multi_queue:
             raise DeviceError("attach_queue needs a multi-queue device", errno.EINVAL)
         flag = tun.IFF_ATTACH_QUEUE if attach else tun.IFF_DETACH_QUEUE
-        self._ioctl("TUNSETQUEUE", tun.TUNSETQUEUE, tun.pack_ifreq_flags("", flag))
+        self.dev._ioctl("TUNSETQUEUE", tun.TUNSETQUEUE, tun.pack_ifreq_flags("", flag))
 
     # ---- namespace and netlink ----------------------------------------------------------------
-    def _netns(self) -> NetNamespace:
+    def netns(self) -> NetNamespace:
         """The namespace the interface lives in now (the caller closes it)."""
-        fd = self._check()
+        fd = self.dev._check()
         try:
             nsfd = fcntl.ioctl(fd, tun.TUNGETDEVNETNS)
         except OSError as exc:
             if exc.errno == errno.EBADFD:
                 raise InterfaceNotFoundError("the interface behind this fd was removed") from None
-            if self._home is not None:
-                return NetNamespace.from_fd(os.dup(self._home.fd))
+            if self.home is not None:
+                return NetNamespace.from_fd(os.dup(self.home.fd))
             return NetNamespace.current()
         return NetNamespace.from_fd(nsfd)
-
-    def netns(self) -> NetNamespace:
-        """The network namespace the interface currently lives in."""
-        return self._netns()
 
     def _iface(self) -> Link:
         """The interface over this device's netlink session, re-made if the interface moved."""
         with self._lock:
             name = self.name()
-            ns = self._netns()
+            ns = self.netns()
             try:
                 inode = ns.inode
                 link = self._link
@@ -495,7 +523,7 @@ class LinuxDevice(DeviceBackend):
                     if link is not None:
                         link.session.close()
                     self._link = None
-                    link = Link(NetlinkSession(ns), 0, name, self.layer)
+                    link = Link(NetlinkSession(ns), 0, name, self.dev.layer)
                     self._link, self._link_ns = link, inode
             finally:
                 ns.close()
@@ -507,9 +535,18 @@ class LinuxDevice(DeviceBackend):
                 link.name = name
             return link
 
+    def netlink_packet_information(self) -> bool:
+        """Whether the interface keeps the PI header (IFLA_TUN_PI): what TUNGETIFF cannot say."""
+        try:
+            info = self._iface().attr("IFLA_LINKINFO")
+            data = info.get_attr("IFLA_INFO_DATA") if info else None
+            return bool(data and data.get_attr("IFLA_TUN_PI"))
+        except (OSError, ValueError):
+            return False  # sandboxed fds (Android VpnService) carry no PI header
+
     def configure(self, settings: LinkSettings) -> None:
-        if settings.mac is not None and self.layer is not Layer.L2:
-            self.unsupported("set_mac_address", Capability.MAC)
+        if settings.mac is not None and self.dev.layer is not Layer.L2:
+            self._no("set_mac_address", Capability.MAC)
         self._iface().apply(settings)
 
     def if_index(self) -> int:
@@ -530,8 +567,8 @@ class LinuxDevice(DeviceBackend):
         return bool(flags & IFF_UP) and bool(flags & IFF_RUNNING)
 
     def mac_address(self) -> str:
-        if self.layer is not Layer.L2:
-            self.unsupported("mac_address", Capability.MAC)
+        if self.dev.layer is not Layer.L2:
+            self._no("mac_address", Capability.MAC)
         return str(self._iface().attr("IFLA_ADDRESS"))
 
     def addresses(self) -> list[IPInterface]:
@@ -546,31 +583,6 @@ class LinuxDevice(DeviceBackend):
 
     def set_broadcast(self, address: ipaddress.IPv4Address) -> None:
         self._iface().set_broadcast(address)
-
-    # ---- lifetime ---------------------------------------------------------------------------
-    def destroy_on_failure(self) -> None:
-        if self._created_persistent and self._fd >= 0:
-            with contextlib.suppress(OSError):
-                fcntl.ioctl(self._fd, tun.TUNSETPERSIST, 0)
-        self.close()
-
-    def detach(self) -> int:
-        fd = self._check()
-        self._fd = -1
-        self.close()
-        return fd
-
-    def close(self) -> None:
-        fd, self._fd = self._fd, -1
-        if fd >= 0 and self.owned:
-            os.close(fd)
-        with self._lock:
-            if self._link is not None:
-                self._link.session.close()
-                self._link = None
-        if self._home is not None and self._owns_home:
-            self._home.close()
-        self._home = None
 
 
 def _current_inode() -> tuple[int, int]:

@@ -20,12 +20,14 @@ from typing import ClassVar
 
 from tunlab.devices.backend import (
     Bytes,
+    Configurator,
     DeviceBackend,
     FrameFormat,
     FrameTooLarge,
     IPAddress,
     IPInterface,
     WritableBuffer,
+    unsupported,
 )
 from tunlab.devices.capabilities import Capability
 from tunlab.devices.config import DeviceConfig, LinkSettings, format_mac
@@ -166,16 +168,8 @@ class MemoryDevice(DeviceBackend):
     def __init__(self, layer: Layer, *, name: str, vnet: bool = False, udp_gso: bool = False) -> None:
         super().__init__(layer, owned=True, capabilities=self.capabilities_for(layer))
         self.wire = Wire()
-        self._name = name
-        self._blocking = True
-        self._mtu = 1500
-        self._mac = (
-            format_mac(bytes((0x02, 0, 0x5E, 0, 0x53, next(_names) & 0xFF))) if layer is Layer.L2 else None
-        )
-        self._addresses: list[IPInterface] = []
-        self._up = False
-        self._txqlen = 1000
         self._closed = False
+        self.config: MemoryConfig = MemoryConfig(self, name)
         if vnet:
             self.frame_format = FrameFormat(VIRTIO_NET_HDR_LEN, True, True, udp_gso)
         self._readiness = Readiness(
@@ -207,7 +201,7 @@ class MemoryDevice(DeviceBackend):
             _taken.add(name)
         dev = cls(config.layer, name=name, vnet=config.linux.offload, udp_gso=config.linux.offload)
         try:
-            dev.configure(config.link_settings())
+            dev.config.configure(config.link_settings())
         except BaseException:
             dev.close()
             raise
@@ -218,24 +212,25 @@ class MemoryDevice(DeviceBackend):
     def closed(self) -> bool:
         return self._closed
 
+    def _check(self) -> None:
+        if self._closed:
+            raise DeviceClosedError()
+
     def recv_into(self, buffer: WritableBuffer) -> int:
-        self.check_open()
-        frame = self.wire._pop(self._blocking)
+        self._check()
+        frame = self.wire._pop(not self._nonblocking)
         n = min(len(frame), len(buffer))  # a short buffer truncates, as a TUN read does
         buffer[:n] = frame[:n]
         return n
 
-    def recv(self, bufsize: int) -> bytes:
-        self.check_open()
-        return self.wire._pop(self._blocking)[:bufsize]
-
     def recv_batch(self, bufs: Sequence[WritableBuffer], sizes: MutableSequence[int], offset: int) -> int:
         """Frames straight into bufs (more than one only when nonblocking), as on Linux."""
-        self.check_open()
+        self._check()
+        blocking = not self._nonblocking
         count = 0
         for buf in bufs:
             try:
-                frame = self.wire._pop(self._blocking and not count)
+                frame = self.wire._pop(blocking and not count)
             except BlockingIOError:
                 if count:
                     return count
@@ -246,39 +241,59 @@ class MemoryDevice(DeviceBackend):
             buf[offset : offset + len(frame)] = frame
             sizes[count] = len(frame)
             count += 1
-            if self._blocking:
+            if blocking:
                 break
         return count
 
     def send(self, data: Bytes) -> int:
-        self.check_open()
+        self._check()
         frame = bytes(data)
         if self.frame_format.virtio and len(frame) < VIRTIO_NET_HDR_LEN:
             raise OSError(22, "a frame shorter than the virtio-net header")
-        self.wire._push(frame, self._blocking)
+        self.wire._push(frame, not self._nonblocking)
         return len(frame)
 
     def readiness(self) -> Readiness:
-        self.check_open()
+        self._check()
         return self._readiness
 
-    def set_nonblocking(self, nonblocking: bool) -> None:
-        self.check_open()
-        self._blocking = not nonblocking
+    def close(self, *, release: bool = False) -> int | None:
+        if release:
+            unsupported(self, "into_fd", Capability.FD)
+        if self._closed:
+            return None
+        self._closed = True
+        self.wire.close()
+        with _taken_lock:
+            _taken.discard(self.config.current_name)
+        return None
 
-    def is_nonblocking(self) -> bool:
-        self.check_open()
-        return not self._blocking
 
-    # ---- configuration ----------------------------------------------------------------------
+class MemoryConfig(Configurator):
+    """The in-memory device's interface: a name, MTU, MAC, addresses and a flag for 'up'."""
+
+    def __init__(self, device: MemoryDevice, name: str) -> None:
+        super().__init__(device)
+        self.dev = device
+        self.current_name = name
+        self._mtu = 1500
+        self._mac = (
+            format_mac(bytes((0x02, 0, 0x5E, 0, 0x53, next(_names) & 0xFF)))
+            if device.layer is Layer.L2
+            else None
+        )
+        self._addresses: list[IPInterface] = []
+        self._up = False
+        self._txqlen = 1000
+
     def configure(self, settings: LinkSettings) -> None:
-        self.check_open()
-        if settings.mac is not None and self.layer is not Layer.L2:
-            self.unsupported("set_mac_address", Capability.MAC)
+        self.dev._check()
+        if settings.mac is not None and self.dev.layer is not Layer.L2:
+            self._no("set_mac_address", Capability.MAC)
         new: list[IPInterface] = [s.interface for s in settings.ipv4] + list(settings.ipv6)
         for iface in new:
             if any(a.ip == iface.ip for a in self._addresses):
-                raise DeviceError(f"address {iface} is already on '{self._name}'", 17)
+                raise DeviceError(f"address {iface} is already on '{self.current_name}'", 17)
         if settings.mtu is not None:
             self._mtu = settings.mtu
         if settings.tx_queue_len is not None:
@@ -290,51 +305,43 @@ class MemoryDevice(DeviceBackend):
             self._up = settings.enabled
 
     def name(self) -> str:
-        self.check_open()
-        return self._name
+        self.dev._check()
+        return self.current_name
 
     def set_name(self, name: str) -> None:
-        self.check_open()
+        self.dev._check()
         with _taken_lock:
-            if name in _taken and name != self._name:
+            if name in _taken and name != self.current_name:
                 raise InterfaceExistsError(f"set_name: an in-memory device named '{name}' already exists")
-            _taken.discard(self._name)
+            _taken.discard(self.current_name)
             _taken.add(name)
-        self._name = name
+        self.current_name = name
 
     def mtu(self) -> int:
-        self.check_open()
+        self.dev._check()
         return self._mtu
 
     def tx_queue_len(self) -> int:
-        self.check_open()
+        self.dev._check()
         return self._txqlen
 
     def addresses(self) -> list[IPInterface]:
-        self.check_open()
+        self.dev._check()
         return list(self._addresses)
 
     def remove_address(self, address: IPAddress) -> None:
-        self.check_open()
+        self.dev._check()
         keep = [a for a in self._addresses if a.ip != address]
         if len(keep) == len(self._addresses):
-            raise DeviceError(f"remove_address: {address} is not on '{self._name}'", 99)
+            raise DeviceError(f"remove_address: {address} is not on '{self.current_name}'", 99)
         self._addresses = keep
 
     def is_running(self) -> bool:
-        self.check_open()
+        self.dev._check()
         return self._up
 
     def mac_address(self) -> str:
-        self.check_open()
+        self.dev._check()
         if self._mac is None:
-            self.unsupported("mac_address", Capability.MAC)
+            self._no("mac_address", Capability.MAC)
         return self._mac
-
-    def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        self.wire.close()
-        with _taken_lock:
-            _taken.discard(self._name)

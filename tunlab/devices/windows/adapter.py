@@ -8,7 +8,7 @@ import ipaddress
 import threading
 from typing import ClassVar
 
-from tunlab.devices.backend import DeviceBackend, WritableBuffer
+from tunlab.devices.backend import Configurator, DeviceBackend, WritableBuffer
 from tunlab.devices.capabilities import Capability
 from tunlab.devices.config import LinkSettings
 from tunlab.devices.layer import Layer
@@ -16,7 +16,7 @@ from tunlab.devices.readiness import Readiness
 from tunlab.devices.windows.ipconfig import IPAddress, IpConfig, IPInterface
 from tunlab.devices.windows.readiness import HandleReadiness
 from tunlab.devices.windows.win32 import Win32
-from tunlab.errors import DeviceError
+from tunlab.errors import DeviceClosedError, DeviceError
 
 
 class WindowsAdapter(DeviceBackend):
@@ -41,9 +41,9 @@ class WindowsAdapter(DeviceBackend):
         self._closing = win.create_event()
         self._pending: bytes | None = None  # a frame taken by a readiness check, not yet read
         self._lock = threading.Lock()
-        self._blocking = True
         self.added: list[IPAddress] = []  # addresses tunlab set (taken back from adapters not its own)
         self._readiness = HandleReadiness(win, self._read_handle, self._poll, self._closing)
+        self.config: AdapterConfig = AdapterConfig(self)
 
     # ---- what each device supplies --------------------------------------------------------------
     def _read_handle(self) -> int:
@@ -69,7 +69,7 @@ class WindowsAdapter(DeviceBackend):
                 if frame is not None:
                     return frame
                 continue
-            if not self._blocking:
+            if self._nonblocking:
                 raise BlockingIOError(11, f"no frame on '{self._name}' now")
             self._readiness.wait()
 
@@ -80,57 +80,31 @@ class WindowsAdapter(DeviceBackend):
         view[:n] = frame[:n]
         return n
 
-    def recv(self, bufsize: int) -> bytes:
-        return self._next()[:bufsize]
+    def _check(self) -> None:
+        if self.closed:
+            raise DeviceClosedError()
 
     def readiness(self) -> Readiness:
-        self.check_open()
+        self._check()
         return self._readiness
-
-    def set_nonblocking(self, nonblocking: bool) -> None:
-        self.check_open()
-        self._blocking = not nonblocking
-
-    def is_nonblocking(self) -> bool:
-        self.check_open()
-        return not self._blocking
 
     def _wake_all(self) -> None:
         """First step of close(): every waiter wakes (DeviceClosedError) and has left."""
         self.win.set_event(self._closing)
         self._readiness.drain()
 
-    # ---- the adapter ------------------------------------------------------------------------------
-    def configure(self, settings: LinkSettings) -> None:
-        """MTU, up, addresses, down — the order tun-rs and the other backends use."""
-        self.check_open()
-        if settings.mac is not None:
-            self.unsupported("set_mac_address", Capability.MAC)
-        if settings.tx_queue_len is not None:
-            self.unsupported("tx_queue_len", Capability.TX_QUEUE_LEN)
-        if settings.mtu is not None:
-            self.ip.set_mtu(settings.mtu)
-        if settings.enabled:
-            self._set_up(True)
-        for v4 in settings.ipv4:
-            self._add_address(v4.interface, v4.destination)
-        for v6 in settings.ipv6:
-            self._add_address(v6)
-        if settings.enabled is False:
-            self._set_up(False)
-
-    def _set_up(self, up: bool) -> None:
-        """Bring the link up or down (each device has its own way)."""
+    # ---- what each device does its own way ------------------------------------------------------
+    def set_up(self, up: bool) -> None:
+        """Bring the link up or down (Wintun: a session; tap-windows6: the media status)."""
         raise NotImplementedError
 
-    def _add_address(self, iface: IPInterface, destination: ipaddress.IPv4Address | None = None) -> None:
-        self.ip.add_address(iface, destination)
-        self.added.append(iface.ip)
+    def is_up(self) -> bool:
+        raise NotImplementedError
 
     def _take_back(self) -> None:
         """On close: the routes tunlab added, and on an adapter that stays (not tunlab's) the
         addresses it set too; what fails here is already gone."""
-        if not self.owned:
+        if not self._owned:
             for address in reversed(self.added):
                 try:
                     self.ip.remove_address(address)
@@ -139,27 +113,59 @@ class WindowsAdapter(DeviceBackend):
         self.added.clear()
         self.ip.remove_routes()
 
+
+class AdapterConfig(Configurator):
+    """A Windows adapter's interface, configured through iphlpapi by its LUID."""
+
+    def __init__(self, device: WindowsAdapter) -> None:
+        super().__init__(device)
+        self.dev = device
+
+    def configure(self, settings: LinkSettings) -> None:
+        """MTU, up, addresses, down — the order tun-rs and the other backends use."""
+        dev = self.dev
+        dev._check()
+        if settings.mac is not None:
+            self._no("set_mac_address", Capability.MAC)
+        if settings.tx_queue_len is not None:
+            self._no("tx_queue_len", Capability.TX_QUEUE_LEN)
+        if settings.mtu is not None:
+            dev.ip.set_mtu(settings.mtu)
+        if settings.enabled:
+            dev.set_up(True)
+        for v4 in settings.ipv4:
+            self._add_address(v4.interface, v4.destination)
+        for v6 in settings.ipv6:
+            self._add_address(v6)
+        if settings.enabled is False:
+            dev.set_up(False)
+
+    def _add_address(self, iface: IPInterface, destination: ipaddress.IPv4Address | None = None) -> None:
+        self.dev.ip.add_address(iface, destination)
+        self.dev.added.append(iface.ip)
+
     def name(self) -> str:
-        self.check_open()
-        return self._name
+        self.dev._check()
+        return self.dev._name
 
     def if_index(self) -> int:
-        self.check_open()
-        return self.win.luid_to_index(self.ip.luid)
+        self.dev._check()
+        return self.dev.win.luid_to_index(self.dev.ip.luid)
 
     def mtu(self) -> int:
-        self.check_open()
-        return self.ip.mtu()
+        self.dev._check()
+        return self.dev.ip.mtu()
 
     def addresses(self) -> list[IPInterface]:
-        self.check_open()
-        return self.ip.addresses()
+        self.dev._check()
+        return self.dev.ip.addresses()
 
     def remove_address(self, address: IPAddress) -> None:
-        self.check_open()
-        self.ip.remove_address(address)
-        if address in self.added:
-            self.added.remove(address)
+        self.dev._check()
+        self.dev.ip.remove_address(address)
+        if address in self.dev.added:
+            self.dev.added.remove(address)
 
-    def broadcast(self) -> ipaddress.IPv4Address | None:
-        self.unsupported("broadcast", Capability.BROADCAST)
+    def is_running(self) -> bool:
+        self.dev._check()
+        return self.dev.is_up()

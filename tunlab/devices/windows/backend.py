@@ -55,5 +55,5 @@ class WindowsDevice(DeviceBackend):
     def send(self, data: Bytes) -> int:  # pragma: no cover
         raise NotImplementedError
 
-    def close(self) -> None:  # pragma: no cover
+    def close(self, *, release: bool = False) -> int | None:  # pragma: no cover
         raise NotImplementedError

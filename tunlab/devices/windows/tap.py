@@ -15,9 +15,10 @@ import ipaddress
 import struct
 import time
 import uuid
-from typing import NoReturn
+from collections.abc import Mapping
+from typing import ClassVar
 
-from tunlab.devices.backend import Bytes
+from tunlab.devices.backend import Bytes, unsupported
 from tunlab.devices.capabilities import Capability
 from tunlab.devices.config import DeviceConfig
 from tunlab.devices.layer import Layer
@@ -30,7 +31,6 @@ from tunlab.errors import (
     DevicePermissionError,
     InterfaceExistsError,
     TunUnavailableError,
-    UnsupportedOperationError,
 )
 
 TUN_CAPABILITIES = frozenset({Capability.ADDRESSES, Capability.MTU, Capability.ENABLE, Capability.IF_INDEX})
@@ -44,6 +44,11 @@ INSTALL_HINT = (
 
 class TapWindowsDevice(WindowsAdapter):
     """One open tap-windows6 adapter: Ethernet frames, or bare IP packets in its TUN mode."""
+
+    _hints: ClassVar[Mapping[Capability, str]] = {
+        Capability.MAC: "tap-windows6 takes its MAC from the adapter's NetworkAddress setting, applied "
+        "when the adapter restarts; set it in the adapter's Advanced properties",
+    }
 
     def __init__(
         self,
@@ -167,7 +172,7 @@ class TapWindowsDevice(WindowsAdapter):
             dev.check_driver()
             if config.layer is Layer.L3:
                 dev.config_tun(config.ipv4[0].interface)
-            dev.configure(config.link_settings())
+            dev.config.configure(config.link_settings())
         except BaseException:
             dev.close()
             raise
@@ -237,31 +242,23 @@ class TapWindowsDevice(WindowsAdapter):
             ) from None
 
     # ---- configuration ------------------------------------------------------------------------------
-    def unsupported(self, operation: str, capability: Capability | None = None) -> NoReturn:
-        if capability is Capability.MAC:
-            raise UnsupportedOperationError(
-                f"{operation} is not supported for TAP devices on win32 (capability 'mac': "
-                "tap-windows6 takes its MAC from the adapter's NetworkAddress setting, applied when "
-                "the adapter restarts; set it in the adapter's Advanced properties)"
-            )
-        super().unsupported(operation, capability)
-
-    def _set_up(self, up: bool) -> None:
+    def set_up(self, up: bool) -> None:
         self._media(up)
+
+    def is_up(self) -> bool:
+        return self._up
 
     def _media(self, connected: bool) -> None:
         """SET_MEDIA_STATUS: the cable plugged in (traffic flows) or out."""
         self._ioctl(W.TAP_IOCTL_SET_MEDIA_STATUS, struct.pack("<I", int(connected)), 4)
         self._up = connected
 
-    def is_running(self) -> bool:
-        self.check_open()
-        return self._up
-
-    def close(self) -> None:
+    def close(self, *, release: bool = False) -> int | None:
+        if release:
+            unsupported(self, "into_fd", Capability.FD)
         handle = self.handle
         if handle is None:
-            return
+            return None
         self._wake_all()
         try:
             self._take_back()
@@ -280,3 +277,4 @@ class TapWindowsDevice(WindowsAdapter):
             if self.created is not None:  # only an adapter tunlab added goes away
                 created, self.created = self.created, None
                 self.win.remove_device(created)
+        return None

@@ -11,6 +11,7 @@ from __future__ import annotations
 import ctypes
 import os
 import sys
+import threading
 import uuid
 from collections.abc import Callable, Sequence
 from ctypes import POINTER, byref, c_uint32, c_uint64, c_void_p, c_wchar_p
@@ -20,6 +21,27 @@ from typing import Any
 from tunlab.devices.windows import abi as W
 
 Logger = Callable[[int, int, str], None]  # (level, timestamp in 100 ns since 1601, message)
+
+# Wintun's logger is one global of the DLL, which keeps only the function pointer: each Python
+# logger gets one ctypes thunk for the life of the process, never one owned by a Win32 object
+# that could be freed while the DLL still calls it.
+_thunks: dict[Logger, Any] = {}
+_thunks_lock = threading.Lock()
+
+
+def logger_thunk(logger: Logger) -> Any:
+    """The one WINFUNCTYPE thunk for logger (None where ctypes has no WINFUNCTYPE: not Windows)."""
+    factory = getattr(ctypes, "WINFUNCTYPE", None)
+    if factory is None:
+        return None
+    with _thunks_lock:
+        thunk = _thunks.get(logger)
+        if thunk is None:
+            thunk = factory(None, ctypes.c_int, c_uint64, c_wchar_p)(
+                lambda level, stamp, text: logger(int(level), int(stamp), str(text))
+            )
+            _thunks[logger] = thunk
+        return thunk
 
 
 def win_error(function: str, code: int) -> OSError:
@@ -55,7 +77,6 @@ class Win32:
         self._ip: Any = None
         self._wt: Any = None
         self._sa: Any = None
-        self._logger_ref: Any = None
 
     # ---- loading ------------------------------------------------------------------------------
     @staticmethod
@@ -222,19 +243,11 @@ class Win32:
         self.wt.WintunGetAdapterLUID(adapter, byref(value))
         return int(value.value)
 
-    def set_logger(self, logger: Logger | None) -> None:
-        factory = getattr(ctypes, "WINFUNCTYPE", None)
-        if factory is None:
-            return
-        if logger is None:
-            self.wt.WintunSetLogger(None)
-            self._logger_ref = None
-            return
-        callback = factory(None, ctypes.c_int, c_uint64, c_wchar_p)(
-            lambda level, stamp, text: logger(int(level), int(stamp), str(text))
-        )
-        self._logger_ref = callback  # the DLL keeps only the pointer: keep the object alive
-        self.wt.WintunSetLogger(ctypes.cast(callback, c_void_p))
+    def set_logger(self, logger: Logger) -> None:
+        """Wintun's log lines go to logger (through its process-wide thunk)."""
+        thunk = logger_thunk(logger)
+        if thunk is not None:
+            self.wt.WintunSetLogger(ctypes.cast(thunk, c_void_p))
 
     def start_session(self, adapter: int, capacity: int) -> int:
         h = self.wt.WintunStartSession(adapter, capacity)

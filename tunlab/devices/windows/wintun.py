@@ -12,9 +12,8 @@ import ctypes
 import itertools
 import logging
 import os
-import threading
 
-from tunlab.devices.backend import Bytes
+from tunlab.devices.backend import Bytes, unsupported
 from tunlab.devices.capabilities import Capability
 from tunlab.devices.config import DeviceConfig
 from tunlab.devices.layer import Layer
@@ -39,21 +38,15 @@ _LEVELS = {
     W.WINTUN_LOG_ERR: logging.ERROR,
 }
 _names = itertools.count()
-_logger_lock = threading.Lock()
-_logging_to: set[int] = set()
 
 CAPABILITIES = frozenset(
     {Capability.ADDRESSES, Capability.MTU, Capability.ENABLE, Capability.IF_INDEX, Capability.WINTUN}
 )
 
 
-def _route_log(win: Win32) -> None:
-    """Wintun's log lines go to the 'tunlab.wintun' logger (once per loaded DLL)."""
-    with _logger_lock:
-        if id(win) in _logging_to:
-            return
-        _logging_to.add(id(win))
-    win.set_logger(lambda level, _stamp, text: log.log(_LEVELS.get(level, logging.INFO), "%s", text))
+def _log_line(level: int, _stamp: int, text: str) -> None:
+    """One of Wintun's log lines, to the 'tunlab.wintun' logger."""
+    log.log(_LEVELS.get(level, logging.INFO), "%s", text)
 
 
 class WintunDevice(WindowsAdapter):
@@ -82,7 +75,7 @@ class WintunDevice(WindowsAdapter):
         name = config.name or f"tunlab{os.getpid()}-{next(_names)}"
         created = True
         try:
-            _route_log(win)
+            win.set_logger(_log_line)  # the DLL's one logger: set on every creation
             adapter = cls._existing(win, config.name)
             if adapter is not None:
                 created = False  # an adapter of that name is there: use it, as TUNSETIFF does
@@ -105,7 +98,7 @@ class WintunDevice(WindowsAdapter):
                     f"({exc.strerror or exc}): another program may hold it; close that or pick another name"
                 ) from None
             dev = cls(win, adapter, session, name, capacity, created=created)
-            dev.configure(config.link_settings())
+            dev.config.configure(config.link_settings())
         except BaseException as exc:
             if dev is not None:
                 dev.close()
@@ -186,7 +179,7 @@ class WintunDevice(WindowsAdapter):
         return len(view)
 
     # ---- configuration -----------------------------------------------------------------------------
-    def _set_up(self, up: bool) -> None:
+    def set_up(self, up: bool) -> None:
         """A session is the link being up: none, and Windows sees the cable unplugged."""
         if up and self.session is None:
             self.session = self.win.start_session(self.adapter, self.capacity)
@@ -194,13 +187,14 @@ class WintunDevice(WindowsAdapter):
             session, self.session = self.session, None
             self.win.end_session(session)
 
-    def is_running(self) -> bool:
-        self.check_open()
+    def is_up(self) -> bool:
         return self.session is not None
 
-    def close(self) -> None:
+    def close(self, *, release: bool = False) -> int | None:
+        if release:
+            unsupported(self, "into_fd", Capability.FD)
         if self._closed:
-            return
+            return None
         self._closed = True
         self._wake_all()  # before the ring goes away
         try:
@@ -211,6 +205,7 @@ class WintunDevice(WindowsAdapter):
                 self.session = None
             self.win.close_adapter(self.adapter)  # Wintun removes an adapter this handle created
             self.win.close_handle(self._closing)
+        return None
 
 
 def _creation_error(exc: OSError, name: str) -> DeviceError:
