@@ -84,7 +84,9 @@ def test_delay_50ms_each_way_gives_a_100ms_rtt(lab: Lab, link) -> None:
     link.impair(delay="50ms")
     res = traffic.ping(lab.node("a"), PEER[link.spec.endpoints[0].node + ":" + link.spec.endpoints[0].interface],
                        count=6, interval=0.05)  # fmt: skip
-    assert_rtt(res, 100.0, rel=0.05)
+    # a delay only adds: never below 95 ms; above it, room for a 2-core machine's scheduling
+    assert_rtt(res, 100.0, rel=0.1)
+    assert min(res.rtt_ms[1:]) >= 95.0
     placement = link.stats()["via"]
     assert placement in ("relay", "inserted")
 

@@ -5,15 +5,11 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from tunlab.devices.config import check_name
 from tunlab.topologies.fieldpath import format_path
-from tunlab.topologies.fields import Endpoint, InterfaceSettings
-
-if TYPE_CHECKING:
-    from tunlab.topologies.links.base import LinkModel
-    from tunlab.topologies.models import Topology
+from tunlab.topologies.fields import Endpoint, InterfaceSettings, LinkModel, TopologyShape
 
 
 @dataclass(frozen=True)
@@ -61,7 +57,7 @@ class Catalog:
         return list(self._by_node.get(node, ()))
 
 
-def endpoint_settings(topo: Topology, link: LinkModel, ep: Endpoint) -> InterfaceSettings:
+def endpoint_settings(topo: TopologyShape, link: LinkModel, ep: Endpoint) -> InterfaceSettings:
     """A link end's settings: the node's interfaces entry, the link's MTU, then the endpoint."""
     node = topo.nodes.get(ep.node)
     base = InterfaceSettings()
@@ -83,7 +79,7 @@ def name_issue(name: str, option: str, loc: tuple[Any, ...]) -> Issue | None:
     return None
 
 
-def _endpoint_issue(topo: Topology, cat: Catalog, ep: Endpoint, loc: tuple[Any, ...]) -> Issue | None:
+def _endpoint_issue(topo: TopologyShape, cat: Catalog, ep: Endpoint, loc: tuple[Any, ...]) -> Issue | None:
     """Why a link end cannot be catalogued (unknown node, bad or taken name), or None."""
     if ep.node not in topo.nodes:
         known = ", ".join(sorted(topo.nodes)) or "none"
@@ -106,7 +102,7 @@ def _endpoint_issue(topo: Topology, cat: Catalog, ep: Endpoint, loc: tuple[Any, 
     return None
 
 
-def catalog(topo: Topology, issues: list[Issue] | None = None) -> Catalog:
+def catalog(topo: TopologyShape, issues: list[Issue] | None = None) -> Catalog:
     """Collect interfaces from links and from nodes' tun/tap entries, noting problems."""
     problems = issues if issues is not None else []
     cat = Catalog()

@@ -26,7 +26,7 @@ from tunlab.topologies.drivers.base import LabContext, NodeDriver
 from tunlab.topologies.drivers.sysctls import write_sysctls
 from tunlab.topologies.fields import NodeBase
 from tunlab.topologies.interfaces import configure
-from tunlab.topologies.links import link_type
+from tunlab.topologies.links import link_type, type_of
 from tunlab.topologies.links.wiring import build_device, close_devices
 from tunlab.topologies.models import Topology
 from tunlab.topologies.runtime import Phase, PlannedStep, Runtime, Step
@@ -65,7 +65,7 @@ def plan(rt: Runtime) -> list[Step]:
     _place_impairments(rt)
     planned: list[PlannedStep] = _node_steps(rt)
     for li in range(len(rt.topo.links)):
-        planned += rt.link_type(li).steps(rt, li)
+        planned += type_of(rt, li).steps(rt, li)
     planned += _device_steps(rt) + _guest_steps(rt) + _configure_steps(rt) + _late_node_steps(rt)
     return [step for _phase, step in sorted(planned, key=lambda p: p[0])]  # stable within a phase
 
@@ -143,7 +143,7 @@ def _configure_steps(rt: Runtime) -> list[PlannedStep]:
         ifaces = [
             i
             for i in rt.catalog.of_node(name)
-            if i.link_index is not None and rt.link_type(i.link_index).configured_by_netlink(rt, i)
+            if i.link_index is not None and type_of(rt, i.link_index).configured_by_netlink(rt, i)
         ]
         if ifaces:
             out.append(
@@ -317,7 +317,7 @@ def _place_impairments(rt: Runtime) -> None:
     qdiscs = impairments.kernel_qdiscs(f"tl-{rt.lab_id}-qprobe") if wants_kernel else frozenset()
     for li, link in enumerate(rt.topo.links):
         try:
-            rt.placements[li] = impairments.place(link, qdiscs)
+            rt.placements[li] = link_type(link.type).placement(link, qdiscs)
         except LabError as exc:
             raise LabError(f"links[{li}]: {exc}") from None
         rt.impairs[li] = link.impairment

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from typing import Annotated, Any, Literal
+from collections.abc import Mapping, Sequence
+from typing import Annotated, Any, Literal, Protocol
 
 from pydantic import (
     AfterValidator,
@@ -22,7 +23,7 @@ from pydantic import (
 )
 
 from tunlab.relay.direction import DIRECTIONS
-from tunlab.relay.impair.model import Netem
+from tunlab.relay.impair.model import LinkImpairment, Netem
 
 NAME_RE = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 NODE_RE = r"^[A-Za-z0-9][A-Za-z0-9_-]*$"
@@ -262,3 +263,55 @@ ImpairSpec = Annotated[
     Annotated[Netem, Tag("both")] | Annotated[PerDirection, Tag("per-direction")],
     Discriminator(_impair_form),
 ]
+
+
+class LinkModel(Strict):
+    """The fields every link has; a link type's model (links/) adds its own and narrows `type`."""
+
+    type: str
+    endpoints: list[EndpointSpec]
+    name: str | None = Field(None, description="a name to refer to the link by (lab.link(name))")
+    mtu: int | None = Field(None, ge=68, le=65535, description="default MTU of every end")
+    workers: Literal["threads", "processes"] = Field(
+        "processes", description="relay workers (a tun-pair's, or one inserted for an impairment)"
+    )
+    impair: ImpairSpec | None = Field(
+        None,
+        description="netem-style impairment: one mapping for both directions, or a_to_b / b_to_a",
+    )
+    impair_via: Literal["auto", "kernel", "relay"] = Field(
+        "auto",
+        description="kernel qdiscs (netem/tbf) or a relay; auto takes the kernel where it can",
+    )
+
+    @property
+    def impairment(self) -> LinkImpairment | None:
+        """The impairment per direction (a symmetric one with a seed: b_to_a gets seed + 1)."""
+        if self.impair is None:
+            return None
+        if isinstance(self.impair, PerDirection):
+            return LinkImpairment(a_to_b=self.impair.a_to_b, b_to_a=self.impair.b_to_a)
+        return self.both_ways(self.impair)
+
+    @classmethod
+    def both_ways(cls, netem: Netem) -> LinkImpairment:
+        """What one impairment given for both directions means on this type of link."""
+        return LinkImpairment.symmetric(netem)
+
+
+class TopologyShape(Protocol):
+    """What the parts below models.py (the catalog, the runtime, link types) read of a topology:
+    its nodes and links. models.Topology is one; the protocol keeps them from importing it."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def nodes(self) -> Mapping[str, NodeBase]: ...
+
+    @property
+    def links(self) -> Sequence[LinkModel]: ...
+
+    def resolved_nodes(self) -> dict[str, NodeBase]:
+        """Nodes with the defaults applied."""
+        ...

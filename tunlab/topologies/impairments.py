@@ -22,7 +22,7 @@ from tunlab.relay.impair.table import kernel_limits, netem_request, tbf_request
 if TYPE_CHECKING:
     from pyroute2 import IPRoute
 
-    from tunlab.topologies.links.base import LinkModel
+    from tunlab.topologies.fields import LinkModel
 
 ROOT = 0xFFFFFFFF
 TBF_HANDLE = 0x10000  # 1:
@@ -98,12 +98,9 @@ def netem_features(n: Netem) -> bool:
 
 
 def place(link: LinkModel, qdiscs: frozenset[str]) -> Placement:
-    """Decide where a link's impairment runs (LabError when impair_via: kernel cannot be met)."""
-    from tunlab.topologies.links import link_type
-
+    """Where a kernel link's impairment runs: qdiscs, or a relay inserted in its place (LabError
+    when impair_via: kernel cannot be met). Link types with their own relay never ask."""
     imp = link.impairment
-    if link_type(link.type).own_relay:
-        return Placement("relay", "")
     if imp is None:
         return Placement("none", "")
     if link.impair_via == "relay":

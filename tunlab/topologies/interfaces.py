@@ -8,6 +8,7 @@ from tunlab.linux import ethtool
 from tunlab.linux.netlink import indexes
 from tunlab.topologies.catalog import Iface
 from tunlab.topologies.fields import OffloadFeatures
+from tunlab.topologies.links import type_of
 
 if TYPE_CHECKING:
     from tunlab.topologies.runtime import Runtime
@@ -39,7 +40,7 @@ def is_l2(rt: Runtime, iface: Iface) -> bool:
     """An interface that carries Ethernet frames (a TAP, or an L2 link's end)."""
     if iface.link_index is None:
         return iface.settings.type == "tap"
-    return rt.link_type(iface.link_index).end_is_l2(rt, iface)
+    return type_of(rt, iface.link_index).end_is_l2(rt, iface)
 
 
 def wanted_features(rt: Runtime, iface: Iface) -> dict[str, bool]:
@@ -47,7 +48,7 @@ def wanted_features(rt: Runtime, iface: Iface) -> dict[str, bool]:
     off = iface.settings.offload
     if isinstance(off, OffloadFeatures):
         return off.wanted()
-    linked = iface.link_index is not None and rt.link_type(iface.link_index).ethtool_offload
+    linked = iface.link_index is not None and type_of(rt, iface.link_index).ethtool_offload
     if isinstance(off, bool) and linked:
         return dict.fromkeys(("gro", "gso", "tso", "tx-checksum"), off)
     return {}

@@ -20,7 +20,7 @@ from tunlab.relay.impair.model import LinkImpairment, Netem
 from tunlab.relay.impair.table import kernel_limits
 from tunlab.topologies import impairments
 from tunlab.topologies.fieldpath import format_path
-from tunlab.topologies.links import link_types
+from tunlab.topologies.links import link_types, type_of
 
 if TYPE_CHECKING:
     from tunlab.topologies.runtime import Runtime
@@ -86,7 +86,7 @@ class LabLink:
         self._rt = rt
         self.index = index
         self.spec = rt.topo.links[index]
-        self._type = rt.link_type(index)
+        self._type = type_of(rt, index)
 
     @property
     def label(self) -> str:

@@ -21,15 +21,13 @@ from tunlab.relay.impair.model import LinkImpairment
 from tunlab.relay.relay import Relay
 from tunlab.topologies.catalog import Catalog, Iface, catalog
 from tunlab.topologies.drivers.base import LabContext, NodeDriver, NodeHandle
-from tunlab.topologies.fields import NodeBase
+from tunlab.topologies.fields import LinkModel, NodeBase, TopologyShape
 from tunlab.topologies.state import LabState
 
 if TYPE_CHECKING:
     from pyroute2 import IPRoute
 
     from tunlab.topologies.impairments import Placement
-    from tunlab.topologies.links.base import LinkModel, LinkType
-    from tunlab.topologies.models import Topology
 
 
 class Phase(enum.IntEnum):
@@ -61,7 +59,7 @@ PlannedStep = tuple[Phase, Step]
 class Runtime:
     """What a lab holds while it runs: nodes, bridge namespaces, devices and relays."""
 
-    def __init__(self, topo: Topology, lab_id: str, state: LabState) -> None:
+    def __init__(self, topo: TopologyShape, lab_id: str, state: LabState) -> None:
         self.topo = topo
         self.lab_id = lab_id
         self.state = state
@@ -83,11 +81,6 @@ class Runtime:
     # ---- the topology, as link types see it -----------------------------------------------
     def link(self, li: int) -> LinkModel:
         return self.topo.links[li]
-
-    def link_type(self, li: int) -> LinkType:
-        from tunlab.topologies.links import link_type
-
-        return link_type(self.topo.links[li].type)
 
     def ends(self, li: int) -> list[Iface]:
         """The interfaces a link's endpoints make, in endpoint order."""

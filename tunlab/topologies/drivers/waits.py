@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from tunlab.errors import LabError
 
 if TYPE_CHECKING:
-    from tunlab.topologies.models import Healthcheck
+    from tunlab.topologies.fields import Healthcheck
 
 
 class NodeHandle(Protocol):

@@ -7,9 +7,14 @@ and the engine, validation, graph and inspect ask it for what they need.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from tunlab.errors import LabError
 from tunlab.topologies.links.base import CheckContext, LinkModel, LinkType
 from tunlab.topologies.registry import Registry
+
+if TYPE_CHECKING:
+    from tunlab.topologies.runtime import Runtime
 
 _REGISTRY: Registry[LinkType] = Registry(
     __name__,
@@ -34,9 +39,14 @@ def link_type(name: str) -> LinkType:
     return found
 
 
+def type_of(rt: Runtime, li: int) -> LinkType:
+    """The type of a running lab's link li."""
+    return link_type(rt.link(li).type)
+
+
 def default_link_type() -> LinkType:
     """The type of a link that names none."""
     return next(t for t in link_types().values() if t.default)
 
 
-__all__ = ["CheckContext", "LinkModel", "LinkType", "default_link_type", "link_type", "link_types"]
+__all__ = ["CheckContext", "LinkModel", "LinkType", "default_link_type", "link_type", "link_types", "type_of"]

@@ -10,56 +10,21 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
-
-from pydantic import Field
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from tunlab.relay.direction import Direction
-from tunlab.relay.impair.model import LinkImpairment, Netem
+from tunlab.relay.impair.model import LinkImpairment
 from tunlab.relay.impair.params import NetemParams
 from tunlab.topologies.catalog import Catalog, Iface, Issue
-from tunlab.topologies.fields import EndpointSpec, ImpairSpec, PerDirection, Strict
+from tunlab.topologies.fields import LinkModel as LinkModel  # every link model's base
+from tunlab.topologies.fields import TopologyShape
+from tunlab.topologies.impairments import Placement, place
 
 if TYPE_CHECKING:
     from tunlab.linux.netns import NetNamespace
-    from tunlab.topologies.models import Topology
     from tunlab.topologies.runtime import PlannedStep, Runtime
 
 A_TO_B, B_TO_A = Direction.A_TO_B, Direction.B_TO_A
-
-
-class LinkModel(Strict):
-    """The fields every link has; a link type's model adds its own (and narrows `type`)."""
-
-    type: str
-    endpoints: list[EndpointSpec]
-    name: str | None = Field(None, description="a name to refer to the link by (lab.link(name))")
-    mtu: int | None = Field(None, ge=68, le=65535, description="default MTU of every end")
-    workers: Literal["threads", "processes"] = Field(
-        "processes", description="relay workers (a tun-pair's, or one inserted for an impairment)"
-    )
-    impair: ImpairSpec | None = Field(
-        None,
-        description="netem-style impairment: one mapping for both directions, or a_to_b / b_to_a",
-    )
-    impair_via: Literal["auto", "kernel", "relay"] = Field(
-        "auto",
-        description="kernel qdiscs (netem/tbf) or a relay; auto takes the kernel where it can",
-    )
-
-    @property
-    def impairment(self) -> LinkImpairment | None:
-        """The impairment per direction (a symmetric one with a seed: b_to_a gets seed + 1)."""
-        if self.impair is None:
-            return None
-        if isinstance(self.impair, PerDirection):
-            return LinkImpairment(a_to_b=self.impair.a_to_b, b_to_a=self.impair.b_to_a)
-        return self.both_ways(self.impair)
-
-    @classmethod
-    def both_ways(cls, netem: Netem) -> LinkImpairment:
-        """What one impairment given for both directions means on this type of link."""
-        return LinkImpairment.symmetric(netem)
 
 
 @dataclass
@@ -67,7 +32,7 @@ class CheckContext:
     """What validation of one link may look at: the topology, its interfaces, and what other
     links of the lab already claimed (names shared across links)."""
 
-    topo: Topology
+    topo: TopologyShape
     catalog: Catalog
     in_guest: dict[str, bool]  # node -> its interfaces live in a guest kernel (VM)
     claimed: dict[str, Any] = field(default_factory=dict)
@@ -123,6 +88,13 @@ class LinkType(abc.ABC):
         return not rt.in_guest(end)
 
     # ---- impairment ---------------------------------------------------------------------------
+    def placement(self, link: LinkModel, qdiscs: frozenset[str]) -> Placement:
+        """Where the link's impairment runs: its own relay, kernel qdiscs, or a relay inserted in
+        place of the kernel link (LabError when impair_via: kernel cannot be met)."""
+        if self.own_relay:
+            return Placement("relay", "")
+        return place(link, qdiscs)
+
     def kernel_targets(self, rt: Runtime, li: int) -> list[KernelTarget]:
         """(namespace, interface, direction) whose egress carries each direction of the link."""
         ends = rt.ends(li)

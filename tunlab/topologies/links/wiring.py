@@ -17,6 +17,7 @@ from tunlab.relay.impair.params import NetemParams
 from tunlab.relay.relay import Relay
 from tunlab.topologies import impairments
 from tunlab.topologies.catalog import Iface
+from tunlab.topologies.links import type_of
 from tunlab.topologies.runtime import Phase, PlannedStep, Step
 from tunlab.topologies.state import process_start
 
@@ -77,7 +78,7 @@ def impair_of(rt: Runtime, key: tuple[int, int]) -> dict[Direction, NetemParams]
     imp = rt.impairs.get(key[0])
     if imp is None:
         return None
-    return rt.link_type(key[0]).relay_impairment(key, imp)
+    return type_of(rt, key[0]).relay_impairment(key, imp)
 
 
 def stop_relays(rt: Runtime, li: int, ends: list[int] | None = None) -> None:
@@ -166,7 +167,7 @@ def kernel_impair_step(rt: Runtime, li: int) -> PlannedStep:
 
     def apply() -> None:
         imp = rt.impairs.get(li)
-        for ns, ifname, key in rt.link_type(li).kernel_targets(rt, li):
+        for ns, ifname, key in type_of(rt, li).kernel_targets(rt, li):
             n = getattr(imp, key) if imp is not None else None
             if n is not None and n.active and impairments.netem_features(n):
                 with contextlib.suppress(OSError, LabError):
