@@ -4,13 +4,13 @@ and `make lint` fails on it."""
 
 # ruff: noqa
 # mypy: ignore-errors
-from tunlab.devices.bsd import abi as bsd_abi
-from tunlab.devices.sync import SyncDevice
-from tunlab.devices.windows import ipconfig, win32
-from tunlab.linux.netns import NetNamespace
-from tunlab.relay.impair import packet
-from tunlab.testing.traffic.one_way import OneWayResult
-from tunlab.topologies.state import LabState
+from tunlab.devices._bsd import abi as bsd_abi
+from tunlab.devices._sync import SyncDevice
+from tunlab.devices._windows import ipconfig, win32
+from tunlab._linux.netns import NetNamespace
+from tunlab.relay.impair import _packet as packet
+from tunlab.testing._traffic.one_way import OneWayResult
+from tunlab.topologies._state import LabState
 
 # public API mirroring tun-rs (the interruptible vectored I/O), used by programs, not by tunlab
 SyncDevice.recv_vectored_intr

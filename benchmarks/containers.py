@@ -10,8 +10,8 @@ import sys
 import time
 
 from tunlab.topologies import Lab, load_text
-from tunlab.topologies.containers import docker_client
-from tunlab.topologies.images import BASE_IMAGE, build_base_image
+from tunlab.topologies._containers import docker_client
+from tunlab.topologies._images import BASE_IMAGE, build_base_image
 
 ONE = """
 name: one

@@ -13,9 +13,9 @@ import os
 from collections.abc import Iterator
 
 from tunlab import DeviceBuilder, traffic
-from tunlab.linux.netns import NetNamespace
+from tunlab._linux.netns import NetNamespace
 from tunlab.relay import Relay
-from tunlab.relay.impair.model import Netem
+from tunlab.relay.impair._model import Netem
 
 RATES = (10_000, 100_000)
 SECONDS = 2

@@ -12,7 +12,8 @@ from collections.abc import Callable
 
 from tunlab import packets as pk
 from tunlab.devices import offload
-from tunlab.devices.offload import VirtioNetHdr, coalesce, csum, ones_sum, split
+from tunlab.devices.offload import VirtioNetHdr, coalesce, ones_sum, split
+from tunlab.devices.offload import _csum as csum
 
 
 def _segments() -> list[bytes]:

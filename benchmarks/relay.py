@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tunlab import DeviceBuilder, traffic
-from tunlab.linux.netns import NetNamespace
+from tunlab._linux.netns import NetNamespace
 
 HERE = Path(__file__).resolve().parent
 BUILD = HERE / ".build"

@@ -17,7 +17,7 @@ def tunlab_relay(fd_a: int, fd_b: int, mode: str) -> None:
 
     a, b = SyncDevice.from_fd(fd_a), SyncDevice.from_fd(fd_b)
     if mode.startswith(("impairable-", "delay10-")):
-        from tunlab.relay.impair.model import Netem
+        from tunlab.relay.impair._model import Netem
 
         impair = Netem(delay="10ms", limit=200_000).params() if mode.startswith("delay10-") else None
         workers = "processes" if mode.endswith("-processes") else "threads"
@@ -127,7 +127,7 @@ def pytun_relay(ns_a: str, ns_b: str) -> None:
     """The Python peer, used the way its README shows: read() a packet, write() it."""
     import pytun
 
-    from tunlab.linux.netns import NetNamespace
+    from tunlab._linux.netns import NetNamespace
 
     flags = pytun.IFF_TUN | pytun.IFF_NO_PI
 

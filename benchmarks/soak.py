@@ -12,7 +12,7 @@ import resource
 import time
 from pathlib import Path
 
-from tunlab.linux.netns import list_named_netns
+from tunlab._linux.netns import list_named_netns
 from tunlab.topologies import Lab, load_file
 
 DEMO = Path(__file__).resolve().parents[1] / "examples" / "demo.yaml"

@@ -11,9 +11,9 @@ import threading
 import time
 
 from tunlab import traffic
+from tunlab._vm import images, qemu
+from tunlab._vm.agent import Agent
 from tunlab.topologies import Lab, load_text
-from tunlab.vm import images, qemu
-from tunlab.vm.agent import Agent
 
 
 def lab_text(n: int, image: str, offload: bool = True) -> str:

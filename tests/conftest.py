@@ -91,7 +91,7 @@ def needs_root() -> None:
 @pytest.fixture
 def ns(needs_root: None) -> Iterator[object]:
     """A fresh named network namespace, deleted after the test."""
-    from tunlab.linux.netns import NetNamespace
+    from tunlab._linux.netns import NetNamespace
 
     space = NetNamespace.create(unique_name())
     try:

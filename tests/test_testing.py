@@ -16,8 +16,8 @@ from tunlab.testing import (
     assert_segmented,
     assert_throughput,
 )
-from tunlab.testing.capture import CapturedPacket
-from tunlab.testing.traffic import PingResult, StreamResult
+from tunlab.testing._capture import CapturedPacket
+from tunlab.testing._traffic import PingResult, StreamResult
 
 
 def test_delivered_exactly() -> None:
@@ -86,3 +86,19 @@ def test_captured_ethernet_frames_give_their_ip_packet_past_vlan_tags() -> None:
     for frame in (plain, tagged):
         assert CapturedPacket(0.0, False, frame, 0, 0, True).ip == ip
     assert CapturedPacket(0.0, False, b"\x00" * 10, 0, 0, True).ip == b""
+
+
+def test_assert_rtt_takes_the_median_and_never_a_shorter_rtt() -> None:
+    from tunlab.testing import assert_rtt
+
+    def result(*rtts: float) -> PingResult:
+        return PingResult("198.18.0.2", len(rtts), len(rtts), list(rtts))
+
+    assert_rtt(result(140, 101, 100.5, 128, 101, 102), 100.0)  # late samples from a busy machine
+    with pytest.raises(AssertionError, match=r"below 95.00 ms .*a delay never shortens\): 90 ms"):
+        assert_rtt(result(101, 101, 90, 101), 100.0)
+    with pytest.raises(AssertionError, match="median 120 ms is outside 95.00..105.00"):
+        assert_rtt(result(101, 120, 120, 125), 100.0)
+    with pytest.raises(AssertionError, match="no ping to 198.18.0.2 was answered"):
+        assert_rtt(PingResult("198.18.0.2", 3, 0, []), 100.0)
+    assert_rtt(result(50, 101), 100.0)  # the first (neighbour resolution) is left out

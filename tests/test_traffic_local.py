@@ -93,14 +93,14 @@ def test_a_server_that_cannot_bind_leaves_no_socket_open() -> None:
     ],
 )
 def test_ping_is_spelled_for_each_os(platform: str, address: str, argv: list[str]) -> None:
-    from tunlab.testing.traffic import ping_argv
+    from tunlab.testing._traffic import ping_argv
 
     assert ping_argv(address, 2, 0.2, 2.0, platform) == argv
 
 
 def test_the_bsd_ping_summary_is_parsed(monkeypatch: pytest.MonkeyPatch) -> None:
     """BSD ping says '2 packets received' where Linux says '2 received'."""
-    from tunlab.testing import traffic
+    from tunlab.testing import _traffic as traffic
 
     class Host:
         def run(self, argv: list[str], timeout: float) -> object:
@@ -116,7 +116,7 @@ def test_the_bsd_ping_summary_is_parsed(monkeypatch: pytest.MonkeyPatch) -> None
 
 
 def test_the_windows_ping_summary_is_parsed() -> None:
-    from tunlab.testing import traffic
+    from tunlab.testing import _traffic as traffic
 
     class Host:
         def run(self, argv: list[str], timeout: float) -> object:

@@ -39,13 +39,13 @@ __getattr__, __dir__ = lazy(
     __name__,
     {
         "PACKET_INFORMATION_LENGTH": "tunlab.devices",
-        "AsyncDevice": "tunlab.devices.aio",
-        "BorrowedSyncDevice": "tunlab.devices.sync",
-        "Capability": "tunlab.devices.capabilities",
-        "DeviceBuilder": "tunlab.devices.builder",
-        "InterruptEvent": "tunlab.devices.interrupt",
-        "Layer": "tunlab.devices.layer",
-        "SyncDevice": "tunlab.devices.sync",
+        "AsyncDevice": "tunlab.devices._aio",
+        "BorrowedSyncDevice": "tunlab.devices._sync",
+        "Capability": "tunlab.devices._capabilities",
+        "DeviceBuilder": "tunlab.devices._builder",
+        "InterruptEvent": "tunlab.devices._interrupt",
+        "Layer": "tunlab.devices._layer",
+        "SyncDevice": "tunlab.devices._sync",
     },
 )
 

@@ -112,3 +112,22 @@ class DeployError(LabError, RuntimeError):
         super().__init__(f"deploy failed at step '{step}': {cause}")
         self.step = step
         self.cause = cause
+
+
+__all__ = [
+    "DeployError",
+    "DeviceClosedError",
+    "DeviceError",
+    "DevicePermissionError",
+    "InterfaceExistsError",
+    "InterfaceNotFoundError",
+    "LabError",
+    "NamespaceNotFoundError",
+    "OffloadUnavailableError",
+    "RingFullError",
+    "SendMultipleError",
+    "TopologyError",
+    "TunUnavailableError",
+    "TunlabError",
+    "UnsupportedOperationError",
+]

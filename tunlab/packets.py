@@ -1,4 +1,4 @@
-"""tunlab.packets: pure IP/ICMP/UDP/TCP/Ethernet builders and parsers (in tunlab.testing.packets)."""
+"""tunlab.packets: pure IP/ICMP/UDP/TCP/Ethernet builders and parsers (in tunlab.testing._packets)."""
 
-from tunlab.testing.packets import *  # noqa: F403
-from tunlab.testing.packets import __all__ as __all__
+from tunlab.testing._packets import *  # noqa: F403
+from tunlab.testing._packets import __all__ as __all__

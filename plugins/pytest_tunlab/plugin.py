@@ -16,19 +16,19 @@ from typing import TYPE_CHECKING, Any, Literal, cast
 
 import pytest
 
-from pytest_tunlab.environment import HAS_NAMESPACES, missing
-from pytest_tunlab.handles import HostPeer, Peer, TunDeviceHandle
-from pytest_tunlab.offload_matrix import DEFAULT_COMBINATIONS, Combination, OffloadCase, combination
-from tunlab.devices.aio import AsyncDevice
-from tunlab.devices.builder import DeviceBuilder
-from tunlab.devices.layer import Layer
-from tunlab.linux.netns import NetNamespace
-from tunlab.testing.capture import Capture
+from pytest_tunlab._environment import HAS_NAMESPACES, missing
+from pytest_tunlab._handles import HostPeer, Peer, TunDeviceHandle
+from pytest_tunlab._offload_matrix import DEFAULT_COMBINATIONS, Combination, OffloadCase, combination
+from tunlab._linux.netns import NetNamespace
+from tunlab.devices._aio import AsyncDevice
+from tunlab.devices._builder import DeviceBuilder
+from tunlab.devices._layer import Layer
+from tunlab.testing._capture import Capture
 
 if TYPE_CHECKING:  # labs load on first use: tun_device needs only the device library
-    from tunlab.relay.direction import Direction
-    from tunlab.topologies.lab import Lab
-    from tunlab.topologies.models import Topology
+    from tunlab.relay._direction import Direction
+    from tunlab.topologies._lab import Lab
+    from tunlab.topologies._models import Topology
 
 FAILED = pytest.StashKey[bool]()
 LABS = pytest.StashKey[list["Lab"]]()
@@ -209,6 +209,20 @@ def tun_device(
 
     Configure it with @pytest.mark.tun_device(layer=..., offload=..., mtu=..., ipv4=..., ...) or
     indirect parametrization with dicts of the same options.
+
+    Example:
+        ```python
+        import pytest
+        from tunlab import packets
+
+
+        @pytest.mark.tun_device(ipv4="198.18.0.1/24")
+        def test_ping_is_answered(tun_device):
+            proc = tun_device.peer.popen(["ping", "-c1", "-W2", "198.18.0.2"])
+            request = tun_device.device.recv()
+            tun_device.device.send(packets.echo_reply(request))
+            assert proc.wait() == 0
+        ```
     """
     with _tun_handle(request, tunlab_name_prefix, tunlab_tun_defaults, asynchronous=False) as handle:
         yield handle
@@ -225,8 +239,8 @@ def async_tun_device(
 
 # ---- labs -----------------------------------------------------------------------------------------
 def _resolve_topology(spec: Any, request: pytest.FixtureRequest, variables: dict[str, Any]) -> Topology:
-    from tunlab.topologies.loader import load_file
-    from tunlab.topologies.models import Topology
+    from tunlab.topologies._loader import load_file
+    from tunlab.topologies._models import Topology
 
     if isinstance(spec, Topology):
         return spec
@@ -238,7 +252,7 @@ def _resolve_topology(spec: Any, request: pytest.FixtureRequest, variables: dict
 
 def _start_lab(request: pytest.FixtureRequest, spec: Any, variables: dict[str, Any]) -> Lab:
     """Bring a lab up under a unique name; the test's failure report will describe it."""
-    from tunlab.topologies.lab import Lab
+    from tunlab.topologies._lab import Lab
 
     lab = Lab(_resolve_topology(spec, request, variables), unique=True).up()
     _remember(request, LABS, lab)
@@ -265,7 +279,21 @@ def _finish_lab(request: pytest.FixtureRequest, lab: Lab, keep: bool) -> None:
 
 @pytest.fixture(scope=_scope)
 def topology(request: pytest.FixtureRequest, tunlab_keep_on_failure: bool) -> Iterator[Lab]:
-    """The running lab of @pytest.mark.topology("file.yaml", vars={...}) (paths relative to the test)."""
+    """The running lab of @pytest.mark.topology("file.yaml", vars={...}) (paths relative to the test).
+
+    Example:
+        ```python
+        import pytest
+        from tunlab import traffic
+        from tunlab.testing import assert_delivered_exactly
+
+
+        @pytest.mark.topology("demo.yaml")
+        def test_stream(topology):
+            h1, h2 = topology.node("h1"), topology.node("h2")
+            assert_delivered_exactly(traffic.tcp_stream(h1, h2, "198.18.2.2", nbytes=1 << 20))
+        ```
+    """
     _skip_unless_able()
     marker = request.node.get_closest_marker("topology")
     param = getattr(request, "param", None)
@@ -286,7 +314,15 @@ def topology(request: pytest.FixtureRequest, tunlab_keep_on_failure: bool) -> It
 
 @pytest.fixture
 def lab_factory(request: pytest.FixtureRequest, tunlab_keep_on_failure: bool) -> Iterator[Callable[..., Lab]]:
-    """lab_factory(path_or_model, **vars) -> a running Lab; all of them go down after the test."""
+    """lab_factory(path_or_model, **vars) -> a running Lab; all of them go down after the test.
+
+    Example:
+        ```python
+        def test_two_mtus(lab_factory):
+            small = lab_factory("lab.yaml", mtu=1280)
+            large = lab_factory("lab.yaml", mtu=9000)
+        ```
+    """
     _skip_unless_able()
     labs: list[Lab] = []
 
@@ -306,7 +342,15 @@ def lab_factory(request: pytest.FixtureRequest, tunlab_keep_on_failure: bool) ->
 @pytest.fixture
 def impair() -> Iterator[Callable[..., Any]]:
     """impair(lab, "h1:eth0", delay="50ms", loss="1%") for this test: the link's previous
-    impairment comes back after it (direction=Direction.A_TO_B changes one way only)."""
+    impairment comes back after it (direction=Direction.A_TO_B changes one way only).
+
+    Example:
+        ```python
+        def test_slow_link(topology, impair):
+            impair(topology, "h2:tun0", delay="50ms")
+            assert_rtt(traffic.ping(topology.node("h1"), "198.18.2.2", count=5), 100.0, rel=0.1)
+        ```
+    """
     undo: list[Callable[[], None]] = []
 
     def set_(lab: Lab, link: int | str, impairment: Any = None, *, direction: Direction | None = None,
@@ -350,7 +394,7 @@ class CaptureFactory:
         path: str | os.PathLike[str] | None = None,
         raw: bool = False,
     ) -> Capture:
-        from tunlab.topologies.lab import Lab
+        from tunlab.topologies._lab import Lab
 
         ns: NetNamespace | None
         if isinstance(target, TunDeviceHandle):
@@ -374,7 +418,15 @@ class CaptureFactory:
 
 @pytest.fixture
 def capture(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[CaptureFactory]:
-    """Record packets on an interface of a lab or a tun_device to a pcap file (+ a parsed view)."""
+    """Record packets on an interface of a lab or a tun_device to a pcap file (+ a parsed view).
+
+    Example:
+        ```python
+        with capture(topology, "r1", "tun0") as cap:
+            traffic.tcp_stream(topology.node("h1"), topology.node("h2"), "198.18.2.2", nbytes=8 << 20)
+        assert_gso_seen(cap, gso_type="tcpv4", min_count=10)
+        ```
+    """
     factory = CaptureFactory(request, tmp_path)
     try:
         yield factory
@@ -396,7 +448,16 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 @pytest.fixture
 def offload_matrix(request: pytest.FixtureRequest) -> OffloadCase:
-    """The offload combination of this run: offload_matrix.apply(lab, "r1:eth0", ...)."""
+    """The offload combination of this run: offload_matrix.apply(lab, "r1:eth0", ...).
+
+    Example:
+        ```python
+        @pytest.mark.offload_matrix(gro=[True, False], tso=[True, False])
+        @pytest.mark.topology("demo.yaml")
+        def test_each_combination(topology, offload_matrix):
+            offload_matrix.apply(topology, "r1:eth1")
+        ```
+    """
     _skip_unless_able()
     return OffloadCase(request.param, request.addfinalizer)
 
@@ -424,7 +485,7 @@ def pytest_runtest_makereport(
 
 
 def _describe_lab(lab: Lab) -> str:
-    from tunlab.topologies.inspect import describe
+    from tunlab.topologies._inspect import describe
 
     if not lab.running:
         return "(the lab is down)"
@@ -436,7 +497,7 @@ def _describe_lab(lab: Lab) -> str:
 
 
 def _describe_device(handle: TunDeviceHandle) -> str:
-    from tunlab.topologies.inspect import format_interface, interfaces_and_routes
+    from tunlab.topologies._inspect import format_interface, interfaces_and_routes
 
     if handle.netns is None:  # macOS/BSD: the host's stack, read through the device itself
         device = handle.device.sync if isinstance(handle.device, AsyncDevice) else handle.device

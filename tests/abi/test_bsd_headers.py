@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from tests.abi.probe import compile_probe
-from tunlab.devices.bsd import abi as A
-from tunlab.devices.bsd.abi import ABIS, Abi
+from tunlab.devices._bsd import abi as A
+from tunlab.devices._bsd.abi import ABIS, Abi
 
 COMMON_HEADERS = ["sys/types.h", "sys/socket.h", "sys/time.h", "sys/ioctl.h", "sys/sockio.h", "net/if.h",
                   "net/if_dl.h", "net/route.h", "net/bpf.h", "netinet/in.h"]  # fmt: skip

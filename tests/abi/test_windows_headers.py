@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.abi.probe import compile_object, compile_probe, find_tagged
-from tunlab.devices.windows import abi as W
+from tunlab.devices._windows import abi as W
 
 HEADERS = ["winsock2.h", "ws2tcpip.h", "windows.h", "winioctl.h", "ifdef.h", "netioapi.h", "iphlpapi.h",
            "setupapi.h", "devguid.h"]  # fmt: skip

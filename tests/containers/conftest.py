@@ -8,12 +8,12 @@ import pytest
 @pytest.fixture(scope="session")
 def docker_engine(needs_root_session: None):
     try:
-        from tunlab.topologies.containers import docker_client
+        from tunlab.topologies._containers import docker_client
 
         client = docker_client()
     except Exception as exc:
         pytest.skip(f"no docker engine: {exc}")
-    from tunlab.topologies.images import build_base_image
+    from tunlab.topologies._images import build_base_image
 
     build_base_image(client)  # cached after the first build (~1 min from the Debian mirror)
     return client

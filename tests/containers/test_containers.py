@@ -16,8 +16,8 @@ from tunlab import traffic
 from tunlab.errors import DeployError, TopologyError
 from tunlab.testing import assert_delivered_exactly, assert_gso_seen, assert_reachable
 from tunlab.topologies import Lab, load_file, load_text
-from tunlab.topologies.containers import LABEL_ID
-from tunlab.topologies.state import LabState, all_labs, owned_namespaces
+from tunlab.topologies._containers import LABEL_ID
+from tunlab.topologies._state import LabState, all_labs, owned_namespaces
 
 pytestmark = pytest.mark.root
 MIXED = Path(__file__).resolve().parents[2] / "examples" / "mixed.yaml"
@@ -143,7 +143,7 @@ def test_container_fields_are_validated() -> None:
 def test_gc_removes_containers_after_sigkill(docker_engine) -> None:
     name = f"ckill{os.getpid()}"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tunlab.cli.main", "up", str(MIXED), "--name", name],
+        [sys.executable, "-m", "tunlab._cli.main", "up", str(MIXED), "--name", name],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
@@ -160,7 +160,7 @@ def test_gc_removes_containers_after_sigkill(docker_engine) -> None:
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     done = subprocess.run(
-        [sys.executable, "-m", "tunlab.cli.main", "gc"], capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", "tunlab._cli.main", "gc"], capture_output=True, text=True, timeout=120
     )
     assert done.returncode == 0, done.stderr
     assert f"lab {name}" in done.stdout
@@ -171,7 +171,7 @@ def test_gc_removes_containers_after_sigkill(docker_engine) -> None:
 def test_cli_exec_in_a_container(docker_engine) -> None:
     name = f"cexec{os.getpid()}"
     up = subprocess.run(
-        [sys.executable, "-m", "tunlab.cli.main", "up", "-d", str(MIXED), "--name", name],
+        [sys.executable, "-m", "tunlab._cli.main", "up", "-d", str(MIXED), "--name", name],
         capture_output=True,
         text=True,
         timeout=180,
@@ -179,7 +179,7 @@ def test_cli_exec_in_a_container(docker_engine) -> None:
     assert up.returncode == 0, up.stderr
     try:
         out = subprocess.run(
-            [sys.executable, "-m", "tunlab.cli.main", "exec", name, "c2", "--", "cat", "/etc/hostname"],
+            [sys.executable, "-m", "tunlab._cli.main", "exec", name, "c2", "--", "cat", "/etc/hostname"],
             capture_output=True,
             text=True,
             timeout=60,
@@ -187,14 +187,14 @@ def test_cli_exec_in_a_container(docker_engine) -> None:
         assert out.returncode == 0 and out.stdout.strip() == "c2"
     finally:
         subprocess.run(
-            [sys.executable, "-m", "tunlab.cli.main", "down", name], capture_output=True, timeout=120
+            [sys.executable, "-m", "tunlab._cli.main", "down", name], capture_output=True, timeout=120
         )
     assert LabState.load(name) is None
 
 
 def test_image_build_is_cached(docker_engine) -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "tunlab.cli.main", "image", "build"],
+        [sys.executable, "-m", "tunlab._cli.main", "image", "build"],
         capture_output=True,
         text=True,
         timeout=120,

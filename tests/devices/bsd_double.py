@@ -16,8 +16,8 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from tunlab.devices.bsd import wire
-from tunlab.devices.bsd.abi import (
+from tunlab.devices._bsd import wire
+from tunlab.devices._bsd.abi import (
     AF_INET,
     AF_LINK,
     BIOCGDLT,
@@ -26,7 +26,7 @@ from tunlab.devices.bsd.abi import (
     TUN_ABIS,
     Abi,
 )
-from tunlab.devices.bsd.system import IfAddr, System
+from tunlab.devices._bsd.system import IfAddr, System
 
 
 @dataclass

@@ -13,9 +13,9 @@ import pytest
 from tests.support import udp_to, unique_name
 from tunlab import AsyncDevice, DeviceBuilder, Layer, traffic
 from tunlab import packets as pk
+from tunlab._linux.netns import NetNamespace
 from tunlab.devices.offload import GROTable
 from tunlab.errors import DeviceClosedError
-from tunlab.linux.netns import NetNamespace
 
 pytestmark = pytest.mark.root
 

@@ -1,4 +1,4 @@
-"""tunlab.testing.capture on macOS and the BSDs (BPF, one descriptor per direction) driven
+"""tunlab.testing._capture on macOS and the BSDs (BPF, one descriptor per direction) driven
 through the syscall double: the ioctls each OS needs, records walked by their own header
 length, the 4-byte address family dropped from TUN packets, direction, pcap out, and the
 descriptors closed when it stops or fails to start."""
@@ -13,11 +13,11 @@ import time
 import pytest
 
 from tests.devices.bsd_double import FakeKernel, RecordingSystem
-from tunlab.devices.bsd import abi as A
-from tunlab.devices.bsd import wire
-from tunlab.testing import capture as capture_mod
-from tunlab.testing.capture import Capture
-from tunlab.testing.packets import udp_packet
+from tunlab.devices._bsd import abi as A
+from tunlab.devices._bsd import wire
+from tunlab.testing import _capture as capture_mod
+from tunlab.testing._capture import Capture
+from tunlab.testing._packets import udp_packet
 
 PACKET = udp_packet(
     *map(__import__("ipaddress").ip_address, ("198.18.0.1", "198.18.0.2")), 5000, 6000, b"bpf"

@@ -15,15 +15,15 @@ from collections import deque
 import pytest
 
 from tests.devices.bsd_double import FakeKernel, RecordingSystem
-from tunlab.devices.bsd import abi as A
-from tunlab.devices.bsd import wire
-from tunlab.devices.bsd.chardev import CharDevice
-from tunlab.devices.bsd.freebsd import FreeBsdDevice
-from tunlab.devices.bsd.netbsd import NetBsdDevice
-from tunlab.devices.bsd.openbsd import OpenBsdDevice
-from tunlab.devices.capabilities import Capability
-from tunlab.devices.config import DeviceConfig, IPv4Setting
-from tunlab.devices.layer import Layer
+from tunlab.devices._bsd import abi as A
+from tunlab.devices._bsd import wire
+from tunlab.devices._bsd.chardev import CharDevice
+from tunlab.devices._bsd.freebsd import FreeBsdDevice
+from tunlab.devices._bsd.netbsd import NetBsdDevice
+from tunlab.devices._bsd.openbsd import OpenBsdDevice
+from tunlab.devices._capabilities import Capability
+from tunlab.devices._config import DeviceConfig, IPv4Setting
+from tunlab.devices._layer import Layer
 from tunlab.errors import (
     DeviceError,
     DevicePermissionError,

@@ -20,7 +20,7 @@ import pytest
 from tests.support import HAS_TUN, IS_ROOT, unique_name
 from tunlab import DeviceBuilder, InterruptEvent, Layer, SyncDevice
 from tunlab.devices import Capability
-from tunlab.devices.platform import backend_class
+from tunlab.devices._platform import backend_class
 from tunlab.errors import UnsupportedOperationError
 
 Call = Callable[[SyncDevice], Any]
@@ -135,7 +135,7 @@ def device(backend: str, layer: Layer) -> Iterator[SyncDevice]:
         import uuid
 
         from tests.devices.windows_double import FakeWin32, FakeWindows
-        from tunlab.devices.windows.backend import WindowsDevice
+        from tunlab.devices._windows.backend import WindowsDevice
 
         win = FakeWin32(FakeWindows(taps=[(uuid.uuid4(), "root\\tap0901")]))
         with pytest.MonkeyPatch.context() as mp:
@@ -147,7 +147,7 @@ def device(backend: str, layer: Layer) -> Iterator[SyncDevice]:
         with builder.build_sync() as dev:
             yield dev
         return
-    from tunlab.linux.netns import NetNamespace
+    from tunlab._linux.netns import NetNamespace
 
     ns = NetNamespace.create(unique_name())
     try:

@@ -13,11 +13,11 @@ from collections import deque
 import pytest
 
 from tests.devices.bsd_double import FakeKernel, RecordingSystem
-from tunlab.devices.bsd import abi as A
-from tunlab.devices.bsd import wire
-from tunlab.devices.config import DeviceConfig, IPv4Setting
-from tunlab.devices.darwin.backend import DarwinDevice, FethTap, Utun, fake_request
-from tunlab.devices.layer import Layer
+from tunlab.devices._bsd import abi as A
+from tunlab.devices._bsd import wire
+from tunlab.devices._config import DeviceConfig, IPv4Setting
+from tunlab.devices._darwin.backend import DarwinDevice, FethTap, Utun, fake_request
+from tunlab.devices._layer import Layer
 from tunlab.errors import DeviceError, DevicePermissionError, InterfaceExistsError
 
 ABI = A.DARWIN
@@ -219,7 +219,7 @@ def test_a_failure_at_any_step_leaves_no_feth_and_no_fd(where: str) -> None:
 
 
 def test_capabilities_are_honest() -> None:
-    from tunlab.devices.capabilities import Capability
+    from tunlab.devices._capabilities import Capability
 
     l3, l2 = DarwinDevice.capabilities_for(Layer.L3), DarwinDevice.capabilities_for(Layer.L2)
     for missing in (Capability.MULTI_QUEUE, Capability.OFFLOAD, Capability.NETNS, Capability.PERSIST):

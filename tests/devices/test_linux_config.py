@@ -119,7 +119,7 @@ def test_configuration_round_trips(ns) -> None:
 
 def test_config_follows_the_interface_into_another_namespace(ns, needs_root) -> None:
     from tests.support import unique_name
-    from tunlab.linux.netns import NetNamespace
+    from tunlab._linux.netns import NetNamespace
 
     other = NetNamespace.create(unique_name())
     try:

@@ -15,6 +15,7 @@ import pytest
 from tests.support import unique_name
 from tunlab import DeviceBuilder, Layer, SyncDevice, traffic
 from tunlab import packets as pk
+from tunlab._linux.netns import NetNamespace
 from tunlab.devices.offload import (
     VIRTIO_NET_HDR_GSO_TCPV4,
     VIRTIO_NET_HDR_GSO_TCPV6,
@@ -24,9 +25,8 @@ from tunlab.devices.offload import (
     coalesce,
     split,
 )
-from tunlab.linux.netns import NetNamespace
 from tunlab.relay import Relay
-from tunlab.relay.direction import Direction
+from tunlab.relay._direction import Direction
 
 pytestmark = pytest.mark.root
 

@@ -16,18 +16,18 @@ import pytest
 from tests.offload.helpers import tcp_fields, tcp_flow
 from tunlab import DeviceBuilder, InterruptEvent, Layer
 from tunlab.devices import GROTable, VirtioNetHdr
-from tunlab.devices.aio import AsyncDevice
+from tunlab.devices._aio import AsyncDevice
+from tunlab.devices._sync import SyncDevice
 from tunlab.devices.offload import (
     VIRTIO_NET_HDR_GSO_NONE,
     VIRTIO_NET_HDR_GSO_TCPV4,
     VIRTIO_NET_HDR_LEN,
     coalesce,
 )
-from tunlab.devices.sync import SyncDevice
 from tunlab.errors import DeviceClosedError, UnsupportedOperationError
 from tunlab.relay import Relay
-from tunlab.relay.direction import Direction
-from tunlab.relay.stages import Packet, Stage
+from tunlab.relay._direction import Direction
+from tunlab.relay._stages import Packet, Stage
 
 
 def mem(**options: object) -> SyncDevice:

@@ -21,13 +21,13 @@ import time
 from collections.abc import Callable, Iterator
 
 import pytest
-from pytest_tunlab.environment import is_admin
+from pytest_tunlab._environment import is_admin
 
 from tests.support import skip_module_unless
 from tunlab import DeviceBuilder, InterfaceExistsError, InterruptEvent, Layer, TunUnavailableError
-from tunlab.devices.platform import backend_class, current_platform
-from tunlab.devices.sync import SyncDevice
-from tunlab.testing.packets import (
+from tunlab.devices._platform import backend_class, current_platform
+from tunlab.devices._sync import SyncDevice
+from tunlab.testing._packets import (
     ETH_P_ARP,
     ETH_P_IP,
     arp_reply,
@@ -37,7 +37,7 @@ from tunlab.testing.packets import (
     parse_ip,
     parse_udp,
 )
-from tunlab.testing.traffic import ping_argv
+from tunlab.testing._traffic import ping_argv
 
 NATIVE = ("darwin", "freebsd", "openbsd", "netbsd", "win32")
 WINDOWS = current_platform() == "win32"
@@ -176,7 +176,7 @@ def test_a_udp_sockets_datagram_is_read_from_the_device(family: int, peer: str) 
 
 
 def test_a_packet_written_to_the_device_reaches_a_udp_socket() -> None:
-    from tunlab.testing.packets import udp_packet
+    from tunlab.testing._packets import udp_packet
 
     with tun() as dev, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.bind((TUN_LOCAL, 0))
@@ -232,9 +232,9 @@ def test_interrupt_wakes_a_blocked_reader() -> None:
 def test_a_failed_build_rolls_back(monkeypatch: pytest.MonkeyPatch) -> None:
     """The OS refusing the IPv6 address leaves no interface, route or fd behind."""
     if WINDOWS:
-        from tunlab.devices.windows import abi as W
-        from tunlab.devices.windows.backend import WindowsDevice
-        from tunlab.devices.windows.win32 import Win32, win_error
+        from tunlab.devices._windows import abi as W
+        from tunlab.devices._windows.backend import WindowsDevice
+        from tunlab.devices._windows.win32 import Win32, win_error
 
         class Refusing(Win32):
             def create_unicast(self, row: W.MIB_UNICASTIPADDRESS_ROW) -> None:
@@ -274,7 +274,7 @@ def _open_fds() -> set[str]:
 
 # ---- TAP -----------------------------------------------------------------------------------
 def arp_request(sender_mac: str, sender_ip: str, target_ip: str) -> bytes:
-    from tunlab.testing.packets import mac_bytes
+    from tunlab.testing._packets import mac_bytes
 
     body = struct.pack("!HHBBH", 1, ETH_P_IP, 6, 4, 1)
     body += mac_bytes(sender_mac) + socket.inet_aton(sender_ip)

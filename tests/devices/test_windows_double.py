@@ -19,13 +19,13 @@ import pytest
 
 from tests.devices.windows_double import FakeWin32, FakeWindows
 from tunlab import Capability, DeviceBuilder, InterruptEvent, Layer, SyncDevice
-from tunlab.devices.aio import AsyncDevice
-from tunlab.devices.config import DeviceConfig, IPv4Setting
-from tunlab.devices.windows import abi as W
-from tunlab.devices.windows.backend import WindowsDevice
-from tunlab.devices.windows.ipconfig import sockaddr_ip
-from tunlab.devices.windows.tap import TapWindowsDevice
-from tunlab.devices.windows.wintun import DEFAULT_RING, WintunDevice
+from tunlab.devices._aio import AsyncDevice
+from tunlab.devices._config import DeviceConfig, IPv4Setting
+from tunlab.devices._windows import abi as W
+from tunlab.devices._windows.backend import WindowsDevice
+from tunlab.devices._windows.ipconfig import sockaddr_ip
+from tunlab.devices._windows.tap import TapWindowsDevice
+from tunlab.devices._windows.wintun import DEFAULT_RING, WintunDevice
 from tunlab.errors import (
     DeviceClosedError,
     DevicePermissionError,
@@ -131,12 +131,12 @@ def test_a_missing_dll_says_where_to_get_it() -> None:
 
 
 def test_the_real_loader_names_every_place_it_looked(monkeypatch: pytest.MonkeyPatch) -> None:
-    from tunlab.devices.windows import win32
+    from tunlab.devices._windows import win32
 
     monkeypatch.setenv("TUNLAB_WINTUN_DLL", "D:/from-env/wintun.dll")
     places = win32.wintun_candidates("E:/given/wintun.dll")
     assert places[:2] == ["E:/given/wintun.dll", "D:/from-env/wintun.dll"]
-    assert places[-1] == "wintun.dll" and Path(places[2]).parts[-2:] == ("windows", "wintun.dll")
+    assert places[-1] == "wintun.dll" and Path(places[2]).parts[-2:] == ("_windows", "wintun.dll")
     with pytest.raises(FileNotFoundError, match=r"TUNLAB_WINTUN_DLL.*wintun_dll\(path\)") as info:
         _ = win32.Win32("E:/given/wintun.dll").wt
     assert "E:/given/wintun.dll" in str(info.value) and "D:/from-env/wintun.dll" in str(info.value)
@@ -305,7 +305,7 @@ def test_every_creation_routes_the_log_whatever_win32_object_it_uses() -> None:
 
 def test_the_logger_thunk_belongs_to_the_process_not_to_a_win32_object(monkeypatch) -> None:
     """The DLL keeps only a function pointer: its thunk must outlive any Win32 object."""
-    from tunlab.devices.windows import win32 as win32_module
+    from tunlab.devices._windows import win32 as win32_module
 
     monkeypatch.setattr(ctypes, "WINFUNCTYPE", ctypes.CFUNCTYPE, raising=False)
     seen: list[tuple[int, str]] = []

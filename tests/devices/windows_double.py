@@ -1,4 +1,4 @@
-"""A test double for the Windows calls (tunlab.devices.windows.win32.Win32): wintun.dll's ring
+"""A test double for the Windows calls (tunlab.devices._windows.win32.Win32): wintun.dll's ring
 with real memory the backend copies to and from, kernel32 events and waits (with threads
 really blocking), iphlpapi's address/interface/route tables, and tap-windows6 device files —
 every call recorded, a failure injectable at any of them, so create → configure → I/O →
@@ -14,8 +14,8 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from tunlab.devices.windows import abi as W
-from tunlab.devices.windows.win32 import Win32, win_error
+from tunlab.devices._windows import abi as W
+from tunlab.devices._windows.win32 import Win32, win_error
 
 
 @dataclass

@@ -7,7 +7,7 @@ import struct
 import pytest
 
 from tunlab import packets as pk
-from tunlab.devices.offload import csum
+from tunlab.devices.offload import _csum as csum
 
 V4 = ("198.18.0.1", "198.18.0.2")
 V6 = ("2001:db8::1", "2001:db8::2")

@@ -8,8 +8,8 @@ import pytest
 
 from tests.offload.helpers import TS_OPTS, V4, V6, tcp_fields, tcp_flow, udp_flow
 from tunlab import packets as pk
-from tunlab.devices.batch import frames_to_send
-from tunlab.devices.layer import Layer
+from tunlab.devices._batch import frames_to_send
+from tunlab.devices._layer import Layer
 from tunlab.devices.offload import (
     VIRTIO_NET_HDR_F_NEEDS_CSUM,
     VIRTIO_NET_HDR_GSO_NONE,

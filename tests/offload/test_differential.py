@@ -16,8 +16,8 @@ from hypothesis import strategies as st
 from tunlab import packets as pk
 from tunlab.devices import offload
 from tunlab.devices.offload import VirtioNetHdr, coalesce, ones_sum, split
-from tunlab.devices.offload.gso import split_frame
-from tunlab.devices.offload.virtio import (
+from tunlab.devices.offload._gso import split_frame
+from tunlab.devices.offload._virtio import (
     VIRTIO_NET_HDR_F_NEEDS_CSUM,
     VIRTIO_NET_HDR_GSO_ECN,
     VIRTIO_NET_HDR_GSO_NONE,
@@ -213,7 +213,7 @@ def test_recv_multiples_copy_agrees() -> None:
     """RxQueue.drain_into: the same packets delivered, sizes, leftovers and errors."""
     from collections import deque
 
-    from tunlab.devices.batch import RxQueue
+    from tunlab.devices._batch import RxQueue
 
     rng = random.Random(7)
     for _ in range(5000):

@@ -7,8 +7,9 @@ from hypothesis import strategies as st
 
 from tests.offload.helpers import tcp_fields
 from tunlab import packets as pk
-from tunlab.devices.offload import VirtioNetHdr, coalesce, csum, split
-from tunlab.devices.offload.gso import split_frame
+from tunlab.devices.offload import VirtioNetHdr, coalesce, split
+from tunlab.devices.offload import _csum as csum
+from tunlab.devices.offload._gso import split_frame
 
 ADDRS = st.sampled_from([("198.18.1.1", "198.18.1.2"), ("2001:db8:1::1", "2001:db8:1::2")])
 OPTIONS = st.sampled_from([b"", b"\x01\x01\x08\x0a" + bytes(8), b"\x02\x04\x05\xb4"])

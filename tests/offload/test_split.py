@@ -19,7 +19,7 @@ from tunlab.devices.offload import (
     VirtioNetHdr,
     split,
 )
-from tunlab.devices.offload.gso import split_frame
+from tunlab.devices.offload._gso import split_frame
 
 
 def super_packet(segments: list[bytes]) -> bytes:

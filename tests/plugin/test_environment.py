@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 
 import pytest
-from pytest_tunlab import environment
+from pytest_tunlab import _environment as environment
 
 
 @pytest.fixture
@@ -14,7 +14,7 @@ def elsewhere(monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setattr(environment, "HAS_NAMESPACES", False)
 
     def be(platform: str, admin: bool) -> None:
-        monkeypatch.setattr("tunlab.devices.platform.current_platform", lambda: platform)
+        monkeypatch.setattr("tunlab.devices._platform.current_platform", lambda: platform)
         monkeypatch.setattr(environment, "is_admin", lambda: admin)
 
     return be

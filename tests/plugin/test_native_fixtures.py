@@ -9,11 +9,11 @@ import socket
 import time
 
 import pytest
-from pytest_tunlab.environment import is_admin
+from pytest_tunlab._environment import is_admin
 
 from tests.support import skip_module_unless
-from tunlab.devices.platform import current_platform
-from tunlab.testing.packets import parse_udp
+from tunlab.devices._platform import current_platform
+from tunlab.testing._packets import parse_udp
 
 NATIVE = ("darwin", "freebsd", "openbsd", "netbsd", "win32")
 skip_module_unless(

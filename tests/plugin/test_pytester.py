@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tunlab.topologies.state import all_labs, owned_namespaces
+from tunlab.topologies._state import all_labs, owned_namespaces
 
 pytestmark = pytest.mark.root
 DEMO = (Path(__file__).resolve().parents[2] / "examples" / "demo.yaml").read_text()
@@ -128,7 +128,7 @@ def test_keep_on_failure_leaves_the_lab_and_says_how_to_enter(lab_dir: pytest.Py
     assert kept and not kept[0].owner_alive
     assert owned_namespaces(kept[0].id)
     done = subprocess.run(
-        [sys.executable, "-m", "tunlab.cli.main", "gc"], capture_output=True, text=True, timeout=60
+        [sys.executable, "-m", "tunlab._cli.main", "gc"], capture_output=True, text=True, timeout=60
     )
     assert f"lab {name}" in done.stdout
     assert not owned_namespaces(kept[0].id)
@@ -138,7 +138,7 @@ def test_offload_matrix_ids_skips_and_restores(lab_dir: pytest.Pytester, needs_r
     lab_dir.makepyfile(
         """
         import pytest
-        from tunlab.linux import ethtool
+        from tunlab._linux import ethtool
 
         pytestmark = pytest.mark.topology("demo.yaml")
 

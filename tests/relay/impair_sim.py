@@ -6,9 +6,9 @@ import struct
 from dataclasses import dataclass, field
 from typing import Any
 
-from tunlab.relay.impair.model import Netem
-from tunlab.relay.impair.stage import ImpairStage
-from tunlab.relay.stats import IMPAIR_FIELDS
+from tunlab.relay._stats import IMPAIR_FIELDS
+from tunlab.relay.impair._model import Netem
+from tunlab.relay.impair._stage import ImpairStage
 
 
 def probe(seq: int, size: int = 100, *, tos: int = 0) -> bytes:

@@ -12,10 +12,11 @@ from pathlib import Path
 import pytest
 
 from tests.relay.impair_sim import probe, seq_of, simulate
-from tunlab.relay.impair import packet, rand
-from tunlab.relay.impair.model import Netem
-from tunlab.relay.impair.netem import NetemQueue
-from tunlab.testing.impairment import expected_loss
+from tunlab.relay.impair import _packet as packet
+from tunlab.relay.impair import _rand as rand
+from tunlab.relay.impair._model import Netem
+from tunlab.relay.impair._netem import NetemQueue
+from tunlab.testing._impairment import expected_loss
 
 MS = 1_000_000
 TC_LIB = Path("/usr/lib/x86_64-linux-gnu/tc")
@@ -171,7 +172,7 @@ def test_corrupt_offsets_cover_the_whole_packet() -> None:
 def test_a_change_keeps_queued_packets_and_applies_to_new_ones() -> None:
     stage_run = simulate({"delay": "50ms"}, n=5, drain=False)
     assert stage_run.departures == []  # all still held
-    from tunlab.relay.impair.stage import ImpairStage
+    from tunlab.relay.impair._stage import ImpairStage
 
     st = ImpairStage(Netem(delay="50ms").params())
     st.attach(l2=False, counters=None)

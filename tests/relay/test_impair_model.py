@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from tunlab.relay.impair import units
-from tunlab.relay.impair.model import LinkImpairment, Netem
-from tunlab.relay.impair.params import NetemParams
+from tunlab.relay.impair import _units as units
+from tunlab.relay.impair._model import LinkImpairment, Netem
+from tunlab.relay.impair._params import NetemParams
 
 
 @pytest.mark.parametrize(

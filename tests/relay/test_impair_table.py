@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from tunlab.relay.impair import table
-from tunlab.relay.impair.model import FourState, GilbertElliott, Netem, Slot, TokenBucket
+from tunlab.relay.impair import _table as table
+from tunlab.relay.impair._model import FourState, GilbertElliott, Netem, Slot, TokenBucket
 
 BURST = {"rate": "10mbit", "burst": "15k", "limit": 30000}
 # one impairment per parameter that sets it (with what it needs); a new row needs a line here
@@ -156,5 +156,5 @@ def test_the_docs_show_the_table_as_it_is() -> None:
     text = (Path(__file__).resolve().parents[2] / "docs" / "impairments.md").read_text()
     shown = text.split("<!-- parameter-table:start -->\n")[1].split("<!-- parameter-table:end -->")[0]
     assert shown == table.markdown(), (
-        "regenerate with python -c 'from tunlab.relay.impair.table import markdown; print(markdown(), end=)'"
+        "regenerate with python -c 'from tunlab.relay.impair._table import markdown; print(markdown(), end=)'"
     )

@@ -11,10 +11,10 @@ import pytest
 
 from tests.support import unique_name
 from tunlab import DeviceBuilder, SyncDevice, traffic
+from tunlab._linux.netns import NetNamespace
 from tunlab.devices import offload
-from tunlab.linux.netns import NetNamespace
 from tunlab.relay import Relay
-from tunlab.relay.direction import Direction
+from tunlab.relay._direction import Direction
 
 pytestmark = pytest.mark.root
 
@@ -121,7 +121,7 @@ def test_a_queue_cloned_from_a_received_fd_keeps_the_offload_mask(mq_pair) -> No
     (whose mask this process cannot read) must not clear it (it did: TSO went off)."""
     import os
 
-    from tunlab.linux import ethtool
+    from tunlab._linux import ethtool
 
     a, _b, dev_a, _dev_b = mq_pair
     assert ethtool.read_features(a, "tuna")["tso"]

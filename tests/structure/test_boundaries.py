@@ -86,7 +86,17 @@ class Checker(ast.NodeVisitor):
         here = ".".join(self.path.relative_to(ROOT).with_suffix("").parts).removeprefix("plugins.")
         for alias in node.names:
             if private(alias.name) and not here.startswith((node.module or "") + "."):
+                if is_internal_module(f"{node.module}.{alias.name}"):
+                    continue  # an internal module: tunlab's own, not one module's private name
                 self.problems.append(f"{self.where(node)}: imports {alias.name} from {node.module}")
+
+
+def is_internal_module(dotted: str) -> bool:
+    """tunlab.x._y (or pytest_tunlab._y) is a module or package of this project."""
+    parts = dotted.split(".")
+    base = ROOT / "plugins" if parts[0] == "pytest_tunlab" else ROOT
+    path = base.joinpath(*parts)
+    return path.with_suffix(".py").is_file() or (path / "__init__.py").is_file()
 
 
 def problems() -> Iterator[str]:
@@ -114,6 +124,7 @@ def test_the_checker_finds_reach_ins() -> None:
     assert check("class A:\n    def __init__(self, dev: Device):\n        self._rx = dev._rx\n")
     assert check("import other\nother._helper()\n")  # a module's private function
     assert check("from tunlab.other import _helper\n")
+    assert not check("from tunlab.devices.offload import _impl\n")  # an internal module
     # the same class's other instance, and a class of this module, are this module's business
     assert not check(
         "class A:\n    def __init__(self):\n        self._x = 1\n    def eq(self, o: A):\n        return o._x\n"

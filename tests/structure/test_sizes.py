@@ -28,7 +28,7 @@ def test_no_function_is_longer_than_80_lines() -> None:
 def test_the_device_backend_interface_is_small() -> None:
     """DeviceBackend keeps frames, readiness and lifetime (at most 16 public members);
     configuration is behind its Configurator, optional I/O behind protocols of its own."""
-    from tunlab.devices.backend import DeviceBackend
+    from tunlab.devices._backend import DeviceBackend
 
     members = {n for n in dir(DeviceBackend) if not n.startswith("_")}
     members |= {n for n in DeviceBackend.__init__.__code__.co_names if not n.startswith("_")}

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from tests.support import IS_ROOT
-from tunlab.cli.main import main
-from tunlab.topologies.state import owned_namespaces
+from tunlab._cli.main import main
+from tunlab.topologies._state import owned_namespaces
 
 BAD = Path(__file__).with_name("bad")
 EXPECTED: dict[str, str] = json.loads((BAD / "expected.json").read_text())
@@ -25,7 +25,7 @@ def cli(*argv: str) -> tuple[int, str]:
     """Run the CLI in this process: (exit code, everything it printed)."""
     out = io.StringIO()
     code = 0
-    from tunlab.cli import main as cli_module
+    from tunlab._cli import main as cli_module
 
     console, err = cli_module.console.file, cli_module.err_console.file
     handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}  # `up` installs its own

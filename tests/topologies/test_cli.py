@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.support import require_tool
-from tunlab.topologies.state import LabState, all_labs, owned_namespaces
+from tunlab.topologies._state import LabState, all_labs, owned_namespaces
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 DEMO = str(EXAMPLES / "demo.yaml")
@@ -21,7 +21,7 @@ DEMO = str(EXAMPLES / "demo.yaml")
 
 def tunlab(*args: str, timeout: float = 120, check: bool = False) -> subprocess.CompletedProcess[str]:
     done = subprocess.run(
-        [sys.executable, "-m", "tunlab.cli.main", *args], capture_output=True, text=True, timeout=timeout
+        [sys.executable, "-m", "tunlab._cli.main", *args], capture_output=True, text=True, timeout=timeout
     )
     if check:
         assert done.returncode == 0, done.stderr
@@ -168,7 +168,7 @@ def test_impair_a_detached_lab_live(needs_root, tmp_path) -> None:
 @pytest.mark.root
 def test_foreground_up_stops_on_sigterm(needs_root) -> None:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tunlab.cli.main", "up", DEMO, "--name", f"fg{os.getpid()}"],
+        [sys.executable, "-m", "tunlab._cli.main", "up", DEMO, "--name", f"fg{os.getpid()}"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -198,7 +198,7 @@ def _wait_for_lab(name: str, proc: subprocess.Popen[str]) -> LabState:
 def test_gc_after_sigkill_of_the_holder(needs_root) -> None:
     name = f"killed{os.getpid()}"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tunlab.cli.main", "up", DEMO, "--name", name],
+        [sys.executable, "-m", "tunlab._cli.main", "up", DEMO, "--name", name],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
@@ -211,7 +211,7 @@ def test_gc_after_sigkill_of_the_holder(needs_root) -> None:
     for pid in state.relay_pids:  # relay workers die with their holder (PR_SET_PDEATHSIG)
         assert (
             not os.path.exists(f"/proc/{pid}")
-            or b"tunlab/relay/worker.py" not in Path(f"/proc/{pid}/cmdline").read_bytes()
+            or b"tunlab/relay/_worker.py" not in Path(f"/proc/{pid}/cmdline").read_bytes()
         )
     listed = tunlab("ls", check=True)
     assert "DEAD" in listed.stdout
@@ -226,7 +226,7 @@ def test_gc_after_sigkill_of_the_holder(needs_root) -> None:
 def test_deploy_failure_rolls_back_and_explains(needs_root) -> None:
     env = {**os.environ, "TUNLAB_FAIL_AT": "relay r1:tun0"}
     done = subprocess.run(
-        [sys.executable, "-m", "tunlab.cli.main", "up", DEMO, "-d", "--name", f"fail{os.getpid()}"],
+        [sys.executable, "-m", "tunlab._cli.main", "up", DEMO, "-d", "--name", f"fail{os.getpid()}"],
         capture_output=True,
         text=True,
         timeout=60,
@@ -242,7 +242,7 @@ def test_deploy_failure_rolls_back_and_explains(needs_root) -> None:
 
 
 def test_commands_that_need_root_say_so(monkeypatch, capsys) -> None:
-    from tunlab.cli.main import main
+    from tunlab._cli.main import main
 
     monkeypatch.setattr(os, "geteuid", lambda: 1000)
     for args in (["up", DEMO], ["down", "x"], ["gc"], ["exec", "a", "b", "--", "true"], ["demo"]):

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from tests.support import HAS_TUN, IS_ROOT
 from tunlab.errors import TopologyError
 from tunlab.topologies import Lab, load_text
-from tunlab.topologies.state import owned_namespaces
+from tunlab.topologies._state import owned_namespaces
 
 NODES = ["h1", "h2", "r1", "x y", "n" * 40]
 IFACES = ["eth0", "eth1", "tun0", "lo", "a/b", "e" * 16]

@@ -11,11 +11,11 @@ import pytest
 from tests.support import require_tool
 from tunlab import traffic
 from tunlab.errors import LabError
-from tunlab.relay.direction import Direction
+from tunlab.relay._direction import Direction
 from tunlab.testing import assert_delay, assert_loss_rate, assert_rtt, assert_shaped
 from tunlab.topologies import Lab, load_text
-from tunlab.topologies.impairments import kernel_qdiscs
-from tunlab.topologies.live_links import ImpairmentError
+from tunlab.topologies._impairments import kernel_qdiscs
+from tunlab.topologies._live_links import ImpairmentError
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
 
@@ -84,9 +84,7 @@ def test_delay_50ms_each_way_gives_a_100ms_rtt(lab: Lab, link) -> None:
     link.impair(delay="50ms")
     res = traffic.ping(lab.node("a"), PEER[link.spec.endpoints[0].node + ":" + link.spec.endpoints[0].interface],
                        count=6, interval=0.05)  # fmt: skip
-    # a delay only adds: never below 95 ms; above it, room for a 2-core machine's scheduling
-    assert_rtt(res, 100.0, rel=0.1)
-    assert min(res.rtt_ms[1:]) >= 95.0
+    assert_rtt(res, 100.0, rel=0.05)
     placement = link.stats()["via"]
     assert placement in ("relay", "inserted")
 

@@ -12,8 +12,9 @@ from tests.support import fd_count, require_tool
 from tunlab import SyncDevice
 from tunlab import packets as pk
 from tunlab.errors import DeployError, LabError
-from tunlab.topologies import Lab, engine, load_file, load_text
-from tunlab.topologies.state import all_labs, owned_namespaces
+from tunlab.topologies import Lab, load_file, load_text
+from tunlab.topologies import _engine as engine
+from tunlab.topologies._state import all_labs, owned_namespaces
 
 pytestmark = pytest.mark.root
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"

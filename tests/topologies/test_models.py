@@ -9,7 +9,7 @@ import pytest
 
 from tunlab.errors import TopologyError
 from tunlab.topologies import load_file, load_text
-from tunlab.topologies.models import Topology
+from tunlab.topologies._models import Topology
 
 
 def load(yaml_text: str, **variables):

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.support import unique_name
-from tunlab.topologies.state import LabState, owned_namespaces, owners_dir
+from tunlab.topologies._state import LabState, owned_namespaces, owners_dir
 
 pytestmark = pytest.mark.root
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
@@ -25,7 +25,7 @@ def tunlab(
     *args: str, env: dict[str, str] | None = None, timeout: float = 120
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "tunlab.cli.main", *args],
+        [sys.executable, "-m", "tunlab._cli.main", *args],
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -36,7 +36,7 @@ def tunlab(
 def holder(name: str, *extra: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
     """`tunlab up DEMO --name NAME` in the foreground (this test is the holder's parent)."""
     return subprocess.Popen(
-        [sys.executable, "-m", "tunlab.cli.main", "up", DEMO, "--name", name, *extra],
+        [sys.executable, "-m", "tunlab._cli.main", "up", DEMO, "--name", name, *extra],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
@@ -67,7 +67,7 @@ def left_behind(state: LabState) -> list[str]:
     ]
     for pid in state.relay_pids:
         try:
-            if b"tunlab/relay/worker.py" in Path(f"/proc/{pid}/cmdline").read_bytes():
+            if b"tunlab/relay/_worker.py" in Path(f"/proc/{pid}/cmdline").read_bytes():
                 out.append(f"relay worker {pid}")
         except OSError:
             pass
@@ -123,7 +123,7 @@ def test_gc_removes_an_empty_mount_point_file_a_crash_left() -> None:
     """A holder killed between creating /run/netns/NAME and bind-mounting it leaves a plain file."""
     code = (
         "import os, sys\n"
-        "from tunlab.topologies.state import LabState, claim, ns_name\n"
+        "from tunlab.topologies._state import LabState, claim, ns_name\n"
         "lab_id = sys.argv[1]\n"
         "claim(lab_id)\n"
         "s = LabState(name='crash' + lab_id, id=lab_id, owner_pid=os.getpid(), owner_start=None, topology={})\n"
@@ -151,7 +151,7 @@ def test_sigterm_during_a_long_bring_up_stops_it_and_rolls_back(tmp_path: Path) 
     )
     name = f"slow{os.getpid()}"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tunlab.cli.main", "up", str(slow), "--name", name],
+        [sys.executable, "-m", "tunlab._cli.main", "up", str(slow), "--name", name],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
@@ -178,7 +178,7 @@ def test_sigterm_while_a_template_renders(tmp_path: Path) -> None:
         "name: loop\nnodes: {h1: {}}\n# {% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}\n"
     )
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tunlab.cli.main", "up", str(slow), "--limit", "render-seconds=60"],
+        [sys.executable, "-m", "tunlab._cli.main", "up", str(slow), "--limit", "render-seconds=60"],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
@@ -235,7 +235,7 @@ def test_sigkill_at_every_step_then_gc_leaves_nothing() -> None:
     for i, step in enumerate(steps):
         name = f"k{i}-{unique_name('x')[-6:]}"
         done = subprocess.run(
-            [sys.executable, "-m", "tunlab.cli.main", "up", DEMO, "--name", name],
+            [sys.executable, "-m", "tunlab._cli.main", "up", DEMO, "--name", name],
             capture_output=True,
             text=True,
             timeout=60,

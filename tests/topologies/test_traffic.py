@@ -16,7 +16,7 @@ from tunlab.testing import (
     assert_loss_at_most,
     counters,
 )
-from tunlab.testing.capture import Capture
+from tunlab.testing._capture import Capture
 
 pytestmark = [pytest.mark.root, pytest.mark.topology("../../examples/demo.yaml")]
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tunlab.vm import images
+from tunlab._vm import images
 
 
 def test_the_answer_is_kept_until_the_package_lists_change(

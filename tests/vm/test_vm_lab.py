@@ -19,10 +19,10 @@ import pytest
 from tunlab import traffic
 from tunlab.errors import DeployError, TopologyError
 from tunlab.testing import assert_gso_seen
-from tunlab.testing.capture import Capture
+from tunlab.testing._capture import Capture
 from tunlab.topologies import Lab, load_text
-from tunlab.topologies.drivers.vm import _qemu_pids
-from tunlab.topologies.state import LabState, owned_namespaces
+from tunlab.topologies._drivers.vm import _qemu_pids
+from tunlab.topologies._state import LabState, owned_namespaces
 
 pytestmark = [pytest.mark.root, pytest.mark.vm, pytest.mark.slow]
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
@@ -193,7 +193,7 @@ def test_down_leaves_nothing(needs_root: None) -> None:
 
 def test_a_guest_that_cannot_boot_fails_with_its_console(needs_root: None, tmp_path: Path) -> None:
     _needs_qemu()
-    from tunlab.vm import images
+    from tunlab._vm import images
 
     kernel = images.ensure("minimal").kernel
     empty = tmp_path / "empty.cpio"
@@ -209,7 +209,7 @@ def test_a_guest_that_cannot_boot_fails_with_its_console(needs_root: None, tmp_p
 
 def _supervisor(name: str, file: Path) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
-        [sys.executable, "-m", "tunlab.cli.main", "up", str(file), "--name", name],
+        [sys.executable, "-m", "tunlab._cli.main", "up", str(file), "--name", name],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -239,7 +239,7 @@ def test_sigkill_of_the_holder_then_gc_leaves_nothing(needs_root: None, tmp_path
     while _qemu_pids(f"tl-{state.id}-") and time.monotonic() < deadline:
         time.sleep(0.05)  # qemu dies with its holder (PR_SET_PDEATHSIG)
     assert not _qemu_pids(f"tl-{state.id}-"), "qemu outlived its holder"
-    gc = subprocess.run([sys.executable, "-m", "tunlab.cli.main", "gc"], capture_output=True, text=True)
+    gc = subprocess.run([sys.executable, "-m", "tunlab._cli.main", "gc"], capture_output=True, text=True)
     assert gc.returncode == 0, gc.stderr
     assert _leftovers(state.id) == []
     assert LabState.load(name) is None

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from tunlab._lazy import lazy
-from tunlab.devices.offload.virtio import (
+from tunlab.devices.offload._virtio import (
     IDEAL_BATCH_SIZE,
     VIRTIO_NET_HDR_F_NEEDS_CSUM,
     VIRTIO_NET_HDR_GSO_ECN,
@@ -23,36 +23,36 @@ from tunlab.devices.offload.virtio import (
 )
 
 if TYPE_CHECKING:
-    from tunlab.devices.aio import AsyncDevice
-    from tunlab.devices.backend import DeviceBackend, FrameFormat
-    from tunlab.devices.builder import DeviceBuilder
-    from tunlab.devices.capabilities import Capability
-    from tunlab.devices.framed import Framed
-    from tunlab.devices.interrupt import InterruptEvent
-    from tunlab.devices.layer import Layer
-    from tunlab.devices.offload.gro import GROTable
-    from tunlab.devices.options import LinuxOptions
-    from tunlab.devices.readiness import Readiness
-    from tunlab.devices.sync import BorrowedSyncDevice, SyncDevice
+    from tunlab.devices._aio import AsyncDevice
+    from tunlab.devices._backend import DeviceBackend, FrameFormat
+    from tunlab.devices._builder import DeviceBuilder
+    from tunlab.devices._capabilities import Capability
+    from tunlab.devices._framed import Framed
+    from tunlab.devices._interrupt import InterruptEvent
+    from tunlab.devices._layer import Layer
+    from tunlab.devices._options import LinuxOptions
+    from tunlab.devices._readiness import Readiness
+    from tunlab.devices._sync import BorrowedSyncDevice, SyncDevice
+    from tunlab.devices.offload._gro import GROTable
 
 PACKET_INFORMATION_LENGTH = 4
 
 __getattr__, __dir__ = lazy(
     __name__,
     {
-        "AsyncDevice": "tunlab.devices.aio",
-        "BorrowedSyncDevice": "tunlab.devices.sync",
-        "Capability": "tunlab.devices.capabilities",
-        "DeviceBackend": "tunlab.devices.backend",
-        "DeviceBuilder": "tunlab.devices.builder",
-        "FrameFormat": "tunlab.devices.backend",
-        "Framed": "tunlab.devices.framed",
-        "GROTable": "tunlab.devices.offload.gro",
-        "InterruptEvent": "tunlab.devices.interrupt",
-        "Layer": "tunlab.devices.layer",
-        "LinuxOptions": "tunlab.devices.options",
-        "Readiness": "tunlab.devices.readiness",
-        "SyncDevice": "tunlab.devices.sync",
+        "AsyncDevice": "tunlab.devices._aio",
+        "BorrowedSyncDevice": "tunlab.devices._sync",
+        "Capability": "tunlab.devices._capabilities",
+        "DeviceBackend": "tunlab.devices._backend",
+        "DeviceBuilder": "tunlab.devices._builder",
+        "FrameFormat": "tunlab.devices._backend",
+        "Framed": "tunlab.devices._framed",
+        "GROTable": "tunlab.devices.offload._gro",
+        "InterruptEvent": "tunlab.devices._interrupt",
+        "Layer": "tunlab.devices._layer",
+        "LinuxOptions": "tunlab.devices._options",
+        "Readiness": "tunlab.devices._readiness",
+        "SyncDevice": "tunlab.devices._sync",
     },
 )
 

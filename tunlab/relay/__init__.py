@@ -10,26 +10,26 @@ from typing import TYPE_CHECKING
 from tunlab._lazy import lazy
 
 if TYPE_CHECKING:
-    from tunlab.relay.direction import DIRECTIONS, Direction
-    from tunlab.relay.pump import Pump
-    from tunlab.relay.relay import Relay
-    from tunlab.relay.stages import HookStage, PacketHook, Pipeline, Stage, register_stage, stage_from_spec
-    from tunlab.relay.stats import DirectionStats
+    from tunlab.relay._direction import DIRECTIONS, Direction
+    from tunlab.relay._pump import Pump
+    from tunlab.relay._relay import Relay
+    from tunlab.relay._stages import HookStage, PacketHook, Pipeline, Stage, register_stage, stage_from_spec
+    from tunlab.relay._stats import DirectionStats
 
 __getattr__, __dir__ = lazy(
     __name__,
     {
-        "DIRECTIONS": "tunlab.relay.direction",
-        "Direction": "tunlab.relay.direction",
-        "DirectionStats": "tunlab.relay.stats",
-        "HookStage": "tunlab.relay.stages",
-        "PacketHook": "tunlab.relay.stages",
-        "Pipeline": "tunlab.relay.stages",
-        "Pump": "tunlab.relay.pump",
-        "Relay": "tunlab.relay.relay",
-        "Stage": "tunlab.relay.stages",
-        "register_stage": "tunlab.relay.stages",
-        "stage_from_spec": "tunlab.relay.stages",
+        "DIRECTIONS": "tunlab.relay._direction",
+        "Direction": "tunlab.relay._direction",
+        "DirectionStats": "tunlab.relay._stats",
+        "HookStage": "tunlab.relay._stages",
+        "PacketHook": "tunlab.relay._stages",
+        "Pipeline": "tunlab.relay._stages",
+        "Pump": "tunlab.relay._pump",
+        "Relay": "tunlab.relay._relay",
+        "Stage": "tunlab.relay._stages",
+        "register_stage": "tunlab.relay._stages",
+        "stage_from_spec": "tunlab.relay._stages",
     },
 )
 

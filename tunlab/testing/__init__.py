@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from tunlab._lazy import lazy
 
 if TYPE_CHECKING:
-    from tunlab.testing.assertions import (
+    from tunlab.testing._assertions import (
         Counters,
         assert_coalesced,
         assert_counter_delta,
@@ -25,7 +25,8 @@ if TYPE_CHECKING:
         assert_unreachable,
         counters,
     )
-    from tunlab.testing.impairment import (
+    from tunlab.testing._capture import Capture, CapturedPacket, capture
+    from tunlab.testing._impairment import (
         assert_delay,
         assert_loss_rate,
         assert_reordered,
@@ -39,29 +40,34 @@ if TYPE_CHECKING:
 __getattr__, __dir__ = lazy(
     __name__,
     {
-        "Counters": "tunlab.testing.assertions",
-        "assert_coalesced": "tunlab.testing.assertions",
-        "assert_counter_delta": "tunlab.testing.assertions",
-        "assert_delivered_exactly": "tunlab.testing.assertions",
-        "assert_gso_seen": "tunlab.testing.assertions",
-        "assert_loss_at_most": "tunlab.testing.assertions",
-        "assert_reachable": "tunlab.testing.assertions",
-        "assert_segmented": "tunlab.testing.assertions",
-        "assert_throughput": "tunlab.testing.assertions",
-        "assert_unreachable": "tunlab.testing.assertions",
-        "counters": "tunlab.testing.assertions",
-        "assert_delay": "tunlab.testing.impairment",
-        "assert_loss_rate": "tunlab.testing.impairment",
-        "assert_reordered": "tunlab.testing.impairment",
-        "assert_rtt": "tunlab.testing.impairment",
-        "assert_shaped": "tunlab.testing.impairment",
-        "binomial_interval": "tunlab.testing.impairment",
-        "expected_loss": "tunlab.testing.impairment",
-        "expected_quantile": "tunlab.testing.impairment",
+        "Capture": "tunlab.testing._capture",
+        "CapturedPacket": "tunlab.testing._capture",
+        "capture": "tunlab.testing._capture",
+        "Counters": "tunlab.testing._assertions",
+        "assert_coalesced": "tunlab.testing._assertions",
+        "assert_counter_delta": "tunlab.testing._assertions",
+        "assert_delivered_exactly": "tunlab.testing._assertions",
+        "assert_gso_seen": "tunlab.testing._assertions",
+        "assert_loss_at_most": "tunlab.testing._assertions",
+        "assert_reachable": "tunlab.testing._assertions",
+        "assert_segmented": "tunlab.testing._assertions",
+        "assert_throughput": "tunlab.testing._assertions",
+        "assert_unreachable": "tunlab.testing._assertions",
+        "counters": "tunlab.testing._assertions",
+        "assert_delay": "tunlab.testing._impairment",
+        "assert_loss_rate": "tunlab.testing._impairment",
+        "assert_reordered": "tunlab.testing._impairment",
+        "assert_rtt": "tunlab.testing._impairment",
+        "assert_shaped": "tunlab.testing._impairment",
+        "binomial_interval": "tunlab.testing._impairment",
+        "expected_loss": "tunlab.testing._impairment",
+        "expected_quantile": "tunlab.testing._impairment",
     },
 )
 
 __all__ = [
+    "Capture",
+    "CapturedPacket",
     "Counters",
     "assert_coalesced",
     "assert_counter_delta",
@@ -78,6 +84,7 @@ __all__ = [
     "assert_throughput",
     "assert_unreachable",
     "binomial_interval",
+    "capture",
     "counters",
     "expected_loss",
     "expected_quantile",

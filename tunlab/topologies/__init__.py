@@ -11,29 +11,29 @@ from typing import TYPE_CHECKING
 from tunlab._lazy import lazy
 
 if TYPE_CHECKING:
-    from tunlab.topologies.cleanup import garbage_collect
-    from tunlab.topologies.drivers.base import ExecResult, NodeHandle
-    from tunlab.topologies.lab import Lab
-    from tunlab.topologies.loader import load_file, load_text
-    from tunlab.topologies.models import Endpoint, InterfaceSettings, Link, Node, Route, Topology
-    from tunlab.topologies.operations import stop_lab
+    from tunlab.topologies._cleanup import garbage_collect
+    from tunlab.topologies._drivers.base import ExecResult, NodeHandle
+    from tunlab.topologies._lab import Lab
+    from tunlab.topologies._loader import load_file, load_text
+    from tunlab.topologies._models import Endpoint, InterfaceSettings, Link, Node, Route, Topology
+    from tunlab.topologies._operations import stop_lab
 
 __getattr__, __dir__ = lazy(
     __name__,
     {
-        "ExecResult": "tunlab.topologies.drivers.base",
-        "NodeHandle": "tunlab.topologies.drivers.base",
-        "Lab": "tunlab.topologies.lab",
-        "garbage_collect": "tunlab.topologies.cleanup",
-        "stop_lab": "tunlab.topologies.operations",
-        "load_file": "tunlab.topologies.loader",
-        "load_text": "tunlab.topologies.loader",
-        "Endpoint": "tunlab.topologies.models",
-        "InterfaceSettings": "tunlab.topologies.models",
-        "Link": "tunlab.topologies.models",
-        "Node": "tunlab.topologies.models",
-        "Route": "tunlab.topologies.models",
-        "Topology": "tunlab.topologies.models",
+        "ExecResult": "tunlab.topologies._drivers.base",
+        "NodeHandle": "tunlab.topologies._drivers.base",
+        "Lab": "tunlab.topologies._lab",
+        "garbage_collect": "tunlab.topologies._cleanup",
+        "stop_lab": "tunlab.topologies._operations",
+        "load_file": "tunlab.topologies._loader",
+        "load_text": "tunlab.topologies._loader",
+        "Endpoint": "tunlab.topologies._models",
+        "InterfaceSettings": "tunlab.topologies._models",
+        "Link": "tunlab.topologies._models",
+        "Node": "tunlab.topologies._models",
+        "Route": "tunlab.topologies._models",
+        "Topology": "tunlab.topologies._models",
     },
 )
 

@@ -1,16 +1,16 @@
 """Pure offload packet code (no I/O, any OS): virtio-net header, checksums, GSO split, GRO."""
 
-from tunlab.devices.offload.csum import (
+from tunlab.devices.offload._csum import (
     accelerator,
     checksum,
     ones_sum,
     pseudo_header_sum,
     set_accelerator,
 )
-from tunlab.devices.offload.gro import GROTable, coalesce
-from tunlab.devices.offload.gso import complete_checksum, split
-from tunlab.devices.offload.impl import available, implementation, use, using
-from tunlab.devices.offload.virtio import (
+from tunlab.devices.offload._gro import GROTable, coalesce
+from tunlab.devices.offload._gso import complete_checksum, split
+from tunlab.devices.offload._impl import available, implementation, use, using
+from tunlab.devices.offload._virtio import (
     IDEAL_BATCH_SIZE,
     VIRTIO_NET_HDR_F_DATA_VALID,
     VIRTIO_NET_HDR_F_NEEDS_CSUM,

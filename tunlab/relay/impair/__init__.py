@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 from tunlab._lazy import lazy
 
 if TYPE_CHECKING:
-    from tunlab.relay.impair.model import (
+    from tunlab.relay.impair._model import (
         FourState,
         GilbertElliott,
         LinkImpairment,
@@ -20,25 +20,25 @@ if TYPE_CHECKING:
         Slot,
         TokenBucket,
     )
-    from tunlab.relay.impair.netem import NetemQueue
-    from tunlab.relay.impair.params import NetemParams
-    from tunlab.relay.impair.stage import ImpairStage
-    from tunlab.relay.impair.tbf import Shaper
+    from tunlab.relay.impair._netem import NetemQueue
+    from tunlab.relay.impair._params import NetemParams
+    from tunlab.relay.impair._stage import ImpairStage
+    from tunlab.relay.impair._tbf import Shaper
 
 __getattr__, __dir__ = lazy(
     __name__,
     {
-        "FourState": "tunlab.relay.impair.model",
-        "GilbertElliott": "tunlab.relay.impair.model",
-        "ImpairStage": "tunlab.relay.impair.stage",
-        "LinkImpairment": "tunlab.relay.impair.model",
-        "LossModel": "tunlab.relay.impair.model",
-        "Netem": "tunlab.relay.impair.model",
-        "NetemParams": "tunlab.relay.impair.params",
-        "NetemQueue": "tunlab.relay.impair.netem",
-        "Shaper": "tunlab.relay.impair.tbf",
-        "Slot": "tunlab.relay.impair.model",
-        "TokenBucket": "tunlab.relay.impair.model",
+        "FourState": "tunlab.relay.impair._model",
+        "GilbertElliott": "tunlab.relay.impair._model",
+        "ImpairStage": "tunlab.relay.impair._stage",
+        "LinkImpairment": "tunlab.relay.impair._model",
+        "LossModel": "tunlab.relay.impair._model",
+        "Netem": "tunlab.relay.impair._model",
+        "NetemParams": "tunlab.relay.impair._params",
+        "NetemQueue": "tunlab.relay.impair._netem",
+        "Shaper": "tunlab.relay.impair._tbf",
+        "Slot": "tunlab.relay.impair._model",
+        "TokenBucket": "tunlab.relay.impair._model",
     },
 )
 

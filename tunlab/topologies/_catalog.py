@@ -1,0 +1,133 @@
+"""Every interface a lab will make, wherever it was declared (a link's end or a node's own
+tun/tap), with its merged settings and where it was declared (for messages)."""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+from typing import Any
+
+from tunlab.devices._config import check_name
+from tunlab.topologies._fieldpath import format_path
+from tunlab.topologies._fields import Endpoint, InterfaceSettings, LinkModel, TopologyShape
+
+
+@dataclass(frozen=True)
+class Issue:
+    """A problem `validate` reports: the field path and what to do."""
+
+    loc: tuple[Any, ...]
+    message: str
+
+
+@dataclass
+class Iface:
+    """An interface the lab will create, wherever it was declared."""
+
+    node: str
+    name: str
+    loc: tuple[Any, ...]
+    settings: InterfaceSettings
+    link_index: int | None = None  # None: a tun/tap declared under the node
+    endpoint_index: int | None = None
+    link_type: str | None = None
+
+    @property
+    def kind(self) -> str:
+        """tun or tap (a node's own device), else the type of the link it ends."""
+        return self.settings.type or self.link_type or "?"
+
+    @property
+    def addresses(self) -> list[ipaddress.IPv4Interface | ipaddress.IPv6Interface]:
+        return [*self.settings.ipv4, *self.settings.ipv6]
+
+
+@dataclass
+class Catalog:
+    """Every interface of the lab, keyed by (node, interface), and by node."""
+
+    ifaces: dict[tuple[str, str], Iface] = field(default_factory=dict)
+    _by_node: dict[str, list[Iface]] = field(default_factory=dict)
+
+    def add(self, iface: Iface) -> None:
+        self.ifaces[(iface.node, iface.name)] = iface
+        self._by_node.setdefault(iface.node, []).append(iface)
+
+    def of_node(self, node: str) -> list[Iface]:
+        return list(self._by_node.get(node, ()))
+
+
+def endpoint_settings(topo: TopologyShape, link: LinkModel, ep: Endpoint) -> InterfaceSettings:
+    """A link end's settings: the node's interfaces entry, the link's MTU, then the endpoint."""
+    node = topo.nodes.get(ep.node)
+    base = InterfaceSettings()
+    if link.mtu is not None:
+        base = InterfaceSettings(mtu=link.mtu)
+    if node is not None and ep.interface in node.interfaces:
+        base = base.merged_with(node.interfaces[ep.interface])
+    return base.merged_with(ep.own_settings())
+
+
+def name_issue(name: str, option: str, loc: tuple[Any, ...]) -> Issue | None:
+    """An interface-name problem at loc (the message without check_name's option prefix)."""
+    try:
+        check_name(name, option)
+    except ValueError as exc:
+        return Issue(loc, str(exc).removeprefix(f"{option}: "))
+    if option == "interface" and name == "lo":
+        return Issue(loc, "'lo' is the loopback interface every node already has: pick another name")
+    return None
+
+
+def _endpoint_issue(topo: TopologyShape, cat: Catalog, ep: Endpoint, loc: tuple[Any, ...]) -> Issue | None:
+    """Why a link end cannot be catalogued (unknown node, bad or taken name), or None."""
+    if ep.node not in topo.nodes:
+        known = ", ".join(sorted(topo.nodes)) or "none"
+        return Issue(loc, f"node '{ep.node}' is not defined (nodes: {known})")
+    bad = name_issue(ep.interface, "interface", (*loc, "interface"))
+    if bad is not None:
+        return bad
+    first = cat.ifaces.get((ep.node, ep.interface))
+    if first is not None:
+        return Issue(loc, f"interface '{ep.node}:{ep.interface}' is already used by {format_path(first.loc)}")
+    declared = topo.nodes[ep.node].interfaces.get(ep.interface)
+    if declared is not None and declared.type is not None:
+        return Issue(
+            loc,
+            f"'{ep.node}:{ep.interface}' is declared as a {declared.type} device under "
+            f"nodes.{ep.node}.interfaces; a link makes its own interface: use another name",
+        )
+    if ep.type is not None:
+        return Issue((*loc, "type"), "tun/tap devices are declared under nodes.<node>.interfaces")
+    return None
+
+
+def catalog(topo: TopologyShape, issues: list[Issue] | None = None) -> Catalog:
+    """Collect interfaces from links and from nodes' tun/tap entries, noting problems."""
+    problems = issues if issues is not None else []
+    cat = Catalog()
+    for li, link in enumerate(topo.links):
+        for ei, ep in enumerate(link.endpoints):
+            loc = ("links", li, "endpoints", ei)
+            bad = _endpoint_issue(topo, cat, ep, loc)
+            if bad is not None:
+                problems.append(bad)
+                continue
+            settings = endpoint_settings(topo, link, ep)
+            cat.add(Iface(ep.node, ep.interface, loc, settings, li, ei, link.type))
+    for name, node in topo.nodes.items():
+        for iface, settings in node.interfaces.items():
+            nloc: tuple[Any, ...] = ("nodes", name, "interfaces", iface)
+            bad = name_issue(iface, "interface", nloc)
+            if bad is not None:
+                problems.append(bad)
+                continue
+            if (name, iface) in cat.ifaces:
+                continue  # settings for a link end
+            if settings.type is None:
+                problems.append(
+                    Issue(nloc, "this interface is not connected by any link and has no type (tun or tap)")
+                )
+                continue
+            cat.add(Iface(name, iface, nloc, settings))
+    return cat

@@ -1,0 +1,114 @@
+"""A live view of a running lab, read from netlink in each of its namespaces."""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Any
+
+from tunlab._linux.netns import NetNamespace
+from tunlab.topologies._links import link_type
+from tunlab.topologies._state import LabState
+
+_IFF_UP, _IFF_LOWER_UP = 0x1, 0x10000
+
+
+def interfaces_and_routes(ns: NetNamespace) -> dict[str, Any]:
+    """Interfaces (addresses, MTU, state, counters) and main-table routes of a namespace."""
+    out = []
+    with ns.iproute() as ipr:
+        addrs: dict[int, list[str]] = {}
+        for a in ipr.get_addr():
+            local = a.get_attr("IFA_LOCAL") or a.get_attr("IFA_ADDRESS")
+            ip = ipaddress.ip_address(local)
+            if ip.version == 6 and ip.is_link_local:
+                continue
+            addrs.setdefault(a["index"], []).append(f"{local}/{a['prefixlen']}")
+        for link in ipr.get_links():
+            name = link.get_attr("IFLA_IFNAME")
+            if name == "lo":
+                continue
+            info = link.get_attr("IFLA_LINKINFO")
+            kind = info.get_attr("IFLA_INFO_KIND") if info else None
+            stats = link.get_attr("IFLA_STATS64") or {}
+            flags = link["flags"]
+            out.append(
+                {
+                    "name": name,
+                    "kind": kind or "?",
+                    "state": "up" if flags & _IFF_UP else "down",
+                    "carrier": bool(flags & _IFF_LOWER_UP),
+                    "mtu": link.get_attr("IFLA_MTU"),
+                    "mac": link.get_attr("IFLA_ADDRESS"),
+                    "addresses": addrs.get(link["index"], []),
+                    "rx_packets": stats.get("rx_packets", 0),
+                    "tx_packets": stats.get("tx_packets", 0),
+                    "rx_bytes": stats.get("rx_bytes", 0),
+                    "tx_bytes": stats.get("tx_bytes", 0),
+                }
+            )
+        routes = []
+        for family in (2, 10):
+            for r in ipr.get_routes(family=family):
+                if r.get_attr("RTA_TABLE") != 254 or r["type"] != 1:
+                    continue
+                dst = r.get_attr("RTA_DST")
+                dst = f"{dst}/{r['dst_len']}" if dst else "default"
+                via = r.get_attr("RTA_GATEWAY")
+                if family == 10 and str(dst).startswith("fe80"):
+                    continue
+                routes.append(f"{dst} via {via}" if via else f"{dst} (connected)")
+    return {"interfaces": out, "routes": routes}
+
+
+def inspect_state(state: LabState) -> dict[str, Any]:
+    """Nodes, interfaces, routes and the original offload state of a running lab."""
+    nodes: dict[str, Any] = {}
+    for name, info in state.nodes.items():
+        entry: dict[str, Any] = {"kind": info.get("kind"), "netns": info.get("netns")}
+        try:
+            ns = NetNamespace.open(info["netns"])
+        except OSError as exc:
+            entry["error"] = str(exc)
+        else:
+            with ns:
+                data = interfaces_and_routes(ns)
+            entry.update(data)
+            for iface in entry["interfaces"]:
+                original = state.offload_original.get(f"{name}:{iface['name']}")
+                if original is not None:
+                    iface["offload_original"] = original
+        nodes[name] = entry
+    return {
+        "name": state.name,
+        "id": state.id,
+        "status": state.status,
+        "holder_pid": state.owner_pid,
+        "holder_alive": state.owner_alive,
+        "detached": state.detached,
+        "source": state.source,
+        "nodes": nodes,
+        "links": [
+            link_type(str(link.get("type"))).describe(link) for link in state.topology.get("links", [])
+        ],
+    }
+
+
+def format_interface(i: dict[str, Any]) -> str:
+    """One line: name, kind, state, MTU, addresses, counters (and the original offload state)."""
+    off = f" offload(original) {i['offload_original']}" if "offload_original" in i else ""
+    return (
+        f"{i['name']} {i['kind']} {i['state']} mtu {i['mtu']} {' '.join(i['addresses'])} "
+        f"rx {i['rx_packets']}p/{i['rx_bytes']}B tx {i['tx_packets']}p/{i['tx_bytes']}B{off}"
+    )
+
+
+def describe(data: dict[str, Any]) -> list[str]:
+    """inspect_state() as text: each node, its interfaces and its routes."""
+    lines = []
+    for name, node in data["nodes"].items():
+        lines.append(f"{name} ({node['kind']}, {node['netns']})")
+        lines += [f"  {format_interface(i)}" for i in node.get("interfaces", [])]
+        lines += [f"  route {r}" for r in node.get("routes", [])]
+        if "error" in node:
+            lines.append(f"  cannot read it: {node['error']}")
+    return lines

@@ -1,0 +1,181 @@
+"""The topology file as pydantic models: what a lab is made of, before anything is created.
+
+The node kinds (drivers/) and link types (links/) each own their model; this module puts them
+together: the discriminated unions, the defaults every node may inherit, and the Topology.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Union, cast
+
+from pydantic import Discriminator, Field, Tag, create_model, field_validator, model_validator
+
+from tunlab.topologies._drivers import default_kind, drivers
+from tunlab.topologies._fields import (
+    IMPAIR_FORMS,
+    NAME_RE,
+    NODE_RE,
+    Endpoint,
+    Healthcheck,
+    InterfaceSettings,
+    NodeBase,
+    NodeCommon,
+    OffloadFeatures,
+    PerDirection,
+    Route,
+    Strict,
+)
+from tunlab.topologies._links import LinkModel, default_link_type, link_types
+
+__all__ = [
+    "IMPAIR_FORMS",
+    "KINDS",
+    "LINK_TYPES",
+    "NAME_RE",
+    "NODE_CLASSES",
+    "Defaults",
+    "Endpoint",
+    "Healthcheck",
+    "InterfaceSettings",
+    "Link",
+    "LinkModel",
+    "Node",
+    "NodeBase",
+    "OffloadFeatures",
+    "PerDirection",
+    "Route",
+    "Topology",
+    "kinds_with_field",
+    "types_with_field",
+]
+
+KINDS: tuple[str, ...] = tuple(drivers())
+NODE_CLASSES: dict[str, type[NodeBase]] = {kind: d.model for kind, d in drivers().items()}
+LINK_TYPES: tuple[str, ...] = tuple(link_types())
+LINK_CLASSES: dict[str, type[LinkModel]] = {name: t.model for name, t in link_types().items()}
+
+
+def kinds_with_field(name: str) -> list[str]:
+    """The node kinds that accept a field (for errors about a field in the wrong kind)."""
+    return [kind for kind, cls in NODE_CLASSES.items() if name in cls.model_fields]
+
+
+def types_with_field(name: str) -> list[str]:
+    """The link types that accept a field (for errors about a field on the wrong type)."""
+    return [t for t, cls in LINK_CLASSES.items() if name in cls.model_fields]
+
+
+def _link_tag(value: Any) -> str:
+    if isinstance(value, dict):
+        found = value.get("type", default_link_type().name)
+        return found if isinstance(found, str) else repr(found)
+    return str(getattr(value, "type", default_link_type().name))
+
+
+def _defaults_model() -> type[NodeCommon]:
+    """Settings every node inherits unless it sets them: what all nodes have, plus each kind's
+    own fields (those reach only nodes of that kind), plus the default kind."""
+    bases: tuple[Any, ...] = (NodeCommon,)
+    bases += tuple(d.fields for d in drivers().values() if d.fields is not None)
+    kind_type: Any = Literal[KINDS] if KINDS else str
+    model: Any = create_model(
+        "Defaults",
+        __base__=bases,
+        __doc__="Settings every node inherits unless it sets them (dicts are merged, node keys win).\n\n"
+        "Fields of one kind only reach nodes of that kind.",
+        kind=(kind_type | None, None),
+    )
+    return cast("type[NodeCommon]", model)
+
+
+if TYPE_CHECKING:
+    Node = NodeBase
+    Link = LinkModel
+    Defaults = NodeCommon
+else:
+    Node = Annotated[
+        Union[tuple(Annotated[cls, Tag(kind)] for kind, cls in NODE_CLASSES.items())],  # noqa: UP007
+        Discriminator("kind"),
+    ]
+    Link = Annotated[
+        Union[tuple(Annotated[cls, Tag(name)] for name, cls in LINK_CLASSES.items())],  # noqa: UP007
+        Discriminator(_link_tag),
+    ]
+    Defaults = _defaults_model()
+
+
+class Topology(Strict):
+    """A lab: nodes (network namespaces, containers, VMs) and the links between them."""
+
+    name: str = Field(pattern=NAME_RE, max_length=40)
+    vars: dict[str, Any] = Field(default_factory=dict, description="template variables")
+    defaults: Defaults = Field(default_factory=Defaults)
+    nodes: dict[str, Node] = Field(min_length=1)
+    links: list[Link] = Field(default_factory=list)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _kinds(cls, data: Any) -> Any:
+        """A node without `kind` has the defaults' kind (the default kind when there is none)."""
+        if not isinstance(data, dict) or not isinstance(data.get("nodes"), dict):
+            return data
+        defaults = data.get("defaults")
+        kind = defaults.get("kind") if isinstance(defaults, dict) else None
+        nodes = {}
+        for name, node in data["nodes"].items():
+            if node is None:
+                node = {}
+            if isinstance(node, dict) and "kind" not in node:
+                node = {**node, "kind": kind or default_kind()}
+            nodes[name] = node
+        return {**data, "nodes": nodes}
+
+    @field_validator("nodes")
+    @classmethod
+    def _node_names(cls, value: dict[str, NodeBase]) -> dict[str, NodeBase]:
+        for name in value:
+            if not re.fullmatch(NODE_RE, name) or len(name) > 32:
+                raise ValueError(
+                    f"node name {name!r}: use 1-32 letters, digits, '_' or '-' (it names a namespace)"
+                )
+        return value
+
+    @classmethod
+    def model_json_schema(cls, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        """The JSON Schema, with the node kinds and link types as named `Node` and `Link`
+        definitions (editors show them)."""
+        schema = super().model_json_schema(*args, **kwargs)
+        props = schema.get("properties", {})
+        for key, where, title, description in (
+            ("Node", props.get("nodes", {}), "additionalProperties",
+             f"A node; `kind` ({', '.join(KINDS)}) says which fields it has."),
+            ("Link", props.get("links", {}), "items",
+             f"A link; `type` ({', '.join(LINK_TYPES)}) says which fields it has."),
+        ):  # fmt: skip
+            union = where.get(title)
+            if isinstance(union, dict) and "oneOf" in union:
+                schema.setdefault("$defs", {})[key] = {"title": key, "description": description, **union}
+                where[title] = {"$ref": f"#/$defs/{key}"}
+        return schema
+
+    def resolved_nodes(self) -> dict[str, NodeBase]:
+        """Nodes with the defaults applied (only the defaults' fields that their kind has)."""
+        return _resolve(self)
+
+
+def _resolve(topo: Topology) -> dict[str, NodeBase]:
+    base = topo.defaults.model_dump(exclude_unset=True)
+    base.pop("kind", None)
+    out: dict[str, NodeBase] = {}
+    for name, node in topo.nodes.items():
+        cls = NODE_CLASSES[node.kind]
+        data = {k: v for k, v in base.items() if k in cls.model_fields}
+        for key, value in node.model_dump(exclude_unset=True).items():
+            if isinstance(value, dict) and isinstance(data.get(key), dict):
+                data[key] = {**data[key], **value}
+            else:
+                data[key] = value
+        data["kind"] = node.kind
+        out[name] = cls.model_validate(data)
+    return out

@@ -1,0 +1,59 @@
+"""The detached holder of a lab (`tunlab up -d`): deploys, reports on a pipe, waits for SIGTERM.
+
+usage: python -m tunlab.topologies._supervisor --file F --name N --ready-fd FD [--var K=V ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="tunlab-supervisor")
+    parser.add_argument("--file", required=True)
+    parser.add_argument("--name", required=True)
+    parser.add_argument("--ready-fd", type=int, required=True)
+    parser.add_argument("--var", action="append", default=[])
+    parser.add_argument("--limit", action="append", default=[])
+    args = parser.parse_args()
+
+    ready = os.fdopen(args.ready_fd, "w")
+    from tunlab.topologies._holding import Holder
+
+    holder = Holder()
+    holder.install()  # SIGTERM during bring-up stops it at once; the engine rolls back
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    try:
+        from tunlab.topologies._lab import Lab
+        from tunlab.topologies._limits import DEFAULT_LIMITS
+        from tunlab.topologies._loader import load_file, parse_var
+
+        topo = load_file(
+            args.file, dict(parse_var(v) for v in args.var), limits=DEFAULT_LIMITS.with_overrides(args.limit)
+        )
+        lab = Lab(topo, name=args.name, source=args.file)
+        lab.detached = True
+        lab.up()
+    except (Exception, KeyboardInterrupt) as exc:
+        text = str(exc) if not isinstance(exc, KeyboardInterrupt) else f"interrupted ({exc}): rolled back"
+        ready.write(f"ERR {text}\n")
+        ready.close()
+        print(f"tunlab supervisor: {text}", file=sys.stderr)
+        return 1
+    ready.write(f"OK {os.getpid()}\n")
+    ready.close()
+    print(f"tunlab supervisor {os.getpid()}: lab {lab.name} (id {lab.id}) is up", flush=True)
+    holder.up()
+    holder.wait()
+    problems = lab.down()
+    for p in problems:
+        print(f"teardown: {p}", file=sys.stderr)
+    print(f"tunlab supervisor {os.getpid()}: lab {lab.name} is down", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
