@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml setup.py tunlab/devices/offload/_fast.c | sha1sum | cut -c1-12)
 PYTEST_ARGS ?=
 
-.PHONY: all demo test lint format typecheck unit bench sanitize clean system-deps venv
+.PHONY: all demo test lint format typecheck unit bench sanitize docs clean system-deps venv
 
 all: test
 
@@ -51,9 +51,14 @@ bench: system-deps $(STAMP)
 	@./.ci/docker-up
 	@$(PY) -m benchmarks; rc=$$?; ./.ci/docker-down; exit $$rc
 
+# the documentation site (mkdocs.yml): guides and the API reference, strict and offline, into site/
+docs: $(STAMP)
+	@NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --quiet
+	@echo "tunlab: the site is in site/ (open site/index.html)"
+
 # the compiled core under ASan + UBSan, through the differential fuzz (docs/development.md)
 sanitize: $(STAMP)
 	@./.ci/sanitize $(PY)
 
 clean:
-	rm -rf $(VENV) build *.egg-info .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) build site *.egg-info .mypy_cache .ruff_cache .pytest_cache
