@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml setup.py tunlab/devices/offload/_fast.c | sha1sum | cut -c1-12)
 PYTEST_ARGS ?=
 
-.PHONY: all demo test lint format typecheck unit bench sanitize docs clean system-deps venv
+.PHONY: all demo test lint format typecheck unit windows-cpython bench sanitize docs clean system-deps venv
 
 all: test
 
@@ -44,7 +44,11 @@ unit: system-deps $(STAMP)
 	@./.ci/docker-up
 	@$(VENV)/bin/pytest $(PYTEST_ARGS); rc=$$?; ./.ci/docker-down; exit $$rc
 
-test: lint typecheck unit
+# the portable suite on Windows' own CPython, under wine (.ci/windows-cpython; docs/development.md)
+windows-cpython: $(STAMP)
+	@PYTHON=$(abspath $(PY)) ./.ci/windows-cpython
+
+test: lint typecheck unit windows-cpython
 
 bench: system-deps $(STAMP)
 	$(PY) -m pip install -q --disable-pip-version-check -e '.[dev,bench]'

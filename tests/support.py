@@ -15,6 +15,21 @@ HAS_TUN = os.path.exists("/dev/net/tun")
 
 _counter = itertools.count()
 
+# set by .ci/windows-cpython: the suite runs on Windows' own CPython under wine, where a few
+# things the project uses cannot load; tests that need them skip saying which wine gap it is
+UNDER_WINE = os.environ.get("TUNLAB_WINE") == "1"
+WINE_GAPS = {
+    "numpy": "numpy does not load under wine 8 (ucrtbase.crealf is unimplemented)",
+    "pydantic": "pydantic-core's DLL does not load under wine 8",
+}
+
+
+def missing(package: str) -> str:
+    """Why a package a test needs is not there: the wine gap, or how to install it."""
+    if UNDER_WINE and package in WINE_GAPS:
+        return f"{WINE_GAPS[package]}: the Windows-CPython run leaves {package} out"
+    return f"{package} is not installed (it is in tunlab's dev extras)"
+
 
 def unique_name(prefix: str = "tlt") -> str:
     """A namespace name no other test, worker or run uses at the same time."""

@@ -18,7 +18,16 @@ def lazy(package: str, exports: dict[str, str]) -> tuple[Callable[[str], Any], C
         module = exports.get(name)
         if module is None:
             raise AttributeError(f"module {package!r} has no attribute {name!r}")
-        value = getattr(importlib.import_module(module), name)
+        try:
+            value = getattr(importlib.import_module(module), name)
+        except Exception as exc:
+            # `from package import name` turns an AttributeError from here into "cannot import
+            # name", hiding why: say which module failed and how
+            raise ImportError(
+                f"{package}.{name} could not be loaded: importing {module} failed with "
+                f"{type(exc).__name__}: {exc}",
+                name=module,
+            ) from exc
         globals_of_package = importlib.import_module(package).__dict__
         globals_of_package[name] = value
         return value

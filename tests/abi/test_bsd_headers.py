@@ -107,6 +107,8 @@ def expected(abi: Abi) -> dict[str, tuple[str, int | None]]:
                 "ifdrv.ifd_len": ("offsetof(struct ifdrv, ifd_len)", 24),
                 "ifdrv.ifd_data": ("offsetof(struct ifdrv, ifd_data)", 32),
                 "sizeof(sockaddr_ndrv)": ("sizeof(struct sockaddr_ndrv)", A.SOCKADDR_NDRV_SIZE),
+                "SOL_SOCKET": ("SOL_SOCKET", A.SOL_SOCKET),
+                "SO_SNDBUF": ("SO_SNDBUF", A.SO_SNDBUF),
                 "BIOCSHDRCMPLT": ("BIOCSHDRCMPLT", A.BIOCSHDRCMPLT),
                 "BIOCSSEESENT": ("BIOCSSEESENT", A.BIOCSSEESENT),
             }

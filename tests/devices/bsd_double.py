@@ -21,12 +21,48 @@ from tunlab.devices._bsd.abi import (
     AF_INET,
     AF_LINK,
     BIOCGDLT,
+    IFF_BROADCAST,
+    IFF_MULTICAST,
+    IFF_POINTOPOINT,
+    IFF_UP,
     IN6_IFF_TENTATIVE,
     SIOCSDRVSPEC,
+    SO_SNDBUF,
+    SOL_SOCKET,
     TUN_ABIS,
     Abi,
 )
-from tunlab.devices._bsd.system import IfAddr, System
+from tunlab.devices._bsd.system import IfAddr, RawIfAddr, System
+
+IFF_SIMPLEX = 0x800
+
+
+def born(os_name: str, name: str) -> dict[str, Any]:
+    """An interface as its kernel makes it: flags, MTU, and on macOS whether it starts up.
+
+    - FreeBSD sys/net/if_tuntap.c tuncreate(): IFF_MULTICAST, plus IFF_POINTOPOINT (tun) or
+      IFF_BROADCAST | IFF_SIMPLEX (tap); TUNMTU / ether_ifattach: 1500.
+    - OpenBSD sys/net/if_tun.c tun_create(): IFF_POINTOPOINT | IFF_MULTICAST (tun),
+      IFF_BROADCAST | IFF_SIMPLEX | IFF_MULTICAST (tap); 1500.
+    - NetBSD sys/net/if_tun.c tun_clone_create(): IFF_POINTOPOINT | IFF_MULTICAST; if_tap.c
+      tap_attach(): IFF_BROADCAST | IFF_SIMPLEX | IFF_MULTICAST; 1500.
+    - xnu bsd/net/if_utun.c utun_attach_utun(): IFF_UP | IFF_MULTICAST | IFF_POINTOPOINT (a
+      utun is up from birth); if_fake.c feth_clone_create(): IFF_BROADCAST | IFF_MULTICAST |
+      IFF_SIMPLEX; 1500.
+    Every one has IFF_MULTICAST (0x8000): the high bit of the 16-bit ifr_flags."""
+    if name.startswith(("tap", "feth")):
+        flags = IFF_BROADCAST | IFF_SIMPLEX | IFF_MULTICAST
+    else:
+        flags = IFF_POINTOPOINT | IFF_MULTICAST
+    if os_name == "darwin" and name.startswith("utun"):
+        flags |= IFF_UP
+    return {"flags": flags, "flagshigh": 0, "mtu": 1500}
+
+
+# the KAME-derived stacks hand out link-local addresses with the scope (the interface index)
+# embedded in bytes 2-3 of the address, sin6_scope_id 0 (xnu netinet6/scope6.c, OpenBSD and
+# NetBSD in6_ifattach; FreeBSD clears it before getifaddrs: sa6_recoverscope)
+KAME_EMBEDS_SCOPE = ("darwin", "openbsd", "netbsd")
 
 
 @dataclass
@@ -76,6 +112,7 @@ class RecordingSystem(System):
         self.units: dict[int, str] = {}  # fd -> the tun/tap unit it has open
         self.int_settings: dict[tuple[int, int], int] = {}  # (fd, request) -> the int it was given
         self.nd6_set: list[bytes] = []
+        self.sndbuf: dict[int, int] = {}  # fd -> SO_SNDBUF it was given
 
     # ---- helpers for tests -----------------------------------------------------------------
     def fail_at(self, predicate: Any, code: int = errno.EIO) -> None:
@@ -144,7 +181,7 @@ class RecordingSystem(System):
                 raise OSError(errno.EBUSY, "Device busy")
             elif unit not in k.interfaces and unit.startswith(k.needs_interface):
                 raise OSError(errno.ENXIO, "Device not configured")
-            k.interfaces.setdefault(unit, {"flags": 0, "mtu": 1500})
+            k.interfaces.setdefault(unit, born(self.abi.os, unit))
             k.open_units.add(unit)
         call.fd = self._new_fd(path)
         if unit is not None:
@@ -188,20 +225,29 @@ class RecordingSystem(System):
                 unit = k.next_unit.get(clone, 0)
                 k.next_unit[clone] = unit + 1
                 made = f"{clone}{unit}"
-            k.interfaces[made] = {"flags": 0, "mtu": 1500}
+            k.interfaces[made] = born(self.abi.os, made)
             arg[:16] = wire.ifname(made)
         elif req == abi.SIOCIFDESTROY:
             if name not in k.interfaces:
                 raise OSError(errno.ENXIO, "no such interface")
             del k.interfaces[name]
         elif req == abi.SIOCGIFFLAGS:
-            struct.pack_into("H", arg, 16, k.interfaces.setdefault(name, {}).get("flags", 0))
+            state = self._state(name)
+            struct.pack_into("H", arg, 16, state["flags"])
+            if abi.os == "freebsd":  # ifr_flagshigh: the flags above 16 bits (net/if.h)
+                struct.pack_into("H", arg, 18, state.get("flagshigh", 0))
         elif req == abi.SIOCSIFFLAGS:
-            k.interfaces.setdefault(name, {})["flags"] = wire.read_short(arg)
+            state = self._state(name)
+            was_up = state["flags"] & IFF_UP
+            state["flags"] = struct.unpack_from("H", arg, 16)[0]
+            if abi.os == "freebsd":  # ifhwioctl: new_flags = ifr_flags | ifr_flagshigh << 16
+                state["flagshigh"] = struct.unpack_from("H", arg, 18)[0]
+            if state["flags"] & IFF_UP and not was_up:
+                self._link_local(name, state)
         elif req == abi.SIOCGIFMTU:
-            struct.pack_into("i", arg, 16, k.interfaces.setdefault(name, {}).get("mtu", 1500))
+            struct.pack_into("i", arg, 16, self._state(name).get("mtu", 1500))
         elif req == abi.SIOCSIFMTU:
-            k.interfaces.setdefault(name, {})["mtu"] = wire.read_int(arg)
+            self._state(name)["mtu"] = wire.read_int(arg)
         elif req == abi.SIOCAIFADDR:
             addr = str(ipaddress.IPv4Address(bytes(arg[20:24])))
             mask, dst = str(ipaddress.IPv4Address(bytes(arg[52:56]))), bytes(arg[36:40])
@@ -221,7 +267,7 @@ class RecordingSystem(System):
             if len(self._addrs(name)) == before:
                 raise OSError(errno.EADDRNOTAVAIL, "Can't assign requested address")
         elif req == abi.SIOCSIFLLADDR:
-            k.interfaces.setdefault(name, {})["mac"] = bytes(arg[18:24])
+            self._state(name)["mac"] = bytes(arg[18:24])
         elif req == SIOCSDRVSPEC:
             address = struct.unpack_from("Q", arg, 32)[0]
             length = struct.unpack_from("Q", arg, 24)[0]
@@ -265,7 +311,7 @@ class RecordingSystem(System):
                 raise OSError(errno.EEXIST, "File exists")
             k.interfaces[new] = k.interfaces.pop(name)
         elif req == t.SIOCALIFADDR:
-            k.interfaces.setdefault(wire.read_name(arg), {})["mac"] = bytes(arg[24 + 8 : 24 + 14])
+            self._state(wire.read_name(arg))["mac"] = bytes(arg[24 + 8 : 24 + 14])
         elif req == t.SIOCGIFAFLAG_IN6:
             tentative = k.tentative_reads > 0
             k.tentative_reads -= 1
@@ -274,8 +320,15 @@ class RecordingSystem(System):
             return False
         return True
 
+    def _state(self, name: str) -> dict[str, Any]:
+        """The interface's record; one the double never saw made is born as its OS makes it."""
+        state = self.kernel.interfaces.setdefault(name, {})
+        for key, value in born(self.abi.os, name).items():
+            state.setdefault(key, value)
+        return state
+
     def _addrs(self, name: str) -> list[IfAddr]:
-        return self.kernel.interfaces.setdefault(name, {}).setdefault("addrs", [])
+        return self._state(name).setdefault("addrs", [])
 
     def if_exists(self, name: str) -> bool:
         return name in self.kernel.interfaces
@@ -317,6 +370,11 @@ class RecordingSystem(System):
 
     def write(self, fd: int, data: bytes | bytearray | memoryview) -> int:
         self._record("write", fd, data=bytes(data))
+        what = self.open_fds.get(fd, "")
+        if what.startswith("socket(27,") and len(data) > self.sndbuf.get(fd, 8192):
+            # AF_NDRV: 8 KiB send buffer (xnu bsd/net/ndrv.c NDRVSNDQ), atomic records larger
+            # than it fail (uipc_socket.c sosendcheck)
+            raise OSError(errno.EMSGSIZE, "Message too long")
         return len(data)
 
     def writev(self, fd: int, parts: list[bytes | bytearray | memoryview]) -> int:
@@ -358,13 +416,49 @@ class RecordingSystem(System):
     def if_nametoindex(self, name: str) -> int:
         return 7
 
-    def getifaddrs(self) -> list[IfAddr]:
-        """What the test put there, then each interface's MAC and the addresses it was given."""
+    def raw_ifaddrs(self) -> list[RawIfAddr]:
+        """What the test put there, then each interface's MAC and addresses, as the OS's
+        getifaddrs hands them out: sockaddrs (the real System decodes them)."""
         self._record("getifaddrs", None)
-        out = list(self.kernel.ifaddrs)
+        entries = list(self.kernel.ifaddrs)
         for name, state in self.kernel.interfaces.items():
             mac = state.get("mac", bytes.fromhex("02005e0053ff") if name.startswith(("tap", "feth")) else b"")
             if mac:
-                out.append(IfAddr(name, 0, AF_LINK, ":".join(f"{b:02x}" for b in mac)))
-            out.extend(state.get("addrs", []))
-        return out
+                entries.append(IfAddr(name, 0, AF_LINK, ":".join(f"{b:02x}" for b in mac), index=7))
+            entries.extend(state.get("addrs", []))
+        return [self._raw(e) for e in entries]
+
+    def _raw(self, e: IfAddr) -> RawIfAddr:
+        abi = self.abi
+        if e.family == AF_LINK:
+            mac = bytes.fromhex((e.address or "").replace(":", ""))
+            return RawIfAddr(e.name, e.flags, wire.sockaddr_dl(abi, e.index, mac))
+        if e.family == AF_INET:
+
+            def v4(text: str | None) -> bytes:
+                return wire.sockaddr_in(ipaddress.IPv4Address(text)) if text else b""
+
+            return RawIfAddr(e.name, e.flags, v4(e.address), v4(e.netmask), v4(e.destination))
+
+        def v6(text: str | None) -> bytes:
+            if not text:
+                return b""
+            addr, _, scope = text.partition("%")
+            packed = bytearray(ipaddress.IPv6Address(addr).packed)
+            if scope and abi.os in KAME_EMBEDS_SCOPE:
+                packed[2:4] = int(scope).to_bytes(2, "big")  # embedded, sin6_scope_id left 0
+                return wire.sockaddr_in6(abi, ipaddress.IPv6Address(bytes(packed)))
+            return wire.sockaddr_in6(abi, ipaddress.IPv6Address(addr), int(scope or 0))
+
+        return RawIfAddr(e.name, e.flags, v6(e.address), v6(e.netmask), v6(e.destination))
+
+    def _link_local(self, name: str, state: dict[str, Any]) -> None:
+        """Coming up, an interface gets its IPv6 link-local address (fe80::/64, index 7)."""
+        addrs = state.setdefault("addrs", [])
+        if not any((a.address or "").startswith("fe80:") for a in addrs):
+            addrs.append(IfAddr(name, 0, self.abi.af_inet6, "fe80::5efe:7%7", "ffff:ffff:ffff:ffff::"))
+
+    def setsockopt_int(self, fd: int, level: int, option: int, value: int) -> None:
+        self._record("setsockopt", fd, level, option, value)
+        if (level, option) == (SOL_SOCKET, SO_SNDBUF):
+            self.sndbuf[fd] = value

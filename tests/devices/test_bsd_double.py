@@ -22,7 +22,7 @@ from tunlab.devices._bsd.freebsd import FreeBsdDevice
 from tunlab.devices._bsd.netbsd import NetBsdDevice
 from tunlab.devices._bsd.openbsd import OpenBsdDevice
 from tunlab.devices._capabilities import Capability
-from tunlab.devices._config import DeviceConfig, IPv4Setting
+from tunlab.devices._config import DeviceConfig, IPv4Setting, LinkSettings
 from tunlab.devices._layer import Layer
 from tunlab.errors import (
     DeviceError,
@@ -336,3 +336,39 @@ def test_capabilities_are_honest(os_name: str) -> None:
     assert dev.capabilities == l3
     with pytest.raises(UnsupportedOperationError, match="capability 'mac'"):
         dev.config.mac_address()
+
+
+# ---- what the kernels do that a naive double hid ----------------------------------------------------
+@pytest.mark.parametrize("os_name", sorted(OSES))
+@pytest.mark.parametrize("layer", [Layer.L3, Layer.L2])
+def test_a_new_interface_comes_up_with_the_flags_its_kernel_gave_it(os_name: str, layer: Layer) -> None:
+    """Every tun and tap is born with IFF_MULTICAST (0x8000): set_up must write 16 unsigned
+    bits back (struct.pack("h") raised struct.error on every new device before)."""
+    sys, dev = make(os_name, layer)
+    (up,) = sys.ioctls(dev.abi.SIOCSIFFLAGS)
+    flags = struct.unpack_from("H", up.data, 16)[0]
+    assert flags & A.IFF_UP and flags & A.IFF_MULTICAST
+    dev.config.configure(LinkSettings(enabled=False))
+    down = struct.unpack_from("H", sys.ioctls(dev.abi.SIOCSIFFLAGS)[-1].data, 16)[0]
+    assert not down & A.IFF_UP and down & A.IFF_MULTICAST
+    dev.close()
+
+
+def test_freebsd_keeps_the_high_flags_when_it_brings_an_interface_up() -> None:
+    """FreeBSD's ifr_flagshigh (flags above 16 bits, e.g. IFF_PPROMISC) sits beside ifr_flags:
+    a get-modify-set writes it back as the kernel gave it, never zeroed."""
+    kernel = FakeKernel()
+    kernel.interfaces["tun0"] = {"flags": A.IFF_POINTOPOINT | A.IFF_MULTICAST, "flagshigh": 0x2, "mtu": 1500}
+    sys, dev = make("freebsd", kernel=kernel, name="tun0")
+    (up,) = sys.ioctls(A.FREEBSD.SIOCSIFFLAGS)
+    assert struct.unpack_from("H", up.data, 18)[0] == 0x2
+    assert kernel.interfaces["tun0"]["flagshigh"] == 0x2
+    dev.close()
+
+
+@pytest.mark.parametrize("os_name", ["openbsd", "netbsd"])
+def test_kame_link_local_addresses_lose_the_embedded_scope(os_name: str) -> None:
+    sys, dev = make(os_name, Layer.L2)
+    link_local = [str(a) for a in dev.config.addresses() if a.ip.is_link_local]
+    assert link_local == ["fe80::5efe:7%7/64"]  # not fe80:7::5efe:7
+    dev.close()

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import ipaddress
+import sys
 
 import pytest
 
 from tunlab import DeviceBuilder, Layer
+from tunlab.errors import UnsupportedOperationError
 
 
 @pytest.mark.parametrize(
@@ -44,8 +46,8 @@ from tunlab import DeviceBuilder, Layer
     ],
 )
 def test_bad_option_names_the_option(call, exc, words) -> None:
-    with pytest.raises(exc) as info:
-        call(DeviceBuilder())
+    with pytest.raises(exc) as info:  # the in-memory backend: Unix name rules on any OS
+        call(DeviceBuilder().backend("memory"))
     for word in words:
         assert word in str(info.value)
 
@@ -87,3 +89,19 @@ def test_masks_in_every_form_and_chaining() -> None:
     assert cfg.mac == "02:00:5e:00:53:01"
     assert cfg.enabled is True
     assert b.inherit_enable_state().config.enabled is None
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="the Linux backend's capabilities (it imports fcntl)")
+@pytest.mark.parametrize(
+    "option",
+    [
+        lambda b: b.ring_capacity(1 << 20),
+        lambda b: b.tunnel_type("x"),
+        lambda b: b.guid("{6ba7b810-9dad-11d1-80b4-00c04fd430c8}"),
+        lambda b: b.wintun_dll("C:/wintun.dll"),
+    ],
+)
+def test_windows_only_options_are_refused_before_creation_on_linux(option) -> None:
+    """The Linux backend claimed every capability, so Wintun's options passed check() there."""
+    with pytest.raises(UnsupportedOperationError, match="capability 'wintun'.*leave these options out"):
+        option(DeviceBuilder().backend("linux")).check()

@@ -53,8 +53,7 @@ def test_utun_configuration_is_these_ioctls_with_these_bytes() -> None:
     sys, dev = make()
     mtu = sys.ioctls(ABI.SIOCSIFMTU)
     assert mtu[0].data == bytes(wire.ifreq_int(ABI, "utun7", 1400))
-    up = sys.ioctls(ABI.SIOCSIFFLAGS)
-    assert struct.unpack_from("H", up[0].data, 16)[0] & A.IFF_UP
+    assert not sys.ioctls(ABI.SIOCSIFFLAGS)  # a utun is up from birth (xnu utun_attach_utun)
     v4 = sys.ioctls(ABI.SIOCAIFADDR)[0].data
     assert len(v4) == 64 and v4[:5] == b"utun7"
     # address, then the peer (point-to-point: the subnet's broadcast address), then the mask
@@ -126,8 +125,8 @@ def test_a_failed_configuration_rolls_the_utun_back(step: str) -> None:
     sys = RecordingSystem(ABI)
     request = getattr(ABI, step)
     sys.fail_at(lambda c: c.name == "ioctl" and c.args[0] == request, errno.EINVAL)
-    with pytest.raises(DeviceError):
-        DarwinDevice.create(config(), sys=sys)
+    with pytest.raises(DeviceError):  # enabled=False: the utun, born up, is brought down
+        DarwinDevice.create(config(enabled=False), sys=sys)
     assert not sys.open_fds, f"left open after a failure at {step}: {sys.open_fds}"
     kinds = [m[3] for m in sys.route_messages()]
     assert kinds.count(A.RTM_ADD) == kinds.count(A.RTM_DELETE)
@@ -225,3 +224,40 @@ def test_capabilities_are_honest() -> None:
     for missing in (Capability.MULTI_QUEUE, Capability.OFFLOAD, Capability.NETNS, Capability.PERSIST):
         assert missing not in l3 and missing not in l2
     assert Capability.TAP in l2 and Capability.MAC in l2 and Capability.FROM_FD in l3
+
+
+# ---- what the kernels do that a naive double hid ----------------------------------------------------
+def test_a_utun_is_brought_down_with_its_other_flags_kept() -> None:
+    """A utun has IFF_MULTICAST (0x8000): flags are 16 unsigned bits, and enabled(False) clears
+    IFF_UP only (struct.pack("h") of 0x8011 raised struct.error before)."""
+    sys, dev = make(enabled=False)
+    (down,) = sys.ioctls(ABI.SIOCSIFFLAGS)
+    assert struct.unpack_from("H", down.data, 16)[0] == A.IFF_POINTOPOINT | A.IFF_MULTICAST
+    dev.close()
+
+
+def test_a_feth_pair_comes_up_with_its_multicast_flag() -> None:
+    sys, dev = make(Layer.L2)
+    ups = [struct.unpack_from("H", c.data, 16)[0] for c in sys.ioctls(ABI.SIOCSIFFLAGS)]
+    assert ups and all(f & A.IFF_UP and f & A.IFF_MULTICAST for f in ups)
+    dev.close()
+
+
+def test_link_local_addresses_come_back_without_the_kame_scope() -> None:
+    """xnu hands fe80:7::… out of getifaddrs; the address is fe80::… with scope 7."""
+    sys, dev = make(Layer.L2)
+    link_local = [a for a in dev.config.addresses() if a.ip.is_link_local]
+    assert [str(a) for a in link_local] == ["fe80::5efe:7%7/64"]
+    dev.close()
+
+
+def test_a_feth_tap_sends_frames_larger_than_the_ndrv_default_buffer() -> None:
+    """An AF_NDRV socket takes 8 KiB records by default: a 9000-byte jumbo frame failed with a
+    bare EMSGSIZE; the send buffer is raised when the pair is made."""
+    sys, dev = make(Layer.L2)
+    assert ("setsockopt", (A.SOL_SOCKET, A.SO_SNDBUF, 65535 + 14 + 4 + 64)) in [
+        (c.name, c.args) for c in sys.calls if c.name == "setsockopt"
+    ]
+    frame = b"\xff" * 6 + b"\x02" * 6 + b"\x08\x00" + bytes(9000)
+    assert dev.send(frame) == len(frame)
+    dev.close()

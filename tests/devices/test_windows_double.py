@@ -10,6 +10,7 @@ import ctypes
 import gc
 import ipaddress
 import logging
+import sys
 import threading
 import time
 import uuid
@@ -17,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.devices.windows_double import FakeWin32, FakeWindows
+from tests.devices.windows_double import FakeWin32, FakeWindows, format_error
 from tunlab import Capability, DeviceBuilder, InterruptEvent, Layer, SyncDevice
 from tunlab.devices._aio import AsyncDevice
 from tunlab.devices._config import DeviceConfig, IPv4Setting
@@ -34,6 +35,15 @@ from tunlab.errors import (
     TunUnavailableError,
     UnsupportedOperationError,
 )
+
+
+@pytest.fixture(autouse=True)
+def windows_format_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    """ctypes.FormatError as Windows' CPython has it (a signed int argument): where ctypes has
+    none (off Windows), the double's; on Windows the real one runs."""
+    if not hasattr(ctypes, "FormatError"):
+        monkeypatch.setattr(ctypes, "FormatError", format_error, raising=False)
+
 
 PACKET = bytes.fromhex("4500001c0000400040110000c6120002c61200010fa00fa00008") + b"hi"
 V4 = ipaddress.IPv4Interface("198.18.0.1/24")
@@ -139,7 +149,11 @@ def test_the_real_loader_names_every_place_it_looked(monkeypatch: pytest.MonkeyP
     assert places[-1] == "wintun.dll" and Path(places[2]).parts[-2:] == ("_windows", "wintun.dll")
     with pytest.raises(FileNotFoundError, match=r"TUNLAB_WINTUN_DLL.*wintun_dll\(path\)") as info:
         _ = win32.Win32("E:/given/wintun.dll").wt
-    assert "E:/given/wintun.dll" in str(info.value) and "D:/from-env/wintun.dll" in str(info.value)
+    text = str(info.value)
+    assert "E:/given/wintun.dll" in text and "D:/from-env/wintun.dll" in text
+    # ctypes (3.8+) searches the interpreter's folder, not the script's: the message says so
+    assert "next to your program" not in text and str(Path(sys.executable).parent) in text
+    assert "not searched by ctypes" in text
 
 
 @pytest.mark.parametrize(
@@ -530,3 +544,66 @@ def test_tap_windows6_in_tun_mode_moves_bare_ip_packets(monkeypatch: pytest.Monk
         ).build_sync()
     with pytest.raises(ValueError, match="windows_driver: 'openvpn'"):
         DeviceBuilder().windows_driver("openvpn")
+
+
+# ---- what Windows and CPython do that a naive double hides --------------------------------------------
+def test_setupapi_errors_arrive_signed_and_are_still_recognised() -> None:
+    """0xE0000228 (ERROR_NO_COMPAT_DRIVERS) reaches Python as a negative int from
+    ctypes.get_last_error and overflows ctypes.FormatError's signed argument: both were turned
+    into an OverflowError or a mismatch before; now the no-driver path says what to do."""
+    from tunlab.devices._windows.win32 import win_error
+
+    err = win_error("SetupDiEnumDriverInfoW", ctypes.c_int32(W.ERROR_NO_COMPAT_DRIVERS).value)
+    assert err.winerror == W.ERROR_NO_COMPAT_DRIVERS == 0xE0000228  # type: ignore[attr-defined]
+    assert "0xe0000228" in str(err)
+    with pytest.raises(TunUnavailableError, match="none can be added: install"):
+        TapWindowsDevice.create(config(Layer.L2), FakeWin32())
+
+
+def test_an_adapter_another_program_holds_is_seen_as_busy() -> None:
+    """tap-windows6 answers a second open with ERROR_GEN_FAILURE: that is "busy", and with a
+    driver in the store tunlab then adds an adapter of its own."""
+    machine = tap_machine()
+    machine.tap_open.add("\\\\.\\Global\\{" + str(TAP_GUID).upper() + "}.tap")
+    machine.tap_driver = True
+    dev = TapWindowsDevice.create(config(Layer.L2), FakeWin32(machine))
+    assert dev.created is not None and dev.config.name() == "TAP 1"
+    dev.close()
+
+
+def test_a_stale_registry_entry_does_not_stop_the_adapter_search() -> None:
+    machine = tap_machine()
+    machine.stale_taps.append(uuid.UUID("00000000-0000-4000-8000-000000000001"))
+    dev = TapWindowsDevice.create(config(Layer.L2), FakeWin32(machine))
+    assert dev.config.name() == "TAP 0"
+    dev.close()
+
+
+def test_a_failed_overlapped_read_does_not_wedge_the_device() -> None:
+    win = FakeWin32(tap_machine())
+    dev = TapWindowsDevice.create(config(Layer.L2), win)
+    (handle,) = win.tap_files
+    sync = SyncDevice(dev)
+    sync.set_nonblocking(True)
+    with pytest.raises(BlockingIOError):
+        sync.recv()  # a read is now outstanding
+    win.fail("GetOverlappedResult", W.ERROR_OPERATION_ABORTED)
+    win.tap_deliver(handle, b"\x01" * 60)
+    with pytest.raises(OSError, match="GetOverlappedResult"):
+        sync.recv()
+    frame = b"\x02" * 60
+    win.tap_deliver(handle, frame)  # lands in a new read, not in a wedged one
+    assert sync.recv() == frame
+    sync.close()
+
+
+def test_close_waits_for_the_cancelled_read_before_freeing_its_buffer() -> None:
+    win = FakeWin32(tap_machine())
+    dev = TapWindowsDevice.create(config(Layer.L2), win)
+    sync = SyncDevice(dev)
+    sync.set_nonblocking(True)
+    with pytest.raises(BlockingIOError):
+        sync.recv()  # a read is outstanding into the device's buffer
+    sync.close()
+    assert not win.freed_while_held, "the handle was closed while the driver still held the read buffer"
+    assert ("GetOverlappedResult", True) in [(c.name, c.args[-1]) for c in win.calls if c.args]

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tunlab.devices._windows import abi as W
-from tunlab.devices._windows.win32 import Win32, win_error
+from tunlab.devices._windows.win32 import Win32
 
 
 @dataclass
@@ -45,6 +45,8 @@ class FakeWindows:
     tap_mac: bytes = bytes.fromhex("00ff2a3b4c5d")
     no_dll: bool = False
     tap_driver: bool = False  # the tap-windows6 driver package is in the driver store
+    # registry entries of adapters that are gone (removed devices leave their class subkey)
+    stale_taps: list[uuid.UUID] = field(default_factory=list)
     devices: dict[str, uuid.UUID] = field(default_factory=dict)  # instance id -> adapter guid
 
 
@@ -69,6 +71,11 @@ class FakeWin32(Win32):
         self.tap_files: dict[int, str] = {}
         self.ioctls: list[tuple[int, bytes]] = []
         self._pending_reads: dict[int, tuple[int, int, W.OVERLAPPED]] = {}
+        # reads CancelIoEx asked to stop, whose completion nobody has collected yet: the driver
+        # may still write into their buffer until GetOverlappedResult has waited for them
+        self._cancelled: dict[int, W.OVERLAPPED] = {}
+        self.freed_while_held: list[int] = []  # tap handles closed with a read still in flight
+        self._last = 0
 
     # ---- helpers for tests ----------------------------------------------------------------------
     def fail(self, name: str, winerror: int, after: int = 0) -> None:
@@ -83,7 +90,17 @@ class FakeWin32(Win32):
                     self._failures[i] = (fname, code, after - 1)
                     return
                 del self._failures[i]
-                raise win_error(name, code)
+                raise self._error(name, code)
+
+    def _error(self, name: str, code: int) -> OSError:
+        """Fail as a ctypes call of a use_last_error DLL does: CPython keeps the thread's last
+        error as a C int (Modules/_ctypes/callproc.c, get_last_error: PyLong_FromLong of an int),
+        so 0xE0000228 reaches Python as -536870360; Win32's own code turns it into the error."""
+        self._last = ctypes.c_int32(code).value
+        return self._fail(name)
+
+    def _raw_last_error(self) -> int:  # type: ignore[override]
+        return self._last
 
     def names(self) -> list[str]:
         return [c.name for c in self.calls]
@@ -125,7 +142,7 @@ class FakeWin32(Win32):
         self._check_dll()
         self._record("WintunCreateAdapter", name, tunnel_type, guid)
         if name in self.m.adapters:
-            raise win_error("WintunCreateAdapter", W.ERROR_ALREADY_EXISTS)
+            raise self._error("WintunCreateAdapter", W.ERROR_ALREADY_EXISTS)
         luid = W.luid(W.IF_TYPE_PROP_VIRTUAL, len(self.m.adapters) + 1)
         self.m.adapters[name] = luid
         for family in (W.AF_INET, W.AF_INET6):
@@ -140,7 +157,7 @@ class FakeWin32(Win32):
         self._check_dll()
         self._record("WintunOpenAdapter", name)
         if name not in self.m.adapters:
-            raise win_error("WintunOpenAdapter", W.ERROR_FILE_NOT_FOUND)
+            raise self._error("WintunOpenAdapter", W.ERROR_FILE_NOT_FOUND)
         handle = self._handle()
         self.open_adapters[handle] = name
         return handle
@@ -169,7 +186,7 @@ class FakeWin32(Win32):
     def start_session(self, adapter: int, capacity: int) -> int:
         self._record("WintunStartSession", adapter, capacity)
         if self.open_adapters[adapter] in {self.open_adapters[a] for a in self.sessions.values()}:
-            raise win_error("WintunStartSession", W.ERROR_ALREADY_EXISTS)  # one session an adapter
+            raise self._error("WintunStartSession", W.ERROR_ALREADY_EXISTS)  # one session an adapter
         session = self._handle()
         self.sessions[session] = adapter
         event = self._handle()
@@ -188,11 +205,11 @@ class FakeWin32(Win32):
     def receive(self, session: int) -> tuple[int, int]:
         self._record("WintunReceivePacket", session)
         if self.m.terminating:
-            raise win_error("WintunReceivePacket", W.ERROR_HANDLE_EOF)
+            raise self._error("WintunReceivePacket", W.ERROR_HANDLE_EOF)
         with self._cond:
             queue = self.m.inbound.get(session)
             if not queue:
-                raise win_error("WintunReceivePacket", W.ERROR_NO_MORE_ITEMS)
+                raise self._error("WintunReceivePacket", W.ERROR_NO_MORE_ITEMS)
             packet = queue.popleft()
             if not queue:
                 self._events[self.read_events[session]] = False
@@ -206,9 +223,9 @@ class FakeWin32(Win32):
     def allocate(self, session: int, size: int) -> int:
         self._record("WintunAllocateSendPacket", session, size)
         if self.m.terminating:
-            raise win_error("WintunAllocateSendPacket", W.ERROR_HANDLE_EOF)
+            raise self._error("WintunAllocateSendPacket", W.ERROR_HANDLE_EOF)
         if size > self.m.ring_free:
-            raise win_error("WintunAllocateSendPacket", W.ERROR_BUFFER_OVERFLOW)
+            raise self._error("WintunAllocateSendPacket", W.ERROR_BUFFER_OVERFLOW)
         return self._keep(size)
 
     def send_packet(self, session: int, packet: int) -> None:
@@ -237,11 +254,14 @@ class FakeWin32(Win32):
         self._record("CloseHandle", handle)
         with self._cond:
             if handle in self.tap_files:
+                if handle in self._pending_reads or handle in self._cancelled:
+                    self.freed_while_held.append(handle)
                 del self.tap_files[handle]
                 self._pending_reads.pop(handle, None)
+                self._cancelled.pop(handle, None)
                 return
             if handle not in self._events:
-                raise win_error("CloseHandle", W.ERROR_INVALID_HANDLE)
+                raise self._error("CloseHandle", W.ERROR_INVALID_HANDLE)
             del self._events[handle]
 
     def wait_any(self, handles: Any, timeout_ms: int) -> int | None:
@@ -251,7 +271,7 @@ class FakeWin32(Win32):
             while True:
                 for i, h in enumerate(handles):
                     if h not in self._events:
-                        raise win_error("WaitForMultipleObjects", W.ERROR_INVALID_HANDLE)
+                        raise self._error("WaitForMultipleObjects", W.ERROR_INVALID_HANDLE)
                     if self._events[h]:
                         return i
                 if end is not None and end <= 0:
@@ -264,12 +284,12 @@ class FakeWin32(Win32):
     # ---- tap-windows6 -----------------------------------------------------------------------------
     def tap_adapters(self) -> list[tuple[uuid.UUID, str]]:
         self._record("RegEnumKey", W.ADAPTER_KEY)
-        return list(self.m.taps)
+        return [*((g, W.TAP_HARDWARE_ID) for g in self.m.stale_taps), *self.m.taps]
 
     def create_tap_adapter(self, hardware_id: str = W.TAP_HARDWARE_ID) -> tuple[str, uuid.UUID]:
         self._record("SetupDiCallClassInstaller(DIF_INSTALLDEVICE)", hardware_id)
         if not self.m.tap_driver:
-            raise win_error("SetupDiEnumDriverInfoW", W.ERROR_NO_COMPAT_DRIVERS)
+            raise self._error("SetupDiEnumDriverInfoW", W.ERROR_NO_COMPAT_DRIVERS)
         guid = uuid.uuid4()
         instance = f"ROOT\\NET\\{len(self.m.devices):04d}"
         self.m.devices[instance] = guid
@@ -284,9 +304,12 @@ class FakeWin32(Win32):
     def create_file(self, path: str) -> int:
         self._record("CreateFileW", path)
         if path in self.m.tap_open or path in self.tap_files.values():
-            raise win_error("CreateFileW", W.ERROR_SHARING_VIOLATION)
+            # tap-windows6 lets one handle in: TapDeviceCreate (src/device.c, "Enforce exclusive
+            # access") completes a second IRP_MJ_CREATE with STATUS_UNSUCCESSFUL, which Win32
+            # reports as ERROR_GEN_FAILURE, not a sharing violation
+            raise self._error("CreateFileW", W.ERROR_GEN_FAILURE)
         if not any(W.TAP_DEVICE_PATH.format(guid=str(g).upper()) == path for g, _ in self.m.taps):
-            raise win_error("CreateFileW", W.ERROR_FILE_NOT_FOUND)
+            raise self._error("CreateFileW", W.ERROR_FILE_NOT_FOUND)
         handle = self._handle()
         self.tap_files[handle] = path
         self.m.tap_reads.setdefault(handle, deque())
@@ -327,14 +350,24 @@ class FakeWin32(Win32):
             self._pending_reads[handle] = (address, size, ov)
             return None
 
-    def overlapped_result(self, handle: int, ov: W.OVERLAPPED) -> int:
-        self._record("GetOverlappedResult", handle)
+    def overlapped_result(self, handle: int, ov: W.OVERLAPPED, *, wait: bool = False) -> int:
+        self._record("GetOverlappedResult", handle, wait)
+        with self._cond:
+            if self._cancelled.pop(handle, None) is not None:
+                raise self._error("GetOverlappedResult", W.ERROR_OPERATION_ABORTED)
+            if handle in self._pending_reads and not wait:
+                raise self._error("GetOverlappedResult", W.ERROR_IO_INCOMPLETE)
         return int(ov.InternalHigh or 0)
 
     def cancel_io(self, handle: int, ov: W.OVERLAPPED) -> None:
+        """CancelIoEx only asks: the read completes (aborted) later, and its event is set."""
         self._record("CancelIoEx", handle)
         with self._cond:
-            self._pending_reads.pop(handle, None)
+            pending = self._pending_reads.pop(handle, None)
+            if pending is not None:
+                self._cancelled[handle] = pending[2]
+                self._events[int(pending[2].hEvent)] = True
+                self._cond.notify_all()
 
     def write(self, handle: int, address: int, size: int) -> int:
         self._record("WriteFile", handle, size)
@@ -354,7 +387,7 @@ class FakeWin32(Win32):
             bytes(r.Address) == bytes(row.Address) and r.InterfaceLuid == row.InterfaceLuid
             for r in self.m.unicast
         ):
-            raise win_error("CreateUnicastIpAddressEntry", W.ERROR_OBJECT_ALREADY_EXISTS)
+            raise self._error("CreateUnicastIpAddressEntry", W.ERROR_OBJECT_ALREADY_EXISTS)
         self.m.unicast.append(W.MIB_UNICASTIPADDRESS_ROW.from_buffer_copy(row))
 
     def delete_unicast(self, row: W.MIB_UNICASTIPADDRESS_ROW) -> None:
@@ -362,7 +395,7 @@ class FakeWin32(Win32):
         before = len(self.m.unicast)
         self.m.unicast = [r for r in self.m.unicast if bytes(r) != bytes(row)]
         if len(self.m.unicast) == before:
-            raise win_error("DeleteUnicastIpAddressEntry", W.ERROR_NOT_FOUND)
+            raise self._error("DeleteUnicastIpAddressEntry", W.ERROR_NOT_FOUND)
 
     def unicast_rows(self, family: int) -> list[W.MIB_UNICASTIPADDRESS_ROW]:
         self._record("GetUnicastIpAddressTable", family)
@@ -376,7 +409,7 @@ class FakeWin32(Win32):
         self._record("GetIpInterfaceEntry", family, luid)
         row = self.m.interfaces.get((family, luid))
         if row is None:
-            raise win_error("GetIpInterfaceEntry", W.ERROR_NOT_FOUND)
+            raise self._error("GetIpInterfaceEntry", W.ERROR_NOT_FOUND)
         copy = W.MIB_IPINTERFACE_ROW.from_buffer_copy(row)
         copy.SitePrefixLength = self.m.site_prefix
         return copy
@@ -385,7 +418,7 @@ class FakeWin32(Win32):
         self._record("SetIpInterfaceEntry", row.Family, row.NlMtu, row.SitePrefixLength)
         limit = 32 if row.Family == W.AF_INET else 128
         if row.SitePrefixLength > limit:
-            raise win_error("SetIpInterfaceEntry", W.ERROR_INVALID_PARAMETER)
+            raise self._error("SetIpInterfaceEntry", W.ERROR_INVALID_PARAMETER)
         self.m.interfaces[(row.Family, row.InterfaceLuid)] = W.MIB_IPINTERFACE_ROW.from_buffer_copy(row)
 
     def new_route_row(self) -> W.MIB_IPFORWARD_ROW2:
@@ -403,7 +436,7 @@ class FakeWin32(Win32):
         before = len(self.m.routes)
         self.m.routes = [r for r in self.m.routes if bytes(r) != bytes(row)]
         if len(self.m.routes) == before:
-            raise win_error("DeleteIpForwardEntry2", W.ERROR_NOT_FOUND)
+            raise self._error("DeleteIpForwardEntry2", W.ERROR_NOT_FOUND)
 
     def luid_to_index(self, luid: int) -> int:
         return (luid >> 24) & 0xFFFFFF
@@ -423,4 +456,13 @@ class FakeWin32(Win32):
                     row = W.MIB_IPINTERFACE_ROW(Family=family, InterfaceLuid=luid, NlMtu=1500)
                     self.m.interfaces.setdefault((family, luid), row)
                 return luid
-        raise win_error("ConvertInterfaceGuidToLuid", W.ERROR_NOT_FOUND)
+        raise self._error("ConvertInterfaceGuidToLuid", W.ERROR_NOT_FOUND)
+
+
+def format_error(code: int = 0) -> str:
+    """ctypes.FormatError as CPython has it on Windows: it parses its argument as a signed C int
+    (Modules/_ctypes/callproc.c, format_error: PyArg_ParseTuple "|i:FormatError"), so a DWORD
+    above 0x7FFFFFFF raises OverflowError; FormatMessage knows no SetupAPI codes."""
+    if not -(2**31) <= code < 2**31:
+        raise OverflowError("signed integer is greater than maximum")
+    return "<no description>" if code < 0 else f"Windows message for error {code}"

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import errno
 import select
+import sys
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -39,7 +40,9 @@ from tunlab.relay._stats import (
 )
 
 MODES = ("passthrough", "batch")
-_GONE = (errno.EBADF, errno.EBADFD)
+# the source or destination went away: EBADF everywhere; EBADFD is Linux's "TUN interface removed"
+# (a name only Linux's errno has: looked up, never assumed)
+_GONE = frozenset(c for c in (errno.EBADF, getattr(errno, "EBADFD", None)) if c is not None)
 FINE_WAIT = 0.002  # closer than this to a deadline, wait with select's microseconds, not poll's ms
 PR_SET_TIMERSLACK = 29
 POLL_MAX_MS = 2**31 - 1  # poll() takes an int of milliseconds; a later deadline waits again
@@ -381,7 +384,10 @@ def _poll_readable(fd: int) -> bool:
 
 
 def _fine_timers() -> None:
-    """Timer slack 1 us for this thread (Linux; default 50 us): delays land where scheduled."""
+    """Timer slack 1 us for this thread (Linux; default 50 us): delays land where scheduled.
+    Elsewhere there is no such knob (and ctypes.CDLL(None) is a TypeError on Windows)."""
+    if not sys.platform.startswith("linux"):
+        return
     try:
         import ctypes
 

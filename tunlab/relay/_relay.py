@@ -16,6 +16,7 @@ import mmap
 import os
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -219,7 +220,7 @@ class Relay:
         parent = str(os.getpid())
         ends = self._ends()
         size = len(ends) * SLOT_WORDS * 8
-        stats_fd = os.memfd_create("tunlab-relay-stats", os.MFD_CLOEXEC)
+        stats_fd = _shared_file()
         os.ftruncate(stats_fd, size)
         self._shared = mmap.mmap(stats_fd, size)
         base = memoryview(self._shared)
@@ -416,3 +417,13 @@ def _sum_stats(parts: list[DirectionStats]) -> DirectionStats:
         w[DROPPED] += part.dropped
         total.errors += part.errors
     return total
+
+
+def _shared_file() -> int:
+    """An fd for the counters this process and its workers share (close-on-exec; a worker
+    gets it passed): a memfd where the OS has one, else an unlinked temporary file."""
+    if hasattr(os, "memfd_create") and hasattr(os, "MFD_CLOEXEC"):
+        return os.memfd_create("tunlab-relay-stats", os.MFD_CLOEXEC)
+    fd, path = tempfile.mkstemp(prefix="tunlab-relay-stats-")
+    os.unlink(path)
+    return fd

@@ -29,16 +29,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tunlab._linux.netns import NetNamespace
+from tunlab._linux.packet_socket import PACKET_OUTGOING, capture_socket
 from tunlab.devices.offload._gso import complete_checksum, link_header_len
 from tunlab.devices.offload._virtio import VIRTIO_NET_HDR_LEN, VirtioNetHdr
 
 if TYPE_CHECKING:
     from tunlab.devices._bsd.system import System
 
-ETH_P_ALL = 0x0003
-SOL_PACKET = 263
-PACKET_VNET_HDR = 15
-PACKET_OUTGOING = 4
 LINKTYPE_ETHERNET = 1
 LINKTYPE_RAW = 101  # raw IPv4/IPv6 (TUN, tun-pair)
 ARPHRD_ETHER = 1
@@ -119,11 +116,8 @@ class Capture:
         """Start capturing (AF_PACKET in the namespace; BPF on macOS/BSD); returns self."""
         if self.ns is None:
             return self._start_bpf()
-        sock = self.ns.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
+        sock = capture_socket(self.ns, self.interface)
         try:
-            sock.setsockopt(SOL_PACKET, PACKET_VNET_HDR, 1)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16 << 20)
-            sock.bind((self.interface, ETH_P_ALL))
             self._open_file()
         except BaseException:
             sock.close()
@@ -200,7 +194,7 @@ class Capture:
             if stop_r in ready and sock not in ready:
                 return
             try:
-                n, addr = rsock.recvfrom_into(buf, 0, socket.MSG_DONTWAIT)
+                n, addr = rsock.recvfrom_into(buf)  # nonblocking: another reader may have won
             except BlockingIOError:
                 continue
             except OSError:

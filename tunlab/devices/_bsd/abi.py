@@ -170,6 +170,11 @@ IF_FAKE_REQUEST_SIZE = 160  # if_fake_var.h:66-81 (iffr_peer_name at 32)
 IF_FAKE_PEER_AT = 32
 IFDRV_SIZE = 40
 SOCKADDR_NDRV_SIZE = 18  # bsd/net/ndrv.h:42-46
+# an AF_NDRV socket's send buffer is 8 KiB (bsd/net/ndrv.c: ndrv_sendspace = NDRVSNDQ) and its
+# sends are atomic (a record larger than the buffer is EMSGSIZE, uipc_socket.c sosendcheck):
+# a feth TAP raises it to carry the largest frame
+SOL_SOCKET = 0xFFFF  # bsd/sys/socket.h (every BSD: not Linux's 1)
+SO_SNDBUF = 0x1001  # socket.h (not Linux's 7)
 BIOCSHDRCMPLT = iow("B", 117, 4)  # bsd/net/bpf.h:242
 BIOCSSEESENT = iow("B", 119, 4)  # bpf.h:244
 FETH_CLONE = "feth"  # bsd/net/if_fake.c:140

@@ -49,19 +49,23 @@ class Interface:
         return out
 
     # ---- flags and MTU ------------------------------------------------------------------------
-    def flags(self) -> int:
-        out = self.request(
+    def _flags_request(self) -> bytearray:
+        return self.request(
             AF_INET, self.abi.SIOCGIFFLAGS, wire.ifreq_short(self.abi, self.name), "SIOCGIFFLAGS"
         )
-        return wire.read_short(out)
+
+    def flags(self) -> int:
+        return wire.read_short(self._flags_request())
 
     def set_up(self, up: bool) -> None:
-        flags = self.flags()
+        """Get-modify-set of the flags: the kernel's answer goes back with IFF_UP changed and
+        nothing else (FreeBSD's ifr_flagshigh beside the 16 bits stays as it was)."""
+        req = self._flags_request()
+        flags = wire.read_short(req)
         new = flags | IFF_UP if up else flags & ~IFF_UP
         if new != flags:
-            self.request(
-                AF_INET, self.abi.SIOCSIFFLAGS, wire.ifreq_short(self.abi, self.name, new), "SIOCSIFFLAGS"
-            )
+            wire.set_short(req, new)
+            self.request(AF_INET, self.abi.SIOCSIFFLAGS, req, "SIOCSIFFLAGS")
 
     def is_up(self) -> bool:
         return bool(self.flags() & IFF_UP)
@@ -132,7 +136,7 @@ class Interface:
             elif entry.family == self.abi.af_inet6:
                 prefix = ipaddress.IPv6Address(entry.netmask or "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff")
                 plen = bin(int(prefix)).count("1")
-                out.append(ipaddress.IPv6Interface(f"{entry.address.split('%')[0]}/{plen}"))
+                out.append(ipaddress.IPv6Interface(f"{entry.address}/{plen}"))  # link-local: %scope
         return out
 
     def broadcast(self) -> ipaddress.IPv4Address | None:

@@ -18,7 +18,9 @@ import struct
 from dataclasses import dataclass
 from typing import Any
 
-from tunlab.devices._bsd.abi import AF_INET, AF_LINK, Abi
+from tunlab.devices._bsd.abi import AF_INET, AF_LINK, AF_SYSTEM, Abi
+
+AF_SYS_CONTROL = 2  # bsd/sys/sys_domain.h: the kernel-control address's ss_sysaddr
 
 
 @dataclass(frozen=True)
@@ -95,7 +97,9 @@ class System:
     def device_name(self, fd: int) -> str:
         """The /dev node an fd has open ('tun3'), by fstat and libc devname(3)."""
         rdev = os.fstat(fd).st_rdev
-        devname = self.libc.devname
+        # NetBSD's <stdlib.h> renames devname to __devname50 (64-bit dev_t); the plain symbol is
+        # the old 32-bit compat entry point
+        devname = getattr(self.libc, "__devname50" if self.abi.os == "netbsd" else "devname")
         devname.restype = ctypes.c_char_p
         devname.argtypes = [ctypes.c_int32 if self.abi.os == "openbsd" else ctypes.c_uint64, ctypes.c_uint32]
         raw: bytes | None = devname(rdev, 0o020000)  # S_IFCHR
@@ -117,38 +121,52 @@ class System:
             raise OSError(err, f"{name}: {os.strerror(err)}")
 
     def connect_control(self, fd: int, name: str, unit: int) -> None:
-        """macOS kernel-control connect: by name (unit 0: the kernel picks) or an explicit unit."""
-        s = socket.socket(fileno=fd)
-        try:
-            if unit:
-                ctl_id = self.control_id(fd, name)
-                s.connect((ctl_id, unit))
-            else:
-                s.connect(name)
-        finally:
-            s.detach()
+        """macOS kernel-control connect (unit 0: the kernel picks the next free one), by libc:
+        a kernel-control fd cannot be wrapped in socket.socket(fileno=fd), because CPython
+        learns the family with getsockname (EOPNOTSUPP on these sockets) and the protocol with
+        SO_PROTOCOL (macOS has none), and then connects as AF_INET."""
+        self._sockcall("connect", fd, sockaddr_ctl(self.control_id(fd, name), unit))
 
     def control_id(self, fd: int, name: str) -> int:
         from tunlab.devices._bsd.abi import CTLIOCGINFO
 
         info = bytearray(100)
         info[4 : 4 + len(name)] = name.encode()
-        fcntl.ioctl(fd, CTLIOCGINFO, info, True)
-        return int(struct.unpack_from("I", info, 0)[0])
+        out = self.ioctl(fd, CTLIOCGINFO, info)
+        assert isinstance(out, bytearray)
+        return int(struct.unpack_from("I", out, 0)[0])
 
     def getsockopt(self, fd: int, level: int, option: int, size: int) -> bytes:
-        s = socket.socket(fileno=fd)
-        try:
-            return s.getsockopt(level, option, size)
-        finally:
-            s.detach()
+        """getsockopt(2) by libc (no socket.socket around an fd CPython cannot describe)."""
+        buf = ctypes.create_string_buffer(size)
+        length = ctypes.c_uint32(size)
+        if self.libc.getsockopt(fd, level, option, buf, ctypes.byref(length)) != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, f"getsockopt: {os.strerror(err)}")
+        return buf.raw[: length.value]
+
+    def setsockopt_int(self, fd: int, level: int, option: int, value: int) -> None:
+        """setsockopt(2) of an int option by libc (level and option as the OS numbers them)."""
+        arg = ctypes.c_int(value)
+        if self.libc.setsockopt(fd, level, option, ctypes.byref(arg), ctypes.sizeof(arg)) != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, f"setsockopt: {os.strerror(err)}")
 
     def if_nametoindex(self, name: str) -> int:
         return socket.if_nametoindex(name)
 
     # ---- getifaddrs -----------------------------------------------------------------------------
     def getifaddrs(self) -> list[IfAddr]:
-        """Every interface address, via libc getifaddrs (IPv4, IPv6 and AF_LINK MACs)."""
+        """Every interface address (IPv4, IPv6, AF_LINK MACs), decoded from the OS's sockaddrs."""
+        out = []
+        for raw in self.raw_ifaddrs():
+            entry = decode_ifaddr(self.abi, raw)
+            if entry is not None:
+                out.append(entry)
+        return out
+
+    def raw_ifaddrs(self) -> list[RawIfAddr]:
+        """getifaddrs(3) as the OS gives it: each entry's sockaddrs as bytes."""
 
         class IfAddrs(ctypes.Structure):
             pass
@@ -171,16 +189,46 @@ class System:
             node = head
             while node:
                 entry = node.contents
-                name = (entry.ifa_name or b"").decode()
-                fam, addr, index = decode_sockaddr(self.abi, _sockaddr_bytes(entry.ifa_addr))
-                _, mask, _ = decode_sockaddr(self.abi, _sockaddr_bytes(entry.ifa_netmask), fam)
-                _, dst, _ = decode_sockaddr(self.abi, _sockaddr_bytes(entry.ifa_dstaddr), fam)
-                if fam:
-                    out.append(IfAddr(name, int(entry.ifa_flags), fam, addr, mask, dst, index))
+                out.append(
+                    RawIfAddr(
+                        (entry.ifa_name or b"").decode(),
+                        int(entry.ifa_flags),
+                        _sockaddr_bytes(entry.ifa_addr),
+                        _sockaddr_bytes(entry.ifa_netmask),
+                        _sockaddr_bytes(entry.ifa_dstaddr),
+                    )
+                )
                 node = entry.ifa_next
         finally:
             self.libc.freeifaddrs(head)
         return out
+
+
+@dataclass(frozen=True)
+class RawIfAddr:
+    """One getifaddrs entry with its sockaddrs as the kernel wrote them."""
+
+    name: str
+    flags: int
+    addr: bytes
+    netmask: bytes = b""
+    destination: bytes = b""
+
+
+def decode_ifaddr(abi: Abi, raw: RawIfAddr) -> IfAddr | None:
+    """An IfAddr from a raw entry (None for a family tunlab does not read)."""
+    fam, addr, index = decode_sockaddr(abi, raw.addr)
+    if not fam:
+        return None
+    _, mask, _ = decode_sockaddr(abi, raw.netmask, fam)
+    _, dst, _ = decode_sockaddr(abi, raw.destination, fam)
+    return IfAddr(raw.name, raw.flags, fam, addr, mask, dst, index)
+
+
+def sockaddr_ctl(ctl_id: int, unit: int) -> bytes:
+    """struct sockaddr_ctl (sys_domain.h): sc_len 32, AF_SYSTEM, AF_SYS_CONTROL, the control's
+    id, the unit (0: the next free one; utunN is unit N+1), five reserved words."""
+    return struct.pack("BBHII5I", 32, AF_SYSTEM, AF_SYS_CONTROL, ctl_id, unit, 0, 0, 0, 0, 0)
 
 
 def _sockaddr_bytes(ptr: int | None) -> bytes:
@@ -200,10 +248,27 @@ def decode_sockaddr(abi: Abi, raw: bytes, family: int = 0) -> tuple[int, str | N
     if fam == AF_INET and len(raw) >= 8:
         return fam, str(ipaddress.IPv4Address(raw[4:8].ljust(4, b"\0"))), 0
     if fam == abi.af_inet6 and len(raw) >= 8:
-        return fam, str(ipaddress.IPv6Address(raw[8:24].ljust(16, b"\0"))), 0
+        return fam, _ipv6_text(raw), 0
     if fam == AF_LINK and len(raw) >= 8:
         index = struct.unpack_from("H", raw, 2)[0]
         nlen, alen = raw[5], raw[6]
         mac = raw[8 + nlen : 8 + nlen + alen]
         return fam, ":".join(f"{b:02x}" for b in mac) if alen == 6 else None, index
     return fam, None, 0
+
+
+def _ipv6_text(raw: bytes) -> str:
+    """A sockaddr_in6's address, its scope as '%N'. macOS, OpenBSD and NetBSD (KAME) hand
+    link-local addresses out with the scope embedded in bytes 2-3 (fe80:7::1) and sin6_scope_id
+    often 0: the embedded scope is moved into the scope id, as their ifconfig does."""
+    packed = bytearray(raw[8:24].ljust(16, b"\0"))
+    scope = struct.unpack_from("I", raw, 24)[0] if len(raw) >= 28 else 0
+    link_scoped = packed[0] == 0xFE and packed[1] & 0xC0 == 0x80  # fe80::/10
+    link_scoped = link_scoped or (packed[0] == 0xFF and packed[1] & 0x0F in (1, 2))  # ff01::, ff02::
+    if link_scoped:
+        embedded = int.from_bytes(packed[2:4], "big")
+        if embedded:
+            scope = scope or embedded
+            packed[2:4] = b"\0\0"
+    text = str(ipaddress.IPv6Address(bytes(packed)))
+    return f"{text}%{scope}" if scope else text

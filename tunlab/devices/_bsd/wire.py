@@ -72,7 +72,14 @@ def ifreq_int(abi: Abi, name: str, value: int = 0) -> bytearray:
 
 
 def ifreq_short(abi: Abi, name: str, value: int = 0) -> bytearray:
-    return ifreq(abi, name, struct.pack("h", value))
+    """An ifreq with ifr_flags (a short the kernel treats as 16 flag bits: IFF_MULTICAST is
+    0x8000, so packed unsigned)."""
+    return ifreq(abi, name, struct.pack("H", value & 0xFFFF))
+
+
+def set_short(buf: bytearray, value: int) -> None:
+    """Write ifr_flags into an ifreq the kernel filled, leaving every other byte as it was."""
+    struct.pack_into("H", buf, IFNAMSIZ, value & 0xFFFF)
 
 
 def read_int(buf: bytes | bytearray) -> int:

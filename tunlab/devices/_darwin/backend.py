@@ -37,6 +37,7 @@ from tunlab.errors import (
 )
 
 ABI = A.DARWIN
+NDRV_SNDBUF = 65535 + 14 + 4 + 64
 _COMMON = FAMILY_CAPABILITIES
 UTUN_CAPS = _COMMON | {Capability.FROM_FD, Capability.PACKET_INFORMATION}
 FETH_CAPS = (_COMMON - {Capability.FD}) | {Capability.TAP, Capability.MAC}  # BPF + AF_NDRV: no one fd
@@ -187,6 +188,9 @@ class FethTap(DarwinDevice):
             addr = struct.pack("BB16s", A.SOCKADDR_NDRV_SIZE, A.AF_NDRV, peer.encode())
             sys.bind_raw(ndrv, addr)
             sys.connect_raw(ndrv, addr)
+            # the 8 KiB default send buffer refuses any frame above it (EMSGSIZE): room for
+            # the largest Ethernet frame (a 64 KiB MTU, its header and a VLAN tag)
+            sys.setsockopt_int(ndrv, A.SOL_SOCKET, A.SO_SNDBUF, NDRV_SNDBUF)
             bpf, blen = _open_bpf(sys, peer)
         except BaseException:
             if bpf >= 0:
@@ -211,7 +215,16 @@ class FethTap(DarwinDevice):
 
     def send(self, data: Bytes) -> int:
         self._check()
-        return self.sys.write(self._ndrv, data)
+        try:
+            return self.sys.write(self._ndrv, data)
+        except OSError as exc:
+            if exc.errno == errno.EMSGSIZE:
+                raise DeviceError(
+                    f"a {len(data)}-byte frame is more than the AF_NDRV socket takes on {self._name} "
+                    f"({NDRV_SNDBUF} bytes): send frames of at most MTU + 18 bytes",
+                    errno.EMSGSIZE,
+                ) from None
+            raise
 
     def readiness(self) -> Readiness:
         fd = self._check()
@@ -305,10 +318,11 @@ def _peer(sys: System, fd: int, name: str, peer: str) -> None:
 
 
 def _flags_up(sys: System, fd: int, name: str) -> None:
+    """IFF_UP by get-modify-set (a new feth already has IFF_MULTICAST, 0x8000, and more)."""
     out = sys.ioctl(fd, ABI.SIOCGIFFLAGS, wire.ifreq_short(ABI, name))
     assert isinstance(out, bytearray)
-    flags = wire.read_short(out) | A.IFF_UP
-    sys.ioctl(fd, ABI.SIOCSIFFLAGS, wire.ifreq_short(ABI, name, flags))
+    wire.set_short(out, wire.read_short(out) | A.IFF_UP)
+    sys.ioctl(fd, ABI.SIOCSIFFLAGS, out)
 
 
 def _open_bpf(sys: System, interface: str) -> tuple[int, int]:

@@ -89,8 +89,11 @@ class TapWindowsDevice(WindowsAdapter):
         busy: list[str] = []
         names: list[str] = []
         for guid, _component in adapters:
-            luid = win.guid_to_luid(guid)
-            name = win.luid_to_alias(luid)
+            try:
+                luid = win.guid_to_luid(guid)
+                name = win.luid_to_alias(luid)
+            except OSError:
+                continue  # a registry entry of a removed adapter: no interface behind it
             names.append(name)
             if config.name is not None and name != config.name:
                 continue
@@ -113,7 +116,9 @@ class TapWindowsDevice(WindowsAdapter):
             return win.create_file(W.TAP_DEVICE_PATH.format(guid=str(guid).upper()))
         except OSError as exc:
             code = winerror_of(exc)
-            if code == W.ERROR_SHARING_VIOLATION:
+            # the driver lets one handle in: a second open fails with ERROR_GEN_FAILURE
+            # (tap-windows6 TapDeviceCreate); a sharing violation means the same
+            if code in (W.ERROR_GEN_FAILURE, W.ERROR_SHARING_VIOLATION):
                 busy.append(name)
                 return None
             if code == W.ERROR_FILE_NOT_FOUND:
@@ -225,9 +230,19 @@ class TapWindowsDevice(WindowsAdapter):
             return None
         if self.win.wait_any([int(self._ov.hEvent)], 0) is None:
             return None
+        self._reading = False  # finished, well or not: the next read starts afresh
         got = self.win.overlapped_result(self.handle, self._ov)
-        self._reading = False
         return self._buf.raw[:got]
+
+    def _cancel_read(self, handle: int) -> None:
+        """Cancel the outstanding read and wait until the driver has let go of its buffer
+        (CancelIoEx only asks; the buffer is freed with this device)."""
+        self.win.cancel_io(handle, self._ov)
+        try:
+            self.win.overlapped_result(handle, self._ov, wait=True)
+        except OSError:
+            pass  # ERROR_OPERATION_ABORTED: what a cancelled read completes with
+        self._reading = False
 
     def send(self, data: Bytes) -> int:
         if self.handle is None:
@@ -269,7 +284,7 @@ class TapWindowsDevice(WindowsAdapter):
                     pass
         finally:
             if self._reading:
-                self.win.cancel_io(handle, self._ov)
+                self._cancel_read(handle)
             self.handle = None
             self.win.close_handle(handle)
             self.win.close_handle(int(self._ov.hEvent))

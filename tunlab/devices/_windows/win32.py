@@ -44,9 +44,23 @@ def logger_thunk(logger: Logger) -> Any:
         return thunk
 
 
+def dword(code: int) -> int:
+    """A Win32 error code as the DWORD Windows defines it. CPython hands last errors over as a
+    signed C int (ctypes.get_last_error), so SetupAPI's 0xE0000228 arrives as -536870360;
+    compared with the constants only as a DWORD."""
+    return code & 0xFFFFFFFF
+
+
 def win_error(function: str, code: int) -> OSError:
-    """OSError for a Win32 error code (winerror set; on Windows also the system's message)."""
-    text = ctypes.FormatError(code).strip() if hasattr(ctypes, "FormatError") else f"error {code}"
+    """OSError for a Win32 error code (winerror set, as a DWORD; on Windows also the system's
+    message: ctypes.FormatError parses a signed int, so a DWORD above 0x7FFFFFFF goes in signed)."""
+    code = dword(code)
+    fmt = getattr(ctypes, "FormatError", None)
+    if fmt is not None:
+        text = fmt(code - (1 << 32) if code >= 1 << 31 else code).strip()
+        text = f"{text} (error {code:#x})" if code > 0xFFFF else text
+    else:
+        text = f"error {code:#x}"
     err = OSError(None, f"{function}: {text}")
     err.winerror = code  # type: ignore[attr-defined]
     return err
@@ -68,6 +82,19 @@ def wintun_candidates(explicit: str | os.PathLike[str] | None) -> list[str]:
     return found
 
 
+def wintun_missing(tried: Sequence[str]) -> str:
+    """What to do when wintun.dll cannot be loaded. Since Python 3.8 ctypes loads a bare DLL
+    name from the interpreter's folder and System32 only: not the script's folder, not PATH."""
+    return (
+        "wintun.dll was not found (tried: " + "; ".join(tried) + "). Download the official zip "
+        "from https://www.wintun.net (wintun-0.14.1.zip: bin/amd64/wintun.dll, bin/arm64/wintun.dll) "
+        f"and put wintun.dll in {Path(__file__).parent} (tunlab's own folder) or next to "
+        f"{Path(sys.executable).name} in {Path(sys.executable).parent}; or set "
+        "TUNLAB_WINTUN_DLL=C:\\path\\wintun.dll or pass DeviceBuilder().wintun_dll(path). "
+        "(A DLL next to your script or on PATH is not searched by ctypes.)"
+    )
+
+
 class Win32:
     """kernel32, iphlpapi, advapi32's registry (winreg) and wintun.dll, loaded on first use."""
 
@@ -86,8 +113,13 @@ class Win32:
             raise OSError(None, f"{name}: not on Windows (sys.platform={sys.platform!r})")
         return loader(name, use_last_error=True)
 
+    def _last_error(self) -> int:
+        """The calling thread's last error of a use_last_error DLL call, as a DWORD."""
+        return dword(self._raw_last_error())
+
     @staticmethod
-    def _last_error() -> int:
+    def _raw_last_error() -> int:
+        """What CPython reports: ctypes.get_last_error(), a signed C int."""
         get = getattr(ctypes, "get_last_error", None)
         return int(get()) if get is not None else 0
 
@@ -155,13 +187,7 @@ class Win32:
                 except OSError as exc:
                     tried.append(f"{path} ({exc.strerror or exc})")
             else:
-                raise FileNotFoundError(
-                    "wintun.dll was not found (tried: " + "; ".join(tried) + "). Download the official "
-                    "zip from https://www.wintun.net (wintun-0.14.1.zip: bin/amd64/wintun.dll, "
-                    "bin/arm64/wintun.dll), then put wintun.dll next to your program or in "
-                    "tunlab/devices/_windows/, set TUNLAB_WINTUN_DLL=C:\\path\\wintun.dll, or pass "
-                    "DeviceBuilder().wintun_dll(path)"
-                )
+                raise FileNotFoundError(wintun_missing(tried))
             h = c_void_p
             _proto(d.WintunCreateAdapter, h, [c_wchar_p, c_wchar_p, POINTER(W.GUID)])
             _proto(d.WintunOpenAdapter, h, [c_wchar_p])
@@ -370,9 +396,10 @@ class Win32:
             self.close_handle(int(ov.hEvent))
         return int(got.value)
 
-    def overlapped_result(self, handle: int, ov: W.OVERLAPPED) -> int:
+    def overlapped_result(self, handle: int, ov: W.OVERLAPPED, *, wait: bool = False) -> int:
+        """The bytes of a finished overlapped operation (wait: until it has finished)."""
         got = c_uint32()
-        if not self.k32.GetOverlappedResult(handle, byref(ov), byref(got), 0):
+        if not self.k32.GetOverlappedResult(handle, byref(ov), byref(got), int(wait)):
             raise self._fail("GetOverlappedResult")
         return int(got.value)
 
