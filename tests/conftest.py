@@ -64,6 +64,7 @@ def root_namespace_unchanged() -> Iterator[None]:
         return
     before = _root_snapshot()
     netns_before = set(os.listdir("/run/netns")) if os.path.isdir("/run/netns") else set()
+    mounts_before, groups_before = _tunlab_mounts(), _tunlab_groups()
     yield
     after = _root_snapshot()
     problems = []
@@ -75,7 +76,29 @@ def root_namespace_unchanged() -> Iterator[None]:
     leaked = {n for n in netns_after - netns_before if n.startswith(("tlt-", "tunlab-", "tl-"))}
     if leaked:
         problems.append(f"network namespaces left behind: {sorted(leaked)}")
+    mounts = _tunlab_mounts() - mounts_before
+    if mounts:
+        problems.append(f"mounts left behind in the host's mount table: {sorted(mounts)}")
+    groups = _tunlab_groups() - groups_before
+    if groups:
+        problems.append(f"cgroups left behind: {sorted(groups)}")
     assert not problems, "\n".join(problems)
+
+
+def _tunlab_mounts() -> set[str]:
+    """Mount points of the host's mount table that a lab's nodes could have left."""
+    with open("/proc/self/mountinfo") as f:
+        points = {line.split()[4] for line in f}
+    return {p for p in points if "/nodes/" in p or p.endswith("/nodes")}
+
+
+def _tunlab_groups() -> set[str]:
+    from tunlab._linux import cgroups
+
+    base = cgroups.root()
+    if base is None or not (base / cgroups.BASE).is_dir():
+        return set()
+    return {str(p) for p in (base / cgroups.BASE).iterdir() if p.is_dir()}
 
 
 @pytest.fixture(scope="session")

@@ -12,7 +12,7 @@ from tests.support import require_tool
 from tunlab import traffic
 from tunlab.errors import LabError
 from tunlab.relay._direction import Direction
-from tunlab.testing import assert_delay, assert_loss_rate, assert_rtt, assert_shaped
+from tunlab.testing import assert_delay, assert_loss_rate, assert_rtt, assert_shaped, expected_quantile
 from tunlab.topologies import Lab, load_text
 from tunlab.topologies._impairments import kernel_qdiscs
 from tunlab.topologies._live_links import ImpairmentError
@@ -89,15 +89,35 @@ def test_delay_50ms_each_way_gives_a_100ms_rtt(lab: Lab, link) -> None:
     assert placement in ("relay", "inserted")
 
 
+def assert_delay_measured(
+    lab: Lab, cfg: dict[str, object], base: float, quantiles: tuple[float, ...]
+) -> None:
+    """assert_delay on 3000 probes; a run measured *late* is measured again (up to 3 runs). The
+    2-core VM here sometimes runs the relay late for seconds (+2 ms at the median, +6 ms at p95,
+    in about 1 run of 5, the release before this one too); lateness never shortens a delay, so
+    a run measured early fails at once."""
+    failures = []
+    for _ in range(3):
+        res = probes(lab, "a:t0", count=3000, rate_pps=1000)
+        try:
+            assert_delay(res, cfg, baseline_ms=base, quantiles=quantiles)
+            return
+        except AssertionError as exc:
+            failures.append(str(exc))
+            lowest = quantiles[0]
+            if res.percentile(lowest * 100) < expected_quantile(cfg, lowest) + base - 0.5:
+                raise  # early: not the machine
+    raise AssertionError("late in 3 runs:\n" + "\n".join(failures))
+
+
 def test_jitter_follows_the_configured_distribution(lab: Lab, link) -> None:
     base = probes(lab, "a:t0", count=300, rate_pps=1000).percentile(50)
     cfg = {"delay": "20ms", "jitter": "5ms", "seed": 3}
     link.impair(cfg)
-    assert_delay(probes(lab, "a:t0", count=3000, rate_pps=1000), cfg, baseline_ms=base)
+    assert_delay_measured(lab, cfg, base, (0.05, 0.5, 0.95))
     normal = {**cfg, "distribution": "normal", "limit": 10000}
     link.impair(normal)
-    assert_delay(probes(lab, "a:t0", count=3000, rate_pps=1000), normal, baseline_ms=base,
-                 quantiles=(0.1, 0.5, 0.9))  # fmt: skip
+    assert_delay_measured(lab, normal, base, (0.1, 0.5, 0.9))
 
 
 # ---- loss, duplication, corruption --------------------------------------------------------------
@@ -141,7 +161,9 @@ def test_gap_5_sends_every_fifth_packet_ahead(lab: Lab, link) -> None:
     since = Since(link)
     res = probes(lab, "a:t0", count=500, rate_pps=1000)
     delays = dict(zip(res.arrivals, res.delays_ms, strict=True))
-    early = [s for s, d in delays.items() if d < 5]
+    # the others are held 10 ms, never less: anything quicker was sent ahead (a loaded machine
+    # can hold an undelayed packet several ms, so no tighter cut than the delay itself)
+    early = [s for s, d in delays.items() if d < 9.5]
     assert sorted(early) == list(range(4, 500, 5))
     assert since["a_to_b_stats"]["reordered"] == 100
     assert res.reordered > 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -17,6 +18,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 from tunlab.errors import DeployError, LabError, TopologyError, TunlabError
 from tunlab.relay._direction import DIRECTIONS
@@ -341,6 +343,32 @@ def inspect(name: str, as_json: bool) -> None:
     for line in describe(data):
         console.print(line if line.startswith(" ") else f"[bold]{line}[/]", markup=not line.startswith(" "))
     _impair_lines(data["impairments"], counters=True)
+
+
+@cli.command()
+@click.argument("name")
+@click.argument("node", required=False)
+@click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+def ps(name: str, node: str | None, as_json: bool) -> None:
+    """List what runs in each node of a lab (or one node): pid, state, CPU time, memory, command."""
+    _require_root_linux("tunlab ps")
+    from tunlab.topologies._operations import processes_running
+
+    found = processes_running(name, node)
+    if as_json:
+        click.echo(
+            json.dumps({n: [dataclasses.asdict(p) for p in ps_] for n, ps_ in found.items()}, indent=2)
+        )
+        return
+    table = Table()
+    for col in ("node", "pid", "state", "cpu", "rss", "command"):
+        table.add_column(col, justify="right" if col in ("pid", "cpu", "rss") else "left")
+    for node_name, processes in found.items():
+        for p in processes:
+            rss = f"{p.rss_bytes / 2**20:.1f}M"
+            cells = (node_name, str(p.pid), p.state, f"{p.cpu_seconds:.2f}s", rss, p.command)
+            table.add_row(*(Text(c) for c in cells))  # commands are text, never rich markup
+    console.print(table if table.row_count else "no processes")
 
 
 @cli.command()

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tunlab._linux import cgroups
 from tunlab._linux.spawn import spawn
 from tunlab.errors import LabError
 
@@ -136,14 +137,20 @@ class Qmp:
 class Process:
     """A started qemu: its Popen, monitor and the host end of the agent's port."""
 
-    def __init__(self, guest: Guest, env: dict[str, str] | None = None) -> None:
+    def __init__(self, guest: Guest, env: dict[str, str] | None = None, group: Path | None = None) -> None:
+        """group: the node's cgroup, which qemu is born in (its teardown ends it with the node)."""
         require_qemu()
         qmp_host, qmp_guest = socket.socketpair()
         agent_host, agent_guest = socket.socketpair()
         fds = [qmp_guest.fileno(), agent_guest.fileno(), *(fd for n in guest.nics for fd in n.fds)]
+        procs_fd = cgroups.open_procs(group) if group is not None else None
+        if procs_fd is not None:
+            fds.append(procs_fd)
         for fd in fds:
             os.set_inheritable(fd, True)
         argv = ["setpriv", "--pdeathsig", "KILL", "--", *guest.argv(qmp_guest.fileno(), agent_guest.fileno())]
+        if procs_fd is not None:
+            argv = cgroups.join_argv(procs_fd, argv)
         log = open(guest.log, "wb") if guest.log is not None else None  # noqa: SIM115 - closed below
         try:
             self.popen = spawn(
@@ -159,6 +166,8 @@ class Process:
             agent_guest.close()
             if log is not None:
                 log.close()
+            if procs_fd is not None:
+                os.close(procs_fd)
         self.guest = guest
         self.qmp = Qmp(qmp_host)
         self.agent_sock = agent_host

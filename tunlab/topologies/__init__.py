@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 from tunlab._lazy import lazy
 
 if TYPE_CHECKING:
+    from tunlab._linux.procs import ProcessInfo
     from tunlab.topologies._cleanup import garbage_collect
     from tunlab.topologies._drivers.base import ExecResult, NodeHandle
     from tunlab.topologies._lab import Lab
@@ -23,6 +24,7 @@ __getattr__, __dir__ = lazy(
     {
         "ExecResult": "tunlab.topologies._drivers.base",
         "NodeHandle": "tunlab.topologies._drivers.base",
+        "ProcessInfo": "tunlab._linux.procs",
         "Lab": "tunlab.topologies._lab",
         "garbage_collect": "tunlab.topologies._cleanup",
         "stop_lab": "tunlab.topologies._operations",
@@ -45,6 +47,7 @@ __all__ = [
     "Link",
     "Node",
     "NodeHandle",
+    "ProcessInfo",
     "Route",
     "Topology",
     "garbage_collect",

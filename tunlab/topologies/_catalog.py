@@ -131,3 +131,15 @@ def catalog(topo: TopologyShape, issues: list[Issue] | None = None) -> Catalog:
                 continue
             cat.add(Iface(name, iface, nloc, settings))
     return cat
+
+
+def hosts_entries(cat: Catalog) -> tuple[tuple[str, str], ...]:
+    """(address, node) for every node's /etc/hosts: each node's first IPv4 and first IPv6
+    address on each of its interfaces, in the order the topology declares them."""
+    out: list[tuple[str, str]] = []
+    for iface in cat.ifaces.values():
+        for family in (4, 6):
+            first = next((a for a in iface.addresses if a.version == family), None)
+            if first is not None and (str(first.ip), iface.node) not in out:
+                out.append((str(first.ip), iface.node))
+    return tuple(out)

@@ -7,8 +7,10 @@ import contextlib
 import os
 import signal
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
+from tunlab._linux import cgroups, nodens
 from tunlab.errors import LabError
 from tunlab.topologies._drivers import all_drivers, driver_of_record
 from tunlab.topologies._drivers.base import LabContext
@@ -22,10 +24,20 @@ from tunlab.topologies._state import (
     owners_dir,
     process_start,
     registry_lock,
+    run_dir,
     scan_labs,
 )
 
-__all__ = ["garbage_collect", "remove_namespaces", "teardown_state"]
+__all__ = ["garbage_collect", "remove_lab_leftovers", "remove_namespaces", "teardown_state"]
+
+
+def remove_lab_leftovers(lab_id: str, hold_dirs: Iterable[str] = ()) -> list[str]:
+    """The lab's cgroup (whatever its nodes left in it ends) and the directories that held its
+    nodes' namespaces; problems met."""
+    problems = cgroups.remove_lab(lab_id)
+    for lab_dir in {run_dir() / "nodes" / lab_id, *(Path(h).parent for h in hold_dirs)}:
+        problems += nodens.release_lab_dir(lab_dir)
+    return problems
 
 
 def remove_namespaces(names: Iterable[str]) -> list[str]:
@@ -62,6 +74,8 @@ def teardown_state(state: LabState) -> list[str]:
         except LabError as exc:
             problems.append(f"node {name}: {exc}")
     problems += remove_namespaces(sorted(set(state.namespaces) | set(owned_namespaces(state.id))))
+    holds = [str(r["hold"]) for r in state.nodes.values() if isinstance(r, dict) and r.get("hold")]
+    problems += remove_lab_leftovers(state.id, holds)
     state.remove()
     return problems
 
@@ -73,6 +87,7 @@ def _teardown_id(lab_id: str) -> list[str]:
     for driver in all_drivers():
         problems += driver.reap_lab(ctx)
     problems += remove_namespaces(owned_namespaces(lab_id))
+    problems += remove_lab_leftovers(lab_id)
     for suffix in (".json", ".lock"):
         with contextlib.suppress(FileNotFoundError):
             (owners_dir() / f"{lab_id}{suffix}").unlink()

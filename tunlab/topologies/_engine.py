@@ -29,7 +29,7 @@ from tunlab.topologies._interfaces import configure
 from tunlab.topologies._links import link_type, type_of
 from tunlab.topologies._links.wiring import build_device, close_devices
 from tunlab.topologies._models import Topology
-from tunlab.topologies._runtime import Phase, PlannedStep, Runtime, Step
+from tunlab.topologies._runtime import Phase, PlannedStep, Runtime, Step, destroy_nodes
 
 __all__ = ["FAILURE_HOOK", "Phase", "Runtime", "Step", "apply", "plan", "planned_namespaces", "planned_nodes"]
 
@@ -244,13 +244,13 @@ def _create_nodes(rt: Runtime, driver: NodeDriver, nodes: dict[str, NodeBase]) -
 def _destroy_nodes(rt: Runtime, names: list[str]) -> None:
     """Undo: remove the nodes this process holds, and whatever a half-done step left."""
     rt.close_netlink()
+    held = {name: rt.nodes.pop(name) for name in names if name in rt.nodes}
+    problems = destroy_nodes(rt.drivers, held)
     for name in names:
-        handle = rt.nodes.pop(name, None)
-        driver = rt.drivers[name]
-        if handle is not None:
-            driver.destroy(handle)
-        else:
-            driver.reap(rt.ctx, name, rt.state.nodes.get(name, {}))
+        if name not in held:
+            problems += rt.drivers[name].reap(rt.ctx, name, rt.state.nodes.get(name, {}))
+    if problems:
+        raise LabError("; ".join(problems))
 
 
 def _wait_ready(rt: Runtime, name: str, node: NodeBase) -> None:

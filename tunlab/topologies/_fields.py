@@ -213,6 +213,12 @@ class NodeCommon(Strict):
     routes: list[Route] = Field(default_factory=list)
     exec: list[Argv] = Field(default_factory=list, description="argv lists run after deploy")
     healthcheck: Healthcheck | None = Field(None, description="wait until the node is ready")
+    stop_grace: float = Field(
+        2.0,
+        ge=0,
+        le=600,
+        description="seconds the node's processes get between SIGTERM and SIGKILL when it goes down",
+    )
 
     @field_validator("exec", mode="before")
     @classmethod

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import ipaddress
+import os
+from pathlib import Path
 from typing import Any
 
-from tunlab._linux.netns import NetNamespace
+from tunlab._linux import cgroups, procs
+from tunlab._linux.netns import NETNS_RUN_DIR, NetNamespace
+from tunlab._linux.procs import ProcessInfo
 from tunlab.topologies._links import link_type
 from tunlab.topologies._state import LabState
 
@@ -60,11 +64,29 @@ def interfaces_and_routes(ns: NetNamespace) -> dict[str, Any]:
     return {"interfaces": out, "routes": routes}
 
 
+def node_processes(record: dict[str, Any]) -> list[ProcessInfo]:
+    """What runs in a node, from its state record: its cgroup's members and every other
+    process in its network namespace (a container's, a VM's qemu: all found the same way)."""
+    pids: set[int] = set()
+    group = record.get("cgroup")
+    if group:
+        pids.update(cgroups.members(Path(str(group))))
+    netns = str(record.get("netns") or "")
+    path = netns if "/" in netns else f"{NETNS_RUN_DIR}/{netns}"
+    try:
+        pids.update(procs.in_netns(os.stat(path).st_ino))
+    except OSError:
+        pass
+    found = [procs.info(pid) for pid in sorted(pids)]
+    return [p for p in found if p is not None and p.state != "Z"]
+
+
 def inspect_state(state: LabState) -> dict[str, Any]:
     """Nodes, interfaces, routes and the original offload state of a running lab."""
     nodes: dict[str, Any] = {}
     for name, info in state.nodes.items():
         entry: dict[str, Any] = {"kind": info.get("kind"), "netns": info.get("netns")}
+        entry["processes"] = len(node_processes(info))
         try:
             ns = NetNamespace.open(info["netns"])
         except OSError as exc:
@@ -106,7 +128,9 @@ def describe(data: dict[str, Any]) -> list[str]:
     """inspect_state() as text: each node, its interfaces and its routes."""
     lines = []
     for name, node in data["nodes"].items():
-        lines.append(f"{name} ({node['kind']}, {node['netns']})")
+        count = node.get("processes")
+        running = f", {count} process{'es' if count != 1 else ''}" if count is not None else ""
+        lines.append(f"{name} ({node['kind']}, {node['netns']}{running})")
         lines += [f"  {format_interface(i)}" for i in node.get("interfaces", [])]
         lines += [f"  route {r}" for r in node.get("routes", [])]
         if "error" in node:

@@ -12,7 +12,7 @@ from typing import Any
 from tunlab.devices._sync import SyncDevice
 from tunlab.errors import LabError
 from tunlab.topologies import _engine as engine
-from tunlab.topologies._cleanup import remove_namespaces, teardown_state
+from tunlab.topologies._cleanup import remove_lab_leftovers, remove_namespaces, teardown_state
 from tunlab.topologies._control import ControlServer
 from tunlab.topologies._drivers.base import LabContext, NodeHandle
 from tunlab.topologies._fields import NAME_RE
@@ -106,6 +106,7 @@ class Lab:
         except BaseException:
             rt.release()
             remove_namespaces(owned_namespaces(self.id))  # a namespace made by a failed step
+            remove_lab_leftovers(self.id)
             state.remove()
             raise
         finally:
@@ -152,6 +153,7 @@ class Lab:
             self._control.close()
             self._control = None
         problems = rt.release() + remove_namespaces(owned_namespaces(self.id))
+        problems += remove_lab_leftovers(self.id)
         if state is not None:
             state.remove()
         return problems

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tunlab._linux.procs import ProcessInfo
 from tunlab.errors import LabError
 from tunlab.relay._direction import Direction
 from tunlab.topologies._cleanup import teardown_state
@@ -218,3 +219,13 @@ def exec_in_guest(name: str, node: str, argv: list[str], timeout: float = 3600) 
         base64.b64decode(answer.get("stdout", "")),
         base64.b64decode(answer.get("stderr", "")),
     )
+
+
+def processes_running(name: str, node: str | None = None) -> dict[str, list[ProcessInfo]]:
+    """Every process in each node of a running lab (or one node), as `tunlab ps` lists them."""
+    from tunlab.topologies._inspect import node_processes
+
+    state = running_state(name)
+    if node is not None and node not in state.nodes:
+        raise LabError(f"lab '{name}' has no node '{node}' (nodes: {', '.join(state.nodes)})")
+    return {n: node_processes(r) for n, r in state.nodes.items() if node is None or n == node}

@@ -8,7 +8,6 @@ process per step.
 from __future__ import annotations
 
 import enum
-import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -19,7 +18,7 @@ from tunlab.devices._sync import SyncDevice
 from tunlab.errors import LabError
 from tunlab.relay._relay import Relay
 from tunlab.relay.impair._model import LinkImpairment
-from tunlab.topologies._catalog import Catalog, Iface, catalog
+from tunlab.topologies._catalog import Catalog, Iface, catalog, hosts_entries
 from tunlab.topologies._drivers.base import LabContext, NodeDriver, NodeHandle
 from tunlab.topologies._fields import LinkModel, NodeBase, TopologyShape
 from tunlab.topologies._state import LabState
@@ -73,8 +72,8 @@ class Runtime:
         self.guests: set[str] = set()  # nodes whose interfaces live in a guest kernel (VMs)
         self.impairs: dict[int, LinkImpairment | None] = {}
         self.resolved: dict[str, NodeBase] = dict(topo.resolved_nodes())
-        self.ctx = LabContext(lab_id, state.name)
         self.catalog: Catalog = catalog(topo)
+        self.ctx = LabContext(lab_id, state.name, hosts_entries(self.catalog))
         self._ipr: dict[str, IPRoute] = {}
         self._batch: dict[str, NetlinkSession] = {}
 
@@ -134,13 +133,24 @@ class Runtime:
         for dev in self.devices.values():
             attempt(problems, dev.close)
         self.devices.clear()
-        for name, handle in list(self.nodes.items()):
-            attempt(problems, functools.partial(self.drivers[name].destroy, handle))
+        problems += destroy_nodes(self.drivers, self.nodes)
         self.nodes.clear()
         for ns in self.bridges.values():
             attempt(problems, ns.delete)
         self.bridges.clear()
         return problems
+
+
+def destroy_nodes(drivers: dict[str, NodeDriver], handles: dict[str, NodeHandle]) -> list[str]:
+    """Remove these nodes, each kind's together (its driver may batch them); problems met."""
+    by_driver: dict[int, tuple[NodeDriver, list[NodeHandle]]] = {}
+    for name, handle in handles.items():
+        driver = drivers[name]
+        by_driver.setdefault(id(driver), (driver, []))[1].append(handle)
+    problems: list[str] = []
+    for driver, group in by_driver.values():
+        problems += driver.destroy_many(group)
+    return problems
 
 
 def attempt(problems: list[str], fn: Callable[[], object]) -> None:

@@ -220,8 +220,8 @@ class LabState:
 def _write_json(path: Path, data: dict[str, Any]) -> None:
     tmp = path.with_suffix(".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
-    with os.fdopen(fd, "w") as f:
-        json.dump(data, f, separators=(",", ":"), default=str)
+    with os.fdopen(fd, "w") as f:  # dumps: the C encoder (json.dump streams through Python's)
+        f.write(json.dumps(data, separators=(",", ":"), default=str))
     os.replace(tmp, path)
 
 

@@ -14,14 +14,18 @@ import socket
 import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from tunlab._linux import cgroups, procs
 from tunlab._linux.netns import NetNamespace
+from tunlab._linux.procs import ProcessInfo
 from tunlab.errors import LabError
 
 if TYPE_CHECKING:
     from pydantic import BaseModel
 
+    from tunlab._linux.nodens import NodeSpaces
     from tunlab.topologies._fields import NodeBase
 
 # (field path below the node, message) for problems `validate` reports
@@ -50,10 +54,19 @@ class ExecResult:
 
 @dataclass(frozen=True)
 class LabContext:
-    """Who is creating nodes: the lab's id and name (for names, labels and ownership)."""
+    """Who is creating nodes: the lab's id and name (for names, labels and ownership), and the
+    (address, node) pairs every node's /etc/hosts lists."""
 
     lab_id: str
     lab_name: str
+    hosts: tuple[tuple[str, str], ...] = ()
+
+    def hosts_file(self, node: str) -> str:
+        """/etc/hosts as node sees it: loopback, itself as 127.0.1.1, then every other node's
+        first address on each of its links."""
+        from tunlab._linux.nodens import hosts_text  # Linux-only module (fcntl): imported on use
+
+        return hosts_text(self.hosts, node)
 
 
 class NodeHandle:
@@ -67,18 +80,33 @@ class NodeHandle:
     #: its network stack is a guest kernel's: no sockets or popen from the host, run() only
     in_guest: ClassVar[bool] = False
 
-    def __init__(self, name: str, kind: str, netns: NetNamespace, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        kind: str,
+        netns: NetNamespace,
+        env: dict[str, str] | None = None,
+        spaces: NodeSpaces | None = None,
+    ) -> None:
         self.name = name
         self.kind = kind
         self.netns = netns
         self.env = dict(env or {})
+        self.spaces = spaces  # its own mount/UTS namespaces and cgroup (netns nodes)
+        self.group: Path | None = spaces.group if spaces is not None else None  # its cgroup
+        self.stop_grace = 2.0  # seconds its processes get between SIGTERM and SIGKILL
 
     def _env(self, extra: dict[str, str] | None) -> dict[str, str]:
         return {**os.environ, **self.env, **(extra or {})}
 
     def popen(self, argv: Sequence[str], **kwargs: Any) -> subprocess.Popen[Any]:
-        """Start argv inside the node (argv list; no shell)."""
+        """Start argv inside the node (argv list; no shell); it and what it starts stay the
+        node's until the node goes down."""
+        if not isinstance(argv, (str, bytes)) and not argv:
+            raise ValueError("argv is empty: give a program and its arguments")
         kwargs["env"] = self._env(kwargs.get("env"))
+        if self.spaces is not None:
+            return self.spaces.popen(argv, **kwargs)
         return self.netns.popen(argv, **kwargs)
 
     def interactive(self, argv: Sequence[str]) -> subprocess.Popen[Any]:
@@ -94,8 +122,21 @@ class NodeHandle:
         env: dict[str, str] | None = None,
     ) -> ExecResult:
         """Run argv to completion inside the node; returns (code, stdout, stderr)."""
-        done = self.netns.run(argv, timeout=timeout, input=input, env=self._env(env))
+        if not isinstance(argv, (str, bytes)) and not argv:
+            raise ValueError("argv is empty: give a program and its arguments")
+        runner = self.spaces if self.spaces is not None else self.netns
+        done = runner.run(argv, timeout=timeout, input=input, env=self._env(env))
         return ExecResult(done.returncode, done.stdout, done.stderr)
+
+    def processes(self) -> list[ProcessInfo]:
+        """Everything running in the node: its cgroup's members, and any other process in its
+        network namespace (started by `ip netns exec`, say)."""
+        pids: set[int] = set()
+        if self.group is not None:
+            pids.update(cgroups.members(self.group))
+        pids.update(procs.in_netns(self.netns.inode[1]))
+        found = [procs.info(pid) for pid in sorted(pids)]
+        return [p for p in found if p is not None and p.state != "Z"]
 
     def socket(
         self, family: int = socket.AF_INET, type: int = socket.SOCK_STREAM, proto: int = 0
@@ -176,6 +217,17 @@ class NodeDriver(abc.ABC):
     @abc.abstractmethod
     def destroy(self, handle: NodeHandle) -> None:
         """Remove a node this process made (Lab.down, rollback)."""
+
+    def destroy_many(self, handles: list[NodeHandle]) -> list[str]:
+        """destroy() each (kinds that can tear several down faster at once override it); the
+        problems met, every node attempted."""
+        problems: list[str] = []
+        for handle in handles:
+            try:
+                self.destroy(handle)
+            except Exception as exc:
+                problems.append(f"{type(exc).__name__}: {exc}")
+        return problems
 
     @abc.abstractmethod
     def reap(self, ctx: LabContext, name: str, resources: Resources) -> list[str]:

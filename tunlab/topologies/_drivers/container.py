@@ -187,6 +187,9 @@ class ContainerDriver(NodeDriver):
             "labels": labels,
             "environment": dict(node.env),
             "init": True,
+            # /etc/hosts: every node of the lab by its first address on each link, as netns
+            # nodes see it (docker writes the file; the list form allows a name twice)
+            "extra_hosts": [f"{name}:127.0.1.1", *(f"{host}:{address}" for address, host in ctx.hosts)],
         }
         if node.binds:
             kwargs["volumes"] = list(node.binds)

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Literal, cast
 
 from pydantic import Field
 
+from tunlab._linux import cgroups
 from tunlab._linux.netns import NetNamespace
 from tunlab.errors import LabError
 from tunlab.topologies._drivers.base import (
@@ -221,12 +222,22 @@ class VmDriver(NodeDriver):
 
     # ---- lifecycle --------------------------------------------------------------------------
     def planned(self, ctx: LabContext, name: str, node: NodeBase) -> Resources:
-        return {"netns": ns_name(ctx.lab_id, name), "qemu_name": f"tl-{ctx.lab_id}-{name}"}
+        group = cgroups.node_group(ctx.lab_id, name)
+        return {
+            "netns": ns_name(ctx.lab_id, name),
+            "qemu_name": f"tl-{ctx.lab_id}-{name}",
+            "cgroup": str(group) if group is not None else None,
+        }
 
     def create(self, ctx: LabContext, name: str, node: NodeBase) -> NodeHandle:
-        """The host-side namespace; the guest boots in start() once its links exist."""
+        """The host-side namespace and the node's cgroup; the guest boots in start() once its
+        links exist."""
         ns = NetNamespace.create(ns_name(ctx.lab_id, name))
-        return VmHandle(name, ns, cast("VmNode", node), ctx)
+        handle = VmHandle(name, ns, cast("VmNode", node), ctx)
+        handle.group = cgroups.node_group(ctx.lab_id, name)
+        if handle.group is not None:
+            cgroups.create(handle.group)
+        return handle
 
     def start_many(self, handles: dict[str, NodeHandle], say: Any = None) -> None:
         """Boot every guest at once and wait for their agents; on failure stop them all."""
@@ -314,7 +325,7 @@ class VmDriver(NodeDriver):
             extra=list(node.qemu_args),
         )
         start = time.monotonic()
-        h.process = qemu.Process(guest)
+        h.process = qemu.Process(guest, group=h.group)
         for nic in h.nics.values():  # qemu holds them now: the TAPs live exactly as long as it
             for dev in nic.devices:
                 dev.close()
@@ -376,6 +387,8 @@ class VmDriver(NodeDriver):
                 lines.append(f"ip addr add {addr} dev {q}")
             for addr in iface.settings.ipv6:
                 lines.append(f"ip -6 addr add {addr} dev {q}")
+        lines.append(f"hostname {shlex.quote(h.name)} || true")
+        lines.append(f"printf %s {shlex.quote(h.ctx.hosts_file(h.name))} > /etc/hosts")
         for key, value in node.sysctls.items():
             path = "/proc/sys/" + key.replace(".", "/")
             lines.append(f"echo {shlex.quote(str(value))} > {shlex.quote(path)}")
@@ -423,6 +436,8 @@ class VmDriver(NodeDriver):
     def destroy(self, handle: NodeHandle) -> None:
         h = cast(VmHandle, handle)
         self._stop(h)
+        if h.group is not None:
+            cgroups.end(h.group, h.node.stop_grace)
         h.netns.delete()
         for path in (h.console, h.console.with_suffix(".qemu.log")):
             with contextlib.suppress(OSError):
@@ -435,6 +450,8 @@ class VmDriver(NodeDriver):
             _kill_qemu(int(pid), start, str(resources.get("qemu_name", f"tl-{ctx.lab_id}-{name}")))
         for pid_ in _qemu_pids(f"tl-{ctx.lab_id}-{name}"):
             _kill_qemu(pid_, None, f"tl-{ctx.lab_id}-{name}")
+        if resources.get("cgroup"):
+            problems += cgroups.end(Path(str(resources["cgroup"])))
         problem = remove_namespace(str(resources.get("netns") or ns_name(ctx.lab_id, name)))
         if problem:
             problems.append(problem)
