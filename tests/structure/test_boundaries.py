@@ -132,3 +132,43 @@ def test_the_checker_finds_reach_ins() -> None:
     assert not check(
         "class W:\n    def _pop(self): ...\nclass D:\n    def f(self):\n        return self.w._pop()\n"
     )
+
+
+def _compared_strings(tree: ast.Module) -> Iterator[tuple[int, str]]:
+    """String constants a comparison or a match case tests against: `x == "veth"`,
+    `x in ("netns", "vm")`, `case "bridge":`."""
+    for n in ast.walk(tree):
+        operands: list[ast.expr] = []
+        if isinstance(n, ast.Compare):
+            operands = [n.left, *n.comparators]
+        elif isinstance(n, ast.MatchValue):
+            operands = [n.value]
+        for op in operands:
+            items = op.elts if isinstance(op, (ast.Tuple, ast.List, ast.Set)) else [op]
+            for item in items:
+                if isinstance(item, ast.Constant) and isinstance(item.value, str):
+                    yield item.lineno, item.value
+
+
+def test_no_link_type_or_node_kind_name_is_compared_outside_its_room() -> None:
+    """A link type's name is tested only in topologies/_links/, a node kind's only in
+    topologies/_drivers/: adding either is one new file there."""
+    from tunlab.topologies._drivers import all_drivers
+    from tunlab.topologies._links import link_types
+
+    rooms = dict.fromkeys(link_types(), "_links") | {d.kind: "_drivers" for d in all_drivers()}
+    found = []
+    for path in SOURCES:
+        rel = path.relative_to(ROOT)
+        for line, value in _compared_strings(ast.parse(path.read_text())):
+            room = rooms.get(value)
+            if room is not None and f"topologies/{room}/" not in rel.as_posix():
+                found.append(f"{rel}:{line}: compares {value!r} (belongs in topologies/{room}/)")
+    assert not found, "\n".join(found)
+
+
+def test_the_name_check_sees_comparisons() -> None:
+    tree = ast.parse(
+        'if kind == "vm" or t in ("veth", "x"):\n    pass\nmatch k:\n    case "bridge":\n        pass\n'
+    )
+    assert {v for _line, v in _compared_strings(tree)} == {"vm", "veth", "x", "bridge"}
