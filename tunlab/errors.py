@@ -105,6 +105,11 @@ class TopologyError(LabError, ValueError):
     """A topology file or model is invalid; the message names the field path."""
 
 
+class LabStopped(LabError):
+    """The lab was taken down from outside (`tunlab down` in another process) while this
+    program held it; its `with` block and `finally:` still run, and down() is a no-op."""
+
+
 class DeployError(LabError, RuntimeError):
     """A deploy step failed; everything already made was rolled back."""
 
@@ -122,6 +127,7 @@ __all__ = [
     "InterfaceExistsError",
     "InterfaceNotFoundError",
     "LabError",
+    "LabStopped",
     "NamespaceNotFoundError",
     "OffloadUnavailableError",
     "RingFullError",

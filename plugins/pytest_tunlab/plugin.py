@@ -462,6 +462,33 @@ def offload_matrix(request: pytest.FixtureRequest) -> OffloadCase:
     return OffloadCase(request.param, request.addfinalizer)
 
 
+# ---- a lab that degrades fails the test -----------------------------------------------------------
+def _labs_of(item: pytest.Item) -> list[Lab]:
+    """The running labs a test uses: its fixtures' (any scope) and the ones it made."""
+    found: list[Lab] = item.stash.get(LABS, [])
+    found = found + [
+        v for v in getattr(item, "funcargs", {}).values() if hasattr(v, "health") and hasattr(v, "running")
+    ]
+    unique = {id(lab): lab for lab in found}
+    return [lab for lab in unique.values() if lab.running]
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
+    """A part of a lab that died during the test (a relay worker, a VM, a container) fails it,
+    naming the part and the cause, even when the test's own assertions passed."""
+    labs = _labs_of(item)
+    before = {id(lab): set(lab.health()) for lab in labs}
+    yield
+    for lab in labs:
+        if not lab.running:
+            continue
+        new = {part: cause for part, cause in lab.health().items() if part not in before[id(lab)]}
+        if new:
+            lines = "; ".join(f"{part}: {cause}" for part, cause in new.items())
+            pytest.fail(f"lab '{lab.name}' degraded during the test: {lines}", pytrace=False)
+
+
 # ---- diagnostics on failure -----------------------------------------------------------------------
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(

@@ -61,6 +61,23 @@ def test_frames_cross_both_ways_unchanged() -> None:
         assert dev.backend.wire.take() == b"\x45out"
 
 
+def test_an_empty_or_oversized_frame_is_refused_before_the_kernel_sees_it() -> None:
+    with mem() as dev:
+        with pytest.raises(ValueError, match="an empty frame carries no packet"):
+            dev.send(b"")
+        with pytest.raises(ValueError, match="larger than this device takes"):
+            dev.send(bytes(dev.max_frame_size + 1))
+        with pytest.raises(TypeError, match="expected bytes"):
+            dev.send("text")  # type: ignore[arg-type]
+
+    async def main() -> None:
+        async with AsyncDevice(mem()) as adev:
+            with pytest.raises(ValueError, match="an empty frame carries no packet"):
+                await adev.send(b"")
+
+    asyncio.run(main())
+
+
 def test_blocking_recv_waits_and_nonblocking_says_so() -> None:
     with mem() as dev:
         threading.Timer(0.05, dev.backend.wire.inject, args=(b"late",)).start()

@@ -284,3 +284,24 @@ def test_module_scope_shares_one_lab_and_defaults_are_overridable(
     )
     result = run(lab_dir, "--tunlab-scope=module")
     result.assert_outcomes(passed=3)
+
+
+def test_a_lab_that_degrades_during_a_test_fails_it(lab_dir: pytest.Pytester, needs_root) -> None:
+    lab_dir.makepyfile(
+        """
+        import os, signal, time
+        import pytest
+
+        @pytest.mark.topology("demo.yaml")
+        def test_kills_a_relay_worker(topology):
+            os.kill(topology._state.relay_pids[0], signal.SIGKILL)
+            time.sleep(0.5)  # nothing the test asserts notices
+
+        @pytest.mark.topology("demo.yaml")
+        def test_leaves_it_alone(topology):
+            assert topology.health() == {}
+        """
+    )
+    result = run(lab_dir, "-p", "no:randomly")
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(["*lab 'demo-*' degraded during the test: link * was killed by SIGKILL*"])

@@ -227,3 +227,33 @@ def test_a_lab_brought_up_in_a_short_lived_thread_keeps_its_relays(needs_root) -
         assert ping(lab.node("h1"), "198.18.2.2")
     finally:
         lab.down()
+
+
+def test_routes_the_kernel_takes_deploy(needs_root) -> None:
+    """What validate lets through, the kernel takes: a route out of lo, a second route to a
+    connected IPv4 subnet with a metric, one to a connected IPv6 subnet (its kernel route has
+    metric 256), a link-local next hop with its interface."""
+    text = textwrap.dedent(
+        """
+        name: routes
+        nodes:
+          h1:
+            routes:
+              - {dst: 198.18.33.0/24, dev: lo}
+              - {dst: 198.18.32.0/24, via: 198.18.32.9, metric: 10}
+              - {dst: 2001:db8:32::/64, via: 2001:db8:32::9}
+              - {dst: 2001:db8:99::/64, via: fe80::9, dev: e0}
+          h2: {}
+        links:
+          - endpoints:
+              - {node: h1, interface: e0, ipv4: 198.18.32.1/24, ipv6: 2001:db8:32::1/64}
+              - {node: h2, interface: e0, ipv4: 198.18.32.2/24, ipv6: 2001:db8:32::2/64}
+        """
+    )
+    with Lab(load_text(text, "yaml"), unique=True) as lab:
+        v4 = lab.node("h1").run(["ip", "route"]).stdout.decode()
+        v6 = lab.node("h1").run(["ip", "-6", "route"]).stdout.decode()
+    assert "198.18.33.0/24 dev lo" in v4
+    assert "198.18.32.0/24 via 198.18.32.9 dev e0 proto static metric 10" in v4
+    assert "2001:db8:32::/64 via 2001:db8:32::9 dev e0" in v6
+    assert "2001:db8:99::/64 via fe80::9 dev e0" in v6

@@ -263,13 +263,15 @@ def up(
                 f"enter a node: [bold]tunlab exec {lab.name} <node> -- <command>[/]; "
                 "Ctrl-C (or SIGTERM) tears the lab down"
             )
-        holder.wait()
+        holder.wait(lab.wait_down)
     finally:
         if lab.running:
             problems = lab.down()
             for p in problems:
                 err_console.print(f"[yellow]teardown:[/] {escape(p)}")
             console.print(f"lab {lab.name} is down")
+        elif lab.wait_down(0):
+            console.print(f"lab {lab.name} is down (`tunlab down`)")
 
 
 def _up_detached(file: Path, variables: tuple[str, ...], name: str, limits: tuple[str, ...]) -> None:
@@ -312,10 +314,15 @@ def list_labs() -> None:
         holder = f"{s.owner_pid}{' (detached)' if s.detached else ''}" + (
             "" if s.owner_alive else " DEAD: run tunlab gc"
         )
+        status = s.status if s.owner_alive else "dead"
+        if s.owner_alive and s.health:
+            first = next(iter(s.health))
+            more = f" (+{len(s.health) - 1} more)" if len(s.health) > 1 else ""
+            status = f"degraded: {first} died{more}"
         table.add_row(
             s.name,
             s.id,
-            s.status if s.owner_alive else "dead",
+            status,
             str(len(s.topology.get("nodes", {}))),
             str(len(s.topology.get("links", []))),
             holder,
@@ -340,6 +347,8 @@ def inspect(name: str, as_json: bool) -> None:
     console.print(
         f"[bold]lab {data['name']}[/] id {data['id']} status {data['status']} holder {data['holder_pid']}"
     )
+    for part, cause in data.get("health", {}).items():
+        err_console.print(f"[red]degraded:[/] {escape(part)}: {escape(cause)}")
     for line in describe(data):
         console.print(line if line.startswith(" ") else f"[bold]{line}[/]", markup=not line.startswith(" "))
     _impair_lines(data["impairments"], counters=True)
@@ -451,7 +460,7 @@ def exec_(name: str, node: str, command: tuple[str, ...]) -> None:
         sys.stdout.buffer.write(done.stdout)
         sys.stdout.flush()
         sys.stderr.buffer.write(done.stderr)
-        sys.exit(done.code)
+        sys.exit(_exit_status(done.code))
     try:
         proc = handle.interactive(list(command))
     except FileNotFoundError:
@@ -461,7 +470,12 @@ def exec_(name: str, node: str, command: tuple[str, ...]) -> None:
     except KeyboardInterrupt:
         proc.send_signal(signal.SIGINT)
         code = proc.wait()
-    sys.exit(code)
+    sys.exit(_exit_status(code))
+
+
+def _exit_status(code: int) -> int:
+    """A command's status as a shell reports it: killed by signal N is 128 + N (SIGKILL: 137)."""
+    return 128 - code if code < 0 else code
 
 
 @cli.group(name="vm-image")

@@ -241,6 +241,7 @@ class AsyncDevice:
     def try_send(self, data: Bytes) -> int:
         """Write one frame if the device accepts it now, else BlockingIOError."""
         self._check_open()
+        frames.check_frame(self._backend, data)
         return self._backend.send(data)
 
     async def recv(self, bufsize: int | None = None) -> bytes:

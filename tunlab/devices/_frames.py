@@ -10,6 +10,21 @@ from collections.abc import Callable
 from tunlab.devices._backend import Bytes, DeviceBackend, max_frame_size
 
 
+def check_frame(device: DeviceBackend, data: object) -> None:
+    """What send() is given is one frame this device takes: bytes-like, not empty, not larger
+    than its largest frame (TypeError / ValueError saying so, before the kernel's bare EINVAL)."""
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise TypeError(f"send: expected bytes, bytearray or memoryview, got {type(data).__name__}")
+    if len(data) == 0:
+        raise ValueError("send: an empty frame carries no packet (the kernel would refuse it with EINVAL)")
+    limit = max_frame_size(device)
+    if len(data) > limit:
+        raise ValueError(
+            f"send: a {len(data)}-byte frame is larger than this device takes ({limit} bytes: "
+            "headers and a 64 KiB packet)"
+        )
+
+
 def read(device: DeviceBackend, bufsize: int | None = None) -> bytes:
     """One frame as bytes (at most bufsize; default: never truncated)."""
     size = max_frame_size(device) if bufsize is None else bufsize

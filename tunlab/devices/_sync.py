@@ -179,18 +179,8 @@ class SyncDevice:
 
     def send(self, data: bytes | bytearray | memoryview) -> int:
         """Write one frame; returns the bytes written."""
-        self._check_frame(data)
+        frames.check_frame(self._backend, data)
         return self._backend.send(data)
-
-    def _check_frame(self, data: object) -> None:
-        if not isinstance(data, (bytes, bytearray, memoryview)):
-            raise TypeError(f"send: expected bytes, bytearray or memoryview, got {type(data).__name__}")
-        limit = max_frame_size(self._backend)
-        if len(data) > limit:
-            raise ValueError(
-                f"send: a {len(data)}-byte frame is larger than this device takes ({limit} bytes: "
-                "headers and a 64 KiB packet)"
-            )
 
     def recv_vectored(self, buffers: Sequence[bytearray | memoryview]) -> int:
         """Read one frame scattered over several buffers (readv)."""

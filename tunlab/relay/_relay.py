@@ -14,13 +14,14 @@ import contextlib
 import json
 import mmap
 import os
+import signal
 import subprocess
 import sys
 import tempfile
 import threading
 import time
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Union
+from typing import IO, TYPE_CHECKING, Any, Union
 
 from tunlab._linux.spawn import spawn
 from tunlab.devices._backend import max_frame_size, unsupported
@@ -139,6 +140,9 @@ class Relay:
         self._stats: dict[Direction, list[DirectionStats]] = {key: [] for key in DIRECTIONS}
         self._clones: list[SyncDevice] = []  # the extra queues this relay opened (and closes)
         self._procs: list[subprocess.Popen[bytes]] = []
+        self._proc_keys: list[Direction] = []  # the direction each worker process pumps
+        self._stderr: list[IO[bytes]] = []  # each worker's stderr (its last words when it dies)
+        self._stopping = False
         self._shared: mmap.mmap | None = None
         self._stop = InterruptEvent()  # wakes thread pumps waiting on their devices
         self._controls: list[tuple[Direction, ControlWriter]] = []  # (direction, writer) per pump
@@ -249,8 +253,14 @@ class Relay:
                 fds = (*hs.fds, *hd.fds, stats_fd, *((reader.fileno(),) if self._impair_index else ()))
                 argv = [sys.executable, "-I", "-S", WORKER, json.dumps(spec, separators=(",", ":"))]
                 # from the long-lived spawner thread: PDEATHSIG follows the forking thread
+                err = tempfile.TemporaryFile(prefix="tunlab-relay-")  # noqa: SIM115 (closed by stop())
                 try:
-                    self._procs.append(spawn(argv, pass_fds=fds, stdin=subprocess.DEVNULL))
+                    self._procs.append(spawn(argv, pass_fds=fds, stdin=subprocess.DEVNULL, stderr=err))
+                    self._proc_keys.append(key)
+                    self._stderr.append(err)
+                except BaseException:
+                    err.close()
+                    raise
                 finally:
                     reader.close()
         except BaseException:
@@ -269,9 +279,9 @@ class Relay:
         """Block until both workers run (their ready flag), so the link works on return."""
         deadline = time.monotonic() + timeout
         while not all(s.words[READY] for parts in self._stats.values() for s in parts):
-            for proc in self._procs:
+            for proc, err in zip(self._procs, self._stderr, strict=True):
                 if proc.poll() is not None:
-                    raise RuntimeError(f"relay worker exited with status {proc.returncode}")
+                    raise RuntimeError(f"relay worker exited with status {proc.returncode}{_last_line(err)}")
             if time.monotonic() > deadline:
                 raise TimeoutError(f"relay workers not ready within {timeout} s")
             time.sleep(0.002)
@@ -284,6 +294,24 @@ class Relay:
     def pids(self) -> list[int]:
         """Worker process ids (workers='processes')."""
         return [p.pid for p in self._procs]
+
+    def failures(self) -> list[str]:
+        """Workers that died while the relay should be running, each with its cause (exit
+        status or signal, its last stderr line): a link whose relay died carries nothing."""
+        if self._stopping:
+            return []
+        out = []
+        for proc, key, err in zip(self._procs, self._proc_keys, self._stderr, strict=True):
+            code = proc.poll()
+            if code is None:
+                continue
+            how = f"was killed by {_signal_name(-code)}" if code < 0 else f"exited with status {code}"
+            out.append(f"relay worker {key} (pid {proc.pid}) {how}{_last_line(err)}")
+        for thread, pump in zip(self._threads, self._pumps, strict=True):
+            if not thread.is_alive():
+                errors = pump.stats.errors
+                out.append(f"relay thread {thread.name} ended" + (f": {errors[-1]}" if errors else ""))
+        return out
 
     # ---- impairments --------------------------------------------------------------------------
     @property
@@ -341,6 +369,7 @@ class Relay:
 
     def stop(self, timeout: float = 5.0) -> None:
         """Stop the workers and wait for them (up to timeout seconds each); counters are kept."""
+        self._stopping = True
         for _key, writer in self._controls:
             if self._threads:
                 with contextlib.suppress(OSError):
@@ -354,6 +383,10 @@ class Relay:
                 proc.kill()
                 proc.wait()
         self._procs.clear()
+        self._proc_keys.clear()
+        for err in self._stderr:
+            err.close()
+        self._stderr.clear()
         if self._shared is not None:
             for parts in self._stats.values():
                 for stats in parts:
@@ -402,6 +435,23 @@ def _impair_params(impair: Impairment) -> dict[Direction, NetemParams]:
             raise ValueError(f"impair: keys are Direction.A_TO_B and Direction.B_TO_A, not {sorted(unknown)}")
         return {k: impair.get(k, NetemParams()) for k in DIRECTIONS}
     raise TypeError(f"impair: expected NetemParams, a mapping of directions or a Netem model, got {impair!r}")
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
+
+
+def _last_line(err: IO[bytes]) -> str:
+    """': <the last line a worker wrote to stderr>', or '' when it wrote nothing."""
+    try:
+        err.seek(max(0, os.fstat(err.fileno()).st_size - 2048))
+        lines = err.read().decode(errors="replace").strip().splitlines()
+    except (OSError, ValueError):
+        return ""
+    return f": {lines[-1]}" if lines else ""
 
 
 def _sum_stats(parts: list[DirectionStats]) -> DirectionStats:

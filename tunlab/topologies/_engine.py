@@ -291,7 +291,7 @@ def _configure_guest(rt: Runtime, name: str) -> None:
 
 def _routes(rt: Runtime, name: str, node: NodeBase) -> None:
     ns = rt.netns(name)
-    devs = [r.dev for r in node.routes if r.dev is not None and r.dev != "lo"]
+    devs = [r.dev for r in node.routes if r.dev is not None]
     index = indexes(ns, sorted(set(devs))) if devs else {}
     batch = rt.batch(ns)
     for route in node.routes:

@@ -5,6 +5,7 @@ build their own models from these; models.py puts them together into a Topology.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 from collections.abc import Mapping, Sequence
@@ -60,7 +61,39 @@ Argv = Annotated[list[str], Field(min_length=1, description="a program and its a
 Env = Annotated[dict[str, str], AfterValidator(_env_names)]
 U32 = Annotated[int, Field(ge=0, le=2**32 - 1)]
 OptSwitch = Annotated[bool | None, BeforeValidator(_on_off)]
-IPv4List = Annotated[list[ipaddress.IPv4Interface], BeforeValidator(_listify)]
+_OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+_DOTTED = re.compile(rf"({_OCTET})\.({_OCTET})\.({_OCTET})\.({_OCTET})(?:/([0-9]|[12][0-9]|3[0-2]))?")
+
+
+def _dotted(value: Any) -> tuple[int, int] | None:
+    """(address, prefix) of a plain 'a.b.c.d[/p]' string, without ipaddress's per-octet parse
+    (the largest cost of validating a big lab); None for anything else, which ipaddress judges."""
+    if not isinstance(value, str):
+        return None
+    match = _DOTTED.fullmatch(value)
+    if match is None:
+        return None
+    a, b, c, d, prefix = match.groups()
+    return (int(a) << 24) | (int(b) << 16) | (int(c) << 8) | int(d), 32 if prefix is None else int(prefix)
+
+
+def _fast_v4_interface(value: Any) -> Any:
+    parsed = _dotted(value)
+    return value if parsed is None else ipaddress.IPv4Interface(parsed)
+
+
+def _fast_v4_address(value: Any) -> Any:
+    parsed = _dotted(value)
+    return value if parsed is None or parsed[1] != 32 or "/" in value else ipaddress.IPv4Address(parsed[0])
+
+
+def _v4_list(value: Any) -> Any:
+    """_listify, with plain dotted addresses parsed on the fast path."""
+    value = _listify(value)
+    return [_fast_v4_interface(v) for v in value] if isinstance(value, list) else value
+
+
+IPv4List = Annotated[list[ipaddress.IPv4Interface], BeforeValidator(_v4_list)]
 IPv6List = Annotated[list[ipaddress.IPv6Interface], BeforeValidator(_listify)]
 
 
@@ -118,10 +151,12 @@ class InterfaceSettings(Strict):
         return parse_mac(value, "mac")
 
     def merged_with(self, other: InterfaceSettings) -> InterfaceSettings:
-        """These settings with other's explicitly set fields on top."""
-        data = self.model_dump(exclude_unset=True, by_alias=False)
-        data.update(other.model_dump(exclude_unset=True, by_alias=False))
-        return InterfaceSettings.model_validate(data)
+        """These settings with other's explicitly set fields on top (both are validated
+        already: the merge copies values, it does not validate them again)."""
+        given = other.model_fields_set & set(InterfaceSettings.model_fields)
+        if not given:
+            return self
+        return self.model_copy(update={name: getattr(other, name) for name in given})
 
 
 class Endpoint(InterfaceSettings):
@@ -129,11 +164,6 @@ class Endpoint(InterfaceSettings):
 
     node: str
     interface: str
-
-    def own_settings(self) -> InterfaceSettings:
-        """The interface settings given on this endpoint (not what a link type adds to it)."""
-        fields = set(InterfaceSettings.model_fields)
-        return InterfaceSettings.model_validate(self.model_dump(exclude_unset=True, include=fields))
 
 
 def brief_endpoint(value: Any) -> Any:
@@ -153,7 +183,9 @@ class Route(Strict):
     """A route in a node: dst is a prefix, 'default' (IPv4) or 'default6'."""
 
     dst: str
-    via: ipaddress.IPv4Address | ipaddress.IPv6Address | None = None
+    via: Annotated[
+        ipaddress.IPv4Address | ipaddress.IPv6Address | None, BeforeValidator(_fast_v4_address)
+    ] = None
     dev: str | None = None
     metric: U32 | None = None
 
@@ -163,7 +195,7 @@ class Route(Strict):
         if value in ("default", "default6"):
             return value
         try:
-            ipaddress.ip_network(value, strict=False)
+            _prefix(value)
         except ValueError:
             raise ValueError(
                 f"{value!r} is not a prefix (like 198.18.2.0/24), 'default' or 'default6'"
@@ -179,12 +211,17 @@ class Route(Strict):
     def network(self) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
         """The destination as a network ("default" is 0.0.0.0/0, or ::/0 with an IPv6 next hop)."""
         if self.dst == "default":
-            if self.via is not None and self.via.version == 6:
-                return ipaddress.IPv6Network("::/0")
-            return ipaddress.IPv4Network("0.0.0.0/0")
+            return _prefix("::/0" if self.via is not None and self.via.version == 6 else "0.0.0.0/0")
         if self.dst == "default6":
-            return ipaddress.IPv6Network("::/0")
-        return ipaddress.ip_network(self.dst, strict=False)
+            return _prefix("::/0")
+        return _prefix(self.dst)
+
+
+@functools.lru_cache(maxsize=65536)
+def _prefix(text: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    """A route destination parsed once (validation, the catalog and deploy all ask; networks
+    are immutable, so the cached object is safe to share)."""
+    return ipaddress.ip_network(text, strict=False)
 
 
 class Healthcheck(Strict):

@@ -4,6 +4,7 @@ rolls back what it made); once the lab is up they only ask for teardown, which t
 from __future__ import annotations
 
 import signal
+from collections.abc import Callable
 from types import FrameType
 
 
@@ -34,7 +35,11 @@ class Holder:
         """Bring-up finished: signals from now on only ask for teardown."""
         self.deploying = False
 
-    def wait(self) -> None:
-        """Until SIGTERM or SIGINT."""
+    def wait(self, down: Callable[[float], bool] | None = None) -> None:
+        """Until SIGTERM or SIGINT, or down(timeout) says the lab went down (`tunlab down`
+        asked through the control socket: Lab.wait_down)."""
         while not self.stop:
-            signal.pause()
+            if down is None:
+                signal.pause()
+            elif down(0.25):
+                return

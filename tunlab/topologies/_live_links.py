@@ -104,6 +104,18 @@ class LabLink:
     def _relays(self) -> dict[tuple[int, int], Any]:
         return {k: r for k, r in self._rt.relays.items() if k[0] == self.index}
 
+    def failures(self) -> list[str]:
+        """What died of this link's relays (worker, cause); [] while it carries traffic."""
+        return [failure for relay in self._relays().values() for failure in relay.failures()]
+
+    def _check_alive(self) -> None:
+        dead = self.failures()
+        if dead:
+            raise LabError(
+                f"link {self.label}: its relay died ({'; '.join(dead)}), so nothing crosses it and "
+                "it cannot be impaired; take the lab down and up again"
+            )
+
     # ---- changing it --------------------------------------------------------------------------
     def impair(
         self, impairment: Any = None, *, direction: Direction | None = None, **netem: Any
@@ -118,12 +130,14 @@ class LabLink:
             impairment = netem
         new = parse_impairment(impairment, direction, self.impairment, both_ways=self.spec.both_ways)
         with _LOCK:
+            self._check_alive()
             self._apply(new)
         return new
 
     def clear(self, direction: Direction | None = None) -> None:
         """No impairment (on one direction, or both)."""
         with _LOCK:
+            self._check_alive()
             self._apply(parse_impairment(None, direction, self.impairment, both_ways=self.spec.both_ways))
 
     @contextlib.contextmanager

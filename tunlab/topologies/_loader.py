@@ -8,6 +8,7 @@ costs seconds and little memory, and the error names the limit that stopped it.
 from __future__ import annotations
 
 import difflib
+import json
 import os
 import re
 import types
@@ -22,6 +23,7 @@ from pydantic import BaseModel, ValidationError
 from tunlab.errors import TopologyError
 from tunlab.topologies import _parsing as parsing
 from tunlab.topologies._fieldpath import format_path
+from tunlab.topologies._gcpause import gc_paused
 from tunlab.topologies._limits import DEFAULT_LIMITS, Limits, check_shape, describe
 from tunlab.topologies._models import (
     IMPAIR_FORMS,
@@ -247,6 +249,11 @@ def model_from_data(data: Any, source: Source | None = None) -> Topology:
 
 def _nul_issues(data: Any) -> list[Issue]:
     """Strings with a NUL byte, anywhere: the kernel and docker would cut them short."""
+    try:
+        if "\\u0000" not in json.dumps(data, default=str):  # the C encoder: one fast look first
+            return []
+    except (TypeError, ValueError):
+        pass  # not plain JSON data: walk it
     issues = []
     stack: list[tuple[Any, tuple[Any, ...]]] = [(data, ())]
     while stack:
@@ -292,6 +299,13 @@ def load_text(
     limits: Limits = DEFAULT_LIMITS,
 ) -> Topology:
     """Render, parse and validate topology text (fmt: yaml, toml or json)."""
+    with gc_paused():
+        return _load_text(text, fmt, path, variables, limits)
+
+
+def _load_text(
+    text: str, fmt: str, path: str, variables: Mapping[str, Any] | None, limits: Limits
+) -> Topology:
     if fmt not in ("yaml", "toml", "json"):
         raise TopologyError(f"{path}: unknown format {fmt!r}: use yaml, toml or json")
     text = text.removeprefix("\ufeff")  # a UTF-8 byte order mark, in any format
@@ -299,8 +313,11 @@ def load_text(
         raise TopologyError(
             f"{path}: the text is {len(text)} characters, over {describe('file-size', limits.file_size)}"
         )
-    context = {**_file_vars(text, fmt, limits), **(variables or {})}
-    rendered = render(text, context, path, limits) if ("{{" in text or "{%" in text or "{#" in text) else text
+    if "{{" in text or "{%" in text or "{#" in text:
+        context = {**_file_vars(text, fmt, limits), **(variables or {})}
+        rendered = render(text, context, path, limits)
+    else:  # nothing to render: parsed once, below
+        rendered = text
     data = parsing.parse(rendered, fmt, path, limits)
     check_shape(data, limits, path)
     if isinstance(data, dict) and variables:

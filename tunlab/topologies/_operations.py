@@ -57,12 +57,27 @@ def _wait_gone(state: LabState, timeout: float) -> bool:
     return not state.owner_alive
 
 
-def stop_lab(name: str, timeout: float = 30.0) -> list[str]:
-    """`tunlab down NAME`: ask the holder to tear down (SIGTERM), or clean up if it is gone."""
+def stop_lab(name: str, timeout: float = 120.0) -> list[str]:
+    """`tunlab down NAME`: ask the holder to tear down through its control socket (the holder
+    keeps running: a program's `finally:` runs, its later calls raise LabStopped), or clean up
+    if the holder is gone. Only a holder that does not answer (no socket, or wedged) gets
+    SIGTERM, as the last resort."""
     state = LabState.load(name)
     if state is None:
         raise LabError(f"no lab named '{name}' is running (see `tunlab ls`)")
     if state.owner_alive:
+        try:
+            answer = request(
+                state.path.with_suffix(".sock"),
+                {"op": "down", "by": f"`tunlab down` (pid {os.getpid()})"},
+                timeout,
+            )
+        except LabError:
+            answer = None  # no control socket, or no answer: the signal is all that is left
+        if answer is not None and answer.get("ok"):
+            return [str(p) for p in answer.get("problems", [])]
+        if answer is not None:
+            raise LabError(f"lab '{name}': its holder could not tear it down: {answer.get('error')}")
         if alive(state.owner_pid, state.owner_start):
             os.kill(state.owner_pid, signal.SIGTERM)
         if not _wait_gone(state, timeout):

@@ -17,6 +17,7 @@ import json
 import os
 import re
 import secrets
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -135,6 +136,9 @@ def holder_alive(lab_id: str) -> bool:
     return False
 
 
+_SAVE_LOCK = threading.Lock()
+
+
 @dataclass
 class LabState:
     """What a running lab is, who holds it, and what it made."""
@@ -153,6 +157,7 @@ class LabState:
     offload_original: dict[str, dict[str, bool]] = field(default_factory=dict)
     nodes: dict[str, dict[str, Any]] = field(default_factory=dict)  # {node: {kind, driver's record}}
     impairments: dict[str, dict[str, Any]] = field(default_factory=dict)  # {link index: via, reason, tc}
+    health: dict[str, str] = field(default_factory=dict)  # {dead part: cause}; status is then degraded
     state_path: str = ""  # the run-directory state file (so gc can remove it from anywhere)
 
     @property
@@ -170,8 +175,9 @@ class LabState:
         labs_dir().mkdir(parents=True, exist_ok=True, mode=0o755)
         _mkdirs()
         data = {name: getattr(self, name) for name in self.__dataclass_fields__}
-        for path in (self.record_path, self.path):
-            _write_json(path, data)
+        with _SAVE_LOCK:  # the holder's health thread saves too
+            for path in (self.record_path, self.path):
+                _write_json(path, data)
 
     def remove(self) -> None:
         """Forget the lab: its state file, log, record and lock file."""

@@ -1,4 +1,5 @@
-"""The detached holder of a lab (`tunlab up -d`): deploys, reports on a pipe, waits for SIGTERM.
+"""The detached holder of a lab (`tunlab up -d`): deploys, reports on a pipe, holds the lab until
+`tunlab down` (through its control socket) or SIGTERM.
 
 usage: python -m tunlab.topologies._supervisor --file F --name N --ready-fd FD [--var K=V ...]
 """
@@ -47,7 +48,7 @@ def main() -> int:
     ready.close()
     print(f"tunlab supervisor {os.getpid()}: lab {lab.name} (id {lab.id}) is up", flush=True)
     holder.up()
-    holder.wait()
+    holder.wait(lab.wait_down)
     problems = lab.down()
     for p in problems:
         print(f"teardown: {p}", file=sys.stderr)

@@ -2,7 +2,8 @@
 
 The sandbox (immutable: templates cannot change Python objects or reach internals) is jinja's;
 on top, `*` and `**` are checked before they build a huge string, list or number, the output is
-counted as it streams, and a RenderGuard stops a render past its time or memory limit.
+counted as it streams, and a RenderGuard stops a render past its time or memory limit. Where
+it can, the render runs in a child process the kernel holds to those limits (_isolated.py).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from jinja2.compiler import CodeGenerator, Frame
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from tunlab.errors import TopologyError
+from tunlab.topologies import _isolated as isolated
 from tunlab.topologies._limits import Limits, RenderGuard, describe
 
 _MAX_INT_BITS = 1 << 16
@@ -99,8 +101,16 @@ def template_env(
 
 
 def render(text: str, variables: Mapping[str, Any], path: str, limits: Limits | None = None) -> str:
-    """The rendered text; every failure is a TopologyError that names the file (and the limit)."""
+    """The rendered text; every failure is a TopologyError that names the file (and the limit).
+    Rendered in a child process held to the limits by the kernel where it can be (_isolated)."""
     lim = limits or Limits()
+    if isolated.available():
+        return isolated.render_isolated(lambda: _render_here(text, variables, path, lim), path, lim)
+    return _render_here(text, variables, path, lim)
+
+
+def _render_here(text: str, variables: Mapping[str, Any], path: str, lim: Limits) -> str:
+    """Render in this process, stopped by the guard at its limits."""
     try:
         with RenderGuard(lim, path) as guard:
             env = template_env(lim, guard)
@@ -132,8 +142,8 @@ def render(text: str, variables: Mapping[str, Any], path: str, limits: Limits | 
         raise TopologyError(f"{path}: template: {exc}") from None
     except RecursionError:
         raise TopologyError(f"{path}: template: recursion too deep (a macro that calls itself?)") from None
-    except MemoryError:
-        raise TopologyError(f"{path}: template: it ran out of memory building its output") from None
+    except MemoryError:  # in a child process: RLIMIT_AS, which is render-memory
+        raise isolated.memory_error(path, lim) from None
     except OverflowError as exc:
         raise TopologyError(f"{path}: template: {exc}") from None
     except TypeError as exc:

@@ -309,7 +309,7 @@ def wait_tentative(dev: CharDevice, address: ipaddress.IPv6Address, timeout: flo
             return
         if time.monotonic() >= deadline:
             raise DeviceError(
-                f"{address} on {dev.config.name()} stayed tentative for {timeout:.0f} s (duplicate address "
+                f"{address} on {dev.config.name()} stayed tentative for {timeout:g} s (duplicate address "
                 "detection did not finish)"
             )
         time.sleep(0.05)

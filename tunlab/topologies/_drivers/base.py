@@ -214,6 +214,14 @@ class NodeDriver(abc.ABC):
         """What this running node holds, recorded in the state file once it is up."""
         return {}
 
+    def failure(self, handle: NodeHandle) -> str | None:
+        """Why this running node no longer works, or None (the holder asks a few times a
+        second). By default: its named network namespace was deleted from outside."""
+        netns = handle.netns
+        if netns.name is not None and not os.path.exists(netns.path):
+            return f"its network namespace {netns.path} was deleted from outside the lab"
+        return None
+
     @abc.abstractmethod
     def destroy(self, handle: NodeHandle) -> None:
         """Remove a node this process made (Lab.down, rollback)."""

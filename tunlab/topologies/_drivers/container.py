@@ -60,6 +60,8 @@ class ContainerHandle(NodeHandle):
     def __init__(self, name: str, container: Any, netns: NetNamespace, env: dict[str, str]) -> None:
         super().__init__(name, "container", netns, env)
         self.container = container
+        self.checked = 0.0  # when the holder last asked docker whether it runs
+        self.dead: str | None = None  # why it stopped, once it did
 
     @property
     def id(self) -> str:
@@ -226,6 +228,26 @@ class ContainerDriver(NodeDriver):
             container.remove(force=True)
             raise
         return ContainerHandle(name, container, ns, dict(node.env))
+
+    def failure(self, handle: NodeHandle) -> str | None:
+        """The container stopped (docker asked at most once a second per container)."""
+        assert isinstance(handle, ContainerHandle)
+        now = time.monotonic()
+        if now - handle.checked < 1.0:
+            return handle.dead
+        handle.checked = now
+        try:
+            handle.container.reload()
+        except Exception as exc:  # docker says it is gone
+            handle.dead = f"its container is gone ({exc})"
+            return handle.dead
+        state = handle.container.attrs.get("State", {})
+        if state.get("Running", True):
+            return None
+        handle.dead = (
+            f"its container stopped (exit code {state.get('ExitCode')}, {state.get('Error') or 'no error'})"
+        )
+        return handle.dead
 
     def destroy(self, handle: NodeHandle) -> None:
         handle.netns.close()

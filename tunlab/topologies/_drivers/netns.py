@@ -213,8 +213,9 @@ class NetnsDriver(NodeDriver):
             ns = NetNamespace.open(where)
         except OSError:
             raise LabError(
-                f"node '{name}' of lab '{ctx.lab_name}': its namespace {where} is gone "
-                "(was the lab's holder killed? `tunlab gc` cleans up)"
+                f"node '{name}' of lab '{ctx.lab_name}': its namespace {where} is gone — deleted "
+                "from outside the lab, or the lab's holder was killed (`tunlab ls` says which: "
+                "`tunlab down` a degraded lab, `tunlab gc` a dead one's)"
             ) from None
         group = resources.get("cgroup")
         spaces = None

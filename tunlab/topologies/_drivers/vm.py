@@ -359,7 +359,7 @@ class VmDriver(NodeDriver):
                     h.process.popen.wait(2)
                 why = "qemu exited" + (f": {h.process.stderr_tail()}" if h.process.stderr_tail() else "")
             elif time.monotonic() > deadline:
-                why = f"not ready within {timeout:.0f} s"
+                why = f"not ready within {timeout:g} s"
             else:
                 continue
             tail = "\n".join(console.splitlines()[-8:]) or "(the console is empty)"
@@ -432,6 +432,17 @@ class VmDriver(NodeDriver):
             for dev in nic.devices:
                 with contextlib.suppress(OSError):
                     dev.close()
+
+    def failure(self, handle: NodeHandle) -> str | None:
+        assert isinstance(handle, VmHandle)
+        proc = handle.process
+        code = proc.popen.poll() if proc is not None else None
+        if proc is None or code is None:
+            return super().failure(handle)
+        how = f"was killed by signal {-code}" if code < 0 else f"exited with status {code}"
+        return f"its qemu (pid {proc.popen.pid}) {how}" + (
+            f"; its log: {proc.guest.log}" if proc.guest.log else ""
+        )
 
     def destroy(self, handle: NodeHandle) -> None:
         h = cast(VmHandle, handle)

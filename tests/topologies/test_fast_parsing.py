@@ -1,0 +1,105 @@
+"""The fast paths of reading a topology give exactly what the general ones give: the YAML
+construction (against PyYAML's SafeLoader), dotted IPv4 parsing (against ipaddress), and the
+collector pause (re-enabled after, also after an error)."""
+
+from __future__ import annotations
+
+import gc
+import ipaddress
+
+import pytest
+import yaml
+from hypothesis import given
+from hypothesis import strategies as st
+
+from tunlab.errors import TopologyError
+from tunlab.topologies import _parsing
+from tunlab.topologies._fields import _fast_v4_address, _fast_v4_interface
+from tunlab.topologies._gcpause import gc_paused
+from tunlab.topologies._limits import DEFAULT_LIMITS
+
+DOCUMENTS = [
+    "name: t\nnodes: {a: {}, b: {mtu: 9000, up: true, x: null, f: 1.5, o: 0o17, h: 0x1f}}\n",
+    "base: &b {mtu: 1400, list: [1, 2, {k: v}]}\nuse: *b\nagain: [*b, *b]\n",
+    "- 1\n- -2.5e3\n- .inf\n- ~\n- 'quoted: yes'\n- yes\n- on\n- '123'\n- [ ]\n- { }\n",
+    "deep: " + "[" * 40 + "1" + "]" * 40 + "\n",
+    "when: 2001-12-14\nraw: !!binary aGVsbG8=\n",  # timestamp, binary: the general path
+    "base: &b {a: 1}\nmerged: {<<: *b, c: 2}\n",  # a merge key: the general path
+    "s: !!set {a, b}\nseq: !!omap [{a: 1}]\n",
+    "=: x\nother: 1\n",
+]
+
+
+@pytest.mark.parametrize("text", DOCUMENTS)
+def test_fast_yaml_construction_equals_pyyaml(text: str) -> None:
+    assert _parsing.parse_yaml(text, "t.yaml", DEFAULT_LIMITS) == yaml.safe_load(text)
+
+
+def test_aliases_stay_shared_objects() -> None:
+    doc = _parsing.parse_yaml("base: &b {mtu: 1400}\nuse: *b\n", "t.yaml", DEFAULT_LIMITS)
+    assert doc["base"] is doc["use"]
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("a: 1\nb: 2\na: 3\n", "t.yaml:3: duplicate key 'a' (first on line 1)"),
+        ("nodes:\n  h1: {}\n  h1: {}\n", "t.yaml:3: duplicate key 'h1' (first on line 2)"),
+        ("? [a, b]\n: 1\n", "a mapping key must be a plain value"),
+        ("x: &a {k: 1}\ny: {<<: *a, k: 1, k: 2}\n", "duplicate key 'k'"),  # the general path too
+    ],
+)
+def test_duplicate_and_unhashable_keys_are_refused(text: str, message: str) -> None:
+    with pytest.raises(
+        TopologyError,
+    ) as info:
+        _parsing.parse_yaml(text, "t.yaml", DEFAULT_LIMITS)
+    assert message in str(info.value)
+
+
+EDGE = ["0.0.0.0", "255.255.255.255/32", "1.2.3.4/0", "01.2.3.4", "1.2.3.4/024", "1.2.3.4/33",
+        "256.0.0.1", "1.2.3", "1.2.3.4.5", "1.2.3.4/255.255.0.0", " 1.2.3.4", "1.2.3.4/", "\u0661.2.3.4",
+        "198.18.0.1/24", "10.0.0.255/8", "1.2.3.4//8", "1.2.3.4/ 8"]  # fmt: skip
+
+
+def _same_as_ipaddress(text: str) -> None:
+    fast = _fast_v4_interface(text)
+    try:
+        want: object = ipaddress.IPv4Interface(text)
+    except ValueError:
+        want = None
+    if isinstance(fast, ipaddress.IPv4Interface):  # the fast path took it: it must agree
+        assert fast == want and fast.network == want.network  # type: ignore[union-attr]
+    else:
+        assert fast == text  # left to ipaddress, which decides
+    address = _fast_v4_address(text)
+    if isinstance(address, ipaddress.IPv4Address):
+        assert address == ipaddress.IPv4Address(text)
+    else:
+        assert address == text
+
+
+@pytest.mark.parametrize("text", EDGE)
+def test_dotted_fast_path_agrees_with_ipaddress_on_edges(text: str) -> None:
+    _same_as_ipaddress(text)
+
+
+@given(
+    st.lists(st.integers(0, 300), min_size=3, max_size=5).map(lambda o: ".".join(map(str, o))),
+    st.one_of(st.none(), st.integers(0, 40).map(str), st.sampled_from(["024", "", "x"])),
+)
+def test_dotted_fast_path_agrees_with_ipaddress(address: str, prefix: str | None) -> None:
+    _same_as_ipaddress(address if prefix is None else f"{address}/{prefix}")
+
+
+def test_the_collector_runs_again_after_a_read_even_a_failed_one() -> None:
+    assert gc.isenabled()
+    with gc_paused():
+        assert not gc.isenabled()
+        with gc_paused():  # nested
+            pass
+        assert not gc.isenabled()
+    assert gc.isenabled()
+    with pytest.raises(TopologyError), gc_paused():
+        _parsing.parse_yaml("a: 1\na: 2\n", "t.yaml", DEFAULT_LIMITS)
+    assert gc.isenabled()
