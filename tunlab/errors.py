@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno as _errno
+import os
 
 
 class TunlabError(Exception):
@@ -113,10 +114,31 @@ class LabStopped(LabError):
 class DeployError(LabError, RuntimeError):
     """A deploy step failed; everything already made was rolled back."""
 
-    def __init__(self, step: str, cause: BaseException) -> None:
-        super().__init__(f"deploy failed at step '{step}': {cause}")
+    def __init__(self, step: str, cause: BaseException, field: str | None = None) -> None:
+        where = f" ({field})" if field else ""
+        super().__init__(f"deploy failed at step '{step}'{where}: {_cause_text(cause)}")
         self.step = step
         self.cause = cause
+        self.field = field
+
+
+def _cause_text(cause: BaseException) -> str:
+    """A kernel error as words, never a bare errno tuple: pyroute2's NetlinkError prints as
+    "(17, 'File exists')" and an OSError without a message as "[Errno 17] ..."."""
+    code = getattr(cause, "code", None)
+    if isinstance(cause, OSError) and cause.strerror:
+        code = cause.errno
+        text = cause.strerror + (f": {cause.filename}" if cause.filename else "")
+    elif isinstance(code, int) and code > 0 and str(cause).startswith("("):
+        text = os.strerror(code)
+    else:
+        return str(cause) or type(cause).__name__
+    advice = {
+        _errno.EEXIST: "something of that name already exists where the step makes it",
+        _errno.EPERM: "run as root (or with CAP_NET_ADMIN)",
+        _errno.EACCES: "run as root (or with CAP_NET_ADMIN)",
+    }.get(code or 0)
+    return f"{text} ({_errno.errorcode.get(code or 0, code)}" + (f": {advice})" if advice else ")")
 
 
 __all__ = [

@@ -4,6 +4,7 @@ tun/tap), with its merged settings and where it was declared (for messages)."""
 from __future__ import annotations
 
 import ipaddress
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -76,7 +77,18 @@ def name_issue(name: str, option: str, loc: tuple[Any, ...]) -> Issue | None:
         return Issue(loc, str(exc).removeprefix(f"{option}: "))
     if option == "interface" and name == "lo":
         return Issue(loc, "'lo' is the loopback interface every node already has: pick another name")
+    if option == "interface" and _GENERATED.fullmatch(name):
+        return Issue(
+            loc,
+            f"{name!r} is how tunlab names the devices it adds to a node (relay shims, VM taps: "
+            "tl<letter><link index>...): pick another name",
+        )
     return None
+
+
+# names tunlab gives the helper devices it makes in a node's namespace (links/veth.py, vxlan.py,
+# wiring.py): a user's interface of the same name would collide with one at up
+_GENERATED = re.compile(r"tl[bvxrqw][0-9]+(?:[a-z][0-9]+)?")
 
 
 def _endpoint_issue(topo: TopologyShape, cat: Catalog, ep: Endpoint, loc: tuple[Any, ...]) -> Issue | None:

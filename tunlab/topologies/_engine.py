@@ -24,6 +24,7 @@ from tunlab.topologies._catalog import Iface
 from tunlab.topologies._drivers import driver_for
 from tunlab.topologies._drivers.base import LabContext, NodeDriver
 from tunlab.topologies._drivers.sysctls import write_sysctls
+from tunlab.topologies._fieldpath import format_path
 from tunlab.topologies._fields import NodeBase
 from tunlab.topologies._interfaces import configure
 from tunlab.topologies._links import link_type, type_of
@@ -65,7 +66,9 @@ def plan(rt: Runtime) -> list[Step]:
     _place_impairments(rt)
     planned: list[PlannedStep] = _node_steps(rt)
     for li in range(len(rt.topo.links)):
-        planned += type_of(rt, li).steps(rt, li)
+        for phase, step in type_of(rt, li).steps(rt, li):
+            step.field = step.field or f"links[{li}]"
+            planned.append((phase, step))
     planned += _device_steps(rt) + _guest_steps(rt) + _configure_steps(rt) + _late_node_steps(rt)
     return [step for _phase, step in sorted(planned, key=lambda p: p[0])]  # stable within a phase
 
@@ -105,6 +108,7 @@ def _device_steps(rt: Runtime) -> list[PlannedStep]:
                 f"{iface.kind} {iface.node}:{iface.name}",
                 functools.partial(_tuntap, rt, iface),
                 functools.partial(close_devices, rt, [(iface.node, iface.name)]),
+                format_path(iface.loc),
             ),
         )
         for iface in rt.catalog.ifaces.values()
@@ -202,7 +206,7 @@ def apply(steps: list[Step], *, progress: Progress | None = None, fail_at: Failu
                         past.undo()
             if isinstance(exc, (KeyboardInterrupt, SystemExit)):
                 raise
-            raise DeployError(step.name, exc) from exc
+            raise DeployError(step.name, exc, step.field) from exc
         done.append(step)
     if progress is not None:
         progress("done", len(steps), len(steps))
@@ -258,7 +262,7 @@ def _wait_ready(rt: Runtime, name: str, node: NodeBase) -> None:
 
 
 def _sysctls(rt: Runtime, name: str, node: NodeBase) -> None:
-    rt.netns(name).call(write_sysctls, node, early=False)
+    rt.netns(name).call(write_sysctls, node, early=False, where=f"nodes.{name}.sysctls")
 
 
 def _tuntap(rt: Runtime, iface: Iface) -> None:
@@ -294,12 +298,12 @@ def _routes(rt: Runtime, name: str, node: NodeBase) -> None:
     devs = [r.dev for r in node.routes if r.dev is not None]
     index = indexes(ns, sorted(set(devs))) if devs else {}
     batch = rt.batch(ns)
-    for route in node.routes:
+    for ri, route in enumerate(node.routes):
         oif = index.get(route.dev) if route.dev else None
         target = f" via {route.via}" if route.via is not None else f" dev {route.dev}"
         batch.add_route(
             route.network(),
-            f"route {route.dst}{target} in '{name}'",
+            f"nodes.{name}.routes[{ri}]: route {route.dst}{target} in '{name}'",
             via=route.via,
             oif=oif,
             metric=route.metric,

@@ -50,6 +50,7 @@ class Step:
     name: str
     apply: Callable[[], None]
     undo: Callable[[], None] | None = None
+    field: str | None = None  # the topology field it comes from (links[2]), named when it fails
 
 
 PlannedStep = tuple[Phase, Step]

@@ -12,6 +12,7 @@ from tunlab.topologies._drivers import driver_for
 from tunlab.topologies._fields import PerDirection
 from tunlab.topologies._links import CheckContext, LinkModel, link_type
 from tunlab.topologies._models import Topology
+from tunlab.topologies._sysctl_check import sysctl_issue
 
 __all__ = ["Catalog", "Iface", "Issue", "catalog", "check_topology"]
 
@@ -190,6 +191,36 @@ def _check_nodes(topo: Topology, cat: Catalog, issues: list[Issue]) -> None:
         connected = [a for i in cat.of_node(name) for a in i.addresses]
         for ri, route in enumerate(node.routes):
             issues += _route_issues(name, (*loc, "routes", ri), route, cat.of_node(name), names, connected)
+        issues += _duplicate_routes(loc, node.routes)
+        in_guest = driver_for(node.kind).interfaces_in_guest
+        for key, value in node.sysctls.items():
+            problem = sysctl_issue(key, value, names, name, in_guest=in_guest)
+            if problem is not None:
+                issues.append(Issue((*loc, "sysctls", key), problem))
+
+
+def _duplicate_routes(loc: tuple[Any, ...], routes: list[Any]) -> list[Issue]:
+    """Routes the kernel holds one of: one per destination and metric, whatever the next hop
+    (a second is EEXIST, tried on this kernel for IPv4 and IPv6 alike)."""
+    seen: dict[tuple[Any, ...], int] = {}
+    issues = []
+    for ri, route in enumerate(routes):
+        try:
+            dst = route.network()
+        except ValueError:
+            continue  # reported by _route_issues
+        key = (dst, route.metric or 0)
+        first = seen.setdefault(key, ri)
+        if first != ri:
+            issues.append(
+                Issue(
+                    (*loc, "routes", ri),
+                    f"the same destination and metric as routes[{first}] ({dst}): the kernel keeps one "
+                    "route per destination and metric; "
+                    "remove this one or give it another metric",
+                )
+            )
+    return issues
 
 
 def _route_issues(

@@ -19,21 +19,22 @@ LAB_SYSCTLS = {
 }
 
 
-def write_sysctls(node: NodeBase, *, early: bool) -> None:
+def write_sysctls(node: NodeBase, *, early: bool, where: str = "sysctls") -> None:
     """Write a node's sysctls from a thread inside its namespace.
 
     early: before interfaces exist; keys that do not exist yet (interface-specific ones) wait
     for the second call, after the interfaces are made, where a missing key is an error.
+    where: the field path errors name (nodes.NAME.sysctls).
     """
     for key, value in node.sysctls.items():
         path = sysctl_path(key)
         if not os.path.exists(path):
             if early:
                 continue
-            raise LabError(f"sysctl {key}: no such key (check the interface name in it)")
+            raise LabError(f"{where}.{key}: no such key in the node (check the interface name in it)")
         text = str(int(value)) if isinstance(value, bool) else str(value)
         try:
             with open(path, "w") as f:
                 f.write(text)
         except OSError as exc:
-            raise LabError(f"sysctl {key}={text}: {exc.strerror}") from None
+            raise LabError(f"{where}.{key}: the kernel refused {text!r}: {exc.strerror}") from None

@@ -40,7 +40,11 @@ def bridge_name(li: int, link: LinkModel) -> str:
 
 def port_name(end: Iface) -> str:
     """The bridge's end of a node's port."""
-    return f"p{end.endpoint_index}-{end.node}"[:15]
+    return _port(end.endpoint_index or 0, end.node)
+
+
+def _port(endpoint_index: int, node: str) -> str:
+    return f"p{endpoint_index}-{node}"[:15]
 
 
 class Bridge(LinkType):
@@ -55,6 +59,16 @@ class Bridge(LinkType):
         bad = name_issue(name, "name", ("links", li, "name"))
         if bad is not None:
             issues.append(bad)
+        ports = {_port(ei, ep.node): ep for ei, ep in enumerate(link.endpoints)}
+        if name == "lo" or name in ports:
+            what = "the loopback device" if name == "lo" else f"the name of node {ports[name].node}'s port"
+            issues.append(
+                Issue(
+                    ("links", li, "name"),
+                    f"bridge name {name!r} is {what} in the bridge's own namespace (ports are named "
+                    "p<endpoint index>-<node>): pick another name",
+                )
+            )
         taken: dict[str, int] = ctx.claimed.setdefault("bridges", {})
         if name in taken:
             issues.append(Issue(("links", li, "name"), f"bridge '{name}' is already links[{taken[name]}]"))

@@ -78,6 +78,7 @@ class Vxlan(LinkType):
                             "give it one, or set remote",
                         )
                     )
+            issues += _identity_issues(ctx, li, link)
         return issues
 
     def check_end(self, ctx: CheckContext, li: int, ei: int, iface: Iface) -> list[Issue]:
@@ -130,6 +131,33 @@ class Vxlan(LinkType):
 
     def describe(self, link: dict[str, Any]) -> dict[str, Any]:
         return {**super().describe(link), "vni": link.get("vni"), "port": link.get("port")}
+
+
+def _identity_issues(ctx: CheckContext, li: int, link: VxlanLink) -> list[Issue]:
+    """The kernel allows one vxlan device per (vni, UDP port, underlay device, family) in a
+    namespace: a second link with the same identity at a node would fail with EEXIST at up."""
+    taken: dict[tuple[Any, ...], int] = ctx.claimed.setdefault("vxlan", {})
+    issues = []
+    for ei in (0, 1):
+        ep, other = link.endpoints[ei], link.endpoints[1 - ei]
+        remote = ep.remote
+        if remote is None:
+            under = ctx.catalog.ifaces.get((other.node, other.underlay or ""))
+            remote = under.addresses[0] if under is not None and under.addresses else None
+        family = remote.version if remote is not None else 4
+        key = (ep.node, link.vni, link.port, ep.underlay, family)
+        first = taken.get(key)
+        if first is not None and first != li:
+            issues.append(
+                Issue(
+                    ("links", li, "vni"),
+                    f"vni {link.vni} on UDP port {link.port} over {ep.node}:{ep.underlay} is already "
+                    f"links[{first}]'s: the kernel allows one such vxlan device per node; "
+                    "give this link another vni or port",
+                )
+            )
+        taken.setdefault(key, li)
+    return issues
 
 
 def _underlay_issue(ctx: CheckContext, ep: VxlanEndpoint) -> str | None:
