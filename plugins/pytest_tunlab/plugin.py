@@ -247,6 +247,12 @@ def _resolve_topology(spec: Any, request: pytest.FixtureRequest, variables: dict
     path = Path(spec)
     if not path.is_absolute():
         path = Path(str(request.node.path)).parent / path if request.node.path else path
+    if not path.exists() and Path(spec).name == str(spec):
+        from tunlab._shipped import example
+
+        shipped = example(str(spec))  # a bare name tunlab ships: "demo.yaml", "wireguard"
+        if shipped is not None:
+            path = shipped
     return load_file(path, variables)
 
 
@@ -279,7 +285,9 @@ def _finish_lab(request: pytest.FixtureRequest, lab: Lab, keep: bool) -> None:
 
 @pytest.fixture(scope=_scope)
 def topology(request: pytest.FixtureRequest, tunlab_keep_on_failure: bool) -> Iterator[Lab]:
-    """The running lab of @pytest.mark.topology("file.yaml", vars={...}) (paths relative to the test).
+    """The running lab of @pytest.mark.topology("file.yaml", vars={...}) (paths relative to the
+    test; a bare name no file next to the test has is looked up in tunlab's shipped examples,
+    `tunlab example` lists them).
 
     Example:
         ```python

@@ -14,12 +14,22 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
-from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from rich.text import Text
 
+from tunlab._cli.doctor import doctor
+from tunlab._cli.example import example
+from tunlab._cli.output import (
+    EXIT_BAD_INPUT,
+    EXIT_FAILURE,
+    EXIT_OK,
+    BadInput,
+    UserError,
+    console,
+    err_console,
+)
 from tunlab.errors import DeployError, LabError, TopologyError, TunlabError
 from tunlab.relay._direction import DIRECTIONS
 from tunlab.relay.impair._table import settings_mapping
@@ -27,23 +37,7 @@ from tunlab.relay.impair._table import settings_mapping
 if TYPE_CHECKING:
     pass
 
-console = Console(highlight=False, soft_wrap=True)
-err_console = Console(stderr=True, highlight=False, soft_wrap=True)
-
-EXIT_OK, EXIT_FAILURE, EXIT_BAD_INPUT = 0, 1, 2
 DIRECTION_NAMES = [d.value for d in DIRECTIONS]  # as the command line and JSON spell them
-
-
-class UserError(click.ClickException):
-    """A runtime failure explained to the user (exit 1)."""
-
-    exit_code = EXIT_FAILURE
-
-
-class BadInput(click.ClickException):
-    """Bad input (exit 2)."""
-
-    exit_code = EXIT_BAD_INPUT
 
 
 def _require_root_linux(what: str) -> None:
@@ -212,7 +206,7 @@ def _summary(lab: Any) -> None:
 def _impair_lines(links: list[dict[str, Any]], counters: bool = False) -> None:
     """Each impaired link: where its impairment runs (and why), what it is, its counters."""
     for link in links:
-        if link.get("via", "none") == "none" and not any(link.get(k) for k in DIRECTION_NAMES):
+        if not any(link.get(k) for k in DIRECTION_NAMES):  # a relay that carries no impairment
             continue
         from tunlab.topologies._impairments import Placement
 
@@ -464,7 +458,11 @@ def exec_(name: str, node: str, command: tuple[str, ...]) -> None:
     try:
         proc = handle.interactive(list(command))
     except FileNotFoundError:
-        raise UserError(f"{command[0]}: command not found in node '{node}'") from None
+        err_console.print(f"[red]error:[/] {escape(command[0])}: command not found in node '{escape(node)}'")
+        sys.exit(127)  # as a shell says it
+    except PermissionError:
+        err_console.print(f"[red]error:[/] {escape(command[0])}: not executable in node '{escape(node)}'")
+        sys.exit(126)
     try:
         code = proc.wait()
     except KeyboardInterrupt:
@@ -559,6 +557,10 @@ def gc() -> None:
     for item in removed:
         console.print(f"removed {escape(item)}")
     console.print("nothing to clean" if not removed else f"{len(removed)} item(s) removed")
+
+
+cli.add_command(example)
+cli.add_command(doctor)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -4,7 +4,7 @@ An image is a kernel (vmlinux), an initramfs (busybox, modules, tunlab's agent) 
 `debian` recipe, an ext4 root. It is built on first use under a lock, into a directory named
 by the hash of its recipe, its guest files and the kernel package version, with a manifest;
 an up-to-date image is never rebuilt. TUNLAB_VM_IMAGE_DIR moves the cache, TUNLAB_VM_RECIPES
-the recipes (default: the vm-images/ folder of this checkout).
+the recipes (default: the ones tunlab ships, tunlab._shipped).
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tunlab._shipped import shipped_dir
 from tunlab._vm import cpio, kernel
 from tunlab.errors import LabError
 
@@ -43,7 +44,7 @@ def recipes_dir() -> Path:
     env = os.environ.get("TUNLAB_VM_RECIPES")
     if env:
         return Path(env)
-    return Path(__file__).resolve().parents[2] / "vm-images"
+    return shipped_dir("vm-images")
 
 
 def cache_dir() -> Path:

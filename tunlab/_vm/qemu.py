@@ -211,7 +211,7 @@ def require_qemu() -> None:
     if missing:
         raise LabError(
             f"VM nodes need {' and '.join(missing)} (apt-get install qemu-system-x86 util-linux; "
-            "`make test` installs them)"
+            "`tunlab doctor` lists what this machine lacks)"
         )
 
 

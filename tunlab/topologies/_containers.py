@@ -23,7 +23,7 @@ def docker_client(timeout: int = 60) -> Any:
     except Exception as exc:
         raise LabError(
             f"kind: container needs a running docker engine ({type(exc).__name__}: {exc}); "
-            "start dockerd (`make test` starts one with .ci/docker-up)"
+            "start the engine (`systemctl start docker`, or `dockerd &` as root); `tunlab doctor` checks it"
         ) from None
     return client
 

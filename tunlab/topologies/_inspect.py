@@ -14,6 +14,7 @@ from tunlab.topologies._links import link_type
 from tunlab.topologies._state import LabState
 
 _IFF_UP, _IFF_LOWER_UP = 0x1, 0x10000
+_ARPHRD_ETHER = 1  # a TAP device's link type (a TUN has ARPHRD_NONE)
 
 
 def interfaces_and_routes(ns: NetNamespace) -> dict[str, Any]:
@@ -33,6 +34,8 @@ def interfaces_and_routes(ns: NetNamespace) -> dict[str, Any]:
                 continue
             info = link.get_attr("IFLA_LINKINFO")
             kind = info.get_attr("IFLA_INFO_KIND") if info else None
+            if kind == "tun" and link["ifi_type"] == _ARPHRD_ETHER:
+                kind = "tap"  # the kernel's kind is "tun" for both; a TAP carries Ethernet
             stats = link.get_attr("IFLA_STATS64") or {}
             flags = link["flags"]
             out.append(

@@ -332,7 +332,8 @@ class Netem(_Strict):
             if p and c and self.compat == "netem":
                 out.append(
                     f"{name} {p:g}% with correlation {c:g}%: netem's correlation also lowers the rate "
-                    "(much less than the configured percentage fire); use loss_model or compat: ideal"
+                    "(far fewer packets than the configured percentage are hit); "
+                    "use loss_model or compat: ideal"
                 )
         if self.limit == 0:
             out.append("limit 0 drops every packet")
