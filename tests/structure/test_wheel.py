@@ -4,8 +4,6 @@ the recipes, and the pytest marker finds a shipped example by its name."""
 
 from __future__ import annotations
 
-import os
-import shutil
 import subprocess
 import sys
 import textwrap
@@ -14,42 +12,17 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.wheel import ROOT, build_wheel, install_wheel
 
 
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Built from a copy of the files git knows, ignored ones left out (an in-tree build would leave build/ behind,
-    and a stale build/ could put removed modules into the next wheel)."""
-    source, out = tmp_path_factory.mktemp("source"), tmp_path_factory.mktemp("wheel")
-    tracked = subprocess.run(
-        ["git", "-C", str(ROOT), "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-        check=True,
-        capture_output=True,
-    )
-    for name in tracked.stdout.decode().split("\0"):
-        if name and (ROOT / name).is_file():
-            (source / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(ROOT / name, source / name)
-    subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(out), str(source)],
-        check=True, capture_output=True, timeout=600,
-    )  # fmt: skip
-    (built,) = out.glob("tunlab-*.whl")
-    return built
+    return build_wheel(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")
 def installed(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    """An environment whose `tunlab` is the installed wheel (its dependencies from this venv)."""
-    target = tmp_path_factory.mktemp("site")
-    subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(target), str(wheel)],
-        check=True, capture_output=True, timeout=300,
-    )  # fmt: skip
-    env = {**os.environ, "PYTHONPATH": str(target), "COLUMNS": "200"}
-    env.pop("TUNLAB_VM_RECIPES", None)
-    return env
+    return install_wheel(wheel, tmp_path_factory)
 
 
 def run(env: dict[str, str], cwd: Path, *argv: str) -> subprocess.CompletedProcess[str]:
