@@ -15,11 +15,13 @@ system-deps:
 	@./.ci/install-system-deps
 
 $(STAMP): pyproject.toml setup.py tunlab/devices/offload/_fast.c
+	@echo "tunlab: installing into $(VENV) (pip from PyPI; about half a minute the first time)"
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check --upgrade pip
 	$(PY) -m pip install -q --disable-pip-version-check -e '.[dev]'
 	@rm -f $(VENV)/.installed-*
 	@touch $@
+	@echo "tunlab: installed"
 
 venv: $(STAMP)
 

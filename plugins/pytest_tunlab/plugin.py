@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
-import json
 import os
 from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
@@ -527,8 +526,30 @@ def _describe_lab(lab: Lab) -> str:
     data = lab.inspect()
     lines = describe(data)
     if data.get("relays"):
-        lines.append("relays: " + json.dumps(data["relays"], default=str))
+        lines += ["relays:", *_relay_lines(data["relays"])]
     return "\n".join(lines)
+
+
+def _relay_lines(relays: dict[str, Any]) -> list[str]:
+    """One line per relay direction: frames and bytes through, drops, errors, and the
+    impairment counters that are not zero (a raw JSON line is hard to read in a report)."""
+    out = []
+    for link, directions in relays.items():
+        for direction, c in directions.items():
+            if not isinstance(c, dict):
+                continue
+            line = (
+                f"  {link} {direction}: {c.get('frames_in', 0)} frames in, {c.get('frames_out', 0)} out "
+                f"({c.get('bytes_in', 0)} -> {c.get('bytes_out', 0)} bytes), "
+                f"{c.get('super_frames_in', 0)} super-frames, {c.get('dropped', 0)} dropped"
+            )
+            impair = {k: v for k, v in (c.get("impairment") or {}).items() if v and k != "generation"}
+            if impair:
+                line += "; impairment: " + ", ".join(f"{k} {v}" for k, v in impair.items())
+            if c.get("errors"):
+                line += f"; errors: {'; '.join(str(e) for e in c['errors'][-3:])}"
+            out.append(line)
+    return out
 
 
 def _describe_device(handle: TunDeviceHandle) -> str:

@@ -106,6 +106,8 @@ def test_failure_report_has_diagnostics(lab_dir: pytest.Pytester, needs_root) ->
     assert "route default via 198.18.1.1" in out  # routes of the nodes involved
     assert "tun0 tun up mtu 1500 198.18.2.1/24" in out  # links and addresses
     assert "tunlab: packet captures" in out and ".pcap" in out  # where the pcap is
+    assert "r1:tun0 <-> h2:tun0 a_to_b: " in out and " frames in, " in out  # relay counters, readable
+    assert '"frames_in"' not in out  # not a raw JSON line
 
 
 def test_keep_on_failure_leaves_the_lab_and_says_how_to_enter(lab_dir: pytest.Pytester, needs_root) -> None:

@@ -241,6 +241,25 @@ def test_deploy_failure_rolls_back_and_explains(needs_root) -> None:
     assert all(n[3:9] in live for n in owned_namespaces()), "a failed deploy left namespaces"
 
 
+def test_detached_and_foreground_up_report_a_failure_alike(needs_root, tmp_path) -> None:
+    """The same words, the rollback line and the exit code, whichever process deployed."""
+    env = {**os.environ, "TUNLAB_FAIL_AT": "routes of"}
+    bad_template = write(tmp_path, "t.yaml", "name: t\nnodes:\n  h1: {}\n  h2: {{ 1 / 0 }}\n")
+    for argv, code in (([DEMO], 1), ([bad_template], 2)):
+        seen = []
+        for detach in ([], ["-d"]):
+            done = subprocess.run(
+                [sys.executable, "-m", "tunlab._cli.main", "up", *argv, *detach, "--name", f"alike{os.getpid()}"],
+                capture_output=True, text=True, timeout=60, env=env,
+            )  # fmt: skip
+            assert done.returncode == code, done
+            no_traceback(done)
+            seen.append(done.stderr.strip())
+        assert seen[0] == seen[1], seen
+        if code == 1:
+            assert seen[0].endswith("everything made before that step was removed"), seen
+
+
 def test_commands_that_need_root_say_so(monkeypatch, capsys) -> None:
     from tunlab._cli.main import main
 
@@ -250,3 +269,18 @@ def test_commands_that_need_root_say_so(monkeypatch, capsys) -> None:
             main(args)
         assert info.value.code == 1
         assert "needs root" in capsys.readouterr().err
+
+
+def test_detached_up_reports_each_step_as_it_goes(needs_root) -> None:
+    from tunlab.topologies._operations import stop_lab, up_detached
+
+    heard: list[tuple[str, int, int]] = []
+    name = f"steps{os.getpid()}"
+    up_detached(DEMO, name, progress=lambda step, i, n: heard.append((step, i, n)))
+    try:
+        steps = [step for step, _, _ in heard]
+        assert "create netns node h1" in steps, steps
+        assert "routes of h1" in steps and steps[-1] == "done"
+        assert [i for _, i, _ in heard] == sorted(i for _, i, _ in heard)  # in order, as they ran
+    finally:
+        assert stop_lab(name) == []

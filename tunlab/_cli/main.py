@@ -271,7 +271,8 @@ def up(
 def _up_detached(file: Path, variables: tuple[str, ...], name: str, limits: tuple[str, ...]) -> None:
     from tunlab.topologies._operations import up_detached
 
-    lab = up_detached(file, name, variables, limits)
+    with _progress(f"up -d {name}") as progress:
+        lab = up_detached(file, name, variables, limits, progress=progress)
     console.print(f"lab {name} is up, held by supervisor pid {lab.pid}; `tunlab down {name}` stops it")
     _impair_lines(lab.links())
 

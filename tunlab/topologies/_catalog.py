@@ -32,6 +32,12 @@ class Iface:
     link_index: int | None = None  # None: a tun/tap declared under the node
     endpoint_index: int | None = None
     link_type: str | None = None
+    declared_at: dict[str, tuple[Any, ...]] = field(default_factory=dict)  # field -> where it was set
+
+    def where(self, name: str) -> tuple[Any, ...]:
+        """The field path of this interface's setting `name` (ipv4, mtu, ...): the link end that
+        set it, or the node's interfaces entry it came from."""
+        return (*self.declared_at.get(name, self.loc), name)
 
     @property
     def kind(self) -> str:
@@ -126,7 +132,17 @@ def catalog(topo: TopologyShape, issues: list[Issue] | None = None) -> Catalog:
                 problems.append(bad)
                 continue
             settings = endpoint_settings(topo, link, ep)
-            cat.add(Iface(ep.node, ep.interface, loc, settings, li, ei, link.type))
+            end = Iface(ep.node, ep.interface, loc, settings, li, ei, link.type)
+            node = topo.nodes.get(ep.node)
+            declared = node.interfaces.get(ep.interface) if node is not None else None
+            if declared is not None:  # what the endpoint leaves to the node's entry is blamed there
+                given = ep.model_fields_set
+                end.declared_at = {
+                    name: ("nodes", ep.node, "interfaces", ep.interface)
+                    for name in declared.model_fields_set
+                    if name not in given
+                }
+            cat.add(end)
     for name, node in topo.nodes.items():
         for iface, settings in node.interfaces.items():
             nloc: tuple[Any, ...] = ("nodes", name, "interfaces", iface)

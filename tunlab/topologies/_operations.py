@@ -5,18 +5,19 @@ a lab. The CLI is these plus argument parsing and printing; programs use them di
 from __future__ import annotations
 
 import base64
+import json
 import os
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from tunlab._linux.procs import ProcessInfo
-from tunlab.errors import LabError
+from tunlab.errors import DeployError, LabError, TopologyError
 from tunlab.relay._direction import Direction
 from tunlab.topologies._cleanup import teardown_state
 from tunlab.topologies._control import request
@@ -108,12 +109,17 @@ class Detached:
 
 
 def up_detached(
-    file: str | os.PathLike[str], name: str, variables: Sequence[str] = (), limits: Sequence[str] = ()
+    file: str | os.PathLike[str],
+    name: str,
+    variables: Sequence[str] = (),
+    limits: Sequence[str] = (),
+    progress: Callable[[str, int, int], None] | None = None,
 ) -> Detached:
     """Bring a lab up held by a background supervisor (`tunlab up -d`); returns once it is up.
 
-    variables and limits are NAME=VALUE strings as on the command line. LabError with the
-    supervisor's own message when the bring-up fails (everything made is rolled back)."""
+    variables and limits are NAME=VALUE strings as on the command line; progress(step, index,
+    total) hears each deploy step as the supervisor starts it. The error the supervisor met
+    is raised as the foreground `up` raises it (DeployError with its step, TopologyError)."""
     labs_dir().mkdir(parents=True, exist_ok=True)
     log = labs_dir() / f"{name}.log"
     read_fd, write_fd = os.pipe()
@@ -131,14 +137,37 @@ def up_detached(
             )  # fmt: skip
     finally:
         os.close(write_fd)
+    answer = ""
     with os.fdopen(read_fd) as ready:
-        answer = ready.read().strip()
+        for line in ready:
+            if line.startswith("STEP "):
+                _, index, total, step = line.rstrip("\n").split(" ", 3)
+                if progress is not None:
+                    progress(step, int(index), int(total))
+                continue
+            answer = line.strip()
+            break
     if not answer.startswith("OK"):
         proc.wait(10)
-        raise LabError(
-            answer.removeprefix("ERR ").strip() or f"the supervisor exited ({proc.returncode}); see {log}"
-        )
+        raise _supervisor_error(answer.removeprefix("ERR ").strip(), proc.returncode, log)
     return Detached(name, proc.pid, log)
+
+
+def _supervisor_error(record: str, code: int | None, log: Path) -> LabError:
+    """The error the supervisor met, as the foreground `up` would have raised it (a deploy
+    failure with its step and field, a topology error as bad input)."""
+    try:
+        found = json.loads(record)
+    except ValueError:
+        found = None
+    if not isinstance(found, dict):
+        return LabError(f"the supervisor exited ({code}); see {log}")
+    message = str(found.get("message") or "")
+    if found.get("type") == "deploy":
+        return DeployError(str(found.get("step")), RuntimeError(message), found.get("field"))
+    if found.get("type") == "topology":
+        return TopologyError(message)
+    return LabError(message)
 
 
 # ---- using a running lab ------------------------------------------------------------------------------

@@ -7,6 +7,7 @@ usage: python -m tunlab.topologies._supervisor --file F --name N --ready-fd FD [
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
 import sys
@@ -37,10 +38,16 @@ def main() -> int:
         )
         lab = Lab(topo, name=args.name, source=args.file)
         lab.detached = True
+
+        def progress(step: str, index: int, total: int) -> None:  # to `tunlab up -d`, as it goes
+            ready.write(f"STEP {index} {total} {step}\n")
+            ready.flush()
+
+        lab.progress = progress
         lab.up()
     except (Exception, KeyboardInterrupt) as exc:
         text = str(exc) if not isinstance(exc, KeyboardInterrupt) else f"interrupted ({exc}): rolled back"
-        ready.write(f"ERR {text}\n")
+        ready.write(f"ERR {json.dumps(_error_record(exc, text))}\n")
         ready.close()
         print(f"tunlab supervisor: {text}", file=sys.stderr)
         return 1
@@ -54,6 +61,18 @@ def main() -> int:
         print(f"teardown: {p}", file=sys.stderr)
     print(f"tunlab supervisor {os.getpid()}: lab {lab.name} is down", flush=True)
     return 0
+
+
+def _error_record(exc: BaseException, text: str) -> dict[str, str | None]:
+    """What up_detached needs to raise the same error the foreground `up` would have."""
+    from tunlab.errors import DeployError, TopologyError
+
+    if isinstance(exc, DeployError):
+        message = text.split(": ", 1)[1] if ": " in text else text
+        return {"type": "deploy", "step": exc.step, "field": exc.field, "message": message}
+    if isinstance(exc, TopologyError):
+        return {"type": "topology", "message": text}
+    return {"type": "lab", "message": text}
 
 
 if __name__ == "__main__":

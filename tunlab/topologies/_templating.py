@@ -109,6 +109,18 @@ def render(text: str, variables: Mapping[str, Any], path: str, limits: Limits | 
     return _render_here(text, variables, path, lim)
 
 
+def _at(path: str, exc: BaseException) -> str:
+    """path:LINE of the template line that raised exc (jinja2 puts the template's own lines
+    into the traceback), or path alone when none can be found."""
+    line = None
+    tb = exc.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_code.co_filename == "<template>":
+            line = tb.tb_lineno
+        tb = tb.tb_next
+    return f"{path}:{line}" if line is not None else path
+
+
 def _render_here(text: str, variables: Mapping[str, Any], path: str, lim: Limits) -> str:
     """Render in this process, stopped by the guard at its limits."""
     try:
@@ -132,23 +144,25 @@ def _render_here(text: str, variables: Mapping[str, Any], path: str, lim: Limits
         raise TopologyError(text_ if text_.startswith(path) else f"{path}: {text_}") from None
     except jinja2.UndefinedError as exc:
         raise TopologyError(
-            f"{path}: template: {exc.message}; define it under vars: or pass --var NAME=VALUE"
+            f"{_at(path, exc)}: template: {exc.message}; define it under vars: or pass --var NAME=VALUE"
         ) from None
     except jinja2.TemplateSyntaxError as exc:
         raise TopologyError(f"{path}:{exc.lineno}: template syntax error: {exc.message}") from None
     except jinja2.exceptions.SecurityError as exc:
-        raise TopologyError(f"{path}: template: {exc} (templates cannot reach Python internals)") from None
+        raise TopologyError(
+            f"{_at(path, exc)}: template: {exc} (templates cannot reach Python internals)"
+        ) from None
     except jinja2.TemplateError as exc:
-        raise TopologyError(f"{path}: template: {exc}") from None
+        raise TopologyError(f"{_at(path, exc)}: template: {exc}") from None
     except RecursionError:
         raise TopologyError(f"{path}: template: recursion too deep (a macro that calls itself?)") from None
     except MemoryError:  # in a child process: RLIMIT_AS, which is render-memory
         raise isolated.memory_error(path, lim) from None
     except OverflowError as exc:
-        raise TopologyError(f"{path}: template: {exc}") from None
+        raise TopologyError(f"{_at(path, exc)}: template: {exc}") from None
     except TypeError as exc:
         if "no loader" in str(exc):
             raise TopologyError(f"{path}: template: templates cannot include or import files") from None
-        raise TopologyError(f"{path}: template: {exc}") from None
+        raise TopologyError(f"{_at(path, exc)}: template: {exc}") from None
     except (ValueError, ArithmeticError, LookupError, AttributeError) as exc:
-        raise TopologyError(f"{path}: template: {type(exc).__name__}: {exc}") from None
+        raise TopologyError(f"{_at(path, exc)}: template: {type(exc).__name__}: {exc}") from None

@@ -130,9 +130,9 @@ def _check_addresses(topo: Topology, cat: Catalog, issues: list[Issue]) -> None:
         for fam, ai, addr in _addresses(iface):
             problem = _host_address_problem(addr)
             if problem is not None:
-                issues.append(Issue((*iface.loc, fam, ai), problem))
+                issues.append(Issue((*iface.where(fam), ai), problem))
         if iface.settings.mac is not None and iface.settings.type == "tun":
-            issues.append(Issue((*iface.loc, "mac"), "a tun (L3) device has no MAC: use type: tap"))
+            issues.append(Issue(iface.where("mac"), "a tun (L3) device has no MAC: use type: tap"))
     # overlaps on one segment (one link), and on one node
     segments: dict[int, list[Iface]] = {}
     for iface in cat.ifaces.values():
@@ -147,7 +147,7 @@ def _check_addresses(topo: Topology, cat: Catalog, issues: list[Issue]) -> None:
                     other = seen[key]
                     issues.append(
                         Issue(
-                            (*iface.loc, fam, ai),
+                            (*iface.where(fam), ai),
                             f"address {addr.ip} is also on {other.node}:{other.name} on this link",
                         )
                     )
@@ -159,7 +159,8 @@ def _check_addresses(topo: Topology, cat: Catalog, issues: list[Issue]) -> None:
                 if ia is ib or aa.version != ab.version:
                     continue
                 if int(aa) == int(ab):
-                    issues.append(Issue(ib.loc, f"address {ab.ip} is also on {node}:{ia.name}"))
+                    where = ib.where("ipv4" if ab.version == 4 else "ipv6")
+                    issues.append(Issue(where, f"address {ab.ip} is also on {node}:{ia.name}"))
                 elif (
                     aa.network.prefixlen < 32
                     and ab.network.prefixlen < 32
@@ -169,7 +170,7 @@ def _check_addresses(topo: Topology, cat: Catalog, issues: list[Issue]) -> None:
                         continue
                     issues.append(
                         Issue(
-                            ib.loc,
+                            ib.where("ipv4" if ab.version == 4 else "ipv6"),
                             f"{ab} on {ib.name} overlaps {aa} on {ia.name} in node '{node}': "
                             "routing would be ambiguous",
                         )
