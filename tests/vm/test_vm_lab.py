@@ -22,6 +22,7 @@ from tunlab.testing import assert_gso_seen
 from tunlab.testing._capture import Capture
 from tunlab.topologies import Lab, load_text
 from tunlab.topologies._drivers.vm import _qemu_pids
+from tunlab.topologies._inspect import describe
 from tunlab.topologies._state import LabState, owned_namespaces
 
 pytestmark = [pytest.mark.root, pytest.mark.vm, pytest.mark.slow]
@@ -162,7 +163,16 @@ def test_inspect_and_state_know_the_guests(lab: Lab) -> None:
     record = state.nodes["v1"]
     assert record["qemu_pid"] in _qemu_pids(f"tl-{lab.id}-v1")
     assert record["accel"] in ("kvm", "tcg")
-    assert "Linux version" in lab.node("v1").logs(400) or lab.node("v1").logs()
+    assert "booted in" in lab.node("v1").logs() and "as 'v1'" in lab.node("v1").logs()
+    seen = lab.inspect()["nodes"]["v1"]
+    assert seen["accel"].split()[0] in ("kvm", "tcg") and "(" in seen["accel"]  # and why
+    guest = {i["name"]: i for i in seen["guest_interfaces"]}
+    assert set(guest) == {"eth0", "eth1", "eth2"}, guest
+    assert guest["eth0"]["addresses"] == ["198.18.130.2/24", "2001:db8:130::2/64"]
+    assert guest["eth0"]["state"] == "up" and guest["eth0"]["rx_packets"] >= 0
+    assert seen["console"].endswith("v1.console") and seen["console_tail"]
+    text = "\n".join(describe(lab.inspect()))
+    assert "accelerator " in text and "in the guest:" in text and "198.18.132.1/24" in text
 
 
 # ---- each with its own lab ------------------------------------------------------------------------

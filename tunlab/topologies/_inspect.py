@@ -10,6 +10,7 @@ from typing import Any
 from tunlab._linux import cgroups, procs
 from tunlab._linux.netns import NETNS_RUN_DIR, NetNamespace
 from tunlab._linux.procs import ProcessInfo
+from tunlab.topologies._drivers import driver_for
 from tunlab.topologies._links import link_type
 from tunlab.topologies._state import LabState
 
@@ -104,6 +105,10 @@ def inspect_state(state: LabState) -> dict[str, Any]:
                 original = state.offload_original.get(f"{name}:{iface['name']}")
                 if original is not None:
                     iface["offload_original"] = original
+        try:
+            entry.update(driver_for(str(info.get("kind"))).inspect_extra(state.name, name, info))
+        except Exception as exc:  # a kind's extras never hide the rest of the lab
+            entry["extra_error"] = f"{type(exc).__name__}: {exc}"
         nodes[name] = entry
     return {
         "name": state.name,
@@ -139,6 +144,18 @@ def describe(data: dict[str, Any]) -> list[str]:
         lines.append(f"{name} ({node['kind']}, {node['netns']}{running})")
         lines += [f"  {format_interface(i)}" for i in node.get("interfaces", [])]
         lines += [f"  route {r}" for r in node.get("routes", [])]
+        if "accel" in node:
+            lines.append(f"  accelerator {node['accel']}")
+        if node.get("guest_interfaces"):
+            lines.append("  in the guest:")
+            lines += [f"    {format_interface(i)}" for i in node["guest_interfaces"]]
+        if "guest_error" in node:
+            lines.append(f"  guest interfaces unknown: {node['guest_error']}")
+        if "console" in node:
+            tail = node.get("console_tail") or []
+            lines.append(
+                f"  console {node['console']}" + (f" (last lines: {' | '.join(tail[-3:])})" if tail else "")
+            )
         if "error" in node:
             lines.append(f"  cannot read it: {node['error']}")
     return lines

@@ -245,6 +245,11 @@ class NodeDriver(abc.ABC):
         """A handle on a node another process holds (`tunlab exec`), from its state record."""
         raise LabError(f"kind: {self.kind} nodes cannot be entered from another process")
 
+    def inspect_extra(self, lab_name: str, name: str, resources: Resources) -> dict[str, Any]:
+        """What `inspect` shows of this kind beyond the node's namespace (from its state record,
+        asking the lab's holder where it must); {} for kinds that have nothing more."""
+        return {}
+
     def reap_lab(self, ctx: LabContext) -> list[str]:
         """Remove every object of this kind that carries a dead lab's id (its record is lost)."""
         return []

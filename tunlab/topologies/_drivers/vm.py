@@ -478,6 +478,30 @@ class VmDriver(NodeDriver):
             _kill_qemu(pid, None, f"tl-{ctx.lab_id}-")
         return []
 
+    def inspect_extra(self, lab_name: str, name: str, resources: Resources) -> dict[str, Any]:
+        """The accelerator and why, the console log (its path and last lines) and the guest's
+        own interfaces, read through the agent by the lab's holder."""
+        out: dict[str, Any] = {}
+        if resources.get("accel"):
+            out["accel"] = f"{resources['accel']} ({resources.get('accel_reason') or 'asked for'})"
+        console = resources.get("console")
+        if console:
+            out["console"] = str(console)
+            with contextlib.suppress(OSError):
+                out["console_tail"] = Path(str(console)).read_text(errors="replace").splitlines()[-10:]
+        from tunlab.topologies._operations import exec_in_guest
+
+        try:
+            done = exec_in_guest(lab_name, name, ["sh", "-c", GUEST_INTERFACES], timeout=10)
+        except (LabError, ValueError, OSError) as exc:
+            out["guest_error"] = str(exc)
+            return out
+        if done.code == 0:
+            out["guest_interfaces"] = _guest_interfaces(done.stdout.decode(errors="replace"))
+        else:
+            out["guest_error"] = done.stderr.decode(errors="replace").strip() or f"exit {done.code}"
+        return out
+
 
 def _cmdline(pid: int) -> list[str]:
     try:
@@ -514,3 +538,30 @@ def _kill_qemu(pid: int, start: str | None, name_prefix: str) -> None:
     if named:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
+
+
+# each interface of the guest on one line (sysfs), then its addresses (`ip -o addr`, busybox's too)
+GUEST_INTERFACES = (
+    "for d in /sys/class/net/*; do n=${d##*/}; s=$d/statistics; "
+    'echo "if $n $(cat $d/mtu) $(cat $d/flags) $(cat $d/address) $(cat $s/rx_packets) '
+    '$(cat $s/tx_packets) $(cat $s/rx_bytes) $(cat $s/tx_bytes)"; done; ip -o addr'
+)
+
+
+def _guest_interfaces(text: str) -> list[dict[str, Any]]:
+    """GUEST_INTERFACES' output as inspect's interface entries (lo left out, as for nodes)."""
+    found: dict[str, dict[str, Any]] = {}
+    for line in text.splitlines():
+        words = line.split()
+        if len(words) == 9 and words[0] == "if" and words[1] != "lo":
+            _, ifname, mtu, flags, mac, rxp, txp, rxb, txb = words
+            found[ifname] = {
+                "name": ifname, "kind": "guest", "state": "up" if int(flags, 16) & 1 else "down",
+                "mtu": int(mtu), "mac": mac, "addresses": [], "rx_packets": int(rxp), "tx_packets": int(txp),
+                "rx_bytes": int(rxb), "tx_bytes": int(txb),
+            }  # fmt: skip
+        elif len(words) >= 4 and words[2] in ("inet", "inet6") and words[1].rstrip(":") in found:
+            if "scope" in words and words[words.index("scope") + 1] == "link":
+                continue  # link-local, as for nodes
+            found[words[1].rstrip(":")]["addresses"].append(words[3])
+    return list(found.values())
