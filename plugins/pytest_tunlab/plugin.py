@@ -268,16 +268,24 @@ def _finish_lab(request: pytest.FixtureRequest, lab: Lab, keep: bool) -> None:
     item = _item(request)
     failed = item is not None and item.stash.get(FAILED, False)
     if failed and keep:
+        from tunlab.errors import LabError
+
         reporter = request.config.pluginmanager.get_plugin("terminalreporter")
         nodes = ", ".join(lab.topology.nodes)
+        name = lab.name
+        try:
+            held = f"held by supervisor pid {lab.hand_over()}, it outlives pytest"
+        except LabError as exc:  # VM nodes end with pytest: keep what outlives it
+            lab.detach()
+            held = f"not handed over ({exc}); what outlives pytest stays until `tunlab gc`"
         message = (
-            f"\ntunlab: kept lab '{lab.name}' of the failing test {request.node.nodeid}\n"
-            f"  enter a node ({nodes}): tunlab exec {lab.name} <node> -- bash\n"
-            f"  remove it: tunlab down {lab.name}  (or tunlab gc); tun-pair relays stop with pytest\n"
+            f"\ntunlab: kept lab '{name}' of the failing test {request.node.nodeid} ({held})\n"
+            f"  enter a node ({nodes}): tunlab exec {name} <node> -- bash\n"
+            f"  look at it: tunlab inspect {name}; tunlab ps {name}\n"
+            f"  remove it: tunlab down {name}\n"
         )
         if reporter is not None:
             reporter.write_line(message)
-        lab.detach()  # the lab stays as it is: the state file lists it, gc knows it
         return
     lab.down()
 

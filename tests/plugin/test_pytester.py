@@ -123,17 +123,28 @@ def test_keep_on_failure_leaves_the_lab_and_says_how_to_enter(lab_dir: pytest.Py
     result = run(lab_dir, "--tunlab-keep-on-failure")
     result.assert_outcomes(failed=1)
     out = result.stdout.str()
-    assert "tunlab: kept lab 'demo-" in out
+    assert "tunlab: kept lab 'demo-" in out and "held by supervisor pid" in out
     assert "tunlab exec demo-" in out
     name = out.split("kept lab '")[1].split("'")[0]
     kept = [s for s in all_labs() if s.name == name]
-    assert kept and not kept[0].owner_alive
-    assert owned_namespaces(kept[0].id)
-    done = subprocess.run(
-        [sys.executable, "-m", "tunlab._cli.main", "gc"], capture_output=True, text=True, timeout=60
-    )
-    assert f"lab {name}" in done.stdout
+    assert kept and kept[0].owner_alive  # a supervisor holds it now, whatever pytest does
+
+    def cli(*argv: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "tunlab._cli.main", *argv], capture_output=True, text=True, timeout=60
+        )
+
+    try:
+        # the printed commands work: across the tun-pair, whose relay now runs in the supervisor
+        crossed = cli("exec", name, "h1", "--", "ping", "-c1", "-W2", "198.18.2.2")
+        assert crossed.returncode == 0, crossed
+        assert "tun0" in cli("inspect", name).stdout
+        assert cli("impair", name, "h2:tun0", "delay=5ms").returncode == 0
+    finally:
+        done = cli("down", name)
+    assert done.returncode == 0, done
     assert not owned_namespaces(kept[0].id)
+    assert name not in {s.name for s in all_labs()}
 
 
 def test_offload_matrix_ids_skips_and_restores(lab_dir: pytest.Pytester, needs_root) -> None:

@@ -21,7 +21,7 @@ from tests.support import unique_name
 from tunlab.errors import LabStopped
 from tunlab.topologies import Lab, load_text
 from tunlab.topologies._control import request
-from tunlab.topologies._state import LabState
+from tunlab.topologies._state import LabState, owned_namespaces
 
 pytestmark = pytest.mark.root
 
@@ -217,3 +217,23 @@ def test_exec_status_and_live_numbers_read_as_a_shell_and_validate_would() -> No
             done = cli("impair", lab.name, "a:e0", setting)
             assert done.returncode == 2, done
             assert field in done.stderr and "Traceback" not in done.stderr, done.stderr
+
+
+def test_hand_over_gives_the_running_lab_to_a_supervisor(needs_root) -> None:
+    from tunlab.topologies._operations import node_of, stop_lab
+
+    lab = Lab(load_text(TUN_PAIR, "yaml"), unique=True).up()
+    lab.link("a:t0").impair(delay="5ms")
+    pid = lab.hand_over()
+    assert not lab.running
+    state = LabState.load(lab.name)
+    assert state is not None and state.owner_alive and state.owner_pid == pid
+    try:
+        _, node = node_of(lab.name, "a")
+        assert node is not None
+        done = node.run(["ping", "-c1", "-W2", "198.18.96.2"])  # through the relay the supervisor runs
+        assert done.ok, done
+        assert "delay 5ms" in cli("inspect", lab.name).stdout  # the impairment went across too
+    finally:
+        assert stop_lab(lab.name) == []
+    assert not owned_namespaces(lab.id)

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from tunlab import traffic
-from tunlab.errors import DeployError, TopologyError
+from tunlab.errors import DeployError, LabError, TopologyError
 from tunlab.testing import assert_gso_seen
 from tunlab.testing._capture import Capture
 from tunlab.topologies import Lab, load_text
@@ -292,3 +292,9 @@ def test_the_debian_image_runs_the_roots_tools_over_a_tmpfs_overlay(needs_root: 
         assert g.run(["sh", "-c", "echo x > /etc/tunlab-probe && cat /etc/tunlab-probe"]).stdout == b"x\n"
         report = traffic.iperf3(lab.node("h"), g, "198.18.140.2", seconds=2)
         assert report["end"]["sum_received"]["bits_per_second"] > 10e6
+
+
+def test_a_lab_with_vms_is_not_handed_over_and_stays_as_it_was(lab: Lab) -> None:
+    with pytest.raises(LabError, match="VM nodes"):
+        lab.hand_over()
+    assert lab.running and lab.node("h").run(["ping", "-c1", "-W2", "198.18.130.2"]).ok

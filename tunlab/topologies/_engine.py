@@ -63,7 +63,7 @@ def plan(rt: Runtime) -> list[Step]:
         rt.drivers[name] = driver_for(node.kind)
         rt.drivers[name].check_available()
     rt.guests = {n for n, d in rt.drivers.items() if d.interfaces_in_guest}
-    _place_impairments(rt)
+    place_impairments(rt)
     planned: list[PlannedStep] = _node_steps(rt)
     for li in range(len(rt.topo.links)):
         for phase, step in type_of(rt, li).steps(rt, li):
@@ -311,7 +311,7 @@ def _routes(rt: Runtime, name: str, node: NodeBase) -> None:
     batch.commit()
 
 
-def _place_impairments(rt: Runtime) -> None:
+def place_impairments(rt: Runtime) -> None:
     """Where each link's impairment runs (before anything is made: impair_via: kernel that the
     kernel cannot meet fails here, naming the link)."""
     wants_kernel = any(

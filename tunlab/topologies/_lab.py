@@ -124,6 +124,48 @@ class Lab:
         self._health = HealthWatch(self._dead_parts, self._record_health).start()
         return self
 
+    def _take(self, rt: engine.Runtime, state: LabState) -> None:
+        """Hold a lab that is already up (rt, state), as up() does once it made it: serve its
+        control socket and watch its health (a supervisor adopting a handed-over lab)."""
+        state.status = "up"
+        state.save()
+        self._rt, self._state = rt, state
+        self._control = self._serve_control(state)
+        self._health = HealthWatch(self._dead_parts, self._record_health).start()
+
+    def hand_over(self) -> int:
+        """Give this running lab to a background supervisor, which holds it from now on:
+        `tunlab exec/inspect/impair/down NAME` keep working after this process exits (the
+        plugin's --tunlab-keep-on-failure). Returns the supervisor's pid; this object is no
+        longer running. LabError for a lab with VM nodes (their qemu ends with this process)."""
+        from tunlab.topologies import _handover
+        from tunlab.topologies._state import release_claim_fd
+
+        with self._teardown:
+            rt = self._runtime()
+            if rt.guests:
+                _handover.hand_over(self, rt, -1)  # raises, saying why, before anything changes
+            if self._health is not None:
+                self._health.stop()
+                self._health = None
+            if self._control is not None:
+                self._control.close()  # the supervisor serves the socket from now on
+                self._control = None
+            lock_fd = release_claim_fd(self.id)
+            if lock_fd is None:
+                raise LabError(f"lab '{self.name}' is not held by this process")
+            try:
+                pid = _handover.hand_over(self, rt, lock_fd)
+            except BaseException:
+                from tunlab.topologies._state import adopt_claim
+
+                adopt_claim(self.id, lock_fd)  # still ours: keep holding it as it is
+                self._control = self._serve_control(self._state) if self._state else None
+                raise
+            os.close(lock_fd)  # the supervisor holds the same lock
+            self._rt = self._state = None
+            return pid
+
     def _dead_parts(self) -> dict[str, str]:
         rt = self._rt
         if rt is None:

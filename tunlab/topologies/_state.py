@@ -97,6 +97,20 @@ def _mkdirs() -> None:
     owners_dir().mkdir(parents=True, exist_ok=True, mode=0o755)
 
 
+def adopt_claim(lab_id: str, fd: int) -> None:
+    """Hold lab_id by a lock fd another holder handed over (the same open file: its lock is
+    already held, and stays held for as long as this process keeps the fd)."""
+    import fcntl
+
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # ours already: a no-op that proves it
+    _held[lab_id] = fd
+
+
+def release_claim_fd(lab_id: str) -> int | None:
+    """Stop tracking lab_id's lock here and return its fd (to hand over, then close)."""
+    return _held.pop(lab_id, None)
+
+
 def claim(lab_id: str) -> None:
     """Become the holder of lab_id: lock its lock file for as long as this process lives."""
     import fcntl

@@ -18,10 +18,13 @@ def main() -> int:
     parser.add_argument("--file", required=True)
     parser.add_argument("--name", required=True)
     parser.add_argument("--ready-fd", type=int, required=True)
+    parser.add_argument("--adopt-fd", type=int, help="take a running lab handed over on this socket")
     parser.add_argument("--var", action="append", default=[])
     parser.add_argument("--limit", action="append", default=[])
     args = parser.parse_args()
 
+    if args.adopt_fd is not None:
+        return _adopted(args.adopt_fd)
     ready = os.fdopen(args.ready_fd, "w")
     from tunlab.topologies._holding import Holder
 
@@ -58,6 +61,32 @@ def main() -> int:
     holder.wait(lab.wait_down)
     problems = lab.down()
     for p in problems:
+        print(f"teardown: {p}", file=sys.stderr)
+    print(f"tunlab supervisor {os.getpid()}: lab {lab.name} is down", flush=True)
+    return 0
+
+
+def _adopted(fd: int) -> int:
+    """Hold a lab another process handed over (tunlab.topologies._handover) until it is down."""
+    from tunlab.topologies._handover import adopt, receive
+    from tunlab.topologies._holding import Holder
+
+    holder = Holder()
+    holder.install()
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    message, fds, sock = receive(fd)
+    try:
+        lab = adopt(message, fds)
+    except Exception as exc:
+        sock.sendall(f"ERR {exc}\n".encode())
+        print(f"tunlab supervisor: could not take lab {message.get('name')}: {exc}", file=sys.stderr)
+        return 1
+    sock.sendall(f"OK {os.getpid()}\n".encode())
+    sock.close()
+    print(f"tunlab supervisor {os.getpid()}: took over lab {lab.name} (id {lab.id})", flush=True)
+    holder.up()
+    holder.wait(lab.wait_down)
+    for p in lab.down():
         print(f"teardown: {p}", file=sys.stderr)
     print(f"tunlab supervisor {os.getpid()}: lab {lab.name} is down", flush=True)
     return 0
