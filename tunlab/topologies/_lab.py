@@ -144,7 +144,9 @@ class Lab:
         with self._teardown:
             rt = self._runtime()
             if rt.guests:
-                _handover.hand_over(self, rt, -1)  # raises, saying why, before anything changes
+                _handover.hand_over(
+                    self.name, self.source, rt, -1
+                )  # raises, saying why, before anything changes
             if self._health is not None:
                 self._health.stop()
                 self._health = None
@@ -155,7 +157,7 @@ class Lab:
             if lock_fd is None:
                 raise LabError(f"lab '{self.name}' is not held by this process")
             try:
-                pid = _handover.hand_over(self, rt, lock_fd)
+                pid = _handover.hand_over(self.name, self.source, rt, lock_fd)
             except BaseException:
                 from tunlab.topologies._state import adopt_claim
 

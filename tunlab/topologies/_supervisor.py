@@ -68,7 +68,8 @@ def main() -> int:
 
 def _adopted(fd: int) -> int:
     """Hold a lab another process handed over (tunlab.topologies._handover) until it is down."""
-    from tunlab.topologies._handover import adopt, receive
+    from tunlab.topologies._adopt import adopt
+    from tunlab.topologies._handover import receive
     from tunlab.topologies._holding import Holder
 
     holder = Holder()
