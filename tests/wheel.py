@@ -40,18 +40,33 @@ def build_wheel(factory: pytest.TempPathFactory) -> Path:
 
 
 def install_wheel(wheel: Path, factory: pytest.TempPathFactory) -> dict[str, str]:
-    """An environment whose `tunlab` is the installed wheel (its dependencies from this venv)."""
+    """A fresh venv outside the checkout with the wheel installed in it (pip, no deps); its
+    dependencies come from this venv's site-packages, named in a .pth file after its own (so
+    `import tunlab` is the wheel's, and the console script is the venv's). The environment
+    returned runs that venv: TUNLAB_PYTHON is its interpreter, PATH starts with its bin/."""
     if _installed:
         return _installed[0]
-    target = factory.mktemp("site")
+    venv = factory.mktemp("venv")
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
+    python = venv / "bin" / "python"
+    site = subprocess.run(
+        [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        check=True, capture_output=True, text=True,
+    ).stdout.strip()  # fmt: skip
+    ours = subprocess.run(
+        [sys.executable, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        check=True, capture_output=True, text=True,
+    ).stdout.strip()  # fmt: skip
+    Path(site, "zz-tunlab-test-deps.pth").write_text(ours + "\n")  # after the venv's own
     subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(target), str(wheel)],
+        [sys.executable, "-m", "pip", "--python", str(python), "install", "--no-deps", "--no-index", "-q", str(wheel)],
         check=True, capture_output=True, timeout=300,
     )  # fmt: skip
-    scripts = target / "bin"  # pip --target puts the `tunlab` console script here
-    assert (scripts / "tunlab").exists(), "the wheel installed no tunlab command"
-    path = f"{scripts}{os.pathsep}{os.environ.get('PATH', '')}"
-    env = {**os.environ, "PYTHONPATH": str(target), "PATH": path, "COLUMNS": "200"}
-    env.pop("TUNLAB_VM_RECIPES", None)
+    assert (venv / "bin" / "tunlab").exists(), "the wheel installed no tunlab command"
+    env = {**os.environ, "PATH": f"{venv / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}", "COLUMNS": "200"}
+    env["TUNLAB_PYTHON"] = str(python)
+    env["TUNLAB_SITE"] = site
+    for leak in ("TUNLAB_VM_RECIPES", "PYTHONPATH", "VIRTUAL_ENV"):
+        env.pop(leak, None)
     _installed.append(env)
     return env

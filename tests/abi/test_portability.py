@@ -108,6 +108,7 @@ FUNCTIONS: dict[str, str | None] = {
             "select.select",
             "signal.signal",
             "signal.getsignal",
+            "signal.Signals",  # an enum the signal module builds from the constants it has
             "fcntl.ioctl",
             "fcntl.fcntl",
         ]

@@ -7,7 +7,6 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -27,12 +26,12 @@ def test_every_documented_block_runs_from_the_wheel(
     shutil.copytree(ROOT / "docs", run / "docs", ignore=shutil.ignore_patterns("api", "hooks"))
     shutil.copy(Path(__file__).with_name("sybil_conftest.py"), run / "conftest.py")
     wrote = subprocess.run(
-        [sys.executable, "-m", "tunlab._cli.main", "example", "--all", "-o", "examples"],
+        ["tunlab", "example", "--all", "-o", "examples"],  # the venv's console script
         cwd=run, env=env, capture_output=True, text=True, check=False,
     )  # fmt: skip
     assert wrote.returncode == 0, wrote
     done = subprocess.run(
-        [sys.executable, "-m", "pytest", "-v", "-p", "no:cacheprovider", "README.md", "docs"],
+        [env["TUNLAB_PYTHON"], "-m", "pytest", "-v", "-p", "no:cacheprovider", "README.md", "docs"],
         cwd=run, env=env, capture_output=True, text=True, timeout=1800, check=False,
     )  # fmt: skip
     assert done.returncode == 0, done.stdout[-8000:] + done.stderr[-4000:]

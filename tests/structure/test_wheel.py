@@ -5,7 +5,6 @@ the recipes, and the pytest marker finds a shipped example by its name."""
 from __future__ import annotations
 
 import subprocess
-import sys
 import textwrap
 import zipfile
 from pathlib import Path
@@ -27,7 +26,7 @@ def installed(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str
 
 def run(env: dict[str, str], cwd: Path, *argv: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, *argv], env=env, cwd=cwd, capture_output=True, text=True, timeout=300
+        [env["TUNLAB_PYTHON"], *argv], env=env, cwd=cwd, capture_output=True, text=True, timeout=300
     )
 
 
@@ -50,7 +49,7 @@ def test_installed_tunlab_is_the_wheel_and_finds_what_it_ships(
     installed: dict[str, str], tmp_path: Path
 ) -> None:
     where = run(installed, tmp_path, "-c", "import tunlab; print(tunlab.__file__)")
-    assert where.stdout.startswith(installed["PYTHONPATH"]), where
+    assert where.stdout.startswith(installed["TUNLAB_SITE"]), where  # the wheel, not the checkout
     listed = run(installed, tmp_path, "-m", "tunlab._cli.main", "example")
     assert listed.returncode == 0 and "wireguard.yaml" in listed.stdout, listed
     wrote = run(installed, tmp_path, "-m", "tunlab._cli.main", "example", "demo")
@@ -62,7 +61,7 @@ def test_installed_tunlab_is_the_wheel_and_finds_what_it_ships(
     assert valid.returncode == 0, valid
     recipes = run(installed, tmp_path, "-m", "tunlab._cli.main", "vm-image", "ls")
     assert recipes.returncode == 0, recipes
-    assert f"recipes: {installed['PYTHONPATH']}/tunlab/_shipped/vm-images" in recipes.stdout, recipes.stdout
+    assert f"recipes: {installed['TUNLAB_SITE']}/tunlab/_shipped/vm-images" in recipes.stdout, recipes.stdout
     assert "minimal" in recipes.stdout and "debian" in recipes.stdout
     vm = run(installed, tmp_path, "-m", "tunlab._cli.main", "example", "vm.yaml", "-o", "vm.yaml")
     assert vm.returncode == 0

@@ -224,7 +224,11 @@ def test_hand_over_gives_the_running_lab_to_a_supervisor(needs_root) -> None:
 
     lab = Lab(load_text(TUN_PAIR, "yaml"), unique=True).up()
     lab.link("a:t0").impair(delay="5ms")
-    pid = lab.hand_over()
+    try:
+        pid = lab.hand_over()
+    finally:
+        if lab.running:  # not handed over: ours to take down
+            lab.down()
     assert not lab.running
     state = LabState.load(lab.name)
     assert state is not None and state.owner_alive and state.owner_pid == pid

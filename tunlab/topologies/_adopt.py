@@ -8,7 +8,7 @@ import os
 from typing import Any
 
 from tunlab.errors import LabError
-from tunlab.topologies._lab import Lab
+from tunlab.topologies._lab import Lab, hold
 
 
 def adopt(message: dict[str, Any], fds: list[int]) -> Lab:
@@ -47,5 +47,5 @@ def adopt(message: dict[str, Any], fds: list[int]) -> Lab:
         start_relay(rt, key, devices[spec["a"]], devices[spec["b"]], impair_of(rt, key), str(spec["name"]))
     state.owner_pid, state.owner_start = os.getpid(), process_start(os.getpid())
     state.detached = True
-    lab._take(rt, state)
+    hold(lab, rt, state)
     return lab

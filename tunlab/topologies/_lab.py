@@ -124,15 +124,6 @@ class Lab:
         self._health = HealthWatch(self._dead_parts, self._record_health).start()
         return self
 
-    def _take(self, rt: engine.Runtime, state: LabState) -> None:
-        """Hold a lab that is already up (rt, state), as up() does once it made it: serve its
-        control socket and watch its health (a supervisor adopting a handed-over lab)."""
-        state.status = "up"
-        state.save()
-        self._rt, self._state = rt, state
-        self._control = self._serve_control(state)
-        self._health = HealthWatch(self._dead_parts, self._record_health).start()
-
     def hand_over(self) -> int:
         """Give this running lab to a background supervisor, which holds it from now on:
         `tunlab exec/inspect/impair/down NAME` keep working after this process exits (the
@@ -390,3 +381,13 @@ class Lab:
             return ControlServer(state.path.with_suffix(".sock"), handle)
         except OSError:
             return None  # the lab works without it; `tunlab impair` will say the holder does not answer
+
+
+def hold(lab: Lab, rt: engine.Runtime, state: LabState) -> None:
+    """Make lab the holder of a lab that is already up (rt, state), as up() does once it has
+    made it: serve its control socket and watch its health (a supervisor adopting a lab)."""
+    state.status = "up"
+    state.save()
+    lab._rt, lab._state = rt, state
+    lab._control = lab._serve_control(state)
+    lab._health = HealthWatch(lab._dead_parts, lab._record_health).start()
