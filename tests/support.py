@@ -24,6 +24,17 @@ WINE_GAPS = {
 }
 
 
+def node_python() -> str:
+    """A Python interpreter that a lab node can see: this one, unless it lives under a directory
+    a node gets its own copy of (/tmp, /run — a checkout or venv under /tmp is invisible
+    inside nodes), then the interpreter it was made from. For stdlib-only scripts in nodes."""
+    private = ("/tmp/", "/run/")
+    for candidate in (sys.executable, os.path.realpath(getattr(sys, "_base_executable", sys.executable))):
+        if not os.path.realpath(candidate).startswith(private) and not candidate.startswith(private):
+            return candidate
+    return "python3"
+
+
 def missing(package: str) -> str:
     """Why a package a test needs is not there: the wine gap, or how to install it."""
     if UNDER_WINE and package in WINE_GAPS:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import unique_name
+from tests.support import node_python, unique_name
 from tunlab._linux import cgroups
 from tunlab.errors import DeployError
 from tunlab.topologies import Lab, garbage_collect, load_text
@@ -48,7 +48,7 @@ SHAPES = {
     "setsid": ["setsid", "-f", "sleep", "1002"],
     "double fork": ["sh", "-c", "(sleep 1003 >/dev/null 2>&1 &) &"],
     "ignores SIGTERM": ["sh", "-c", "trap '' TERM; exec sleep 1004 >/dev/null 2>&1 </dev/null &"],
-    "holds a TUN device and a socket": [sys.executable, "-c", TUN_HOLDER],
+    "holds a TUN device and a socket": [node_python(), "-c", TUN_HOLDER],
 }
 
 
@@ -185,11 +185,11 @@ def test_two_nodes_run_the_same_daemon_with_the_same_socket_path() -> None:
     with lab() as running:
         procs = []
         for name in ("alpha", "beta"):
-            proc = running.node(name).popen([sys.executable, "-c", daemon], stdout=subprocess.PIPE, text=True)
+            proc = running.node(name).popen([node_python(), "-c", daemon], stdout=subprocess.PIPE, text=True)
             assert proc.stdout is not None and proc.stdout.readline().strip() == "listening"
             procs.append(proc)
         for name in ("alpha", "beta"):  # each reaches its own node's daemon
-            assert running.node(name).run([sys.executable, "-c", ask]).text.strip() == name
+            assert running.node(name).run([node_python(), "-c", ask]).text.strip() == name
         for proc in procs:
             proc.wait(5)
     assert not os.path.exists("/run/daemon"), "a node's /run reached the host"
