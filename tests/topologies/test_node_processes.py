@@ -158,9 +158,11 @@ def test_nothing_survives_sigkill_of_the_holder_and_gc(tmp_path: Path) -> None:
     lab_id, *raw = holder.stdout.readline().split()
     inodes = {int(i) for i in raw}
     time.sleep(0.5)
-    assert len(survivors(inodes)) >= 2 * len(SHAPES)
-    os.kill(holder.pid, signal.SIGKILL)
-    holder.wait()
+    try:
+        assert len(survivors(inodes)) >= 2 * len(SHAPES)
+    finally:
+        os.kill(holder.pid, signal.SIGKILL)  # whatever happened: the lab is then gc's
+        holder.wait()
     removed = garbage_collect()
     assert any(name in line for line in removed), removed
     assert_nothing_left(lab_id, inodes)
