@@ -101,6 +101,7 @@ def test_detached_lab_ls_inspect_exec_down(needs_root) -> None:
     name = f"clidemo{os.getpid()}"
     up = tunlab("up", DEMO, "-d", "--name", name)
     assert up.returncode == 0, up.stderr
+    assert "impaired" not in up.stdout  # the demo's tun-pair carries no impairment
     try:
         state = LabState.load(name)
         assert state is not None and state.owner_alive and state.detached
@@ -113,6 +114,8 @@ def test_detached_lab_ls_inspect_exec_down(needs_root) -> None:
         ping = tunlab("exec", name, "h1", "--", "ping", "-c", "1", "-W", "2", "198.18.2.2")
         assert ping.returncode == 0, ping.stderr
         assert tunlab("exec", name, "h1", "--", "false").returncode == 1  # the command's own code
+        nothing = tunlab("exec", name, "h1", "--", "no-such-command")
+        assert nothing.returncode == 127 and "command not found" in nothing.stderr, nothing  # as a shell
         missing = tunlab("exec", name, "h9", "--", "true")
         assert missing.returncode == 2 and "has no node 'h9'" in missing.stderr
         again = tunlab("up", DEMO, "-d", "--name", name)

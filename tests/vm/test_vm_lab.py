@@ -171,6 +171,8 @@ def test_inspect_and_state_know_the_guests(lab: Lab) -> None:
     assert guest["eth0"]["addresses"] == ["198.18.130.2/24", "2001:db8:130::2/64"]
     assert guest["eth0"]["state"] == "up" and guest["eth0"]["rx_packets"] >= 0
     assert seen["console"].endswith("v1.console") and seen["console_tail"]
+    host = {i["name"]: i for i in lab.inspect()["nodes"]["h"]["interfaces"]}
+    assert host["eth0"]["kind"] == "tap"  # a VM's NIC is a TAP (the kernel's kind says "tun")
     text = "\n".join(describe(lab.inspect()))
     assert "accelerator " in text and "in the guest:" in text and "198.18.132.1/24" in text
 

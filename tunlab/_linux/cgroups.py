@@ -82,11 +82,14 @@ def open_procs(group: Path) -> int:
 def join_argv(procs_fd: int, argv: list[str]) -> list[str]:
     """argv started so that it is in the group before it runs: a shell writes its own pid to
     the group's cgroup.procs (through procs_fd, which must be passed to it) and then execs
-    argv (same pid; whatever it starts is born in the group). The script is fixed: argv
-    reaches it as arguments, never as shell text."""
+    argv (same pid; whatever it starts is born in the group), or says "NAME: command not
+    found" and exits 127 as a shell does. The script is fixed: argv reaches it as arguments,
+    never as shell text."""
     script = (
         'echo $$ > "/proc/self/fd/$0" 2>/dev/null '
-        '|| { echo "tunlab: cannot join the node\'s cgroup" >&2; exit 126; }; exec "$@"'
+        '|| { echo "tunlab: cannot join the node\'s cgroup" >&2; exit 126; }; '
+        'command -v -- "$1" >/dev/null 2>&1 || { echo "$1: command not found" >&2; exit 127; }; '
+        'exec "$@"'
     )
     return ["/bin/sh", "-c", script, str(procs_fd), *argv]
 
