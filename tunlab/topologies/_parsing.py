@@ -34,29 +34,29 @@ _MERGE = "tag:yaml.org,2002:merge"
 _VALUE = "tag:yaml.org,2002:value"  # a plain `=` key, which PyYAML reads as the string "="
 
 
+def _note_key(key: Any, key_node: yaml.Node, seen: dict[Any, int]) -> None:
+    """Record a mapping key's line in seen; refuse a key that cannot be one (a mapping, a list)
+    or that the mapping already has."""
+    try:
+        first = seen.get(key)
+    except TypeError:
+        raise yaml.constructor.ConstructorError(
+            None, None, "a mapping key must be a plain value (an unrendered {{ }}?)", key_node.start_mark
+        ) from None
+    if first is not None:
+        raise yaml.constructor.ConstructorError(
+            None, None, f"duplicate key {key!r} (first on line {first + 1})", key_node.start_mark
+        )
+    seen[key] = key_node.start_mark.line
+
+
 def _construct_mapping(loader: Any, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
     seen: dict[Any, int] = {}
     for key_node, _ in node.value:
         if key_node.tag == _MERGE:  # `<<: *base` — merged keys may be overridden, as YAML says
             continue
         key = key_node.value if key_node.tag == _VALUE else loader.construct_object(key_node, deep=deep)
-        try:
-            hash(key)
-        except TypeError:
-            raise yaml.constructor.ConstructorError(
-                None,
-                None,
-                "a mapping key must be a plain value (an unrendered {{ }}?)",
-                key_node.start_mark,
-            ) from None
-        if key in seen:
-            raise yaml.constructor.ConstructorError(
-                None,
-                None,
-                f"duplicate key {key!r} (first on line {seen[key] + 1})",
-                key_node.start_mark,
-            )
-        seen[key] = key_node.start_mark.line
+        _note_key(key, key_node, seen)
     result: dict[Any, Any] = loader.construct_mapping(node, deep=deep)
     return result
 
@@ -104,20 +104,7 @@ def _construct_fast(loader: Any, root: yaml.Node) -> Any:
                 if key_node.tag in (_MERGE, _VALUE):
                     raise _Unusual
                 key = build(key_node)
-                try:
-                    first = lines.get(key)
-                except TypeError:
-                    raise yaml.constructor.ConstructorError(
-                        None,
-                        None,
-                        "a mapping key must be a plain value (an unrendered {{ }}?)",
-                        key_node.start_mark,
-                    ) from None
-                if first is not None:
-                    raise yaml.constructor.ConstructorError(
-                        None, None, f"duplicate key {key!r} (first on line {first + 1})", key_node.start_mark
-                    )
-                lines[key] = key_node.start_mark.line
+                _note_key(key, key_node, lines)
                 out[key] = build(value_node)
             return out
         if tag == _SEQ:
