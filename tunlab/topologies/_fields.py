@@ -84,7 +84,7 @@ def _fast_v4_interface(value: Any) -> Any:
 
 def _fast_v4_address(value: Any) -> Any:
     parsed = _dotted(value)
-    return value if parsed is None or parsed[1] != 32 or "/" in value else ipaddress.IPv4Address(parsed[0])
+    return value if parsed is None or "/" in value else ipaddress.IPv4Address(parsed[0])
 
 
 def _v4_list(value: Any) -> Any:

@@ -188,10 +188,11 @@ def _check_nodes(topo: Topology, cat: Catalog, issues: list[Issue]) -> None:
     for name, node in nodes.items():
         loc = ("nodes", name)
         issues.extend(Issue((*loc, *sub), message) for sub, message in driver_for(node.kind).check(node))
-        names = {i.name for i in cat.of_node(name)}
-        connected = [a for i in cat.of_node(name) for a in i.addresses]
+        ifaces = cat.of_node(name)
+        names = {i.name for i in ifaces}
+        connected = [a for i in ifaces for a in i.addresses]
         for ri, route in enumerate(node.routes):
-            issues += _route_issues(name, (*loc, "routes", ri), route, cat.of_node(name), names, connected)
+            issues += _route_issues(name, (*loc, "routes", ri), route, ifaces, names, connected)
         issues += _duplicate_routes(loc, node.routes)
         in_guest = driver_for(node.kind).interfaces_in_guest
         for key, value in node.sysctls.items():
