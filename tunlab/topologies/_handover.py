@@ -25,15 +25,20 @@ from tunlab.topologies._state import labs_dir
 MAX_FDS = 250  # SCM_RIGHTS carries at most 253 fds per message
 
 
-def hand_over(name: str, source: str | None, rt: Any, lock_fd: int) -> int:
-    """Give the running lab `name` (its runtime rt, its lock fd) to a new supervisor; its pid.
-
-    On return this process holds nothing of the lab: relays stopped, devices closed here."""
+def refuse_guests(name: str, rt: Any) -> None:
+    """LabError when the lab has VM nodes: their qemu ends with the process that started it."""
     if rt.guests:
         raise LabError(
             f"lab '{name}' has VM nodes ({', '.join(sorted(rt.guests))}): a guest's qemu ends with "
             "the process that started it, so the lab cannot be handed over"
         )
+
+
+def hand_over(name: str, source: str | None, rt: Any, lock_fd: int) -> int:
+    """Give the running lab `name` (its runtime rt, its lock fd) to a new supervisor; its pid.
+
+    On return this process holds nothing of the lab: relays stopped, devices closed here."""
+    refuse_guests(name, rt)
     keys = list(rt.devices)
     if len(keys) + 1 > MAX_FDS:
         raise LabError(f"lab '{name}' holds {len(keys)} devices: too many to hand over in one message")

@@ -117,11 +117,7 @@ class Lab:
             raise
         finally:
             rt.close_netlink()
-        state.status = "up"
-        state.save()
-        self._rt, self._state = rt, state
-        self._control = self._serve_control(state)
-        self._health = HealthWatch(self._dead_parts, self._record_health).start()
+        hold(self, rt, state)
         return self
 
     def hand_over(self) -> int:
@@ -134,10 +130,7 @@ class Lab:
 
         with self._teardown:
             rt = self._runtime()
-            if rt.guests:
-                _handover.hand_over(
-                    self.name, self.source, rt, -1
-                )  # raises, saying why, before anything changes
+            _handover.refuse_guests(self.name, rt)  # before anything changes
             if self._health is not None:
                 self._health.stop()
                 self._health = None
@@ -153,7 +146,8 @@ class Lab:
                 from tunlab.topologies._state import adopt_claim
 
                 adopt_claim(self.id, lock_fd)  # still ours: keep holding it as it is
-                self._control = self._serve_control(self._state) if self._state else None
+                if self._state is not None:
+                    hold(self, rt, self._state)
                 raise
             os.close(lock_fd)  # the supervisor holds the same lock
             self._rt = self._state = None
@@ -384,8 +378,8 @@ class Lab:
 
 
 def hold(lab: Lab, rt: engine.Runtime, state: LabState) -> None:
-    """Make lab the holder of a lab that is already up (rt, state), as up() does once it has
-    made it: serve its control socket and watch its health (a supervisor adopting a lab)."""
+    """Make lab the holder of a lab that is up (rt, state): record it up, serve its control
+    socket and watch its health (up() once it has made it, a supervisor adopting one)."""
     state.status = "up"
     state.save()
     lab._rt, lab._state = rt, state
