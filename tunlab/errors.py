@@ -116,7 +116,8 @@ class DeployError(LabError, RuntimeError):
 
     def __init__(self, step: str, cause: BaseException, field: str | None = None) -> None:
         where = f" ({field})" if field else ""
-        super().__init__(f"deploy failed at step '{step}'{where}: {_cause_text(cause)}")
+        self.reason = _cause_text(cause)  # the cause in words, as the message says it
+        super().__init__(f"deploy failed at step '{step}'{where}: {self.reason}")
         self.step = step
         self.cause = cause
         self.field = field

@@ -3,6 +3,7 @@ bare errno tuple), and rolled back; and validate refuses what a node's namespace
 
 from __future__ import annotations
 
+import json
 import textwrap
 
 import pytest
@@ -57,3 +58,17 @@ def test_deploy_errors_say_the_kernel_error_in_words(cause: BaseException, words
     message = str(DeployError("bridge br0", cause, "links[3]"))
     assert message.startswith("deploy failed at step 'bridge br0' (links[3]): ")
     assert words in message and "(17, " not in message
+
+
+def test_a_detached_deploy_failure_comes_back_word_for_word() -> None:
+    """The supervisor sends the error's parts; up -d rebuilds the same message even when the
+    step's own name holds ': ' (an exec step does)."""
+    from pathlib import Path
+
+    from tunlab.topologies._operations import _supervisor_error
+    from tunlab.topologies._supervisor import _error_record
+
+    sent = DeployError("exec on h1: ping -c1 198.18.1.1", RuntimeError("exit status 1"), "nodes.h1.exec")
+    record = json.dumps(_error_record(sent, str(sent)))
+    back = _supervisor_error(record, 1, Path("/dev/null"))
+    assert isinstance(back, DeployError) and str(back) == str(sent)

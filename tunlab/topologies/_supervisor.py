@@ -11,6 +11,7 @@ import json
 import os
 import signal
 import sys
+from typing import Any
 
 
 def main() -> int:
@@ -57,10 +58,14 @@ def main() -> int:
     ready.write(f"OK {os.getpid()}\n")
     ready.close()
     print(f"tunlab supervisor {os.getpid()}: lab {lab.name} (id {lab.id}) is up", flush=True)
+    return _hold_until_down(holder, lab)
+
+
+def _hold_until_down(holder: Any, lab: Any) -> int:
+    """Hold the lab until `tunlab down` (the control socket) or SIGTERM, then tear it down."""
     holder.up()
     holder.wait(lab.wait_down)
-    problems = lab.down()
-    for p in problems:
+    for p in lab.down():
         print(f"teardown: {p}", file=sys.stderr)
     print(f"tunlab supervisor {os.getpid()}: lab {lab.name} is down", flush=True)
     return 0
@@ -85,21 +90,15 @@ def _adopted(fd: int) -> int:
     sock.sendall(f"OK {os.getpid()}\n".encode())
     sock.close()
     print(f"tunlab supervisor {os.getpid()}: took over lab {lab.name} (id {lab.id})", flush=True)
-    holder.up()
-    holder.wait(lab.wait_down)
-    for p in lab.down():
-        print(f"teardown: {p}", file=sys.stderr)
-    print(f"tunlab supervisor {os.getpid()}: lab {lab.name} is down", flush=True)
-    return 0
+    return _hold_until_down(holder, lab)
 
 
 def _error_record(exc: BaseException, text: str) -> dict[str, str | None]:
     """What up_detached needs to raise the same error the foreground `up` would have."""
     from tunlab.errors import DeployError, TopologyError
 
-    if isinstance(exc, DeployError):
-        message = text.split(": ", 1)[1] if ": " in text else text
-        return {"type": "deploy", "step": exc.step, "field": exc.field, "message": message}
+    if isinstance(exc, DeployError):  # its reason, not cut out of a message whose step has ": "
+        return {"type": "deploy", "step": exc.step, "field": exc.field, "message": exc.reason}
     if isinstance(exc, TopologyError):
         return {"type": "topology", "message": text}
     return {"type": "lab", "message": text}
