@@ -9,6 +9,7 @@ started here instead, by a daemon thread that lives as long as the process.
 from __future__ import annotations
 
 import queue
+import signal
 import subprocess
 import threading
 from collections.abc import Sequence
@@ -47,3 +48,14 @@ def spawn(argv: Sequence[str], **kwargs: Any) -> subprocess.Popen[Any]:
     fut: Future[subprocess.Popen[Any]] = Future()
     _requests.put((argv, kwargs, fut))
     return fut.result()
+
+
+def how_it_ended(returncode: int) -> str:
+    """A child's end in words, from its Popen return code: "was killed by SIGKILL" (a negative
+    code is the signal) or "exited with status 1"."""
+    if returncode >= 0:
+        return f"exited with status {returncode}"
+    try:
+        return f"was killed by {signal.Signals(-returncode).name}"
+    except ValueError:
+        return f"was killed by signal {-returncode}"

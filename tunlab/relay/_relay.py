@@ -14,7 +14,6 @@ import contextlib
 import json
 import mmap
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -23,7 +22,7 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import IO, TYPE_CHECKING, Any, Union
 
-from tunlab._linux.spawn import spawn
+from tunlab._linux.spawn import how_it_ended, spawn
 from tunlab.devices._backend import max_frame_size, unsupported
 from tunlab.devices._capabilities import Capability
 from tunlab.devices._interrupt import InterruptEvent
@@ -305,8 +304,7 @@ class Relay:
             code = proc.poll()
             if code is None:
                 continue
-            how = f"was killed by {_signal_name(-code)}" if code < 0 else f"exited with status {code}"
-            out.append(f"relay worker {key} (pid {proc.pid}) {how}{_last_line(err)}")
+            out.append(f"relay worker {key} (pid {proc.pid}) {how_it_ended(code)}{_last_line(err)}")
         for thread, pump in zip(self._threads, self._pumps, strict=True):
             if not thread.is_alive():
                 errors = pump.stats.errors
@@ -435,13 +433,6 @@ def _impair_params(impair: Impairment) -> dict[Direction, NetemParams]:
             raise ValueError(f"impair: keys are Direction.A_TO_B and Direction.B_TO_A, not {sorted(unknown)}")
         return {k: impair.get(k, NetemParams()) for k in DIRECTIONS}
     raise TypeError(f"impair: expected NetemParams, a mapping of directions or a Netem model, got {impair!r}")
-
-
-def _signal_name(number: int) -> str:
-    try:
-        return signal.Signals(number).name
-    except ValueError:
-        return f"signal {number}"
 
 
 def _last_line(err: IO[bytes]) -> str:

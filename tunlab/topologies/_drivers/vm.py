@@ -27,6 +27,7 @@ from pydantic import Field
 
 from tunlab._linux import cgroups
 from tunlab._linux.netns import NetNamespace
+from tunlab._linux.spawn import how_it_ended
 from tunlab.errors import LabError
 from tunlab.topologies._drivers.base import (
     ExecResult,
@@ -439,8 +440,7 @@ class VmDriver(NodeDriver):
         code = proc.popen.poll() if proc is not None else None
         if proc is None or code is None:
             return super().failure(handle)
-        how = f"was killed by signal {-code}" if code < 0 else f"exited with status {code}"
-        return f"its qemu (pid {proc.popen.pid}) {how}" + (
+        return f"its qemu (pid {proc.popen.pid}) {how_it_ended(code)}" + (
             f"; its log: {proc.guest.log}" if proc.guest.log else ""
         )
 
