@@ -35,6 +35,29 @@ def node_python() -> str:
     return "python3"
 
 
+NOBODY = 65534
+
+
+def python_for_nobody(env: dict[str, str], module: str = "tunlab") -> str:
+    """An interpreter that user 'nobody' can run and import `module` with (a checkout or venv
+    under a 0700 directory is out of its reach); skips the test when there is none."""
+    import subprocess
+
+    import pytest
+
+    for python in ("/usr/bin/python3", sys.executable):
+        try:
+            probe = subprocess.run(
+                [python, "-c", f"import {module}"], capture_output=True, user=NOBODY, env=env, timeout=60
+            )
+        except OSError:
+            continue
+        if probe.returncode == 0:
+            return python
+    reason = f"no Python interpreter that user 'nobody' can run with this checkout (import {module})"
+    raise pytest.skip.Exception(reason)
+
+
 def missing(package: str) -> str:
     """Why a package a test needs is not there: the wine gap, or how to install it."""
     if UNDER_WINE and package in WINE_GAPS:

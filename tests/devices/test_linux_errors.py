@@ -9,7 +9,7 @@ import textwrap
 
 import pytest
 
-from tests.support import fd_count, link_names
+from tests.support import NOBODY, fd_count, link_names, python_for_nobody
 from tunlab import (
     DeviceBuilder,
     DevicePermissionError,
@@ -152,23 +152,9 @@ def test_unprivileged_open_is_explained(tmp_path) -> None:
     repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     code = "from tunlab import DeviceBuilder\nDeviceBuilder().build_sync()"
     env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": repo, "HOME": str(tmp_path)}
-    for python in ("/usr/bin/python3", sys.executable):
-        try:
-            probe = subprocess.run(
-                [python, "-c", "import tunlab"],
-                capture_output=True,
-                user=65534,
-                env=env,
-                timeout=60,
-            )
-        except OSError:
-            continue
-        if probe.returncode == 0:
-            break
-    else:
-        pytest.skip("no Python interpreter that user 'nobody' can run with this checkout")
+    python = python_for_nobody(env)
     out = subprocess.run(
-        [python, "-c", code], capture_output=True, text=True, timeout=60, user=65534, env=env
+        [python, "-c", code], capture_output=True, text=True, timeout=60, user=NOBODY, env=env
     )
     assert out.returncode != 0
     assert "DevicePermissionError" in out.stderr and "CAP_NET_ADMIN" in out.stderr, out.stderr
