@@ -38,6 +38,32 @@ def node_python() -> str:
 NOBODY = 65534
 
 
+def cli(*argv: str) -> tuple[int, str]:
+    """Run the tunlab CLI in this process: (exit code, everything it printed). Its consoles
+    write to a buffer of their own (they may hold a stream an earlier capture left them)."""
+    import contextlib
+    import io
+    import signal
+
+    from tunlab._cli import main as cli_module
+
+    out = io.StringIO()
+    code = 0
+    console, err = cli_module.console.file, cli_module.err_console.file
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}  # `up` installs its own
+    cli_module.console.file = cli_module.err_console.file = out
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
+            cli_module.main(list(argv))
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    finally:
+        cli_module.console.file, cli_module.err_console.file = console, err
+        for s, handler in handlers.items():
+            signal.signal(s, handler)
+    return code, out.getvalue()
+
+
 def python_for_nobody(env: dict[str, str], module: str = "tunlab") -> str:
     """An interpreter that user 'nobody' can run and import `module` with (a checkout or venv
     under a 0700 directory is out of its reach); skips the test when there is none."""

@@ -4,42 +4,17 @@ without a traceback."""
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
-import signal
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.support import IS_ROOT
-from tunlab._cli.main import main
+from tests.support import IS_ROOT, cli
 from tunlab.topologies._state import owned_namespaces
 
 BAD = Path(__file__).with_name("bad")
 EXPECTED: dict[str, str] = json.loads((BAD / "expected.json").read_text())
-
-
-def cli(*argv: str) -> tuple[int, str]:
-    """Run the CLI in this process: (exit code, everything it printed)."""
-    out = io.StringIO()
-    code = 0
-    from tunlab._cli import main as cli_module
-
-    console, err = cli_module.console.file, cli_module.err_console.file
-    handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}  # `up` installs its own
-    cli_module.console.file = cli_module.err_console.file = out
-    try:
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
-            main(list(argv))
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    finally:
-        cli_module.console.file, cli_module.err_console.file = console, err
-        for s, handler in handlers.items():
-            signal.signal(s, handler)
-    return code, out.getvalue()
 
 
 def test_the_corpus_is_big_enough_and_complete() -> None:

@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from tests.support import NOBODY
+from tests.support import NOBODY, cli
 from tunlab.topologies._impairments import kernel_qdiscs
 
 pytestmark = pytest.mark.root
@@ -39,15 +39,10 @@ def test_doctor_reports_this_machine(needs_root: None) -> None:
         assert check["ok"] or check["fix"], f"{name}: missing without saying how to get it"
 
 
-def test_doctor_fails_where_labs_cannot_come_up(needs_root: None, monkeypatch, capsys) -> None:
+def test_doctor_fails_where_labs_cannot_come_up(needs_root: None, monkeypatch) -> None:
     """As a user without root (the euid doctor reads; nobody cannot run this venv's interpreter
     here, which lives under /root): the finding says so and the exit code is 1."""
-    from tunlab._cli.main import main
-
     monkeypatch.setattr(os, "geteuid", lambda: NOBODY)
-    monkeypatch.setenv("COLUMNS", "200")
-    with pytest.raises(SystemExit) as ended:
-        main(["doctor"])
-    assert ended.value.code == 1
-    out = capsys.readouterr().out
+    code, out = cli("doctor")
+    assert code == 1
     assert "labs cannot come up here: root" in out and "euid 65534" in out
