@@ -16,6 +16,7 @@ from tests.support import unique_name
 from tunlab import DeviceBuilder, Layer, SyncDevice, traffic
 from tunlab import packets as pk
 from tunlab._linux.netns import NetNamespace
+from tunlab.devices import PacketBatch, offload
 from tunlab.devices.offload import (
     VIRTIO_NET_HDR_GSO_TCPV4,
     VIRTIO_NET_HDR_GSO_TCPV6,
@@ -213,6 +214,55 @@ def test_recv_multiple_keeps_what_does_not_fit(pair: Pair) -> None:
         done.set()
         t.join()
     assert all(len(s) <= 1500 for s in got_segments)
+
+
+@pytest.mark.parametrize("implementation", ["compiled", "python"])
+@pytest.mark.parametrize("slots", [128, 3])
+def test_a_packet_batch_loop_relays_a_stream_split_and_coalesced(
+    pair: Pair, implementation: str, slots: int
+) -> None:
+    """A user's loop over one PacketBatch per direction: recv_multiple(batch) splits what the
+    kernel hands over into MTU-sized packets (several frames per call when queued), and
+    send_multiple(table, batch) coalesces them back; the stream arrives byte-exact. With
+    3 slots a super-packet takes several calls (the cursor keeps the rest)."""
+    if implementation not in offload.available():
+        pytest.skip("the compiled offload core is not built here")
+    data = os.urandom(3 << 20)
+    largest = [0, 0]  # packets in one batch, bytes of the largest packet
+    done = threading.Event()
+
+    def pump() -> None:
+        batches = {id(pair.dev_a): PacketBatch(slots), id(pair.dev_b): PacketBatch(slots)}
+        table = GROTable()
+        for dev in (pair.dev_a, pair.dev_b):
+            dev.set_nonblocking(True)
+        while not done.is_set():
+            moved = False
+            for src, dst in ((pair.dev_a, pair.dev_b), (pair.dev_b, pair.dev_a)):
+                batch = batches[id(src)]
+                try:
+                    n = src.recv_multiple(batch)
+                except BlockingIOError:
+                    continue
+                moved = True
+                assert n == len(batch) and n <= slots
+                if src is pair.dev_a:
+                    largest[0] = max(largest[0], n)
+                    largest[1] = max(largest[1], *(len(p) for p in batch))
+                dst.send_multiple(table, batch)
+            if not moved:
+                select.select([pair.dev_a.fileno(), pair.dev_b.fileno()], [], [], 0.05)
+
+    with offload.using(implementation):
+        t = threading.Thread(target=pump)
+        t.start()
+        try:
+            assert tcp_transfer(pair, data) == data
+        finally:
+            done.set()
+            t.join()
+    assert largest[0] > 1, "no super-packet was split into the batch"
+    assert largest[1] <= 1500, f"a {largest[1]}-byte packet left the split"
 
 
 def test_offload_reports_what_is_active(ns) -> None:

@@ -15,7 +15,7 @@ import pytest
 
 from tests.offload.helpers import tcp_fields, tcp_flow
 from tunlab import DeviceBuilder, InterruptEvent, Layer
-from tunlab.devices import GROTable, VirtioNetHdr
+from tunlab.devices import GROTable, PacketBatch, VirtioNetHdr, offload
 from tunlab.devices._aio import AsyncDevice
 from tunlab.devices._sync import SyncDevice
 from tunlab.devices.offload import (
@@ -140,6 +140,80 @@ def test_send_multiple_coalesces_into_one_super_packet() -> None:
         assert bufs == before  # the caller's buffers are never modified
         with pytest.raises(ValueError, match="offset >= 10"):
             dev.send_multiple(None, bufs, 0)
+
+
+@pytest.mark.parametrize("implementation", ["compiled", "python"])
+def test_a_packet_batch_takes_a_super_packet_and_gives_it_back_coalesced(implementation: str) -> None:
+    """recv_multiple(batch) splits into the arena (the rest waits when it is full);
+    send_multiple(table, batch) coalesces what it holds, as the list forms do."""
+    if implementation not in offload.available():
+        pytest.skip("the compiled offload core is not built here")
+    frame, segs = super_frame(8)
+    with offload.using(implementation), mem(offload=True) as dev:
+        batch = PacketBatch(5, packet_size=2000)
+        dev.backend.wire.inject(frame)
+        assert dev.recv_multiple(batch) == 5 == len(batch)
+        assert [bytes(p) for p in batch] == segs[:5]
+        first = [bytes(p) for p in batch]
+        assert dev.recv_multiple(batch) == 3  # the rest waited, nothing lost
+        assert [bytes(p) for p in batch] == segs[5:]
+        whole = PacketBatch(8, packet_size=2000)
+        for s in first + segs[5:]:
+            whole.append(s)
+        written = dev.send_multiple(GROTable(), whole)
+        (out,) = dev.backend.wire.take_all()
+        assert written == len(out) and out == frame
+        with pytest.raises(ValueError, match="carries its own sizes and offset"):
+            dev.recv_multiple(batch, [0] * 8)
+        batch.clear()
+        with pytest.raises(ValueError, match="holds no packets"):
+            dev.send_multiple(None, batch)
+
+
+def test_an_async_device_fills_and_sends_a_packet_batch() -> None:
+    frame, segs = super_frame(6)
+
+    async def main() -> None:
+        async with AsyncDevice(mem(offload=True)) as adev:
+            batch = PacketBatch(8, packet_size=2000)
+            adev.sync.backend.wire.inject(frame)
+            assert await adev.recv_multiple(batch) == 6
+            assert [bytes(p) for p in batch] == segs
+            assert await adev.send_multiple(GROTable(), batch) == len(frame)
+            assert adev.sync.backend.wire.take_all() == [frame]
+
+    asyncio.run(main())
+
+
+def test_a_packet_batch_too_small_for_a_packet_says_how_to_make_one_that_fits() -> None:
+    frame, segs = super_frame(3, mss=1000)
+    with mem(offload=True) as dev:
+        dev.backend.wire.inject(frame)
+        tiny = PacketBatch(4, packet_size=100)
+        with pytest.raises(ValueError, match=r"PacketBatch\(packet_size=\d+\)"):
+            dev.recv_multiple(tiny)
+        assert dev.recv_multiple(PacketBatch(4, packet_size=1500)) == 3  # kept, then delivered
+
+
+def test_packet_batch_checks_what_it_is_given() -> None:
+    batch = PacketBatch(2, packet_size=64, offset=4)
+    assert batch.slot_size % 64 == 0 and batch.slot_size >= 68 and len(batch) == 0
+    batch.append(b"\x45abc")
+    assert bytes(batch[0]) == b"\x45abc" and bytes(batch[-1]) == b"\x45abc"
+    assert bytes(batch.slots[0][4:8]) == b"\x45abc" and len(batch.room(1)) == 64
+    batch[0][1:2] = b"X"  # packets are writable views of the arena
+    assert bytes(batch.arena[5:6]) == b"X"
+    with pytest.raises(ValueError, match="packet_size=65"):
+        batch.append(bytes(65))
+    batch.append(b"\x45")
+    with pytest.raises(ValueError, match="full"):
+        batch.append(b"\x45")
+    with pytest.raises(IndexError, match="holds 2"):
+        batch[2]
+    assert "2/2 packets" in repr(batch)
+    for bad in ({"capacity": 0}, {"packet_size": True}, {"offset": -1}):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            PacketBatch(**bad)  # type: ignore[arg-type]
 
 
 def test_send_multiple_without_offload_writes_each_packet() -> None:

@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from tunlab.devices._interrupt import InterruptEvent
     from tunlab.devices._layer import Layer
     from tunlab.devices._options import LinuxOptions
+    from tunlab.devices._packet_batch import PacketBatch
     from tunlab.devices._readiness import Readiness
     from tunlab.devices._sync import BorrowedSyncDevice, SyncDevice
     from tunlab.devices.offload._gro import GROTable
@@ -51,6 +52,7 @@ __getattr__, __dir__ = lazy(
         "InterruptEvent": "tunlab.devices._interrupt",
         "Layer": "tunlab.devices._layer",
         "LinuxOptions": "tunlab.devices._options",
+        "PacketBatch": "tunlab.devices._packet_batch",
         "Readiness": "tunlab.devices._readiness",
         "SyncDevice": "tunlab.devices._sync",
     },
@@ -78,6 +80,7 @@ __all__ = [
     "InterruptEvent",
     "Layer",
     "LinuxOptions",
+    "PacketBatch",
     "Readiness",
     "SyncDevice",
     "VirtioNetHdr",

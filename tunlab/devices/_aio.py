@@ -21,6 +21,7 @@ from tunlab.devices._backend import IPAddress, IPInterface
 from tunlab.devices._batch import Receiver, batch_frames, check_batch_args
 from tunlab.devices._interrupt import InterruptEvent
 from tunlab.devices._layer import Layer
+from tunlab.devices._packet_batch import PacketBatch
 from tunlab.devices._readiness import PollTarget, Ready
 from tunlab.devices._sync import SyncDevice
 from tunlab.devices.offload import IDEAL_BATCH_SIZE, GROTable
@@ -270,16 +271,16 @@ class AsyncDevice:
 
     async def recv_multiple(
         self,
-        bufs: Sequence[bytearray | memoryview],
-        sizes: MutableSequence[int],
-        offset: int = 0,
+        bufs: Sequence[bytearray | memoryview] | PacketBatch,
+        sizes: MutableSequence[int] | None = None,
+        offset: int | None = None,
     ) -> int:
         """SyncDevice.recv_multiple without blocking: segments that do not fit wait, unlost."""
-        check_batch_args(bufs, sizes, offset, vnet=False, send=False)
+        offset = check_batch_args(bufs, sizes, offset, vnet=False, send=False)
         while True:
             self._check_open()
             try:
-                return self._rx.receive(bufs, sizes, offset)
+                return self._rx.receive(bufs, sizes or [], offset)
             except BlockingIOError:
                 await self._wait(False)
 
@@ -292,9 +293,11 @@ class AsyncDevice:
             except BlockingIOError:
                 await self._wait(False)
 
-    async def send_multiple(self, gro_table: GROTable | None, bufs: Sequence[Bytes], offset: int) -> int:
+    async def send_multiple(
+        self, gro_table: GROTable | None, bufs: Sequence[Bytes] | PacketBatch, offset: int | None = None
+    ) -> int:
         """SyncDevice.send_multiple, waiting (not blocking) when the device is full."""
-        check_batch_args(bufs, None, offset, vnet=self._backend.frame_format.virtio, send=True)
+        offset = check_batch_args(bufs, None, offset, vnet=self._backend.frame_format.virtio, send=True)
         return await self.write_frames(batch_frames(self._backend, bufs, offset, gro_table))
 
     async def write_frames(self, frames: Sequence[Bytes]) -> int:

@@ -18,9 +18,10 @@ from typing import Any
 
 from tunlab.devices import _frames as frames
 from tunlab.devices._backend import Bytes, DeviceBackend, max_frame_size
-from tunlab.devices._batch import Receiver
+from tunlab.devices._batch import Receiver, batch_frames, send_arena
 from tunlab.devices._interrupt import InterruptEvent
 from tunlab.devices._layer import Layer
+from tunlab.devices._packet_batch import PacketBatch
 from tunlab.devices.offload import IDEAL_BATCH_SIZE, GROTable, coalesce
 from tunlab.devices.offload import _impl as _impl
 from tunlab.errors import DeviceClosedError
@@ -96,6 +97,7 @@ class Pump:
         self.batch = batch
         self._table = GROTable()
         self._rx = Receiver(src)
+        self._arena: PacketBatch | None = None
 
     # ---- entry ------------------------------------------------------------------------------
     def run(self) -> None:
@@ -109,6 +111,8 @@ class Pump:
                     if self.stopping or not self._readable(self._control_fd):
                         return  # stopped, or a device went away
                     self._take_control()
+                elif not self.stages.engaged:
+                    self._batches()
                 else:
                     self._loop()
         except (Stopped, DeviceClosedError):
@@ -205,9 +209,41 @@ class Pump:
                     words[DROPPED_BYTES] += len(frame)
                     break
 
+    def _batches(self) -> None:
+        """Batch mode with no stage engaged: recv_multiple into a PacketBatch, send_multiple
+        from it — the public batch API's own steps (split into the arena, coalesce in one pass),
+        nothing allocated per packet. Returns when a control message engages a stage."""
+        batch = self._arena
+        if batch is None:
+            batch = self._arena = PacketBatch(self.batch)
+        rx, words = self._rx, self.stats.words
+        receive, sizes = rx.receive, batch.sizes
+        tick = 0
+        while not self.stopping:
+            reads, supers, nbytes = rx.reads, rx.supers, rx.nbytes
+            try:
+                n = receive(batch, sizes, batch.offset, wait_fd=self._wake_fd)
+            except InterruptedError:  # the compiled read waited, and a control message came
+                if self._take_control() and self.stages.engaged:
+                    return
+                continue
+            except BlockingIOError:
+                self._wait(self.src, write=False, timeout=None)
+                if self._take_control() and self.stages.engaged:
+                    return
+                continue
+            words[FRAMES_IN] += rx.reads - reads
+            words[SUPERS] += rx.supers - supers
+            words[BYTES_IN] += rx.nbytes - nbytes
+            if n:
+                self._send_batch(batch)
+            tick += 1
+            if self.control is not None and tick & 31 == 0 and self._take_control() and self.stages.engaged:
+                return
+
     def _loop(self) -> None:
         """Read, run the stages, write; wait for input or the stages' next deadline. Returns
-        when a passthrough pump's stages have nothing left to do (back to the fast loop)."""
+        when the stages have nothing left to do (back to the mode's fast loop)."""
         stages = self.stages
         packets = self.mode == "batch" or (stages.engaged and not stages.frames_only)
         read = self._read_packets if packets else self._read_frames
@@ -225,13 +261,13 @@ class Pump:
                 self._write(out, packets)
             tick += 1
             if self.control is not None and (items is None or tick & 31 == 0) and self._take_control():
-                if self.mode == "passthrough" and not stages.engaged:
+                if not stages.engaged:  # back to the fast loop of the mode
                     return
                 packets = self.mode == "batch" or (stages.engaged and not stages.frames_only)
                 read = self._read_packets if packets else self._read_frames
                 continue
             if items is None:
-                if self.mode == "passthrough" and not stages.engaged:
+                if not stages.engaged:  # back to the fast loop of the mode
                     return
                 deadline = stages.next_deadline() if stages else None
                 self._wait_until(deadline)
@@ -287,6 +323,23 @@ class Pump:
         return packets
 
     # ---- writing ----------------------------------------------------------------------------
+    def _send_batch(self, batch: PacketBatch) -> None:
+        """send_multiple's steps for a batch: one compiled call where the device allows."""
+        sent = send_arena(self.dst, batch, stop_fd=-2 if self.blocking_drop else self._wake_fd)
+        if sent is None:
+            self._write(batch_frames(self.dst, batch, batch.offset, self._table), False)
+            return
+        result, _blocked = sent  # blocked: full (a drop, as a NIC would) or stopping
+        words = self.stats.words
+        words[FRAMES_OUT] += result.frames - len(result.errors)
+        words[BYTES_OUT] += result.bytes
+        if result.errors:
+            words[DROPPED] += len(result.errors)
+            for refused in result.errors:
+                if refused.errno in _GONE:
+                    raise Stopped
+                self.stats.error(f"write: {refused.strerror or refused}")
+
     def _write(self, items: Sequence[Bytes], packets: bool) -> None:
         if not packets:
             frames = items

@@ -39,17 +39,7 @@ static inline void put32(uint8_t *p, uint32_t v) {
 
 /* Big-endian 16-bit word sum of data (odd length: a zero byte appended), modulo 0xFFFF:
  * exactly int.from_bytes(data, "big") % 0xFFFF, as csum.ones_sum computes it. */
-static uint64_t sum_mod(const uint8_t *p, Py_ssize_t n) {
-    /* One's-complement addition does not depend on byte order (RFC 1071): sum native 64-bit
-     * words with end-around carry, fold to 16 bits, swap to big-endian once at the end. */
-    uint64_t acc = 0;
-    Py_ssize_t i = 0;
-    for (; i + 8 <= n; i += 8) {
-        uint64_t w;
-        memcpy(&w, p + i, 8);
-        acc += w;
-        acc += (acc < w); /* end-around carry */
-    }
+static uint64_t fold_native(uint64_t acc) {
     acc = (acc & 0xFFFFFFFFu) + (acc >> 32);
     acc = (acc & 0xFFFFFFFFu) + (acc >> 32);
     acc = (acc & 0xFFFFu) + (acc >> 16);
@@ -58,10 +48,66 @@ static uint64_t sum_mod(const uint8_t *p, Py_ssize_t n) {
 #if PY_LITTLE_ENDIAN
     acc = ((acc & 0xFFu) << 8) | (acc >> 8);
 #endif
-    for (; i + 2 <= n; i += 2) /* the tail, big-endian words (i is even: the bulk took 8s) */
+    return acc;
+}
+
+static uint64_t sum_mod(const uint8_t *p, Py_ssize_t n) {
+    /* One's-complement addition does not depend on byte order (RFC 1071): sum native 32-bit
+     * words into 64-bit accumulators (no carries to chase; four lanes the compiler can keep in
+     * vector registers), fold to 16 bits, swap to big-endian once at the end. */
+    uint64_t a0 = 0, a1 = 0, a2 = 0, a3 = 0;
+    Py_ssize_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        uint32_t w[4];
+        memcpy(w, p + i, 16);
+        a0 += w[0];
+        a1 += w[1];
+        a2 += w[2];
+        a3 += w[3];
+    }
+    for (; i + 4 <= n; i += 4) {
+        uint32_t w;
+        memcpy(&w, p + i, 4);
+        a0 += w;
+    }
+    uint64_t acc = fold_native(a0 + a1 + a2 + a3);
+    for (; i + 2 <= n; i += 2) /* the tail, big-endian words (i is even: the bulk took 4s) */
         acc += (uint32_t)p[i] << 8 | p[i + 1];
     if (i < n)
         acc += (uint32_t)p[i] << 8;
+    return acc % 0xFFFF;
+}
+
+/* sum_mod(src, n) while copying src to dst: one pass over the bytes instead of two (the split
+ * copies each segment's payload and needs its sum for the TCP/UDP checksum). */
+static uint64_t sum_mod_copy(uint8_t *dst, const uint8_t *src, Py_ssize_t n) {
+    uint64_t a0 = 0, a1 = 0, a2 = 0, a3 = 0;
+    Py_ssize_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        uint32_t w[4];
+        memcpy(w, src + i, 16);
+        memcpy(dst + i, w, 16);
+        a0 += w[0];
+        a1 += w[1];
+        a2 += w[2];
+        a3 += w[3];
+    }
+    for (; i + 4 <= n; i += 4) {
+        uint32_t w;
+        memcpy(&w, src + i, 4);
+        memcpy(dst + i, &w, 4);
+        a0 += w;
+    }
+    uint64_t acc = fold_native(a0 + a1 + a2 + a3);
+    for (; i + 2 <= n; i += 2) {
+        dst[i] = src[i];
+        dst[i + 1] = src[i + 1];
+        acc += (uint32_t)src[i] << 8 | src[i + 1];
+    }
+    if (i < n) {
+        dst[i] = src[i];
+        acc += (uint32_t)src[i] << 8;
+    }
     return acc % 0xFFFF;
 }
 
@@ -80,6 +126,81 @@ static PyObject *py_ones_sum(PyObject *self, PyObject *args) {
 }
 
 /* ---- GSO split ---------------------------------------------------------------------------- */
+/* Segments first..stop-1 (of count) of a validated super-packet: segment i goes to dst[i - first],
+ * after l2 bytes of link header (TAP) copied from link. tmpl: hdr_len bytes of scratch. */
+static void make_segments(const uint8_t *data, Py_ssize_t n, int version, int iph, int proto, int hdr_len,
+                          int gso, Py_ssize_t first, Py_ssize_t stop, uint8_t *const *dst, uint8_t *tmpl,
+                          const uint8_t *link, int l2) {
+    Py_ssize_t count = (n - hdr_len + gso - 1) / gso;
+    memcpy(tmpl, data, (size_t)hdr_len);
+    uint64_t ip_base = 0, addr_sum;
+    uint32_t ident0 = 0;
+    if (version == 4) {
+        ident0 = be16(tmpl + 4);
+        memset(tmpl + 2, 0, 4);
+        memset(tmpl + 10, 0, 2);
+        ip_base = sum_mod(tmpl, iph);
+        addr_sum = (sum_mod(data + 12, 4) + sum_mod(data + 16, 4) + (uint64_t)proto) % 0xFFFF;
+    } else {
+        addr_sum = (sum_mod(data + 8, 16) + sum_mod(data + 24, 16) + (uint64_t)proto) % 0xFFFF;
+    }
+    int is_tcp = proto == 6;
+    uint32_t seq0 = 0;
+    int flags0 = 0, csum_at;
+    uint8_t *l4 = tmpl + iph;
+    if (is_tcp) {
+        seq0 = be32(l4 + 4);
+        flags0 = l4[13];
+        memset(l4 + 4, 0, 4);
+        l4[13] = 0;
+        memset(l4 + 16, 0, 2);
+        csum_at = iph + 16;
+    } else {
+        memset(l4 + 4, 0, 4);
+        csum_at = iph + 6;
+    }
+    uint64_t l4_base = (sum_mod(l4, hdr_len - iph) + addr_sum) % 0xFFFF;
+    Py_ssize_t last = count - 1;
+    for (Py_ssize_t i = first; i < stop; i++) {
+        Py_ssize_t off = hdr_len + i * (Py_ssize_t)gso;
+        Py_ssize_t end = off + gso < n ? off + gso : n;
+        if (l2)
+            memcpy(dst[i - first], link, (size_t)l2);
+        uint8_t *h = dst[i - first] + l2;
+        uint64_t total = (uint64_t)(hdr_len + end - off);
+        uint64_t l4_len = total - (uint64_t)iph;
+        memcpy(h, tmpl, (size_t)hdr_len);
+        uint64_t payload_sum = sum_mod_copy(h + hdr_len, data + off, end - off);
+        if (version == 4) {
+            uint32_t ident = (uint32_t)((ident0 + (uint64_t)i) & 0xFFFF);
+            put16(h + 2, (uint32_t)total);
+            put16(h + 4, ident);
+            put16(h + 10, (uint32_t)(~((ip_base + total + ident) % 0xFFFF) & 0xFFFF));
+        } else {
+            put16(h + 4, (uint32_t)(total - 40));
+        }
+        uint32_t csum;
+        if (is_tcp) {
+            uint32_t seq = (uint32_t)((seq0 + (uint64_t)i * (uint64_t)gso) & 0xFFFFFFFFu);
+            int flags = flags0;
+            if (i != last)
+                flags &= ~(TCP_FIN | TCP_PSH);
+            if (i)
+                flags &= ~TCP_CWR;
+            put32(h + iph + 4, seq);
+            h[iph + 13] = (uint8_t)flags;
+            uint64_t s = l4_base + (seq >> 16) + (seq & 0xFFFF) + (uint64_t)flags + l4_len + payload_sum;
+            csum = (uint32_t)(~(s % 0xFFFF) & 0xFFFF);
+        } else {
+            put16(h + iph + 4, (uint32_t)l4_len);
+            csum = (uint32_t)(~((l4_base + 2 * l4_len + payload_sum) % 0xFFFF) & 0xFFFF);
+            if (csum == 0)
+                csum = 0xFFFF; /* UDP: 0 means "no checksum" */
+        }
+        put16(h + csum_at, csum);
+    }
+}
+
 /* segment(packet, version, iph, proto, hdr_len, gso) -> list[bytes]: the core of gso._segment,
  * after gso.split validated the packet (the same arithmetic as gso.segment_headers). */
 static PyObject *py_segment(PyObject *self, PyObject *args) {
@@ -129,78 +250,300 @@ static PyObject *py_segment(PyObject *self, PyObject *args) {
         dst[i] = (uint8_t *)PyBytes_AS_STRING(PyList_GET_ITEM(out, i));
 
     Py_BEGIN_ALLOW_THREADS
-    memcpy(tmpl, data, (size_t)hdr_len);
-    uint64_t ip_base = 0, addr_sum;
-    uint32_t ident0 = 0;
-    if (version == 4) {
-        ident0 = be16(tmpl + 4);
-        memset(tmpl + 2, 0, 4);
-        memset(tmpl + 10, 0, 2);
-        ip_base = sum_mod(tmpl, iph);
-        addr_sum = (sum_mod(data + 12, 4) + sum_mod(data + 16, 4) + (uint64_t)proto) % 0xFFFF;
-    } else {
-        addr_sum = (sum_mod(data + 8, 16) + sum_mod(data + 24, 16) + (uint64_t)proto) % 0xFFFF;
-    }
-    int is_tcp = proto == 6;
-    uint32_t seq0 = 0;
-    int flags0 = 0, csum_at;
-    uint8_t *l4 = tmpl + iph;
-    if (is_tcp) {
-        seq0 = be32(l4 + 4);
-        flags0 = l4[13];
-        memset(l4 + 4, 0, 4);
-        l4[13] = 0;
-        memset(l4 + 16, 0, 2);
-        csum_at = iph + 16;
-    } else {
-        memset(l4 + 4, 0, 4);
-        csum_at = iph + 6;
-    }
-    uint64_t l4_base = (sum_mod(l4, hdr_len - iph) + addr_sum) % 0xFFFF;
-    Py_ssize_t last = count - 1;
-    for (Py_ssize_t i = 0; i < count; i++) {
-        Py_ssize_t off = hdr_len + i * (Py_ssize_t)gso;
-        Py_ssize_t end = off + gso < n ? off + gso : n;
-        uint8_t *h = dst[i];
-        uint64_t total = (uint64_t)(hdr_len + end - off);
-        uint64_t l4_len = total - (uint64_t)iph;
-        uint64_t payload_sum = sum_mod(data + off, end - off);
-        memcpy(h, tmpl, (size_t)hdr_len);
-        memcpy(h + hdr_len, data + off, (size_t)(end - off));
-        if (version == 4) {
-            uint32_t ident = (uint32_t)((ident0 + (uint64_t)i) & 0xFFFF);
-            put16(h + 2, (uint32_t)total);
-            put16(h + 4, ident);
-            put16(h + 10, (uint32_t)(~((ip_base + total + ident) % 0xFFFF) & 0xFFFF));
-        } else {
-            put16(h + 4, (uint32_t)(total - 40));
-        }
-        uint32_t csum;
-        if (is_tcp) {
-            uint32_t seq = (uint32_t)((seq0 + (uint64_t)i * (uint64_t)gso) & 0xFFFFFFFFu);
-            int flags = flags0;
-            if (i != last)
-                flags &= ~(TCP_FIN | TCP_PSH);
-            if (i)
-                flags &= ~TCP_CWR;
-            put32(h + iph + 4, seq);
-            h[iph + 13] = (uint8_t)flags;
-            uint64_t s = l4_base + (seq >> 16) + (seq & 0xFFFF) + (uint64_t)flags + l4_len + payload_sum;
-            csum = (uint32_t)(~(s % 0xFFFF) & 0xFFFF);
-        } else {
-            put16(h + iph + 4, (uint32_t)l4_len);
-            csum = (uint32_t)(~((l4_base + 2 * l4_len + payload_sum) % 0xFFFF) & 0xFFFF);
-            if (csum == 0)
-                csum = 0xFFFF; /* UDP: 0 means "no checksum" */
-        }
-        put16(h + csum_at, csum);
-    }
+    make_segments(data, n, version, iph, proto, hdr_len, gso, 0, count, dst, tmpl, NULL, 0);
     Py_END_ALLOW_THREADS
 
     PyMem_Free(dst);
     PyMem_Free(tmpl);
     PyBuffer_Release(&view);
     return out;
+}
+
+/* ---- split into the caller's buffers ---------------------------------------------------------- */
+typedef struct {
+    const uint8_t *pkt; /* the IP packet (TAP: the Ethernet frame) after the virtio-net header */
+    Py_ssize_t n;
+    int gso_none, needs_csum, csum_start, csum_offset;
+    int version, iph, proto, hdr_len, gso, l2;
+    Py_ssize_t count; /* how many packets the frame stands for */
+} SplitPlan;
+
+#define MAX_SPLIT_HEADERS 1024
+
+/* What split()/split_frame() make of a frame read from an offload device. 0: not planned here
+ * (malformed or unusual: the reference code decides, and words the error). */
+static int plan_split(const uint8_t *f, Py_ssize_t flen, int tap, SplitPlan *sp) {
+    if (flen <= VNET_LEN)
+        return 0;
+    uint16_t v[4];
+    memcpy(v, f + 2, 8); /* hdr_len, gso_size, csum_start, csum_offset: native byte order */
+    int gso_type = f[1] & 0x7F; /* without the ECN bit */
+    const uint8_t *p = f + VNET_LEN;
+    Py_ssize_t n = flen - VNET_LEN;
+    memset(sp, 0, sizeof(*sp));
+    sp->pkt = p;
+    sp->n = n;
+    if (gso_type == 0) {
+        sp->gso_none = 1;
+        sp->count = 1;
+        if (f[0] & F_NEEDS_CSUM) {
+            sp->needs_csum = 1;
+            sp->csum_start = v[2];
+            sp->csum_offset = v[3];
+            if (sp->csum_start >= n || (Py_ssize_t)sp->csum_start + sp->csum_offset + 2 > n)
+                return 0;
+        }
+        return 1;
+    }
+    if (gso_type != GSO_TCPV4 && gso_type != GSO_TCPV6 && gso_type != GSO_UDP_L4)
+        return 0;
+    int gso = v[1];
+    if (gso == 0)
+        return 0;
+    int l2 = 0;
+    if (tap) {
+        Py_ssize_t off = 12;
+        while (n >= off + 2 && (be16(p + off) == 0x8100 || be16(p + off) == 0x88A8))
+            off += 4;
+        if (n < off + 2)
+            return 0;
+        l2 = (int)off + 2;
+        p += l2;
+        n -= l2;
+    }
+    if (n < 1)
+        return 0;
+    int version = p[0] >> 4, iph, proto;
+    if (version == 4) {
+        if (n < 20)
+            return 0;
+        iph = (p[0] & 0x0F) * 4;
+        if (iph < 20 || iph > n)
+            return 0;
+        proto = p[9];
+    } else if (version == 6) {
+        if (n < 40)
+            return 0;
+        int nh = p[6];
+        Py_ssize_t off = 40;
+        while (nh == 0 || nh == 43 || nh == 60 || nh == 51 || nh == 44) {
+            if (off + 8 > n || nh == 44)
+                return 0;
+            Py_ssize_t ext = nh == 51 ? (p[off + 1] + 2) * 4 : (p[off + 1] + 1) * 8;
+            nh = p[off];
+            off += ext;
+        }
+        if (off > n)
+            return 0;
+        iph = (int)off;
+        proto = nh;
+    } else {
+        return 0;
+    }
+    if ((gso_type == GSO_TCPV4 && version != 4) || (gso_type == GSO_TCPV6 && version != 6))
+        return 0;
+    int hdr_len;
+    if (gso_type == GSO_UDP_L4) {
+        if (proto != 17)
+            return 0;
+        hdr_len = iph + 8;
+    } else {
+        if (proto != 6 || n < iph + 20)
+            return 0;
+        int thl = (p[iph + 12] >> 4) * 4;
+        if (thl < 20)
+            return 0;
+        hdr_len = iph + thl;
+    }
+    if (n <= hdr_len || hdr_len > MAX_SPLIT_HEADERS)
+        return 0;
+    if (version == 4 && iph + (n - hdr_len) > 0xFFFF)
+        return 0;
+    Py_ssize_t longest = hdr_len + (gso < n - hdr_len ? gso : n - hdr_len);
+    if ((version == 4 && longest > 0xFFFF) || (version == 6 && longest - 40 > 0xFFFF)
+        || (proto == 17 && longest - iph > 0xFFFF))
+        return 0;
+    sp->pkt = p;
+    sp->n = n;
+    sp->version = version;
+    sp->iph = iph;
+    sp->proto = proto;
+    sp->hdr_len = hdr_len;
+    sp->gso = gso;
+    sp->l2 = l2;
+    sp->count = (n - hdr_len + gso - 1) / gso;
+    return 1;
+}
+
+/* the length of packet i of a plan, link header included */
+static Py_ssize_t planned_len(const SplitPlan *sp, Py_ssize_t i) {
+    if (sp->gso_none)
+        return sp->n;
+    Py_ssize_t off = sp->hdr_len + i * (Py_ssize_t)sp->gso, end = off + sp->gso;
+    return sp->l2 + sp->hdr_len + (end < sp->n ? end : sp->n) - off;
+}
+
+/* sizes[i] = v, for a list (any mutable sequence) or a writable buffer of 4- or 8-byte ints */
+static int put_size(PyObject *sizes, Py_buffer *sv, Py_ssize_t i, Py_ssize_t v) {
+    if (sv->buf != NULL) {
+        if (sv->itemsize == 4) {
+            uint32_t x = (uint32_t)v;
+            memcpy((uint8_t *)sv->buf + 4 * i, &x, 4);
+        } else {
+            uint64_t x = (uint64_t)v;
+            memcpy((uint8_t *)sv->buf + 8 * i, &x, 8);
+        }
+        return 0;
+    }
+    PyObject *o = PyLong_FromSsize_t(v);
+    if (o == NULL)
+        return -1;
+    int r = PySequence_SetItem(sizes, i, o);
+    Py_DECREF(o);
+    return r;
+}
+
+/* sizes as a buffer (sv->buf set, its length in entries) or as a sequence (sv->buf NULL) */
+static Py_ssize_t open_sizes(PyObject *sizes, Py_buffer *sv, int writable) {
+    memset(sv, 0, sizeof(*sv));
+    if (PyObject_CheckBuffer(sizes)) {
+        if (PyObject_GetBuffer(sizes, sv, (writable ? PyBUF_WRITABLE : 0) | PyBUF_FORMAT) < 0)
+            return -1;
+        if ((sv->itemsize != 4 && sv->itemsize != 8) || sv->format == NULL
+            || strchr("IiLlQqNn", sv->format[sv->format[0] == '@' || sv->format[0] == '=' ? 1 : 0]) == NULL) {
+            PyBuffer_Release(sv);
+            sv->buf = NULL;
+            PyErr_SetString(PyExc_TypeError, "sizes: expected a list or an array of ints ('I', 'L' or 'Q')");
+            return -1;
+        }
+        return sv->len / sv->itemsize;
+    }
+    return PySequence_Size(sizes);
+}
+
+static Py_ssize_t get_size(PyObject *sizes, Py_buffer *sv, Py_ssize_t i) {
+    if (sv->buf != NULL) {
+        if (sv->itemsize == 4) {
+            uint32_t x;
+            memcpy(&x, (uint8_t *)sv->buf + 4 * i, 4);
+            return (Py_ssize_t)x;
+        }
+        uint64_t x;
+        memcpy(&x, (uint8_t *)sv->buf + 8 * i, 8);
+        return x > (uint64_t)PY_SSIZE_T_MAX ? -1 : (Py_ssize_t)x;
+    }
+    PyObject *o = PySequence_GetItem(sizes, i);
+    if (o == NULL)
+        return -2;
+    Py_ssize_t v = PyLong_AsSsize_t(o);
+    Py_DECREF(o);
+    if (v == -1 && PyErr_Occurred())
+        return -2;
+    return v;
+}
+
+/* split_into(frame, start, dest, sizes, offset, slot, tap) -> (delivered, next, need) | None
+ * The packets `frame` (virtio-net header + super-packet, as read) stands for, from packet
+ * `start` on, written straight into the caller's buffers at `offset`: dest is a sequence of
+ * writable buffers (slot 0) or one arena of slot-byte slots. Stops at the first packet that does
+ * not fit. next: the packet to deliver next (-1: all delivered); need: its length. None: the
+ * frame is malformed or unusual, and the reference split decides. The bytes match split(). */
+static PyObject *py_split_into(PyObject *self, PyObject *args) {
+    Py_buffer fv, sv;
+    PyObject *dest, *sizes;
+    Py_ssize_t start, offset, slot;
+    int tap;
+    if (!PyArg_ParseTuple(args, "y*nOOnnp", &fv, &start, &dest, &sizes, &offset, &slot, &tap))
+        return NULL;
+    SplitPlan sp;
+    if (!plan_split((const uint8_t *)fv.buf, fv.len, tap, &sp) || start < 0 || offset < 0) {
+        PyBuffer_Release(&fv);
+        Py_RETURN_NONE;
+    }
+    Py_ssize_t nsizes = open_sizes(sizes, &sv, 1);
+    if (nsizes < 0) {
+        PyBuffer_Release(&fv);
+        return NULL;
+    }
+    Py_buffer arena = {0};
+    PyObject *seq = NULL;
+    Py_buffer *views = NULL;
+    uint8_t **ptrs = NULL;
+    PyObject *result = NULL;
+    Py_ssize_t want = sp.count - start, room_slots, k = 0, nviews = 0;
+    if (want < 0)
+        want = 0;
+    if (slot > 0) {
+        if (PyObject_GetBuffer(dest, &arena, PyBUF_WRITABLE) < 0)
+            goto done;
+        room_slots = arena.len / slot;
+    } else {
+        seq = PySequence_Fast(dest, "dest must be a sequence of writable buffers");
+        if (seq == NULL)
+            goto done;
+        room_slots = PySequence_Fast_GET_SIZE(seq);
+    }
+    if (room_slots > nsizes)
+        room_slots = nsizes;
+    if (want > room_slots)
+        want = room_slots;
+    views = PyMem_Calloc((size_t)(want ? want : 1), sizeof(Py_buffer));
+    ptrs = PyMem_Calloc((size_t)(want ? want : 1), sizeof(uint8_t *));
+    if (views == NULL || ptrs == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    for (; k < want; k++) {
+        Py_ssize_t cap;
+        uint8_t *base;
+        if (slot > 0) {
+            base = (uint8_t *)arena.buf + k * slot;
+            cap = slot;
+        } else {
+            if (PyObject_GetBuffer(PySequence_Fast_GET_ITEM(seq, k), &views[k], PyBUF_WRITABLE) < 0)
+                goto done;
+            nviews = k + 1;
+            base = (uint8_t *)views[k].buf;
+            cap = views[k].len;
+        }
+        if (cap - offset < planned_len(&sp, start + k))
+            break; /* does not fit: waits for the next call (or is an error if it is the first) */
+        ptrs[k] = base + offset;
+    }
+    Py_BEGIN_ALLOW_THREADS
+    if (k > 0 && sp.gso_none) {
+        memcpy(ptrs[0], sp.pkt, (size_t)sp.n);
+        if (sp.needs_csum) {
+            uint8_t *c = ptrs[0];
+            Py_ssize_t at = (Py_ssize_t)sp.csum_start + sp.csum_offset;
+            uint64_t initial = be16(c + at);
+            c[at] = c[at + 1] = 0;
+            uint64_t s = (sum_mod(c + sp.csum_start, sp.n - sp.csum_start) + initial % 0xFFFF) % 0xFFFF;
+            put16(c + at, (uint32_t)(~s & 0xFFFF));
+        }
+    } else if (k > 0) {
+        uint8_t tmpl[MAX_SPLIT_HEADERS];
+        make_segments(sp.pkt, sp.n, sp.version, sp.iph, sp.proto, sp.hdr_len, sp.gso, start, start + k, ptrs,
+                      tmpl, sp.pkt - sp.l2, sp.l2);
+    }
+    Py_END_ALLOW_THREADS
+    for (Py_ssize_t i = 0; i < k; i++)
+        if (put_size(sizes, &sv, i, planned_len(&sp, start + i)) < 0)
+            goto done;
+    Py_ssize_t next = start + k < sp.count ? start + k : -1;
+    result = Py_BuildValue("nnn", k, next, next < 0 ? (Py_ssize_t)0 : planned_len(&sp, next));
+done:
+    for (Py_ssize_t i = 0; i < nviews; i++)
+        PyBuffer_Release(&views[i]);
+    PyMem_Free(views);
+    PyMem_Free(ptrs);
+    if (arena.buf != NULL)
+        PyBuffer_Release(&arena);
+    Py_XDECREF(seq);
+    if (sv.buf != NULL)
+        PyBuffer_Release(&sv);
+    PyBuffer_Release(&fv);
+    return result;
 }
 
 /* ---- GRO coalesce ------------------------------------------------------------------------- */
@@ -528,44 +871,18 @@ static void emit(const Pkt *pk, const Item *items, int e, const int *next, uint8
     }
 }
 
-static PyObject *py_coalesce_ip(PyObject *self, PyObject *args) {
-    PyObject *seq_obj;
-    int udp_gro = 0;
-    Py_ssize_t offset = 0;
-    if (!PyArg_ParseTuple(args, "O|pn", &seq_obj, &udp_gro, &offset))
-        return NULL;
-    if (offset < 0) {
-        PyErr_SetString(PyExc_ValueError, "coalesce: offset must be >= 0");
-        return NULL;
-    }
-    PyObject *seq = PySequence_Fast(seq_obj, "coalesce: packets must be a sequence");
-    if (seq == NULL)
-        return NULL;
-    Py_ssize_t count = PySequence_Fast_GET_SIZE(seq);
-    if (count > 0x3FFFFFFF) {
-        Py_DECREF(seq);
-        PyErr_SetString(PyExc_ValueError, "coalesce: too many packets in one batch");
-        return NULL;
-    }
-    int cnt = (int)count, got = 0, nentries = 0;
+/* merge and emit: [(index, frame)] for the packets pk[0..cnt) (GIL released for the byte work) */
+static PyObject *coalesce_run(Pkt *pk, int cnt, int udp_gro) {
+    int nentries = 0;
     size_t slots = (size_t)(cnt ? cnt : 1);
-    Py_buffer *views = PyMem_Calloc(slots, sizeof(Py_buffer));
-    Pkt *pk = PyMem_Calloc(slots, sizeof(Pkt));
     Item *items = PyMem_Calloc(slots, sizeof(Item));
     int *entries = PyMem_Malloc(sizeof(int) * slots);
     int *next = PyMem_Malloc(sizeof(int) * slots);
     uint8_t **dest = PyMem_Calloc(slots, sizeof(uint8_t *));
     PyObject *result = NULL;
-    if (!views || !pk || !items || !entries || !next || !dest) {
+    if (!items || !entries || !next || !dest) {
         PyErr_NoMemory();
         goto done;
-    }
-    for (; got < cnt; got++) {
-        if (PyObject_GetBuffer(PySequence_Fast_GET_ITEM(seq, got), &views[got], PyBUF_SIMPLE) < 0)
-            goto done;
-        Py_ssize_t skip = offset < views[got].len ? offset : views[got].len; /* like buf[offset:] */
-        pk[got].p = (const uint8_t *)views[got].buf + skip;
-        pk[got].n = views[got].len - skip;
     }
     Py_BEGIN_ALLOW_THREADS
     nentries = merge(pk, cnt, udp_gro, items, entries, next);
@@ -597,18 +914,359 @@ static PyObject *py_coalesce_ip(PyObject *self, PyObject *args) {
         emit(pk, items, entries[e], next, dest[e]);
     Py_END_ALLOW_THREADS
 done:
-    for (int i = 0; i < got; i++)
-        PyBuffer_Release(&views[i]);
-    PyMem_Free(views);
-    PyMem_Free(pk);
     PyMem_Free(items);
     PyMem_Free(entries);
     PyMem_Free(next);
     PyMem_Free(dest);
+    return result;
+}
+
+static PyObject *py_coalesce_ip(PyObject *self, PyObject *args) {
+    PyObject *seq_obj;
+    int udp_gro = 0;
+    Py_ssize_t offset = 0;
+    if (!PyArg_ParseTuple(args, "O|pn", &seq_obj, &udp_gro, &offset))
+        return NULL;
+    if (offset < 0) {
+        PyErr_SetString(PyExc_ValueError, "coalesce: offset must be >= 0");
+        return NULL;
+    }
+    PyObject *seq = PySequence_Fast(seq_obj, "coalesce: packets must be a sequence");
+    if (seq == NULL)
+        return NULL;
+    Py_ssize_t count = PySequence_Fast_GET_SIZE(seq);
+    if (count > 0x3FFFFFFF) {
+        Py_DECREF(seq);
+        PyErr_SetString(PyExc_ValueError, "coalesce: too many packets in one batch");
+        return NULL;
+    }
+    int cnt = (int)count, got = 0;
+    size_t slots = (size_t)(cnt ? cnt : 1);
+    Py_buffer *views = PyMem_Calloc(slots, sizeof(Py_buffer));
+    Pkt *pk = PyMem_Calloc(slots, sizeof(Pkt));
+    PyObject *result = NULL;
+    if (!views || !pk) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    for (; got < cnt; got++) {
+        if (PyObject_GetBuffer(PySequence_Fast_GET_ITEM(seq, got), &views[got], PyBUF_SIMPLE) < 0)
+            goto done;
+        Py_ssize_t skip = offset < views[got].len ? offset : views[got].len; /* like buf[offset:] */
+        pk[got].p = (const uint8_t *)views[got].buf + skip;
+        pk[got].n = views[got].len - skip;
+    }
+    result = coalesce_run(pk, cnt, udp_gro);
+done:
+    for (int i = 0; i < got; i++)
+        PyBuffer_Release(&views[i]);
+    PyMem_Free(views);
+    PyMem_Free(pk);
     Py_DECREF(seq);
     return result;
 }
 
+/* coalesce_slots(arena, slot, sizes, count, udp_gro, offset) -> list[(index, frame)]: coalesce_ip
+ * over the first count packets of an arena, packet i at arena[i*slot + offset:][:sizes[i]]. */
+static PyObject *py_coalesce_slots(PyObject *self, PyObject *args) {
+    Py_buffer arena, sv;
+    PyObject *sizes;
+    Py_ssize_t slot, count, offset;
+    int udp_gro;
+    if (!PyArg_ParseTuple(args, "y*nOnpn", &arena, &slot, &sizes, &count, &udp_gro, &offset))
+        return NULL;
+    PyObject *result = NULL;
+    Pkt *pk = NULL;
+    Py_ssize_t nsizes = open_sizes(sizes, &sv, 0);
+    if (nsizes < 0) {
+        PyBuffer_Release(&arena);
+        return NULL;
+    }
+    if (slot <= 0 || offset < 0 || offset > slot || count < 0 || count > nsizes || count > arena.len / slot
+        || count > 0x3FFFFFFF) {
+        PyErr_Format(PyExc_ValueError,
+                     "coalesce: %zd packets of %zd-byte slots (offset %zd) do not fit the arena of %zd bytes",
+                     count, slot, offset, arena.len);
+        goto done;
+    }
+    pk = PyMem_Calloc((size_t)(count ? count : 1), sizeof(Pkt));
+    if (pk == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    for (Py_ssize_t i = 0; i < count; i++) {
+        Py_ssize_t n = get_size(sizes, &sv, i);
+        if (n == -2)
+            goto done;
+        if (n < 0 || n > slot - offset) {
+            PyErr_Format(PyExc_ValueError, "sizes[%zd] is %zd: a packet of a %zd-byte slot after offset %zd "
+                         "has 0 to %zd bytes", i, n, slot, offset, slot - offset);
+            goto done;
+        }
+        pk[i].p = (const uint8_t *)arena.buf + i * slot + offset;
+        pk[i].n = n;
+    }
+    result = coalesce_run(pk, (int)count, udp_gro);
+done:
+    PyMem_Free(pk);
+    if (sv.buf != NULL)
+        PyBuffer_Release(&sv);
+    PyBuffer_Release(&arena);
+    return result;
+}
+
+
+/* ---- one call per batch for devices with an fd: the syscall and the byte work, GIL released once */
+#ifndef _WIN32
+static int wait_fd(int fd, short events, int stop_fd);
+
+/* the packets of a planned frame from `start` that fit slots of `room` bytes (at most `slots`) */
+static Py_ssize_t fitting(const SplitPlan *sp, Py_ssize_t start, Py_ssize_t slots, Py_ssize_t room) {
+    Py_ssize_t k = 0;
+    while (k < slots && start + k < sp->count && planned_len(sp, start + k) <= room)
+        k++;
+    return k;
+}
+
+/* write the planned packets start..start+k-1 to the slots beginning at base (stride slot) */
+static void split_to_slots(const SplitPlan *sp, Py_ssize_t start, Py_ssize_t k, uint8_t *base, Py_ssize_t slot,
+                           uint8_t **ptrs) {
+    for (Py_ssize_t i = 0; i < k; i++)
+        ptrs[i] = base + i * slot;
+    if (k > 0 && sp->gso_none) {
+        memcpy(ptrs[0], sp->pkt, (size_t)sp->n);
+        if (sp->needs_csum) {
+            uint8_t *c = ptrs[0];
+            Py_ssize_t at = (Py_ssize_t)sp->csum_start + sp->csum_offset;
+            uint64_t initial = be16(c + at);
+            c[at] = c[at + 1] = 0;
+            uint64_t s = (sum_mod(c + sp->csum_start, sp->n - sp->csum_start) + initial % 0xFFFF) % 0xFFFF;
+            put16(c + at, (uint32_t)(~s & 0xFFFF));
+        }
+    } else if (k > 0) {
+        uint8_t tmpl[MAX_SPLIT_HEADERS];
+        make_segments(sp->pkt, sp->n, sp->version, sp->iph, sp->proto, sp->hdr_len, sp->gso, start, start + k,
+                      ptrs, tmpl, sp->pkt - sp->l2, sp->l2);
+    }
+}
+
+/* read_split(fd, buf, arena, slot, sizes, offset, tap, stop_fd=-2)
+ *   -> (frames, last_len, delivered, next, need, supers, nbytes)
+ * Reads frames into buf and splits each into the arena's slots, without the GIL: recv_multiple
+ * (PacketBatch) on an offload device. After the first frame, more are read while more are queued
+ * and every packet of the last one fitted (the ACKs of a stream come many per call). The last
+ * frame read stays in buf (last_len bytes); next: its next packet to deliver, -1 when all were,
+ * -2 when it is malformed or unusual (the reference split takes it; delivered -1 if it was the
+ * only frame). supers: frames that were super-packets; nbytes: the bytes delivered.
+ * Read errors raise OSError; with nothing queued a nonblocking device raises BlockingIOError
+ * (stop_fd -2) or is waited for until it is readable or stop_fd is (then frames is 0). */
+static PyObject *py_read_split(PyObject *self, PyObject *args) {
+    int fd, tap, stop_fd = -2;
+    Py_buffer buf, arena, sv;
+    PyObject *sizes;
+    Py_ssize_t slot, offset;
+    if (!PyArg_ParseTuple(args, "iw*w*nOnp|i", &fd, &buf, &arena, &slot, &sizes, &offset, &tap, &stop_fd))
+        return NULL;
+    PyObject *result = NULL;
+    uint8_t **ptrs = NULL;
+    Py_ssize_t *lens = NULL;
+    Py_ssize_t nsizes = open_sizes(sizes, &sv, 1);
+    if (nsizes < 0)
+        goto out;
+    if (slot <= 0 || offset < 0 || offset >= slot) {
+        PyErr_SetString(PyExc_ValueError, "read_split: slot > offset >= 0");
+        goto out;
+    }
+    Py_ssize_t slots = arena.len / slot < nsizes ? arena.len / slot : nsizes;
+    ptrs = PyMem_Malloc(sizeof(uint8_t *) * (size_t)(slots ? slots : 1));
+    lens = PyMem_Malloc(sizeof(Py_ssize_t) * (size_t)(slots ? slots : 1));
+    if (ptrs == NULL || lens == NULL) {
+        PyErr_NoMemory();
+        goto out;
+    }
+    ssize_t n = 0;
+    int err = 0, stopped = 0;
+    Py_ssize_t frames = 0, got = 0, next = -1, need = 0, supers = 0, nbytes = 0;
+    Py_BEGIN_ALLOW_THREADS
+    for (;;) {
+        n = read(fd, buf.buf, (size_t)buf.len);
+        if (n >= 0)
+            break;
+        if (errno == EINTR)
+            continue;
+        if (errno == EAGAIN && stop_fd >= -1) {
+            int r = wait_fd(fd, POLLIN, stop_fd);
+            if (r == 1)
+                continue;
+            stopped = r == 0;
+            if (r < 0)
+                err = errno == EAGAIN ? EBADF : errno; /* POLLNVAL: the fd is gone */
+            break;
+        }
+        err = errno;
+        break;
+    }
+    while (!err && !stopped) {
+        frames++;
+        SplitPlan sp;
+        if (n > 1 && ((const uint8_t *)buf.buf)[1])
+            supers++;
+        if (!plan_split((const uint8_t *)buf.buf, n, tap, &sp)) {
+            next = -2;
+            break;
+        }
+        Py_ssize_t k = fitting(&sp, 0, slots - got, slot - offset);
+        split_to_slots(&sp, 0, k, (uint8_t *)arena.buf + offset + got * slot, slot, ptrs + got);
+        for (Py_ssize_t i = 0; i < k; i++) {
+            lens[got + i] = planned_len(&sp, i);
+            nbytes += lens[got + i];
+        }
+        got += k;
+        if (k < sp.count) {
+            next = k;
+            need = planned_len(&sp, k);
+            break;
+        }
+        if (got >= slots)
+            break;
+        struct pollfd more = {fd, POLLIN, 0};
+        if (poll(&more, 1, 0) != 1 || !(more.revents & POLLIN))
+            break;
+        ssize_t m;
+        do {
+            m = read(fd, buf.buf, (size_t)buf.len);
+        } while (m < 0 && errno == EINTR);
+        if (m < 0)
+            break; /* EAGAIN (another reader was first) or an error the next call meets */
+        n = m;
+    }
+    Py_END_ALLOW_THREADS
+    if (err) {
+        errno = err;
+        PyErr_SetFromErrno(PyExc_OSError);
+        goto out;
+    }
+    for (Py_ssize_t i = 0; i < got; i++)
+        if (put_size(sizes, &sv, i, lens[i]) < 0)
+            goto out;
+    if (next == -2 && frames == 1)
+        got = -1;
+    result = Py_BuildValue("nnnnnnn", frames, (Py_ssize_t)n, got, next, need, supers, nbytes);
+out:
+    PyMem_Free(ptrs);
+    PyMem_Free(lens);
+    if (sv.buf != NULL)
+        PyBuffer_Release(&sv);
+    PyBuffer_Release(&arena);
+    PyBuffer_Release(&buf);
+    return result;
+}
+
+/* coalesce_write(fd, arena, slot, sizes, count, udp_gro, offset, stop_fd)
+ *   -> (consumed, bytes, blocked, [errno, ...])
+ * coalesce_slots and the writes of its frames without the GIL: send_multiple(PacketBatch) on an
+ * offload device. A refused frame is consumed with its errno listed; a full device (EAGAIN)
+ * waits for room when stop_fd >= -1 (-1: no stop fd; returns blocked if stop_fd turns
+ * readable) and returns blocked at once when stop_fd is -2. */
+static PyObject *py_coalesce_write(PyObject *self, PyObject *args) {
+    int fd, udp_gro, stop_fd;
+    Py_buffer arena, sv;
+    PyObject *sizes;
+    Py_ssize_t slot, count, offset;
+    if (!PyArg_ParseTuple(args, "iy*nOnpni", &fd, &arena, &slot, &sizes, &count, &udp_gro, &offset, &stop_fd))
+        return NULL;
+    PyObject *result = NULL, *errs = NULL;
+    Pkt *pk = NULL;
+    Item *items = NULL;
+    int *entries = NULL, *next = NULL, *errnos = NULL;
+    uint8_t *scratch = NULL;
+    Py_ssize_t nsizes = open_sizes(sizes, &sv, 0);
+    if (nsizes < 0) {
+        PyBuffer_Release(&arena);
+        return NULL;
+    }
+    if (slot <= 0 || offset < 0 || offset > slot || count < 0 || count > nsizes || count > arena.len / slot
+        || count > 0x3FFFFFFF) {
+        PyErr_Format(PyExc_ValueError,
+                     "coalesce: %zd packets of %zd-byte slots (offset %zd) do not fit the arena of %zd bytes",
+                     count, slot, offset, arena.len);
+        goto done;
+    }
+    size_t cap = (size_t)(count ? count : 1);
+    pk = PyMem_Calloc(cap, sizeof(Pkt));
+    items = PyMem_Calloc(cap, sizeof(Item));
+    entries = PyMem_Malloc(sizeof(int) * cap);
+    next = PyMem_Malloc(sizeof(int) * cap);
+    errnos = PyMem_Malloc(sizeof(int) * cap);
+    scratch = PyMem_Malloc((size_t)(VNET_LEN + (slot > MAX_PACKET ? slot : MAX_PACKET)));
+    if (!pk || !items || !entries || !next || !errnos || !scratch) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    for (Py_ssize_t i = 0; i < count; i++) {
+        Py_ssize_t n = get_size(sizes, &sv, i);
+        if (n == -2)
+            goto done;
+        if (n < 0 || n > slot - offset) {
+            PyErr_Format(PyExc_ValueError, "sizes[%zd] is %zd: a packet of a %zd-byte slot after offset %zd "
+                         "has 0 to %zd bytes", i, n, slot, offset, slot - offset);
+            goto done;
+        }
+        pk[i].p = (const uint8_t *)arena.buf + i * slot + offset;
+        pk[i].n = n;
+    }
+    int nentries = 0, consumed = 0, blocked = 0, nerr = 0;
+    uint64_t written = 0;
+    Py_BEGIN_ALLOW_THREADS
+    nentries = merge(pk, (int)count, udp_gro, items, entries, next);
+    for (int e = 0; e < nentries && !blocked; e++) {
+        Py_ssize_t len = entry_size(pk, items, entries[e]);
+        emit(pk, items, entries[e], next, scratch);
+        for (;;) {
+            ssize_t m = write(fd, scratch, (size_t)len);
+            if (m >= 0) {
+                written += (uint64_t)m;
+                consumed++;
+                break;
+            }
+            if (errno == EINTR)
+                continue;
+            if (errno == EAGAIN) {
+                if (stop_fd >= -1 && wait_fd(fd, POLLOUT, stop_fd) == 1)
+                    continue;
+                blocked = 1;
+                break;
+            }
+            errnos[nerr++] = errno; /* refused: consumed, reported */
+            consumed++;
+            break;
+        }
+    }
+    Py_END_ALLOW_THREADS
+    errs = PyList_New(nerr);
+    if (errs == NULL)
+        goto done;
+    for (int i = 0; i < nerr; i++) {
+        PyObject *v = PyLong_FromLong(errnos[i]);
+        if (v == NULL)
+            goto done;
+        PyList_SET_ITEM(errs, i, v);
+    }
+    result = Py_BuildValue("iKiO", consumed, (unsigned long long)written, blocked, errs);
+done:
+    Py_XDECREF(errs);
+    PyMem_Free(pk);
+    PyMem_Free(items);
+    PyMem_Free(entries);
+    PyMem_Free(next);
+    PyMem_Free(errnos);
+    PyMem_Free(scratch);
+    if (sv.buf != NULL)
+        PyBuffer_Release(&sv);
+    PyBuffer_Release(&arena);
+    return result;
+}
+#endif
 
 /* ---- recv_multiple's copy into the caller's buffers ------------------------------------------ */
 /* drain(pending, bufs, sizes, offset) -> int: batch.RxQueue.drain_into (deque of bytes in, the
@@ -808,9 +1466,19 @@ static PyMethodDef methods[] = {
      "segment(packet, version, iph, proto, hdr_len, gso) -> list[bytes]: GSO segments with checksums"},
     {"coalesce_ip", py_coalesce_ip, METH_VARARGS,
      "coalesce_ip(packets, udp_gro=False, offset=0) -> list[(index, frame)]: GRO over packets[i][offset:]"},
+    {"coalesce_slots", py_coalesce_slots, METH_VARARGS,
+     "coalesce_slots(arena, slot, sizes, count, udp_gro, offset) -> list[(index, frame)]: coalesce_ip over an arena"},
+    {"split_into", py_split_into, METH_VARARGS,
+     "split_into(frame, start, dest, sizes, offset, slot, tap) -> (delivered, next, need) | None: split() into buffers"},
     {"drain", py_drain, METH_VARARGS,
      "drain(pending, bufs, sizes, offset) -> int: queued packets into the caller's buffers"},
 #ifndef _WIN32
+    {"read_split", py_read_split, METH_VARARGS,
+     "read_split(fd, buf, arena, slot, sizes, offset, tap, stop_fd=-2) -> (frames, last_len, delivered, next, "
+     "need, supers, nbytes): reads + split into an arena"},
+    {"coalesce_write", py_coalesce_write, METH_VARARGS,
+     "coalesce_write(fd, arena, slot, sizes, count, udp_gro, offset, stop_fd) -> (consumed, bytes, blocked, "
+     "errnos): coalesce + write"},
     {"pump", py_pump, METH_VARARGS,
      "pump(fd_in, fd_out, read_size, counters, vnet, stop_fd, drop) -> None: a relay direction"},
 #endif
