@@ -231,7 +231,18 @@ def run(seconds: int = 10, repeat: int = 3) -> list[Result]:
             True,
             False,
         ),
-        ("(5a) a relay loop over the public recv_multiple/send_multiple", worker("api-batch"), True, False),
+        (
+            "(5a) a user's loop: recv_multiple/send_multiple with a PacketBatch",
+            worker("api-batch"),
+            True,
+            False,
+        ),
+        (
+            "(5b) a user's loop: recv_multiple/send_multiple with lists of buffers",
+            worker("api-lists"),
+            True,
+            False,
+        ),
         ("(5-pure) as (5), pure Python (TUNLAB_PURE=1)", worker("batch"), True, False, {"env": pure}),
         ("(4t-pure) as (4t), pure Python (TUNLAB_PURE=1)", worker("threads"), True, False, {"env": pure}),
         (
@@ -336,6 +347,7 @@ def report(results: list[Result]) -> str:
         "(5)": "(4)",
         "(5p)": "(4)",
         "(5a)": "(4)",
+        "(5b)": "(4)",
         "(5-pure)": "(4)",
         "(4t-pure)": "(2b)",
         "(9q)": "(9)",

@@ -31,6 +31,9 @@ def tunlab_relay(fd_a: int, fd_b: int, mode: str) -> None:
     elif mode == "api-batch":
         api_relay(a, b)
         return
+    elif mode == "api-lists":
+        api_relay_lists(a, b)
+        return
     else:
         relay = Relay(a, b, mode="batch" if mode == "batch" else "passthrough").start()
     print("READY", *relay.pids, flush=True)
@@ -38,7 +41,27 @@ def tunlab_relay(fd_a: int, fd_b: int, mode: str) -> None:
 
 
 def api_relay(a: object, b: object) -> None:
-    """What a user writes with the tun-rs-style API: recv_multiple, then send_multiple."""
+    """What a user writes with the batch API: recv_multiple into a PacketBatch, send_multiple
+    from it (one arena per direction, nothing allocated per packet)."""
+    from tunlab.devices import GROTable, PacketBatch
+
+    def pump(src: object, dst: object) -> None:
+        batch, table = PacketBatch(), GROTable()
+        recv, send = src.recv_multiple, dst.send_multiple  # type: ignore[attr-defined]
+        while True:
+            if recv(batch):
+                try:
+                    send(table, batch)
+                except OSError:
+                    pass
+
+    threading.Thread(target=pump, args=(b, a), daemon=True).start()
+    print("READY", flush=True)
+    pump(a, b)
+
+
+def api_relay_lists(a: object, b: object) -> None:
+    """The tun-rs-style form: a list of buffers and sizes, memoryview slices to send."""
     from tunlab.devices import IDEAL_BATCH_SIZE, VIRTIO_NET_HDR_LEN, GROTable
 
     def pump(src: object, dst: object) -> None:
