@@ -189,6 +189,15 @@ class Receiver(RxQueue):
                 return self._split(fast, 0, dest, views, sizes, offset, slot)
             else:
                 self._read_frame()
+        return self._drain(views, sizes, offset, slot)
+
+    def _drain(
+        self, views: Sequence[WritableBuffer], sizes: MutableSequence[int], offset: int, slot: int
+    ) -> int:
+        """drain_into, with a PacketBatch's own words when its first packet does not fit."""
+        pending = self.pending
+        if slot and pending and len(pending[0]) > slot - offset:
+            _too_small(slot, views, offset, len(pending[0]))
         return self.drain_into(views, sizes, offset)
 
     def _read_split(
@@ -215,7 +224,7 @@ class Receiver(RxQueue):
         self.nbytes += nbytes
         if delivered < 0:  # malformed or unusual: the reference split decides (and words the error)
             self._unsplit_rest()
-            return self.drain_into(views, sizes, offset)
+            return self._drain(views, sizes, offset, slot)
         if not delivered:
             _too_small(slot, views, offset, need)
         count: int = delivered
@@ -239,7 +248,7 @@ class Receiver(RxQueue):
         if done is None:  # malformed or unusual: the reference split decides (and words the error)
             self._next = -1
             self.feed(frame, vnet=True, layer=self.backend.layer)
-            return self.drain_into(views, sizes, offset)
+            return self._drain(views, sizes, offset, slot)
         delivered, self._next, need = done
         if not delivered:
             _too_small(slot, views, offset, need)
