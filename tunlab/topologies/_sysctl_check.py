@@ -84,21 +84,35 @@ def sysctl_issue(key: str, value: object, interfaces: set[str], node: str, *, in
         # neigh/lo (a new namespace has no neigh/default)
         stand_in = iface if iface in ALWAYS else ("lo" if parts[2] == "neigh" else "default")
         lookup = [*parts[:3], stand_in, *parts[4:]]
-    if in_guest or not (PROC_SYS / "net").is_dir():
+    if in_guest or not _have_proc_sys():
         return None  # a guest kernel's keys, or no /proc/sys to ask: up will tell
-    exists, now = _current(PROC_SYS.joinpath(*lookup))
-    if not exists:
-        return f"this kernel has no sysctl '{key}' (no {PROC_SYS.joinpath(*lookup)}): check the spelling"
-    if now is None and (PROC_SYS.joinpath(*lookup)).is_dir():
-        return f"'{key}' is a group of keys, not a key: name one of the keys in it"
+    text = str(int(value)) if isinstance(value, bool) else str(value)
     fresh = _namespace_keys()
-    if fresh is not None and "/".join(lookup) not in fresh:
+    host_only = fresh is not None and "/".join(lookup) not in fresh
+    return _kernel_issue(key, tuple(lookup), text, host_only)
+
+
+@functools.lru_cache(maxsize=1)
+def _have_proc_sys() -> bool:
+    return (PROC_SYS / "net").is_dir()
+
+
+@functools.lru_cache(maxsize=4096)
+def _kernel_issue(key: str, lookup: tuple[str, ...], text: str, host_only: bool) -> str | None:
+    """sysctl_issue's questions to the kernel, asked once per key and value in a process (a
+    10,000-node lab sets the same few keys on every node)."""
+    path = PROC_SYS.joinpath(*lookup)
+    exists, now = _current(path)
+    if not exists:
+        return f"this kernel has no sysctl '{key}' (no {path}): check the spelling"
+    if now is None and path.is_dir():
+        return f"'{key}' is a group of keys, not a key: name one of the keys in it"
+    if host_only:
         return (
             f"'{key}' exists only in the host's own network namespace (the kernel gives a node's "
             "namespace no such key): it cannot be set per node; leave it out"
         )
     if now and all(_integer(w) for w in now):
-        text = str(int(value)) if isinstance(value, bool) else str(value)
         words = text.split()
         if not words or len(words) > len(now) or not all(_integer(w) for w in words):
             shape = "an integer" if len(now) == 1 else f"up to {len(now)} integers separated by spaces"
