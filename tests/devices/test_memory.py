@@ -195,6 +195,32 @@ def test_a_packet_batch_too_small_for_a_packet_says_how_to_make_one_that_fits() 
         assert dev.recv_multiple(PacketBatch(4, packet_size=1500)) == 3  # kept, then delivered
 
 
+def test_a_packet_batch_works_without_offload_too() -> None:
+    """No virtio header: each packet read lands in a slot as it is; each is written alone."""
+    with mem() as dev:
+        dev.backend.wire.inject(b"\x45one")
+        batch = PacketBatch(4, packet_size=1500)
+        assert dev.recv_multiple(batch) == 1 and bytes(batch[0]) == b"\x45one"
+        batch.append(b"\x45two")
+        assert dev.send_multiple(None, batch) == 8
+        assert dev.backend.wire.take_all() == [b"\x45one", b"\x45two"]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/statm")
+def test_an_empty_packet_batch_costs_no_memory_for_its_slots() -> None:
+    """128 slots of 64 KiB are 8 MiB of address space, but pages only where packets land."""
+
+    def resident_kib() -> int:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * 4
+
+    before = resident_kib()
+    batch = PacketBatch()
+    grew = resident_kib() - before
+    assert len(batch.arena) >= 128 * 65557
+    assert grew < 1024, f"a fresh PacketBatch made {grew} KiB resident"
+
+
 def test_packet_batch_checks_what_it_is_given() -> None:
     batch = PacketBatch(2, packet_size=64, offset=4)
     assert batch.slot_size % 64 == 0 and batch.slot_size >= 68 and len(batch) == 0

@@ -1,6 +1,6 @@
 """PacketBatch: caller-owned memory for recv_multiple/send_multiple, one arena for a whole batch.
 
-A batch is `capacity` fixed-size slots in one bytearray, a headroom of `offset` bytes in front
+A batch is `capacity` fixed-size slots in one buffer, a headroom of `offset` bytes in front
 of each packet and an array of their lengths — wireguard-go's `Read(bufs, sizes, offset)` with
 the buffers laid end to end. A device reads straight into it (a super-packet is split by the
 compiled core into the slots) and writes from it (coalesced in one pass), so a relay loop
@@ -9,6 +9,7 @@ allocates nothing per packet.
 
 from __future__ import annotations
 
+import mmap
 from array import array
 from collections.abc import Iterator
 
@@ -44,7 +45,9 @@ class PacketBatch:
         self.packet_size = packet_size
         self.offset = offset
         self.slot_size = -(-(offset + packet_size) // _ALIGN) * _ALIGN
-        self.arena = bytearray(capacity * self.slot_size)
+        # anonymous memory: pages are only made when a packet lands in them (128 slots of 64 KiB
+        # cost what the packets use, not 8 MiB up front as a zero-filled bytearray would)
+        self.arena = mmap.mmap(-1, capacity * self.slot_size)
         self.sizes = array("I", bytes(4 * capacity))
         self.count = 0
         whole = memoryview(self.arena)
