@@ -35,6 +35,67 @@ def test_fast_yaml_construction_equals_pyyaml(text: str) -> None:
     assert _parsing.parse_yaml(text, "t.yaml", DEFAULT_LIMITS) == yaml.safe_load(text)
 
 
+SCALARS = [
+    "198.18.0.1",
+    "198.18.0.1/24",
+    "1.2",
+    "1.2.3",
+    "1.5e3",
+    "1.5e+3",
+    ".5",
+    "-.inf",
+    ".NaN",
+    "190:20:30",
+    "190:20:30.15",
+    "1_000",
+    "0x1F",
+    "0o17",
+    "0b101",
+    "~",
+    "null",
+    "Null",
+    "yes",
+    "No",
+    "on",
+    "OFF",
+    "true",
+    "<<",
+    "=",
+    "",
+    "2001-12-14",
+    "2001-12-14t21:59:43.10-05:00",
+    "2001-12-14 21:59:43.10",
+    "2001:db8::1",
+    "fd00::1/64",
+    "eth0",
+    "n1:right",
+    "v1.2.3",
+]
+
+
+@pytest.mark.parametrize("value", SCALARS)
+def test_the_scalar_resolver_agrees_with_pyyamls(value: str) -> None:
+    """Plain and quoted, each scalar gets the tag PyYAML's SafeLoader gives it."""
+    for text in (f"k: {value}\n", f"k: '{value}'\n", f'k: "{value}"\n'):
+        ours = _parsing.UniqueKeyLoader(text)
+        theirs = yaml.SafeLoader(text)
+        try:
+            assert ours.get_single_node().value[0][1].tag == theirs.get_single_node().value[0][1].tag, text
+        finally:
+            ours.dispose()
+            theirs.dispose()
+
+
+@given(st.text(alphabet="0123456789.:-+_eExXoObB ~tTnNyYaAfFlLsSuU<=", min_size=1, max_size=14))
+def test_the_scalar_resolver_agrees_on_generated_scalars(value: str) -> None:
+    text = f"k: {value.strip() or 'x'}\n"
+    try:
+        want = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return  # not a scalar document at all
+    assert repr(_parsing.parse_yaml(text, "t.yaml", DEFAULT_LIMITS)) == repr(want)  # nan != nan
+
+
 def test_aliases_stay_shared_objects() -> None:
     doc = _parsing.parse_yaml("base: &b {mtu: 1400}\nuse: *b\n", "t.yaml", DEFAULT_LIMITS)
     assert doc["base"] is doc["use"]

@@ -26,8 +26,34 @@ else:  # pragma: no cover
 _Base: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when installed: much faster
 
 
+_STR_TAG = "tag:yaml.org,2002:str"
+# how a plain scalar resolves under the safe resolver: a function of its text alone (no path
+# resolvers), so it is remembered; bounded, as a long-lived process reads many files
+_PLAIN_TAGS: dict[str, str] = {}
+_PLAIN_TAGS_MAX = 50_000
+
+
 class UniqueKeyLoader(_Base):  # type: ignore[misc]
     """SafeLoader that refuses duplicate keys (YAML would silently keep the last one)."""
+
+    def resolve(self, kind: Any, value: Any, implicit: Any) -> Any:
+        """The safe resolver's tag, sooner for scalars (libyaml asks for every one of them).
+
+        A quoted scalar is a string; a plain one with two dots or more (an address: 198.18.0.1)
+        is one too — every implicit type's pattern (int, float, bool, null, timestamp) allows
+        one dot at most; any other plain scalar is resolved once and remembered."""
+        if kind is yaml.ScalarNode and not self.yaml_path_resolvers:
+            if not implicit[0]:
+                return _STR_TAG
+            if value.count(".") > 1:
+                return _STR_TAG
+            tag = _PLAIN_TAGS.get(value)
+            if tag is None:
+                tag = super().resolve(kind, value, implicit)
+                if len(_PLAIN_TAGS) < _PLAIN_TAGS_MAX:
+                    _PLAIN_TAGS[value] = tag
+            return tag
+        return super().resolve(kind, value, implicit)
 
 
 _MERGE = "tag:yaml.org,2002:merge"
