@@ -122,7 +122,7 @@ def tunlab_async(fd_a: int, fd_b: int, mode: str) -> None:
             reader, writer = src.framed(), dst.framed_writer()
             async for packet in reader:
                 await writer.send(packet)
-                if not src._rx.pending:
+                if not reader.buffered:
                     await writer.flush()
         else:
             recv, send = src.recv, dst.send

@@ -308,7 +308,7 @@ def test_async_relay_tcp_byte_exact(async_pair, style: str) -> None:
                 reader, writer = src.framed(), dst.framed_writer()
                 async for packet in reader:
                     await writer.send(packet)
-                    if not src._rx.pending:  # nothing more queued: flush the batch
+                    if not reader.buffered:  # nothing more queued: flush the batch
                         await writer.flush()
             else:
                 bufs = [bytearray(10 + 65535) for _ in range(64)]
@@ -343,7 +343,7 @@ def test_trio_framed_relay(async_pair) -> None:
             reader, writer = src.framed(), dst.framed_writer()
             async for packet in reader:
                 await writer.send(packet)
-                if not src._rx.pending:
+                if not reader.buffered:
                     await writer.flush()
 
         result: dict = {}

@@ -94,6 +94,22 @@ def test_split_into_agrees_with_split() -> None:
     assert planned > CASES // 2  # the generated cases are mostly valid, and planned here
 
 
+def test_split_bytes_agrees_with_split() -> None:
+    """Each packet a bytes object, as split() makes them; refused where split() raises."""
+    fast = impl._compiled
+    assert fast is not None
+    rng = random.Random(3)
+    planned = 0
+    for frame, tap in frames(rng, CASES):
+        want, got = reference(frame, tap), fast.split_bytes(frame, tap)
+        if want is None:
+            assert got is None, "the compiled split accepted a frame the reference refuses"
+        elif got is not None:
+            assert got == want
+            planned += 1
+    assert planned > CASES // 2
+
+
 def test_read_split_reads_what_is_queued_and_splits_it_as_split_does() -> None:
     fast = impl._compiled
     assert fast is not None

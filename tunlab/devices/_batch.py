@@ -268,6 +268,11 @@ class Receiver(RxQueue):
         if not self.backend.frame_format.virtio:
             return [frames.read(self.backend)]
         frame = self._read_raw()
+        fast = _impl.fast
+        if fast is not None:
+            packets: list[bytes] | None = fast.split_bytes(frame, self.backend.layer is Layer.L2)
+            if packets is not None:
+                return packets
         if len(frame) <= VIRTIO_NET_HDR_LEN:
             raise ValueError(f"read {len(frame)} bytes: shorter than a virtio-net header")
         hdr = VirtioNetHdr.decode(frame)

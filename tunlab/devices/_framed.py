@@ -58,6 +58,12 @@ class Framed:
         """The next packet."""
         return await self.device.next_packet()
 
+    @property
+    def buffered(self) -> int:
+        """Packets already split from the last read, yielded without touching the device: a
+        relay flushes its writer when this is 0 (the burst that arrived together is over)."""
+        return len(self._pending)
+
     # write half
     @property
     def pending(self) -> int:

@@ -546,6 +546,59 @@ done:
     return result;
 }
 
+/* split_bytes(frame, tap) -> list[bytes] | None: split()/split_frame() of a frame as read (virtio
+ * header in front), each packet a new bytes object; None when the reference split must decide. */
+static PyObject *py_split_bytes(PyObject *self, PyObject *args) {
+    Py_buffer fv;
+    int tap;
+    if (!PyArg_ParseTuple(args, "y*p", &fv, &tap))
+        return NULL;
+    SplitPlan sp;
+    if (!plan_split((const uint8_t *)fv.buf, fv.len, tap, &sp)) {
+        PyBuffer_Release(&fv);
+        Py_RETURN_NONE;
+    }
+    PyObject *out = PyList_New(sp.count);
+    uint8_t **ptrs = PyMem_Malloc(sizeof(uint8_t *) * (size_t)sp.count);
+    if (out == NULL || ptrs == NULL) {
+        Py_XDECREF(out);
+        PyMem_Free(ptrs);
+        PyBuffer_Release(&fv);
+        return PyErr_NoMemory();
+    }
+    for (Py_ssize_t i = 0; i < sp.count; i++) {
+        PyObject *b = PyBytes_FromStringAndSize(NULL, planned_len(&sp, i));
+        if (b == NULL) {
+            Py_DECREF(out);
+            PyMem_Free(ptrs);
+            PyBuffer_Release(&fv);
+            return NULL;
+        }
+        ptrs[i] = (uint8_t *)PyBytes_AS_STRING(b);
+        PyList_SET_ITEM(out, i, b);
+    }
+    Py_BEGIN_ALLOW_THREADS
+    if (sp.gso_none) {
+        memcpy(ptrs[0], sp.pkt, (size_t)sp.n);
+        if (sp.needs_csum) {
+            uint8_t *c = ptrs[0];
+            Py_ssize_t at = (Py_ssize_t)sp.csum_start + sp.csum_offset;
+            uint64_t initial = be16(c + at);
+            c[at] = c[at + 1] = 0;
+            uint64_t s = (sum_mod(c + sp.csum_start, sp.n - sp.csum_start) + initial % 0xFFFF) % 0xFFFF;
+            put16(c + at, (uint32_t)(~s & 0xFFFF));
+        }
+    } else {
+        uint8_t tmpl[MAX_SPLIT_HEADERS];
+        make_segments(sp.pkt, sp.n, sp.version, sp.iph, sp.proto, sp.hdr_len, sp.gso, 0, sp.count, ptrs, tmpl,
+                      sp.pkt - sp.l2, sp.l2);
+    }
+    Py_END_ALLOW_THREADS
+    PyMem_Free(ptrs);
+    PyBuffer_Release(&fv);
+    return out;
+}
+
 /* ---- GRO coalesce ------------------------------------------------------------------------- */
 /* coalesce_ip(packets, udp_gro) -> list[(index, bytes)]: gro._coalesce_ip, the same rules in the
  * same order (candidates, checksum check, per-flow items, append/prepend, the 64 KiB cap). */
@@ -1468,6 +1521,8 @@ static PyMethodDef methods[] = {
      "coalesce_ip(packets, udp_gro=False, offset=0) -> list[(index, frame)]: GRO over packets[i][offset:]"},
     {"coalesce_slots", py_coalesce_slots, METH_VARARGS,
      "coalesce_slots(arena, slot, sizes, count, udp_gro, offset) -> list[(index, frame)]: coalesce_ip over an arena"},
+    {"split_bytes", py_split_bytes, METH_VARARGS,
+     "split_bytes(frame, tap) -> list[bytes] | None: split() of a frame as read, each packet a bytes"},
     {"split_into", py_split_into, METH_VARARGS,
      "split_into(frame, start, dest, sizes, offset, slot, tap) -> (delivered, next, need) | None: split() into buffers"},
     {"drain", py_drain, METH_VARARGS,
