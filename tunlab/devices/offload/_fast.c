@@ -383,6 +383,28 @@ static Py_ssize_t planned_len(const SplitPlan *sp, Py_ssize_t i) {
     return sp->l2 + sp->hdr_len + (end < sp->n ? end : sp->n) - off;
 }
 
+/* write the planned packets start..start+k-1 to ptrs[0..k-1] (no GIL needed): a GSO_NONE
+ * packet copied with its checksum completed, or the segments of a super-packet */
+static void write_planned(const SplitPlan *sp, Py_ssize_t start, Py_ssize_t k, uint8_t *const *ptrs) {
+    if (k <= 0)
+        return;
+    if (sp->gso_none) {
+        uint8_t *c = ptrs[0];
+        memcpy(c, sp->pkt, (size_t)sp->n);
+        if (sp->needs_csum) {
+            Py_ssize_t at = (Py_ssize_t)sp->csum_start + sp->csum_offset;
+            uint64_t initial = be16(c + at);
+            c[at] = c[at + 1] = 0;
+            uint64_t s = (sum_mod(c + sp->csum_start, sp->n - sp->csum_start) + initial % 0xFFFF) % 0xFFFF;
+            put16(c + at, (uint32_t)(~s & 0xFFFF));
+        }
+        return;
+    }
+    uint8_t tmpl[MAX_SPLIT_HEADERS];
+    make_segments(sp->pkt, sp->n, sp->version, sp->iph, sp->proto, sp->hdr_len, sp->gso, start, start + k, ptrs,
+                  tmpl, sp->pkt - sp->l2, sp->l2);
+}
+
 /* sizes[i] = v, for a list (any mutable sequence) or a writable buffer of 4- or 8-byte ints */
 static int put_size(PyObject *sizes, Py_buffer *sv, Py_ssize_t i, Py_ssize_t v) {
     if (sv->buf != NULL) {
@@ -511,21 +533,7 @@ static PyObject *py_split_into(PyObject *self, PyObject *args) {
         ptrs[k] = base + offset;
     }
     Py_BEGIN_ALLOW_THREADS
-    if (k > 0 && sp.gso_none) {
-        memcpy(ptrs[0], sp.pkt, (size_t)sp.n);
-        if (sp.needs_csum) {
-            uint8_t *c = ptrs[0];
-            Py_ssize_t at = (Py_ssize_t)sp.csum_start + sp.csum_offset;
-            uint64_t initial = be16(c + at);
-            c[at] = c[at + 1] = 0;
-            uint64_t s = (sum_mod(c + sp.csum_start, sp.n - sp.csum_start) + initial % 0xFFFF) % 0xFFFF;
-            put16(c + at, (uint32_t)(~s & 0xFFFF));
-        }
-    } else if (k > 0) {
-        uint8_t tmpl[MAX_SPLIT_HEADERS];
-        make_segments(sp.pkt, sp.n, sp.version, sp.iph, sp.proto, sp.hdr_len, sp.gso, start, start + k, ptrs,
-                      tmpl, sp.pkt - sp.l2, sp.l2);
-    }
+    write_planned(&sp, start, k, ptrs);
     Py_END_ALLOW_THREADS
     for (Py_ssize_t i = 0; i < k; i++)
         if (put_size(sizes, &sv, i, planned_len(&sp, start + i)) < 0)
@@ -578,21 +586,7 @@ static PyObject *py_split_bytes(PyObject *self, PyObject *args) {
         PyList_SET_ITEM(out, i, b);
     }
     Py_BEGIN_ALLOW_THREADS
-    if (sp.gso_none) {
-        memcpy(ptrs[0], sp.pkt, (size_t)sp.n);
-        if (sp.needs_csum) {
-            uint8_t *c = ptrs[0];
-            Py_ssize_t at = (Py_ssize_t)sp.csum_start + sp.csum_offset;
-            uint64_t initial = be16(c + at);
-            c[at] = c[at + 1] = 0;
-            uint64_t s = (sum_mod(c + sp.csum_start, sp.n - sp.csum_start) + initial % 0xFFFF) % 0xFFFF;
-            put16(c + at, (uint32_t)(~s & 0xFFFF));
-        }
-    } else {
-        uint8_t tmpl[MAX_SPLIT_HEADERS];
-        make_segments(sp.pkt, sp.n, sp.version, sp.iph, sp.proto, sp.hdr_len, sp.gso, 0, sp.count, ptrs, tmpl,
-                      sp.pkt - sp.l2, sp.l2);
-    }
+    write_planned(&sp, 0, sp.count, ptrs);
     Py_END_ALLOW_THREADS
     PyMem_Free(ptrs);
     PyBuffer_Release(&fv);
@@ -1086,21 +1080,7 @@ static void split_to_slots(const SplitPlan *sp, Py_ssize_t start, Py_ssize_t k, 
                            uint8_t **ptrs) {
     for (Py_ssize_t i = 0; i < k; i++)
         ptrs[i] = base + i * slot;
-    if (k > 0 && sp->gso_none) {
-        memcpy(ptrs[0], sp->pkt, (size_t)sp->n);
-        if (sp->needs_csum) {
-            uint8_t *c = ptrs[0];
-            Py_ssize_t at = (Py_ssize_t)sp->csum_start + sp->csum_offset;
-            uint64_t initial = be16(c + at);
-            c[at] = c[at + 1] = 0;
-            uint64_t s = (sum_mod(c + sp->csum_start, sp->n - sp->csum_start) + initial % 0xFFFF) % 0xFFFF;
-            put16(c + at, (uint32_t)(~s & 0xFFFF));
-        }
-    } else if (k > 0) {
-        uint8_t tmpl[MAX_SPLIT_HEADERS];
-        make_segments(sp->pkt, sp->n, sp->version, sp->iph, sp->proto, sp->hdr_len, sp->gso, start, start + k,
-                      ptrs, tmpl, sp->pkt - sp->l2, sp->l2);
-    }
+    write_planned(sp, start, k, ptrs);
 }
 
 /* read_split(fd, buf, arena, slot, sizes, offset, tap, stop_fd=-2)
