@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from tunlab.devices import _frames as frames
-from tunlab.devices._backend import Bytes, DeviceBackend, max_frame_size
+from tunlab.devices._backend import BatchResult, Bytes, DeviceBackend, max_frame_size
 from tunlab.devices._batch import Receiver, batch_frames, send_arena
 from tunlab.devices._interrupt import InterruptEvent
 from tunlab.devices._layer import Layer
@@ -330,6 +330,10 @@ class Pump:
             self._write(batch_frames(self.dst, batch, batch.offset, self._table), False)
             return
         result, _blocked = sent  # blocked: full (a drop, as a NIC would) or stopping
+        self._count_written(result)
+
+    def _count_written(self, result: BatchResult) -> None:
+        """Frames and bytes written, refusals dropped and reported; Stopped if the device went."""
         words = self.stats.words
         words[FRAMES_OUT] += result.frames - len(result.errors)
         words[BYTES_OUT] += result.bytes
@@ -348,7 +352,6 @@ class Pump:
             frames = coalesce(items, udp_gro=self.dst.frame_format.udp_gso, table=self._table, l2_len=l2)
         else:
             frames = items
-        words = self.stats.words
         rest: Sequence[Bytes] = frames
         while rest:
             try:
@@ -357,14 +360,7 @@ class Pump:
                 if exc.errno in _GONE:
                     raise Stopped from None
                 raise
-            words[FRAMES_OUT] += result.frames - len(result.errors)
-            words[BYTES_OUT] += result.bytes
-            if result.errors:
-                words[DROPPED] += len(result.errors)
-                for refused in result.errors:
-                    if refused.errno in _GONE:
-                        raise Stopped
-                    self.stats.error(f"write: {refused.strerror or refused}")
+            self._count_written(result)
             rest = rest[result.frames :]
             if rest:
                 self._wait(self.dst, write=True, timeout=None)

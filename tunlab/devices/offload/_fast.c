@@ -1013,6 +1013,38 @@ done:
     return result;
 }
 
+/* count packets of slot-byte slots (offset in each) fit the arena and the sizes; -1 with ValueError */
+static int check_arena(const Py_buffer *arena, Py_ssize_t slot, Py_ssize_t nsizes, Py_ssize_t count,
+                       Py_ssize_t offset) {
+    if (slot <= 0 || offset < 0 || offset > slot || count < 0 || count > nsizes || count > arena->len / slot
+        || count > 0x3FFFFFFF) {
+        PyErr_Format(PyExc_ValueError,
+                     "coalesce: %zd packets of %zd-byte slots (offset %zd) do not fit the arena of %zd bytes",
+                     count, slot, offset, arena->len);
+        return -1;
+    }
+    return 0;
+}
+
+/* pk[i] = packet i of an arena (sizes[i] bytes at i*slot + offset); -1 with ValueError when a
+ * size does not fit its slot */
+static int arena_packets(const Py_buffer *arena, Py_ssize_t slot, PyObject *sizes, Py_buffer *sv, Py_ssize_t count,
+                         Py_ssize_t offset, Pkt *pk) {
+    for (Py_ssize_t i = 0; i < count; i++) {
+        Py_ssize_t n = get_size(sizes, sv, i);
+        if (n == -2)
+            return -1;
+        if (n < 0 || n > slot - offset) {
+            PyErr_Format(PyExc_ValueError, "sizes[%zd] is %zd: a packet of a %zd-byte slot after offset %zd "
+                         "has 0 to %zd bytes", i, n, slot, offset, slot - offset);
+            return -1;
+        }
+        pk[i].p = (const uint8_t *)arena->buf + i * slot + offset;
+        pk[i].n = n;
+    }
+    return 0;
+}
+
 /* coalesce_slots(arena, slot, sizes, count, udp_gro, offset) -> list[(index, frame)]: coalesce_ip
  * over the first count packets of an arena, packet i at arena[i*slot + offset:][:sizes[i]]. */
 static PyObject *py_coalesce_slots(PyObject *self, PyObject *args) {
@@ -1029,30 +1061,15 @@ static PyObject *py_coalesce_slots(PyObject *self, PyObject *args) {
         PyBuffer_Release(&arena);
         return NULL;
     }
-    if (slot <= 0 || offset < 0 || offset > slot || count < 0 || count > nsizes || count > arena.len / slot
-        || count > 0x3FFFFFFF) {
-        PyErr_Format(PyExc_ValueError,
-                     "coalesce: %zd packets of %zd-byte slots (offset %zd) do not fit the arena of %zd bytes",
-                     count, slot, offset, arena.len);
+    if (check_arena(&arena, slot, nsizes, count, offset) < 0)
         goto done;
-    }
     pk = PyMem_Calloc((size_t)(count ? count : 1), sizeof(Pkt));
     if (pk == NULL) {
         PyErr_NoMemory();
         goto done;
     }
-    for (Py_ssize_t i = 0; i < count; i++) {
-        Py_ssize_t n = get_size(sizes, &sv, i);
-        if (n == -2)
-            goto done;
-        if (n < 0 || n > slot - offset) {
-            PyErr_Format(PyExc_ValueError, "sizes[%zd] is %zd: a packet of a %zd-byte slot after offset %zd "
-                         "has 0 to %zd bytes", i, n, slot, offset, slot - offset);
-            goto done;
-        }
-        pk[i].p = (const uint8_t *)arena.buf + i * slot + offset;
-        pk[i].n = n;
-    }
+    if (arena_packets(&arena, slot, sizes, &sv, count, offset, pk) < 0)
+        goto done;
     result = coalesce_run(pk, (int)count, udp_gro);
 done:
     PyMem_Free(pk);
@@ -1218,13 +1235,8 @@ static PyObject *py_coalesce_write(PyObject *self, PyObject *args) {
         PyBuffer_Release(&arena);
         return NULL;
     }
-    if (slot <= 0 || offset < 0 || offset > slot || count < 0 || count > nsizes || count > arena.len / slot
-        || count > 0x3FFFFFFF) {
-        PyErr_Format(PyExc_ValueError,
-                     "coalesce: %zd packets of %zd-byte slots (offset %zd) do not fit the arena of %zd bytes",
-                     count, slot, offset, arena.len);
+    if (check_arena(&arena, slot, nsizes, count, offset) < 0)
         goto done;
-    }
     size_t cap = (size_t)(count ? count : 1);
     pk = PyMem_Calloc(cap, sizeof(Pkt));
     items = PyMem_Calloc(cap, sizeof(Item));
@@ -1236,18 +1248,8 @@ static PyObject *py_coalesce_write(PyObject *self, PyObject *args) {
         PyErr_NoMemory();
         goto done;
     }
-    for (Py_ssize_t i = 0; i < count; i++) {
-        Py_ssize_t n = get_size(sizes, &sv, i);
-        if (n == -2)
-            goto done;
-        if (n < 0 || n > slot - offset) {
-            PyErr_Format(PyExc_ValueError, "sizes[%zd] is %zd: a packet of a %zd-byte slot after offset %zd "
-                         "has 0 to %zd bytes", i, n, slot, offset, slot - offset);
-            goto done;
-        }
-        pk[i].p = (const uint8_t *)arena.buf + i * slot + offset;
-        pk[i].n = n;
-    }
+    if (arena_packets(&arena, slot, sizes, &sv, count, offset, pk) < 0)
+        goto done;
     int nentries = 0, consumed = 0, blocked = 0, nerr = 0;
     uint64_t written = 0;
     Py_BEGIN_ALLOW_THREADS
