@@ -29,6 +29,9 @@ from tunlab.devices.offload import _impl as _impl
 from tunlab.devices.offload._gso import split, split_frame
 from tunlab.devices.offload._virtio import VIRTIO_NET_HDR_LEN
 
+# Receiver._next for a frame the compiled core did not plan (read_split's -2 as well)
+_UNPLANNED = -2
+
 
 class RxQueue:
     """Packets split from super-packets (or a frame too large for the caller), waiting."""
@@ -90,7 +93,7 @@ class Receiver(RxQueue):
         self.backend = backend
         self._buf: bytearray | None = None
         self._frame_len = 0
-        # the frame in _buf: the index of its next packet to deliver; -1 none; UNPLANNED: all
+        # the frame in _buf: the index of its next packet to deliver; -1 none; _UNPLANNED: all
         # of it, for the reference split (the compiled core left it alone)
         self._next = -1
         self.reads = 0
@@ -101,15 +104,20 @@ class Receiver(RxQueue):
         """One frame from the device, split into the queue (offload only)."""
         self.feed(self._read_raw(), vnet=True, layer=self.backend.layer)
 
-    def _read_raw(self) -> memoryview:
+    def _read_buffer(self) -> bytearray:
+        """The buffer frames are read into (made on first use: a frame may be 64 KiB)."""
         if self._buf is None:
             self._buf = bytearray(max_frame_size(self.backend))
-        n = self.backend.recv_into(self._buf)
+        return self._buf
+
+    def _read_raw(self) -> memoryview:
+        buf = self._read_buffer()
+        n = self.backend.recv_into(buf)
         self.reads += 1
-        if n > 1 and self._buf[1]:
+        if n > 1 and buf[1]:
             self.supers += 1
         self._frame_len = n
-        return memoryview(self._buf)[:n]
+        return memoryview(buf)[:n]
 
     def _unsplit_rest(self) -> None:
         """The packets of the frame in the read buffer not delivered yet, into the queue (the
@@ -117,7 +125,7 @@ class Receiver(RxQueue):
         if self._next == -1 or self._buf is None:
             return
         rest = memoryview(self._buf)[: self._frame_len]
-        skip, self._next = max(self._next, 0), -1
+        skip, self._next = max(self._next, 0), -1  # _UNPLANNED: the whole frame
         queue = RxQueue()
         queue.feed(rest, vnet=True, layer=self.backend.layer)
         self.pending.extend(list(queue.pending)[skip:])
@@ -200,6 +208,14 @@ class Receiver(RxQueue):
             _too_small(slot, views, offset, len(pending[0]))
         return self.drain_into(views, sizes, offset)
 
+    def _reference_split(
+        self, views: Sequence[WritableBuffer], sizes: MutableSequence[int], offset: int, slot: int
+    ) -> int:
+        """The frame the compiled core left alone (_UNPLANNED), split by the reference code,
+        which words the error of a malformed one; its packets delivered from the queue."""
+        self._unsplit_rest()
+        return self._drain(views, sizes, offset, slot)
+
     def _read_split(
         self,
         fast: Any,
@@ -212,19 +228,16 @@ class Receiver(RxQueue):
         wait_fd: int,
     ) -> int:
         """Reads and their split into an arena in a single compiled call (GIL released once)."""
-        if self._buf is None:
-            self._buf = bytearray(max_frame_size(self.backend))
         tap = self.backend.layer is Layer.L2
-        done = fast.read_split(fd, self._buf, arena, slot, sizes, offset, tap, wait_fd)
+        done = fast.read_split(fd, self._read_buffer(), arena, slot, sizes, offset, tap, wait_fd)
         frames_read, self._frame_len, delivered, self._next, need, supers, nbytes = done
         if not frames_read:
             raise InterruptedError("woken by the wait fd before a frame came")
         self.reads += frames_read
         self.supers += supers
         self.nbytes += nbytes
-        if delivered < 0:  # malformed or unusual: the reference split decides (and words the error)
-            self._unsplit_rest()
-            return self._drain(views, sizes, offset, slot)
+        if delivered < 0:  # the only frame read is malformed or unusual
+            return self._reference_split(views, sizes, offset, slot)
         if not delivered:
             _too_small(slot, views, offset, need)
         count: int = delivered
@@ -245,10 +258,9 @@ class Receiver(RxQueue):
         frame = memoryview(self._buf)[: self._frame_len]
         tap = self.backend.layer is Layer.L2
         done = fast.split_into(frame, start, dest, sizes, offset, slot, tap)
-        if done is None:  # malformed or unusual: the reference split decides (and words the error)
-            self._next = -1
-            self.feed(frame, vnet=True, layer=self.backend.layer)
-            return self._drain(views, sizes, offset, slot)
+        if done is None:  # malformed or unusual
+            self._next = _UNPLANNED
+            return self._reference_split(views, sizes, offset, slot)
         delivered, self._next, need = done
         if not delivered:
             _too_small(slot, views, offset, need)

@@ -223,13 +223,10 @@ class Pump:
             reads, supers, nbytes = rx.reads, rx.supers, rx.nbytes
             try:
                 n = receive(batch, sizes, batch.offset, wait_fd=self._wake_fd)
-            except InterruptedError:  # the compiled read waited, and a control message came
-                if self._take_control() and self.stages.engaged:
-                    return
-                continue
-            except BlockingIOError:
-                self._wait(self.src, write=False, timeout=None)
-                if self._take_control() and self.stages.engaged:
+            except (InterruptedError, BlockingIOError) as idle:
+                if isinstance(idle, BlockingIOError):  # a read that does not wait by itself
+                    self._wait(self.src, write=False, timeout=None)
+                if self._take_control() and self.stages.engaged:  # (InterruptedError: a message came)
                     return
                 continue
             words[FRAMES_IN] += rx.reads - reads

@@ -26,7 +26,7 @@ else:  # pragma: no cover
 _Base: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when installed: much faster
 
 
-_STR_TAG = "tag:yaml.org,2002:str"
+_STR = "tag:yaml.org,2002:str"
 # how a plain scalar resolves under the safe resolver: a function of its text alone (no path
 # resolvers), so it is remembered; bounded, as a long-lived process reads many files
 _PLAIN_TAGS: dict[str, str] = {}
@@ -44,9 +44,9 @@ class UniqueKeyLoader(_Base):  # type: ignore[misc]
         one dot at most; any other plain scalar is resolved once and remembered."""
         if kind is yaml.ScalarNode and not self.yaml_path_resolvers:
             if not implicit[0]:
-                return _STR_TAG
+                return _STR
             if value.count(".") > 1:
-                return _STR_TAG
+                return _STR
             tag = _PLAIN_TAGS.get(value)
             if tag is None:
                 tag = super().resolve(kind, value, implicit)
@@ -90,7 +90,6 @@ def _construct_mapping(loader: Any, node: yaml.MappingNode, deep: bool = False) 
 UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
 
 
-_STR = "tag:yaml.org,2002:str"
 _MAP = yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG
 _SEQ = yaml.resolver.BaseResolver.DEFAULT_SEQUENCE_TAG
 _SCALARS = {
