@@ -44,3 +44,8 @@ LabState.created_at
 # parameters a caller passes by name: pytest's dynamic scope, the context-manager protocol
 fixture_name
 tb
+
+# the simulated cluster's public API: tests and users run programs on a host with it
+from tunlab.cluster._simulation import SimulatedCluster
+
+SimulatedCluster.run_on

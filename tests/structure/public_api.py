@@ -19,6 +19,7 @@ from typing import Any
 # with an underscore: docs/development.md, "Public and internal")
 PUBLIC_MODULES = (
     "tunlab",
+    "tunlab.cluster",
     "tunlab.devices",
     "tunlab.devices.offload",
     "tunlab.errors",

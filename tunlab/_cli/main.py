@@ -19,6 +19,8 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from rich.text import Text
 
+from tunlab._cli import cluster as on_cluster
+from tunlab._cli.cluster import ClusterOptions, cluster_options
 from tunlab._cli.doctor import doctor
 from tunlab._cli.example import example
 from tunlab._cli.output import (
@@ -124,11 +126,19 @@ def demo() -> None:
 @click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
 @var_option
 @limit_option
-def validate(file: Path, variables: tuple[str, ...], limits: tuple[str, ...]) -> None:
-    """Check a topology file (and its templating) without creating anything."""
+@cluster_options
+def validate(
+    file: Path, variables: tuple[str, ...], limits: tuple[str, ...], cluster: ClusterOptions | None
+) -> None:
+    """Check a topology file (and its templating) without creating anything; with --cluster,
+    also its placement on that cluster's hosts."""
     from tunlab.topologies._loader import load_file
 
     topo = load_file(file, _vars(variables), limits=_limits(limits))
+    if cluster is not None:
+        on_cluster.validate(topo, file, cluster)
+        _impair_warnings(topo)
+        return
     console.print(f"{file}: ok — lab '{topo.name}', {len(topo.nodes)} nodes, {len(topo.links)} links")
     _impair_warnings(topo)
 
@@ -227,11 +237,19 @@ def _impair_lines(links: list[dict[str, Any]], counters: bool = False) -> None:
 @click.option("-d", "--detach", is_flag=True, help="hand the lab to a background supervisor and return")
 @click.option("--name", help="lab name (default: the topology's name)")
 @limit_option
+@cluster_options
 def up(
-    file: Path, variables: tuple[str, ...], detach: bool, name: str | None, limits: tuple[str, ...]
+    file: Path,
+    variables: tuple[str, ...],
+    detach: bool,
+    name: str | None,
+    limits: tuple[str, ...],
+    cluster: ClusterOptions | None,
 ) -> None:
-    """Bring a lab up; in the foreground it runs until Ctrl-C or SIGTERM, then tears down."""
-    _require_root_linux("tunlab up")
+    """Bring a lab up; in the foreground it runs until Ctrl-C or SIGTERM, then tears down.
+    With --cluster its nodes run on that cluster's hosts (docs/cluster.md)."""
+    if cluster is None:
+        _require_root_linux("tunlab up")
     from tunlab.topologies._holding import Holder
     from tunlab.topologies._lab import Lab, check_lab_name
     from tunlab.topologies._loader import load_file
@@ -242,6 +260,9 @@ def up(
     holder.install()  # a signal while the file loads or the lab comes up stops it at once
     values = _vars(variables)
     topo = load_file(file, values, limits=_limits(limits))  # bad input fails here, before anything exists
+    if cluster is not None:
+        on_cluster.up(topo, file, name, detach, cluster, holder)
+        return
     if detach:
         _up_detached(file, variables, name or topo.name, limits)
         return
@@ -279,8 +300,12 @@ def _up_detached(file: Path, variables: tuple[str, ...], name: str, limits: tupl
 
 @cli.command()
 @click.argument("name")
-def down(name: str) -> None:
+@cluster_options
+def down(name: str, cluster: ClusterOptions | None) -> None:
     """Stop a lab (its holder tears it down; a dead holder's lab is cleaned up directly)."""
+    if cluster is not None:
+        on_cluster.down(name, cluster)
+        return
     _require_root_linux("tunlab down")
     from tunlab.topologies._operations import stop_lab
 
@@ -291,8 +316,13 @@ def down(name: str) -> None:
 
 
 @cli.command(name="ls")
-def list_labs() -> None:
-    """List labs on this machine (this run directory), and state files that cannot be read."""
+@cluster_options
+def list_labs(cluster: ClusterOptions | None) -> None:
+    """List labs on this machine (this run directory), and state files that cannot be read;
+    with --cluster, every lab part on every host of the cluster."""
+    if cluster is not None:
+        on_cluster.ls(cluster)
+        return
     from tunlab.topologies._state import BrokenState, scan_labs
 
     entries = scan_labs()
@@ -329,8 +359,12 @@ def list_labs() -> None:
 @cli.command()
 @click.argument("name")
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
-def inspect(name: str, as_json: bool) -> None:
+@cluster_options
+def inspect(name: str, as_json: bool, cluster: ClusterOptions | None) -> None:
     """Show a running lab: nodes, interfaces, addresses, routes, original offload state."""
+    if cluster is not None:
+        on_cluster.inspect(name, as_json, cluster)
+        return
     _require_root_linux("tunlab inspect")
     from tunlab.topologies._inspect import describe
     from tunlab.topologies._operations import inspect_running
@@ -353,8 +387,12 @@ def inspect(name: str, as_json: bool) -> None:
 @click.argument("name")
 @click.argument("node", required=False)
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
-def ps(name: str, node: str | None, as_json: bool) -> None:
+@cluster_options
+def ps(name: str, node: str | None, as_json: bool, cluster: ClusterOptions | None) -> None:
     """List what runs in each node of a lab (or one node): pid, state, CPU time, memory, command."""
+    if cluster is not None:
+        on_cluster.ps(name, node, as_json, cluster)
+        return
     _require_root_linux("tunlab ps")
     from tunlab.topologies._operations import processes_running
 
@@ -388,6 +426,7 @@ def ps(name: str, node: str | None, as_json: bool) -> None:
     help="read the impairment from a YAML/JSON/TOML mapping (as under a link's impair:)",
 )
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+@cluster_options
 def impair(
     name: str,
     link: str,
@@ -396,17 +435,21 @@ def impair(
     clear: bool,
     from_file: Path | None,
     as_json: bool,
+    cluster: ClusterOptions | None,
 ) -> None:
     """Change a link's impairment on a running lab: tunlab impair LAB h1:eth0 delay=50ms loss=1%
 
     LINK is the link's index, its name or one of its ends (node:interface). Settings are netem
     fields as in a topology file; nested ones with dots (shaper.rate=10mbit). --clear removes it.
     """
-    _require_root_linux("tunlab impair")
     from tunlab.relay._direction import Direction
     from tunlab.topologies._operations import impair_running
 
     value = _impair_value(settings, clear, from_file)
+    if cluster is not None:
+        on_cluster.impair(name, link, value, direction, as_json, cluster)
+        return
+    _require_root_linux("tunlab impair")
     answer = impair_running(name, link, value, Direction.parse(direction) if direction else None)
     if as_json:
         click.echo(json.dumps(answer, indent=2, default=str))
@@ -441,8 +484,11 @@ def _impair_value(settings: tuple[str, ...], clear: bool, from_file: Path | None
 @click.argument("name")
 @click.argument("node")
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
-def exec_(name: str, node: str, command: tuple[str, ...]) -> None:
+@cluster_options
+def exec_(name: str, node: str, command: tuple[str, ...], cluster: ClusterOptions | None) -> None:
     """Run a command inside a lab node: tunlab exec LAB NODE -- CMD ARGS..."""
+    if cluster is not None:
+        sys.exit(_exit_status(on_cluster.exec_(name, node, list(command), cluster)))
     _require_root_linux("tunlab exec")
     from tunlab.topologies._operations import exec_in_guest, node_of
 
@@ -549,8 +595,13 @@ def image_build(rebuild: bool) -> None:
 
 
 @cli.command()
-def gc() -> None:
-    """Remove labs whose holder died (SIGKILL included) and anything else tunlab left."""
+@cluster_options
+def gc(cluster: ClusterOptions | None) -> None:
+    """Remove labs whose holder died (SIGKILL included) and anything else tunlab left; with
+    --cluster, on every host (and lab parts whose client is gone)."""
+    if cluster is not None:
+        on_cluster.gc(cluster)
+        return
     _require_root_linux("tunlab gc")
     from tunlab.topologies._cleanup import garbage_collect
 

@@ -45,6 +45,7 @@ BACKENDS = {
     "netbsd": "tunlab.devices._bsd.netbsd:NetBsdDevice",
     "win32": "tunlab.devices._windows.backend:WindowsDevice",
     "memory": "tunlab.devices._memory.backend:MemoryDevice",
+    "datagram": "tunlab.devices._datagram.backend:DatagramDevice",
 }
 
 

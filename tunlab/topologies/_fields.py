@@ -285,6 +285,23 @@ class NodeBase(NodeCommon):
 
     kind: str
     interfaces: dict[str, InterfaceSettings] = Field(default_factory=dict)
+    host: str | None = Field(
+        None,
+        pattern=NAME_RE,
+        max_length=64,
+        description="the cluster host (a Dask worker's name) the node runs on: placed automatically "
+        "when absent, not used on one machine (docs/cluster.md)",
+    )
+
+
+class HostEntry(Strict):
+    """A cluster host a lab may use: a Dask worker's name, and the address other hosts reach it
+    at for cross-host links when that is not the worker's own."""
+
+    name: str = Field(pattern=NAME_RE, max_length=64)
+    underlay: ipaddress.IPv4Address | ipaddress.IPv6Address | None = Field(
+        None, description="the address cross-host links use (default: the worker's address)"
+    )
 
 
 class PerDirection(Strict):

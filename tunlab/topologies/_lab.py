@@ -8,7 +8,7 @@ import re
 import threading
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, overload
 
 from tunlab.devices._sync import SyncDevice
 from tunlab.errors import LabError, LabStopped
@@ -30,6 +30,21 @@ from tunlab.topologies._state import (
     process_start,
     registry_lock,
 )
+
+SPANNING_GROUP = "tunlab.spanning_labs"  # entry points: labs that span several hosts
+
+
+def spanning_lab() -> Any:
+    """The class that makes a lab across a cluster's hosts: the layer above this one, found by
+    its entry point (pyproject.toml) so that this layer never imports it."""
+    from importlib.metadata import entry_points
+
+    for point in entry_points(group=SPANNING_GROUP):
+        if point.name == "dask":
+            return point.load()
+    raise LabError(
+        "labs across hosts need tunlab installed with its entry points: pip install 'tunlab[cluster]'"
+    )
 
 
 def check_lab_name(name: str) -> str:
@@ -84,15 +99,44 @@ class Lab:
         self._teardown = threading.RLock()  # a down from outside waits for a live change, and back
         self._health: HealthWatch | None = None
 
+    @overload
     @classmethod
     def from_file(
         cls,
         path: str | os.PathLike[str],
         vars: Mapping[str, Any] | None = None,
+        *,
+        cluster: None = None,
         **kwargs: Any,
-    ) -> Lab:
-        """A lab from a YAML/TOML/JSON topology file, rendered with vars."""
-        return cls(load_file(path, vars), source=str(Path(path).resolve()), **kwargs)
+    ) -> Lab: ...
+
+    @overload
+    @classmethod
+    def from_file(
+        cls,
+        path: str | os.PathLike[str],
+        vars: Mapping[str, Any] | None = None,
+        *,
+        cluster: Any,
+        **kwargs: Any,
+    ) -> Any: ...  # a ClusterLab (typed in its own layer, which builds on this one)
+
+    @classmethod
+    def from_file(
+        cls,
+        path: str | os.PathLike[str],
+        vars: Mapping[str, Any] | None = None,
+        *,
+        cluster: Any = None,
+        **kwargs: Any,
+    ) -> Any:
+        """A lab from a YAML/TOML/JSON topology file, rendered with vars. With cluster (a Dask
+        scheduler's address or a distributed.Client) the lab spans that cluster's hosts: a
+        ClusterLab (docs/cluster.md)."""
+        source = str(Path(path).resolve())
+        if cluster is not None:
+            return spanning_lab()(load_file(path, vars), cluster=cluster, source=source, **kwargs)
+        return cls(load_file(path, vars), source=source, **kwargs)
 
     # ---- lifecycle --------------------------------------------------------------------------
     @property

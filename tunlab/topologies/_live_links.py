@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
@@ -23,6 +23,7 @@ from tunlab.topologies._fieldpath import format_path
 from tunlab.topologies._links import link_types, type_of
 
 if TYPE_CHECKING:
+    from tunlab.topologies._fields import LinkModel
     from tunlab.topologies._runtime import Runtime
 
 _LOCK = threading.Lock()  # one change at a time (the control socket's thread, the test's)
@@ -246,7 +247,11 @@ class LabLink:
 
 def find_link(rt: Runtime, selector: int | str) -> int:
     """A link index from an index, a link name or one of its endpoints ('node:interface')."""
-    links = rt.topo.links
+    return link_index(rt.topo.links, selector)
+
+
+def link_index(links: Sequence[LinkModel], selector: int | str) -> int:
+    """find_link() over a topology's links (a lab across hosts finds its links so)."""
     if isinstance(selector, int) and not isinstance(selector, bool):
         if 0 <= selector < len(links):
             return selector

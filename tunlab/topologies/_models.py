@@ -19,6 +19,7 @@ from tunlab.topologies._fields import (
     NODE_RE,
     Endpoint,
     Healthcheck,
+    HostEntry,
     InterfaceSettings,
     NodeBase,
     NodeCommon,
@@ -114,6 +115,10 @@ class Topology(Strict):
     defaults: Defaults = Field(default_factory=Defaults)
     nodes: dict[str, Node] = Field(min_length=1)
     links: list[Link] = Field(default_factory=list)
+    hosts: list[Annotated[str, Field(pattern=NAME_RE, max_length=64)] | HostEntry] = Field(
+        default_factory=list,
+        description="the cluster hosts the lab may use (Dask worker names); default: every worker",
+    )
     _resolved: tuple[tuple[int, ...], dict[str, NodeBase]] | None = PrivateAttr(None)
 
     @model_validator(mode="before")

@@ -171,6 +171,11 @@ class NodeDriver(abc.ABC):
         """Problems of a node's fields that only this kind knows (for `validate`)."""
         return []
 
+    def memory(self, node: NodeBase) -> int | None:
+        """MiB of a host's RAM the node takes, when that is what limits where it can run (a
+        cluster balances such nodes by it); None for nodes that take little."""
+        return None
+
     def check_available(self) -> None:  # noqa: B027 (optional hook: most kinds are always there)
         """Raise LabError, saying what is missing, when nodes of this kind cannot be made here."""
 

@@ -170,6 +170,9 @@ class VmDriver(NodeDriver):
     parallel = True
     interfaces_in_guest = True
 
+    def memory(self, node: NodeBase) -> int | None:
+        return getattr(node, "memory", None) or 256
+
     # ---- validation ---------------------------------------------------------------------------
     def check(self, node: NodeBase) -> list[NodeIssue]:
         vm = cast("VmNode", node)

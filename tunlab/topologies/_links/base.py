@@ -73,6 +73,11 @@ class LinkType(abc.ABC):
         """Namespaces the engine makes for this link (recorded before anything exists)."""
         return []
 
+    def across_hosts(self, link: LinkModel) -> dict[str, Any] | None:
+        """What a wire (links/wire.py) needs to carry this link between two cluster hosts (its
+        layer, offload); None: the type cannot span hosts (its ends must share one)."""
+        return None
+
     # ---- deploying ----------------------------------------------------------------------------
     @abc.abstractmethod
     def steps(self, rt: Runtime, li: int) -> list[PlannedStep]:

@@ -4,7 +4,7 @@ with offload); its impairment is a stage of that relay. To a VM the pair is TAP 
 from __future__ import annotations
 
 import functools
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field
 
@@ -32,6 +32,9 @@ class TunPair(LinkType):
     ethtool_offload = False
     graph_style = "bold"
     mermaid_arrow = "<==>"
+
+    def across_hosts(self, link: LinkModel) -> dict[str, Any] | None:
+        return {"layer": "tun", "offload": link.offload if isinstance(link, TunPairLink) else True}
 
     def check(self, ctx: CheckContext, li: int, link: LinkModel) -> list[Issue]:
         if link.impair is not None and link.impair_via == "kernel":

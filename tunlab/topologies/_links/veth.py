@@ -7,7 +7,7 @@ them; to a VM it is one TAP device, the peer's interface, whose fd is the guest'
 from __future__ import annotations
 
 import functools
-from typing import Literal
+from typing import Any, Literal
 
 from tunlab.topologies._catalog import Iface
 from tunlab.topologies._links import wiring
@@ -26,6 +26,9 @@ class Veth(LinkType):
     model = VethLink
     rank = 10
     default = True
+
+    def across_hosts(self, link: LinkModel) -> dict[str, Any] | None:
+        return {"layer": "tap"}  # Ethernet across: a TAP in each node, frames relayed over UDP
 
     def steps(self, rt: Runtime, li: int) -> list[PlannedStep]:
         ends, label = rt.ends(li), rt.label(li)
