@@ -10,7 +10,7 @@ import os
 import platform
 import sys
 
-SUITES = ["offload", "relay", "impair", "vm", "topology", "validate", "containers", "soak"]
+SUITES = ["offload", "relay", "impair", "vm", "topology", "validate", "containers", "cluster", "soak"]
 
 
 def machine() -> str:

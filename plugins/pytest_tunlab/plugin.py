@@ -46,6 +46,19 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="scope of the tun_device and topology fixtures (default: function)",
     )
     group.addoption(
+        "--tunlab-cluster",
+        metavar="ADDRESS",
+        default=None,
+        help="bring topology labs up across the hosts of this Dask cluster (tls://HOST:PORT; "
+        "certificates from TUNLAB_TLS_CA/CERT/KEY; docs/cluster.md)",
+    )
+    group.addoption(
+        "--tunlab-cluster-insecure",
+        action="store_true",
+        default=False,
+        help="allow a plain tcp:// cluster address that is not on loopback",
+    )
+    group.addoption(
         "--tunlab-keep-on-failure",
         action="store_true",
         default=False,
@@ -255,11 +268,31 @@ def _resolve_topology(spec: Any, request: pytest.FixtureRequest, variables: dict
     return load_file(path, variables)
 
 
+def _cluster(request: pytest.FixtureRequest) -> str | None:
+    found = request.config.getoption("--tunlab-cluster")
+    return str(found) if found else None
+
+
 def _start_lab(request: pytest.FixtureRequest, spec: Any, variables: dict[str, Any]) -> Lab:
-    """Bring a lab up under a unique name; the test's failure report will describe it."""
+    """Bring a lab up under a unique name (across the hosts of --tunlab-cluster when given);
+    the test's failure report will describe it."""
     from tunlab.topologies._lab import Lab
 
-    lab = Lab(_resolve_topology(spec, request, variables), unique=True).up()
+    topo = _resolve_topology(spec, request, variables)
+    cluster = _cluster(request)
+    if cluster is not None:
+        from tunlab.cluster import ClusterLab
+
+        spanning = ClusterLab(
+            topo,
+            cluster=cluster,
+            unique=True,
+            insecure=bool(request.config.getoption("--tunlab-cluster-insecure")),
+            detached=bool(request.config.getoption("--tunlab-keep-on-failure")),  # a kept lab stays
+        ).up()
+        _remember(request, LABS, spanning)
+        return spanning  # type: ignore[return-value]
+    lab = Lab(topo, unique=True).up()
     _remember(request, LABS, lab)
     return lab
 
@@ -273,6 +306,18 @@ def _finish_lab(request: pytest.FixtureRequest, lab: Lab, keep: bool) -> None:
         reporter = request.config.pluginmanager.get_plugin("terminalreporter")
         nodes = ", ".join(lab.topology.nodes)
         name = lab.name
+        cluster = _cluster(request)
+        if cluster is not None:
+            lab.detach()  # its parts were made detached: they stay on their hosts
+            message = (
+                f"\ntunlab: kept lab '{name}' of the failing test {request.node.nodeid} "
+                f"on the cluster {cluster}\n"
+                f"  enter a node ({nodes}): tunlab exec {name} <node> --cluster {cluster} -- bash\n"
+                f"  remove it: tunlab down {name} --cluster {cluster}\n"
+            )
+            if reporter is not None:
+                reporter.write_line(message)
+            return
         try:
             held = f"held by supervisor pid {lab.hand_over()}, it outlives pytest"
         except LabError as exc:  # VM nodes end with pytest: keep what outlives it
@@ -309,7 +354,8 @@ def topology(request: pytest.FixtureRequest, tunlab_keep_on_failure: bool) -> It
             assert_delivered_exactly(traffic.tcp_stream(h1, h2, "198.18.2.2", nbytes=1 << 20))
         ```
     """
-    _skip_unless_able()
+    if _cluster(request) is None:  # a client of a cluster needs no namespaces of its own
+        _skip_unless_able()
     marker = request.node.get_closest_marker("topology")
     param = getattr(request, "param", None)
     if marker is None and param is None:
@@ -532,6 +578,12 @@ def _describe_lab(lab: Lab) -> str:
     if not lab.running:
         return "(the lab is down)"
     data = lab.inspect()
+    if "hosts" in data and "nodes" not in data:  # a lab across hosts: each host's part
+        lines = []
+        for host, part in data["hosts"].items():
+            lines.append(f"host {host}:")
+            lines += [f"  {line}" for line in (describe(part) if "error" not in part else [part["error"]])]
+        return "\n".join(lines)
     lines = describe(data)
     if data.get("relays"):
         lines += ["relays:", *_relay_lines(data["relays"])]

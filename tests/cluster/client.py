@@ -104,10 +104,7 @@ def big() -> None:
     stats = lab.link("l29").stats()
     lab.link("l29").clear()
     # TCP over a cross-host tun-pair: l30 (n1 on h1 <-> n16 on h2)
-    server = lab.node("n16").run(["iperf3", "-s", "-D", "-1"])
-    time.sleep(0.3)
-    done = lab.node("n1").run(["iperf3", "-c", "198.18.30.2", "-t", "3", "-J"], timeout=60)
-    gbit = json.loads(done.stdout)["end"]["sum_received"]["bits_per_second"] / 1e9 if done.ok else 0.0
+    gbit = iperf(lab.node("n16"), lab.node("n1"), "198.18.30.2")
     held = what_it_holds(lab)
     down_started = time.monotonic()
     problems = lab.down()
@@ -122,10 +119,29 @@ def big() -> None:
         loss_percent=loss,
         loss_counted=stats["a_to_b_stats"].get("lost", 0),
         tcp_gbit=gbit,
-        iperf_ok=done.ok and server.ok,
         problems=problems,
         **held,
     )
+
+
+def iperf(server: Any, client: Any, address: str) -> float:
+    """TCP for 3 s from client to server's address: Gbit/s received (0 when it failed)."""
+    server.run(["iperf3", "-s", "-D", "-1"])
+    time.sleep(0.3)
+    done = client.run(["iperf3", "-c", address, "-t", "3", "-J"], timeout=60)
+    return json.loads(done.stdout)["end"]["sum_received"]["bits_per_second"] / 1e9 if done.ok else 0.0
+
+
+def local() -> None:
+    """The same lab on one machine (run on a host): the baseline of benchmarks/cluster.py."""
+    from tunlab.topologies import Lab
+
+    started = time.monotonic()
+    lab = Lab(big_topology("local")).up()
+    up_s = time.monotonic() - started
+    gbit = iperf(lab.node("n16"), lab.node("n1"), "198.18.30.2")
+    lab.down()
+    say(up_s=up_s, tcp_gbit=gbit)
 
 
 def hold(name: str) -> None:
@@ -158,4 +174,4 @@ def watch(name: str) -> None:
 
 if __name__ == "__main__":
     scenario, *rest = sys.argv[1:]
-    {"big": big, "hold": hold, "watch": watch}[scenario](*rest)
+    {"big": big, "local": local, "hold": hold, "watch": watch}[scenario](*rest)

@@ -202,3 +202,33 @@ def test_tls_names_the_missing_certificate(monkeypatch: pytest.MonkeyPatch, tmp_
     monkeypatch.setenv("TUNLAB_TLS_CA", str(tmp_path / "ca.pem"))
     with pytest.raises(ClusterError, match="tls ca file .*ca.pem' cannot be read"):
         Tls.from_env(cert="c", key="k").security()
+
+
+def test_a_veth_over_vxlan_becomes_a_vxlan_wire_given_its_vni_at_both_ends() -> None:
+    topo = Topology.model_validate(
+        {
+            "name": "v",
+            "nodes": {"a": {"host": "h1"}, "b": {"host": "h2"}},
+            "links": [{"transport": "vxlan", "impair": {"rate": "10mbit"}, "endpoints": ["a:e0", "b:e0"]}],
+        }
+    )
+    plan = plan_lab(topo, HOSTS)
+    assert plan.vxlan() == [0]
+    plan.give_vnis({0: 70000})
+    plan.connect({})  # no UDP port to reserve: the vxlan port
+    for host in ("h1", "h2"):
+        wire = plan.parts[host]["links"][0]
+        assert (wire["transport"], wire["vni"], wire["port"], wire["layer"]) == ("vxlan", 70000, 4789, "tap")
+    assert ClusterPlan.from_summary({**plan.summary(), "hosts": {}}).vnis == {0: 70000}
+
+
+def test_a_tun_pair_cannot_cross_over_vxlan() -> None:
+    topo = Topology.model_validate(
+        {
+            "name": "v",
+            "nodes": {"a": {"host": "h1"}, "b": {"host": "h2"}},
+            "links": [{"type": "tun-pair", "transport": "vxlan", "endpoints": ["a:t0", "b:t0"]}],
+        }
+    )
+    with pytest.raises(TopologyError, match=r"links\[0\].transport: vxlan carries Ethernet frames"):
+        plan_lab(topo, HOSTS)

@@ -22,6 +22,7 @@ from rich.text import Text
 from tunlab._cli.output import console, err_console
 
 F = TypeVar("F", bound=Callable[..., Any])
+T = TypeVar("T")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,12 +44,15 @@ class ClusterOptions:
             "tls": Tls.from_env(self.tls_ca, self.tls_cert, self.tls_key),
         }
 
-    def client(self) -> Any:
+    def ask(self, question: Callable[[Any], T]) -> T:
+        """question(client) with a client of the cluster, closed after."""
         from tunlab.cluster._connect import connect
 
-        return connect(
-            **{k: v for k, v in self.connect_kwargs().items() if k != "cluster"}, cluster=self.address
-        )
+        client = connect(**self.connect_kwargs())
+        try:
+            return question(client)
+        finally:
+            client.close()  # type: ignore[no-untyped-call]
 
 
 def cluster_options(fn: F) -> F:
@@ -170,11 +174,7 @@ def down(name: str, opts: ClusterOptions) -> None:
 def ls(opts: ClusterOptions) -> None:
     from tunlab.cluster._operations import cluster_labs
 
-    client = opts.client()
-    try:
-        rows = cluster_labs(client)
-    finally:
-        client.close()
+    rows = opts.ask(cluster_labs)
     if not rows:
         console.print("no labs on the cluster")
         return
@@ -197,11 +197,7 @@ def ls(opts: ClusterOptions) -> None:
 def gc(opts: ClusterOptions) -> None:
     from tunlab.cluster._operations import collect_cluster
 
-    client = opts.client()
-    try:
-        removed = collect_cluster(client)
-    finally:
-        client.close()
+    removed = opts.ask(collect_cluster)
     total = 0
     for host, items in sorted(removed.items()):
         for item in items:

@@ -8,7 +8,9 @@ once with their peers' ports. A failure anywhere takes every part down again.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import random
 import threading
 import time
 import uuid
@@ -19,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from tunlab.cluster._connect import ClusterError, Tls, connect, workers
 from tunlab.cluster._part import HostPart
 from tunlab.cluster._plan import ClusterPlan, plan_lab
+from tunlab.cluster._records import DATASET, LOCK, records, taken_vnis
 from tunlab.errors import LabError
 from tunlab.relay._direction import Direction
 from tunlab.topologies._drivers.base import ExecResult
@@ -31,8 +34,10 @@ from tunlab.topologies._state import new_lab_id
 if TYPE_CHECKING:
     from distributed import Client
 
+VNI_FIRST = 4096  # vnis a lab across hosts takes: above those people write by hand
+_RANDOM = random.SystemRandom()
 HEARTBEAT = 1.0  # seconds between the client's words to each part (and its look at the workers)
-DATASET = "tunlab-lab-"  # + the lab's name: what other clients find it by
+UNANSWERED = 3.0  # a host whose part has not answered a heartbeat for this long is lost
 
 
 class ClusterLab:
@@ -75,6 +80,7 @@ class ClusterLab:
         self._futures: list[Any] = []  # keep the actors alive while this object holds them
         self._addresses: dict[str, str] = {}  # host -> worker address
         self._lost: dict[str, str] = {}  # host -> what happened to it
+        self._touches: dict[str, tuple[Any, float]] = {}  # host -> (its last heartbeat, sent at)
         self._stop = threading.Event()
         self._beat: threading.Thread | None = None
         self.on_host_lost: Callable[[str, str], None] | None = None  # (host, cause), from a thread
@@ -167,8 +173,11 @@ class ClusterLab:
         if self._parts:
             raise LabError(f"lab '{self.name}' is already up")
         client = self._connect()
+        claimed = False
         try:
             plan = self.validate()
+            self._claim(client, plan)
+            claimed = True
             tag = uuid.uuid4().hex[:8]
             futures = {
                 host: client.submit(
@@ -192,10 +201,13 @@ class ClusterLab:
                 "deploy failed",
                 rollback=True,
             )
-            client.publish_dataset(**{DATASET + self.name: self._record()}, override=True)
+            client.publish_dataset(self._record(), name=DATASET + self.name, override=True)
         except BaseException:
             if self._parts:  # a signal or a failure mid-way: no part stays behind
                 self._down_parts("the lab's bring-up did not finish")
+            if claimed:
+                with contextlib.suppress(Exception):
+                    client.unpublish_dataset(DATASET + self.name)
             self._parts, self._futures = {}, []
             self._close_client()
             raise
@@ -208,9 +220,33 @@ class ClusterLab:
         """Block until down() ran (here) or timeout seconds pass; True once it is down."""
         return self._stop.wait(timeout)
 
+    def _claim(self, client: Client, plan: ClusterPlan) -> None:
+        """Take the lab's name on the cluster, and a vni for each vxlan link that no recorded
+        lab uses (under a cluster-wide lock: two clients never take the same)."""
+        from distributed import Lock
+
+        with Lock(LOCK, scheduler_rpc=client.scheduler, loop=client.loop):  # type: ignore[no-untyped-call]
+            if self.name in records(client):
+                raise LabError(
+                    f"a lab named '{self.name}' is already on the cluster: "
+                    f"`tunlab down {self.name} --cluster` first, or give this one another name"
+                )
+            taken = taken_vnis(client)
+            chosen: dict[int, int] = {}
+            for li in plan.vxlan():
+                vni = _RANDOM.randint(VNI_FIRST, 16_777_215)
+                while vni in taken:
+                    vni = _RANDOM.randint(VNI_FIRST, 16_777_215)
+                taken.add(vni)
+                chosen[li] = vni
+            plan.give_vnis(chosen)
+            client.publish_dataset(self._record(), name=DATASET + self.name)
+
     def _reserve_ports(self, plan: ClusterPlan) -> None:
         wanted: dict[str, list[int]] = {}
         for li, ends in plan.wires.items():
+            if li in plan.vnis:
+                continue  # kernel vxlan: its port is the vxlan port
             for end in ends:
                 wanted.setdefault(end.host, []).append(li)
         got = self._gather(
@@ -243,6 +279,7 @@ class ClusterLab:
         assert self.plan is not None
         return {
             "name": self.name,
+            "status": "up" if self._parts else "starting",
             "detached": self.detached,
             "hosts": {h: self._addresses[h] for h in self.plan.parts},
             "source": self.source,
@@ -290,7 +327,7 @@ class ClusterLab:
             try:
                 calls[host] = actor.down(why)
             except Exception as exc:
-                problems.append(f"host {host}: {exc}")
+                problems.append(f"host {host}: not reachable ({exc}): its part is left to `tunlab gc` there")
         for host, fut in calls.items():
             try:
                 problems += [f"host {host}: {p}" for p in fut.result(timeout=120)]
@@ -328,12 +365,19 @@ class ClusterLab:
                 if self._addresses[host] not in present:
                     self._host_lost(host, f"its worker {self._addresses[host]} left the cluster")
                     continue
+                pending = self._touches.get(host)
+                if pending is not None and not pending[0].done():
+                    if time.monotonic() - pending[1] > UNANSWERED:
+                        self._host_lost(host, f"its worker has not answered for {UNANSWERED:g} s")
+                    continue
                 try:
-                    actor.touch()
+                    self._touches[host] = (actor.touch(), time.monotonic())
                 except Exception as exc:
                     self._host_lost(host, f"its worker does not answer ({type(exc).__name__})")
 
     def _host_lost(self, host: str, cause: str) -> None:
+        if host in self._lost:
+            return
         self._lost[host] = f"{cause} at {time.strftime('%H:%M:%S')}"
         if self.on_host_lost is not None:
             self.on_host_lost(host, self._lost[host])
@@ -347,7 +391,8 @@ class ClusterLab:
             try:
                 out.update({f"{k} (host {host})": v for k, v in fut.result(timeout=10).items()})
             except Exception as exc:
-                out[f"host {host}"] = f"does not answer: {type(exc).__name__}"
+                self._host_lost(host, f"its worker does not answer ({exc})")
+                out[f"host {host}"] = self._lost[host]
         return out
 
     # ---- using it -----------------------------------------------------------------------------
@@ -513,8 +558,8 @@ class ClusterLink:
         (first, _), (second, _) = self.at
         a, b = views[first], views[second]
         return {
-            "via": "relay",
-            "reason": f"across hosts {first} and {second}: each direction in the relay of the host it leaves",
+            "via": a.get("via", "relay"),
+            "reason": f"across hosts {first} and {second}: each direction where it leaves",
             "a_to_b": a.get("a_to_b", ""),
             "b_to_a": b.get("a_to_b", ""),
             "a_to_b_stats": a.get("a_to_b_stats", {}),

@@ -6,7 +6,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from tunlab.cluster._connect import workers
-from tunlab.cluster._lab import DATASET, HEARTBEAT
+from tunlab.cluster._lab import HEARTBEAT
+from tunlab.cluster._records import DATASET, records
 from tunlab.cluster._remote import collect, list_parts
 
 if TYPE_CHECKING:
@@ -18,17 +19,6 @@ def _by_host(client: Client, answers: dict[str, Any]) -> dict[str, Any]:
     return {names.get(addr, addr): value for addr, value in answers.items()}
 
 
-def records(client: Client) -> dict[str, dict[str, Any]]:
-    """The labs published on the cluster, by name (what `up --cluster` recorded)."""
-    out = {}
-    for key in client.list_datasets():  # type: ignore[no-untyped-call]
-        if isinstance(key, str) and key.startswith(DATASET):
-            record = client.get_dataset(key, default=None)
-            if isinstance(record, dict):
-                out[key[len(DATASET) :]] = record
-    return out
-
-
 def cluster_labs(client: Client) -> list[dict[str, Any]]:
     """One row per lab and host: the parts the hosts hold, and a row for each host a recorded
     lab names that holds nothing of it any more (lost: its worker died or left)."""
@@ -37,7 +27,11 @@ def cluster_labs(client: Client) -> list[dict[str, Any]]:
     held = {(r["lab"], r["host"]) for r in rows}
     for name, record in sorted(records(client).items()):
         for host in record.get("hosts", {}):
-            if (name, host) not in held:
+            if (name, host) in held:
+                continue
+            if record.get("status") == "starting":
+                rows.append({"lab": name, "host": host, "running": False, "ended": "starting", "nodes": []})
+            else:
                 rows.append({"lab": name, "host": host, "running": False, "lost": True, "nodes": []})
     return rows
 

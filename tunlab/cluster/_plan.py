@@ -21,6 +21,7 @@ from tunlab.topologies._drivers import driver_for
 from tunlab.topologies._fieldpath import format_path
 from tunlab.topologies._fields import HostEntry
 from tunlab.topologies._links import link_type
+from tunlab.topologies._links import wire as wire_rules
 from tunlab.topologies._loader import model_from_data
 from tunlab.topologies._models import Topology
 
@@ -43,10 +44,28 @@ class ClusterPlan:
     parts: dict[str, dict[str, Any]]  # host -> its topology (as data)
     local: dict[int, list[tuple[str, int]]] = field(default_factory=dict)  # link -> (host, index)s
     wires: dict[int, tuple[WireEnd, WireEnd]] = field(default_factory=dict)  # cross-host links
+    vnis: dict[int, int] = field(default_factory=dict)  # vxlan cross-host links: their vni
+
+    def vxlan(self) -> list[int]:
+        """The cross-host links carried by kernel vxlan (the others: a relay over UDP)."""
+        return [li for li, (a, _) in self.wires.items() if wire_rules.needs_vni(self._wire(a))]
+
+    def _wire(self, end: WireEnd) -> dict[str, Any]:
+        found: dict[str, Any] = self.parts[end.host]["links"][end.local_index]
+        return found
+
+    def give_vnis(self, vnis: dict[int, int]) -> None:
+        """Each vxlan link's network identifier, the same at both ends."""
+        for li, vni in vnis.items():
+            for end in self.wires[li]:
+                self._wire(end)["vni"] = vni
+        self.vnis.update(vnis)
 
     def connect(self, ports: dict[tuple[int, str], int]) -> None:
-        """Fill each wire's ports: ports[(link, host)] is the UDP port reserved on that host."""
+        """Fill each udp wire's ports: ports[(link, host)] is the UDP port reserved on that host."""
         for li, ends in self.wires.items():
+            if li in self.vnis:
+                continue
             for end in ends:
                 end.port = ports[(li, end.host)]
             for mine, theirs in (ends, ends[::-1]):
@@ -62,6 +81,7 @@ class ClusterPlan:
             int(li): (WireEnd(str(a[0]), int(a[1]), int(a[2])), WireEnd(str(b[0]), int(b[1]), int(b[2])))
             for li, (a, b) in data["wires"].items()
         }
+        plan.vnis = {int(li): int(v) for li, v in data.get("vnis", {}).items()}
         return plan
 
     def summary(self) -> dict[str, Any]:
@@ -73,6 +93,7 @@ class ClusterPlan:
             "wires": {
                 str(li): [[e.host, e.local_index, e.port] for e in ends] for li, ends in self.wires.items()
             },
+            "vnis": {str(li): vni for li, vni in self.vnis.items()},
         }
 
 
@@ -182,35 +203,13 @@ def split(
                 )
             )
             continue
-        if link.impair_via == "kernel":
-            issues.append(
-                Issue(
-                    ("links", li, "impair_via"),
-                    "a link between two hosts is impaired in its relay: use impair_via: relay",
-                )
-            )
+        problem = wire_rules.crossing_issue(link, kind.name, wire)
+        if problem is not None:
+            issues.append(Issue(("links", li, problem[0]), problem[1]))
             continue
-        imp = link.impairment
         ends_at: list[WireEnd] = []
         for side, (end, host) in enumerate(zip(raw["endpoints"], on, strict=True)):
-            other = on[1 - side]
-            w: dict[str, Any] = {
-                "type": "wire",
-                "endpoints": [end],
-                **wire,
-                "local": hosts[host],
-                "port": 0,
-                "peer": hosts[other],
-                "peer_port": 1,
-                "workers": link.workers,
-            }
-            for key in ("name", "mtu"):
-                if raw.get(key) is not None:
-                    w[key] = raw[key]
-            if imp is not None:
-                out = imp.a_to_b if side == 0 else imp.b_to_a
-                if out.active:
-                    w["impair"] = {"a_to_b": out.model_dump(mode="json", exclude_defaults=True)}
+            w = wire_rules.wire_for(link, raw, end, side, wire, hosts[host], hosts[on[1 - side]])
             ends_at.append(WireEnd(host, len(parts[host]["links"])))
             parts[host]["links"].append(w)
         plan.local[li] = [(e.host, e.local_index) for e in ends_at]

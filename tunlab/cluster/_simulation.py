@@ -46,6 +46,7 @@ class SimulatedCluster:
         self.namespaces: dict[str, NetNamespace] = {}
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
         self.names = [f"h{i}" for i in range(1, hosts + 1)]
+        self._clients: list[Any] = []
 
     # ---- addresses and environments ---------------------------------------------------------
     @property
@@ -78,6 +79,18 @@ class SimulatedCluster:
                 TUNLAB_TLS_KEY=str(self.dir / "node-key.pem"),
             )
         return env
+
+    def client(self) -> Any:
+        """A Dask client connected from the client namespace (its event loop thread is started
+        there, so every connection it makes is), for ClusterLab(..., cluster=sim.client()) in
+        this process; close() closes it."""
+        from tunlab.cluster._connect import Tls, connect
+
+        env = self.client_env()
+        tls = Tls(env.get("TUNLAB_TLS_CA"), env.get("TUNLAB_TLS_CERT"), env.get("TUNLAB_TLS_KEY"))
+        found = self.client_ns.call(connect, self.address, insecure=not self.tls, tls=tls)
+        self._clients.append(found)
+        return found
 
     @property
     def client_ns(self) -> NetNamespace:
@@ -141,11 +154,16 @@ class SimulatedCluster:
         d = self.dir
         return [f"--tls-ca-file={d}/ca.pem", f"--tls-cert={d}/node.pem", f"--tls-key={d}/node-key.pem"]
 
-    def _dask(self) -> str:
-        found = shutil.which("dask", path=os.path.dirname(sys.executable)) or shutil.which("dask")
-        if found is None:
-            raise LabError("the `dask` command is missing: pip install 'tunlab[cluster]'")
-        return found
+    @staticmethod
+    def _dask() -> list[str]:
+        """`dask` as this interpreter runs it (what `dask scheduler`/`dask worker` are)."""
+        try:
+            import distributed  # noqa: F401
+        except ImportError:
+            raise LabError(
+                "the simulated cluster needs Dask distributed: pip install 'tunlab[cluster]'"
+            ) from None
+        return [sys.executable, "-m", "dask"]
 
     def _start(self, name: str, ns: NetNamespace, argv: list[str], env: dict[str, str]) -> None:
         log = open(self.dir / f"{name}.log", "wb")  # noqa: SIM115 (the process writes it)
@@ -161,13 +179,13 @@ class SimulatedCluster:
 
     def _scheduler(self) -> None:
         protocol = "tls" if self.tls else "tcp"
-        argv = [self._dask(), "scheduler", "--host", UNDERLAY.format(1), "--port", str(SCHEDULER_PORT),
+        argv = [*self._dask(), "scheduler", "--host", UNDERLAY.format(1), "--port", str(SCHEDULER_PORT),
                 "--no-dashboard", "--protocol", protocol, *self._tls_args()]  # fmt: skip
         self._start("scheduler", self.client_ns, argv, self.host_env("scheduler"))
 
     def start_worker(self, host: str) -> None:
         """Start (or start again) host's `dask worker`."""
-        argv = [self._dask(), "worker", self.address, "--name", host, "--nthreads", "4",
+        argv = [*self._dask(), "worker", self.address, "--name", host, "--nthreads", "4",
                 "--no-dashboard", "--host", self.underlay(host), "--local-directory",
                 str(self.dir / host / "dask"), *self._tls_args()]  # fmt: skip
         self._start(host, self.namespaces[host], argv, self.host_env(host))
@@ -216,6 +234,10 @@ class SimulatedCluster:
     def close(self) -> None:
         """Stop every process, collect what a killed worker left on its host, remove the
         namespaces and files."""
+        for client in self._clients:
+            with contextlib.suppress(Exception):
+                client.close()
+        self._clients.clear()
         for proc in list(self.processes.values()):
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGTERM)

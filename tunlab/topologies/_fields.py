@@ -344,6 +344,11 @@ class LinkModel(Strict):
         "auto",
         description="kernel qdiscs (netem/tbf) or a relay; auto takes the kernel where it can",
     )
+    transport: Literal["udp", "vxlan"] = Field(
+        "udp",
+        description="how the link crosses between two hosts of a cluster: udp (a relay over UDP) "
+        "or vxlan (kernel vxlan); not used when both ends are on one host",
+    )
 
     @property
     def impairment(self) -> LinkImpairment | None:

@@ -101,7 +101,7 @@ class Vxlan(LinkType):
             make = Step(
                 f"vxlan {label} (with a relay for the impairment)",
                 functools.partial(_vxlan_relayed, rt, li, ends),
-                functools.partial(_close_relayed, rt, li, ends),
+                functools.partial(close_relayed, rt, li, ends),
             )
         else:
             make = Step(f"vxlan {label}", functools.partial(_vxlan, rt, li, ends))
@@ -201,25 +201,32 @@ def _vxlan(rt: Runtime, li: int, ends: list[Iface], names: list[str] | None = No
 def _vxlan_relayed(rt: Runtime, li: int, ends: list[Iface]) -> None:
     _vxlan(rt, li, ends, [shim_names(li, i)[0] for i in range(len(ends))])
     for i, end in enumerate(ends):
-        ns = rt.netns(end.node)
-        vx, br, side = shim_names(li, i)
-        ipr = rt.ipr(ns)
-        ipr.link("add", ifname=br, kind="bridge")
-        relay_side = wiring.tap(ns, side)
-        rt.devices[(end.node, side)] = relay_side
-        node_side = wiring.tap(ns, end.name)
-        rt.devices[(end.node, end.name)] = node_side
-        mtu = ipr.get_links(rt.index(ns, vx))[0].get_attr("IFLA_MTU")
-        for dev in (vx, side):
-            ipr.link("set", index=rt.index(ns, dev), master=rt.index(ns, br), state="up", mtu=mtu)
-        ipr.link("set", index=rt.index(ns, br), state="up")
-        if end.settings.mtu is None:
-            ipr.link("set", index=rt.index(ns, end.name), mtu=mtu)
-        key = (li, i)
-        wiring.start_relay(rt, key, node_side, relay_side, wiring.impair_of(rt, key), f"vxlan-{li}-{i}")
+        relay_shim(rt, li, i, end)
 
 
-def _close_relayed(rt: Runtime, li: int, ends: list[Iface]) -> None:
+def relay_shim(rt: Runtime, li: int, i: int, end: Iface) -> None:
+    """A relay in place of a vxlan end (made under its hidden name): the vxlan device and a
+    TAP on a bridge in the node, relayed to the TAP the node sees as the end (what leaves the
+    node is the relay's a_to_b)."""
+    ns = rt.netns(end.node)
+    vx, br, side = shim_names(li, i)
+    ipr = rt.ipr(ns)
+    ipr.link("add", ifname=br, kind="bridge")
+    relay_side = wiring.tap(ns, side)
+    rt.devices[(end.node, side)] = relay_side
+    node_side = wiring.tap(ns, end.name)
+    rt.devices[(end.node, end.name)] = node_side
+    mtu = ipr.get_links(rt.index(ns, vx))[0].get_attr("IFLA_MTU")
+    for dev in (vx, side):
+        ipr.link("set", index=rt.index(ns, dev), master=rt.index(ns, br), state="up", mtu=mtu)
+    ipr.link("set", index=rt.index(ns, br), state="up")
+    if end.settings.mtu is None:
+        ipr.link("set", index=rt.index(ns, end.name), mtu=mtu)
+    key = (li, i)
+    wiring.start_relay(rt, key, node_side, relay_side, wiring.impair_of(rt, key), f"vxlan-{li}-{i}")
+
+
+def close_relayed(rt: Runtime, li: int, ends: list[Iface]) -> None:
     for i, end in enumerate(ends):
         wiring.stop_relays(rt, li, [i])
         wiring.close_devices(rt, [(end.node, end.name), (end.node, shim_names(li, i)[2])])
