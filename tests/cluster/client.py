@@ -172,6 +172,16 @@ def watch(name: str) -> None:
     say(lost=lost, seen_at=seen_at, problems=lab.down())
 
 
+def rows() -> None:
+    """Every lab part on every host (what `tunlab ls --cluster` shows), as JSON."""
+    from tunlab.cluster._connect import connect
+    from tunlab.cluster._operations import cluster_labs
+
+    client = connect(None)
+    say(rows=cluster_labs(client))
+    client.close()
+
+
 if __name__ == "__main__":
     scenario, *rest = sys.argv[1:]
-    {"big": big, "local": local, "hold": hold, "watch": watch}[scenario](*rest)
+    {"big": big, "local": local, "hold": hold, "watch": watch, "rows": rows}[scenario](*rest)

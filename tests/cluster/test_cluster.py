@@ -62,6 +62,13 @@ def said(proc: subprocess.Popen[bytes]) -> dict[str, Any]:
     return dict(json.loads(line))
 
 
+def rows(sim: Any) -> list[dict[str, Any]]:
+    """Every lab part on every host, as `tunlab ls --cluster` lists them."""
+    done = sim.run_client([sys.executable, CLIENT, "rows"], timeout=60)
+    assert done.returncode == 0, done.stderr.decode()[-2000:]
+    return list(json.loads(done.stdout)["rows"])
+
+
 def tunlab(sim: Any, *argv: str) -> subprocess.CompletedProcess[bytes]:
     return sim.run_client([*TUNLAB, *argv], timeout=180)
 
@@ -257,3 +264,17 @@ def test_links_over_kernel_vxlan_between_hosts(sim: Any) -> None:
         times = [float(x.split("time=")[1].split()[0]) for x in done.text.splitlines() if "time=" in x]
         assert done.ok and min(times) >= 30.0  # a_to_b delayed where it leaves h1
         assert one.link("slow").stats()["a_to_b"] == "netem limit 1000 delay 30ms"
+
+
+def test_a_foreground_lab_ends_by_itself_once_its_client_is_gone(sim: Any) -> None:
+    proc = client(sim, "hold", "alone")
+    held = said(proc)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(10)
+    deadline = time.monotonic() + 30  # the parts wait ORPHAN_AFTER (10 s) of silence
+    while time.monotonic() < deadline and any(r["running"] for r in rows(sim) if r["lab"] == "alone"):
+        time.sleep(1)
+    assert not any(r["running"] for r in rows(sim) if r["lab"] == "alone")
+    nothing_left(sim, held)
+    tunlab(sim, "gc")  # the record of a lab no host holds any more
+    assert b"alone" not in tunlab(sim, "ls").stdout
