@@ -67,12 +67,17 @@ class Catalog:
 def endpoint_settings(topo: TopologyShape, link: LinkModel, ep: Endpoint) -> InterfaceSettings:
     """A link end's settings: the node's interfaces entry, the link's MTU, then the endpoint."""
     node = topo.nodes.get(ep.node)
-    base = InterfaceSettings()
+    declared = node.interfaces.get(ep.interface) if node is not None else None
     if link.mtu is not None:
         base = InterfaceSettings(mtu=link.mtu)
-    if node is not None and ep.interface in node.interfaces:
-        base = base.merged_with(node.interfaces[ep.interface])
+        if declared is not None:
+            base = base.merged_with(declared)
+    else:  # the declared settings as they are (validated, never changed): no copy per end
+        base = declared if declared is not None else _NO_SETTINGS
     return base.merged_with(ep)  # only its interface settings (not node, interface)
+
+
+_NO_SETTINGS = InterfaceSettings()  # an end that sets nothing (shared: settings are read only)
 
 
 def name_issue(name: str, option: str, loc: tuple[Any, ...]) -> Issue | None:
