@@ -58,6 +58,7 @@ LINUX_OR_WINDOWS_ONLY = (
     "tunlab/_vm/",
     "tunlab/topologies/",
     "tunlab/_cli/",
+    "tunlab/cluster/_simulation.py",  # hosts as network namespaces
 )
 # modules for one of the four only
 ONE_OS = {
@@ -93,6 +94,7 @@ FUNCTIONS: dict[str, str | None] = {
             "os.kill",
             "os.waitpid",
             "os.dup",
+            "os.access",
             "os.unlink",
             "os.getuid",
             "os.geteuid",
