@@ -180,6 +180,16 @@ def test_the_command_line_drives_a_detached_lab(sim: Any, tmp_path: Path) -> Non
         assert set(json.loads(inspect.stdout)["hosts"]) == {"h1", "h2"}
         ps = tunlab(sim, "ps", "cli", "--json")
         assert set(json.loads(ps.stdout)) == {"a", "b"}
+        pcap = tmp_path / "b.pcap"
+        cap = sim.client_ns.popen(
+            [*TUNLAB, "capture", "cli", "b", "e0", "-o", str(pcap), "--count", "2", "--seconds", "30"],
+            env=sim.client_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        )  # fmt: skip
+        time.sleep(2)  # the capture is open on h2
+        tunlab(sim, "exec", "cli", "a", "--", "ping", "-c", "3", "-i", "0.2", "198.18.5.2")
+        out, err = cap.communicate(timeout=60)
+        assert cap.returncode == 0, err
+        assert b"2 packet(s)" in out and pcap.read_bytes()[:4] == bytes.fromhex("d4c3b2a1")
     finally:
         down = tunlab(sim, "down", "cli")
     assert down.returncode == 0 and b"lab cli is down on the cluster" in down.stdout

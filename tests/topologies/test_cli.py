@@ -287,3 +287,37 @@ def test_detached_up_reports_each_step_as_it_goes(needs_root) -> None:
         assert [i for _, i, _ in heard] == sorted(i for _, i, _ in heard)  # in order, as they ran
     finally:
         assert stop_lab(name) == []
+
+
+@pytest.mark.root
+def test_capture_a_node_interface_into_a_pcap(needs_root, tmp_path) -> None:
+    from tunlab.testing._packets import parse_ip
+
+    name = f"clicap{os.getpid()}"
+    assert tunlab("up", DEMO, "-d", "--name", name).returncode == 0
+    try:
+        pcap = tmp_path / "h1.pcap"
+        cap = subprocess.Popen(
+            [sys.executable, "-m", "tunlab._cli.main", "capture", name, "h1", "eth0", "-o", str(pcap),
+             "--count", "10", "--seconds", "30"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        time.sleep(1.0)  # the capture socket is open
+        tunlab("exec", name, "h1", "--", "ping", "-c", "8", "-i", "0.1", "198.18.2.2", check=True)
+        out, err = cap.communicate(timeout=60)
+        assert cap.returncode == 0, err
+        assert "10 packet(s)" in out and str(pcap) in out  # --count: the first ten
+        data = pcap.read_bytes()
+        assert data[:4] == bytes.fromhex("d4c3b2a1")  # a pcap file, little-endian
+        frames, at = [], 24
+        while at < len(data):
+            size = int.from_bytes(data[at + 8 : at + 12], "little")
+            frames.append(data[at + 16 : at + 16 + size])
+            at += 16 + size
+        assert len(frames) == 10
+        ip = [parse_ip(f[14:]) for f in frames if f[12:14] == b"\x08\x00"]  # IPv4 behind Ethernet
+        assert ip and all(p.proto == 1 for p in ip)  # the pings (ARP and IPv6 around them)
+        bad = tunlab("capture", name, "h1", "nope0", "-o", str(tmp_path / "x.pcap"), "--seconds", "1")
+        assert bad.returncode != 0 and "nope0" in bad.stderr and "Traceback" not in bad.stderr
+    finally:
+        tunlab("down", name)

@@ -288,3 +288,18 @@ def impair(name: str, link: str, value: Any, direction: Any, as_json: bool, opts
     console.print(f"links[{live.index}] of lab {escape(name)}:")
     for key in ("a_to_b", "b_to_a"):
         console.print(f"  {key}: {stats.get(key) or '(none)'}", markup=False)
+
+
+def capture(
+    name: str, node: str, interface: str, seconds: float, count: int | None, opts: ClusterOptions
+) -> tuple[bytes, int, int]:
+    lab = _attach(name, opts)
+    try:
+        try:
+            found = lab.node(node)
+        except Exception as exc:
+            raise click.BadParameter(str(exc), param_hint="NODE") from None
+        result: tuple[bytes, int, int] = found.capture(interface, seconds=seconds, count=count)
+        return result
+    finally:
+        lab.detach()

@@ -518,6 +518,42 @@ def exec_(name: str, node: str, command: tuple[str, ...], cluster: ClusterOption
     sys.exit(_exit_status(code))
 
 
+@cli.command()
+@click.argument("name")
+@click.argument("node")
+@click.argument("interface")
+@click.option(
+    "-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True, help="the pcap file"
+)
+@click.option("--seconds", type=click.FloatRange(min=0.01, max=86400), default=5.0, show_default=True)
+@click.option("--count", type=click.IntRange(min=1), help="stop after this many packets")
+@cluster_options
+def capture(
+    name: str,
+    node: str,
+    interface: str,
+    output: Path,
+    seconds: float,
+    count: int | None,
+    cluster: ClusterOptions | None,
+) -> None:
+    """Capture packets on a node's interface into a pcap file (tcpdump, tshark and Wireshark
+    read it); super-packets are recorded whole, as the kernel handled them."""
+    if cluster is not None:
+        data, packets, supers = on_cluster.capture(name, node, interface, seconds, count, cluster)
+        output.write_bytes(data)
+    else:
+        _require_root_linux("tunlab capture")
+        from tunlab.topologies._operations import capture_running
+
+        try:
+            seen = capture_running(name, node, interface, output, seconds, count)
+        except ValueError as exc:
+            raise BadInput(str(exc)) from None
+        packets, supers = len(seen), sum(1 for p in seen if p.is_gso)
+    console.print(f"{packets} packet(s) ({supers} super-packets) on {node}:{interface} -> {output}")
+
+
 def _exit_status(code: int) -> int:
     """A command's status as a shell reports it: killed by signal N is 128 + N (SIGKILL: 137)."""
     return 128 - code if code < 0 else code

@@ -480,6 +480,9 @@ class RemotePart:
     def processes(self, node: str | None = None) -> _Done:
         return self._call("processes", node)
 
+    def capture(self, node: str, interface: str, seconds: float, count: int | None = None) -> _Done:
+        return self._call("capture", node, interface, seconds, count)
+
     def down(self, why: str | None = None) -> _Done:
         return self._call("down", why)
 
@@ -497,6 +500,14 @@ class ClusterNode:
         """Run argv to completion inside the node, on its host."""
         code, out, err = self.lab._part(self.host).run(self.name, list(argv), timeout, input).result()
         return ExecResult(code, out, err)
+
+    def capture(self, interface: str, *, seconds: float, count: int | None = None) -> tuple[bytes, int, int]:
+        """Capture on one of the node's interfaces, on its host, for `seconds` (or until
+        `count` packets): (the pcap file's bytes, packets, super-packets among them)."""
+        found: tuple[bytes, int, int] = (
+            self.lab._part(self.host).capture(self.name, interface, seconds, count).result()
+        )
+        return found
 
     def __repr__(self) -> str:
         return f"<node {self.name!r} on host {self.host}>"

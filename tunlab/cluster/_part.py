@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -146,6 +147,21 @@ class HostPart:
 
         self._running_lab()
         return processes_running(self.lab_name, node)
+
+    def capture(
+        self, node: str, interface: str, seconds: float, count: int | None = None
+    ) -> tuple[bytes, int, int]:
+        """`tunlab capture` on this host: (the pcap file's bytes, packets, super-packets)."""
+        import tempfile
+
+        from tunlab.topologies._operations import capture_running
+
+        self._running_lab()
+        with tempfile.TemporaryDirectory(prefix="tunlab-capture-") as tmp:
+            path = os.path.join(tmp, "capture.pcap")
+            packets = capture_running(self.lab_name, node, interface, path, seconds, count)
+            with open(path, "rb") as f:
+                return f.read(), len(packets), sum(1 for p in packets if p.is_gso)
 
     def health(self) -> dict[str, str]:
         """The parts of this host's lab that died ({} while all work)."""

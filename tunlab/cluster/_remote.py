@@ -14,7 +14,9 @@ async def list_parts() -> list[dict[str, Any]]:
 
 
 # what another client may ask of a part (its creator holds the actor and asks it directly)
-CALLS = frozenset({"run", "impair", "link_stats", "health", "down", "info", "inspect", "processes"})
+CALLS = frozenset(
+    {"run", "impair", "link_stats", "health", "down", "info", "inspect", "processes", "capture"}
+)
 
 
 async def call(lab: str, method: str, *args: Any) -> Any:

@@ -95,8 +95,10 @@ class Capture:
         *,
         snaplen: int = 262144,
         raw: bool = False,
+        limit: int | None = None,
     ) -> None:
-        """ns: the interface's namespace on Linux; None on macOS and the BSDs (the host)."""
+        """ns: the interface's namespace on Linux; None on macOS and the BSDs (the host).
+        limit: keep at most this many packets (the first ones)."""
         if ns is None and not NATIVE_BPF:
             raise ValueError(f"capture: name the namespace of '{interface}' (Linux labs live in namespaces)")
         self.ns = ns
@@ -104,6 +106,7 @@ class Capture:
         self.path = Path(path) if path is not None else None
         self.snaplen = snaplen
         self.raw = raw  # True: keep packets as the kernel handed them (checksums may be partial)
+        self.limit = limit
         self.packets: list[CapturedPacket] = []
         self._l2 = ns is not None and _link_type(ns, interface) == ARPHRD_ETHER
         self._bpf: _BpfSource | None = None
@@ -208,6 +211,8 @@ class Capture:
                 with contextlib.suppress(ValueError):
                     data = complete_checksum(hdr, data)
             pkt = CapturedPacket(now, addr[2] == PACKET_OUTGOING, data, hdr.gso_type, hdr.gso_size, self._l2)
+            if self.limit is not None and len(self.packets) >= self.limit:
+                continue
             self.packets.append(pkt)
             self._write(pkt)
 
@@ -226,7 +231,7 @@ class Capture:
             self._sock.close()
             self._sock = None
         if self._bpf is not None:
-            self.packets = self._bpf.packets()
+            self.packets = self._bpf.packets()[: self.limit]
             for pkt in self.packets:
                 self._write(pkt)
             self._bpf.close()
@@ -333,6 +338,27 @@ def tcp_info(ip: bytes) -> tuple[int, int, int] | None:
     sport, dport = struct.unpack_from("!HH", ip, ihl)
     thl = (ip[ihl + 12] >> 4) * 4
     return sport, dport, max(0, min(total, len(ip)) - ihl - thl)
+
+
+def capture_for(
+    ns: NetNamespace | None,
+    interface: str,
+    path: str | os.PathLike[str] | None,
+    *,
+    seconds: float,
+    count: int | None = None,
+) -> Capture:
+    """Capture until `seconds` have passed or `count` packets were seen; the stopped Capture
+    (what `tunlab capture` does)."""
+    if not 0 < seconds <= 86400:
+        raise ValueError(f"seconds: expected more than 0 and at most 86400, got {seconds!r}")
+    if count is not None and count < 1:
+        raise ValueError(f"count: expected 1 or more, got {count!r}")
+    deadline = time.monotonic() + seconds
+    with Capture(ns, interface, path, limit=count) as cap:
+        while time.monotonic() < deadline and (count is None or len(cap.packets) < count):
+            time.sleep(min(0.05, max(0.0, deadline - time.monotonic())))
+    return cap
 
 
 @contextlib.contextmanager
