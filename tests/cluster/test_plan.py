@@ -232,3 +232,18 @@ def test_a_tun_pair_cannot_cross_over_vxlan() -> None:
     )
     with pytest.raises(TopologyError, match=r"links\[0\].transport: vxlan carries Ethernet frames"):
         plan_lab(topo, HOSTS)
+
+
+def test_a_hosts_entry_gives_the_underlay_cross_host_links_use() -> None:
+    topo = Topology.model_validate(
+        {
+            "name": "u",
+            "hosts": ["h1", {"name": "h2", "underlay": "198.18.251.2"}],
+            "nodes": {"a": {"host": "h1"}, "b": {"host": "h2"}},
+            "links": [{"endpoints": ["a:e0", "b:e0"]}],
+        }
+    )
+    plan = plan_lab(topo, HOSTS)
+    assert plan.underlay == {"h1": HOSTS["h1"], "h2": "198.18.251.2"}
+    assert plan.parts["h1"]["links"][0]["peer"] == "198.18.251.2"
+    assert plan.parts["h2"]["links"][0]["local"] == "198.18.251.2"
