@@ -544,7 +544,7 @@ def capture(
         output.write_bytes(data)
     else:
         _require_root_linux("tunlab capture")
-        from tunlab.topologies._operations import capture_running
+        from tunlab.testing._capture import capture_running
 
         try:
             seen = capture_running(name, node, interface, output, seconds, count)

@@ -154,7 +154,7 @@ class HostPart:
         """`tunlab capture` on this host: (the pcap file's bytes, packets, super-packets)."""
         import tempfile
 
-        from tunlab.topologies._operations import capture_running
+        from tunlab.testing._capture import capture_running
 
         self._running_lab()
         with tempfile.TemporaryDirectory(prefix="tunlab-capture-") as tmp:

@@ -361,6 +361,22 @@ def capture_for(
     return cap
 
 
+def capture_running(
+    name: str, node: str, interface: str, path: str | os.PathLike[str], seconds: float, count: int | None
+) -> list[CapturedPacket]:
+    """`tunlab capture`: packets on a node's interface of a running lab (held by any process on
+    this machine), into a pcap file at path, for `seconds` or until `count` packets."""
+    from tunlab.errors import LabError
+    from tunlab.topologies._operations import node_of
+
+    _state, handle = node_of(name, node)
+    if handle is None:
+        raise LabError(
+            f"'{node}' is a VM: its interfaces are in its guest kernel (capture there with tcpdump)"
+        )
+    return capture_for(handle.netns, interface, path, seconds=seconds, count=count).packets
+
+
 @contextlib.contextmanager
 def capture(
     ns: NetNamespace | None, interface: str, path: str | os.PathLike[str] | None = None, *, raw: bool = False

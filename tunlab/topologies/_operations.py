@@ -273,18 +273,3 @@ def processes_running(name: str, node: str | None = None) -> dict[str, list[Proc
     if node is not None and node not in state.nodes:
         raise LabError(f"lab '{name}' has no node '{node}' (nodes: {', '.join(state.nodes)})")
     return {n: node_processes(r) for n, r in state.nodes.items() if node is None or n == node}
-
-
-def capture_running(
-    name: str, node: str, interface: str, path: str | os.PathLike[str], seconds: float, count: int | None
-) -> list[Any]:
-    """`tunlab capture`: packets on a node's interface of a running lab, into a pcap file at
-    path, for `seconds` or until `count` packets; the packets seen."""
-    from tunlab.testing._capture import capture_for
-
-    _state, handle = node_of(name, node)
-    if handle is None:
-        raise LabError(
-            f"'{node}' is a VM: its interfaces are in its guest kernel (capture there with tcpdump)"
-        )
-    return capture_for(handle.netns, interface, path, seconds=seconds, count=count).packets
