@@ -12,7 +12,8 @@ from tunlab._lazy import lazy
 
 if TYPE_CHECKING:
     from tunlab.cluster._connect import ClusterError, Tls, check_address
-    from tunlab.cluster._lab import ClusterLab, ClusterLink, ClusterNode
+    from tunlab.cluster._handles import ClusterLink, ClusterNode
+    from tunlab.cluster._lab import ClusterLab
     from tunlab.cluster._simulation import SimulatedCluster
 
 __getattr__, __dir__ = lazy(
@@ -22,8 +23,8 @@ __getattr__, __dir__ = lazy(
         "Tls": "tunlab.cluster._connect",
         "check_address": "tunlab.cluster._connect",
         "ClusterLab": "tunlab.cluster._lab",
-        "ClusterLink": "tunlab.cluster._lab",
-        "ClusterNode": "tunlab.cluster._lab",
+        "ClusterLink": "tunlab.cluster._handles",
+        "ClusterNode": "tunlab.cluster._handles",
         "SimulatedCluster": "tunlab.cluster._simulation",
     },
 )

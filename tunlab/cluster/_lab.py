@@ -19,14 +19,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tunlab.cluster._connect import ClusterError, Tls, connect, workers
+from tunlab.cluster._handles import ClusterLink, ClusterNode, RemotePart
 from tunlab.cluster._part import HostPart
 from tunlab.cluster._plan import ClusterPlan, plan_lab
 from tunlab.cluster._records import DATASET, LOCK, records, taken_vnis
 from tunlab.errors import LabError
-from tunlab.relay._direction import Direction
-from tunlab.topologies._drivers.base import ExecResult
 from tunlab.topologies._lab import check_lab_name
-from tunlab.topologies._live_links import link_index, parse_impairment
+from tunlab.topologies._live_links import link_index
 from tunlab.topologies._loader import load_file
 from tunlab.topologies._models import Topology
 from tunlab.topologies._state import new_lab_id
@@ -396,7 +395,8 @@ class ClusterLab:
         return out
 
     # ---- using it -----------------------------------------------------------------------------
-    def _part(self, host: str) -> Any:
+    def part(self, host: str) -> Any:
+        """The HostPart actor (or, attached, a RemotePart) holding host's part of the lab."""
         if not self._parts:
             raise LabError(f"lab '{self.name}' is not up: call up() or use `with`")
         if host in self._lost:
@@ -409,7 +409,7 @@ class ClusterLab:
         out: dict[str, Any] = {"name": self.name, "placement": self.placement, "hosts": {}}
         for host in self.hosts:
             try:
-                out["hosts"][host] = self._part(host).inspect().result(timeout=60)
+                out["hosts"][host] = self.part(host).inspect().result(timeout=60)
             except Exception as exc:
                 out["hosts"][host] = {"error": str(exc)}
         return out
@@ -419,7 +419,7 @@ class ClusterLab:
         hosts = [self.node(node).host] if node is not None else self.hosts
         found: dict[str, Any] = {}
         for host in hosts:
-            found.update(self._part(host).processes(node).result(timeout=60))
+            found.update(self.part(host).processes(node).result(timeout=60))
         return found
 
     def node(self, name: str) -> ClusterNode:
@@ -435,145 +435,3 @@ class ClusterLab:
     def __repr__(self) -> str:
         state = "up" if self.running else "down"
         return f"<ClusterLab {self.name!r} on {', '.join(self.hosts) or 'no hosts'} {state}>"
-
-
-class _Done:
-    """A value already there, with the .result() an actor call's future has."""
-
-    def __init__(self, value: Any) -> None:
-        self.value = value
-
-    def result(self, timeout: float | None = None) -> Any:
-        return self.value
-
-
-class RemotePart:
-    """A host's part reached by the lab's name (client.run on that host's worker): what a client
-    that did not make the lab uses in place of the actor. Calls answer with a done future."""
-
-    def __init__(self, client: Client, lab: str, address: str) -> None:
-        self.client, self.lab, self.address = client, lab, address
-
-    def _call(self, method: str, *args: Any) -> _Done:
-        from tunlab.cluster._remote import call
-
-        answers = self.client.run(call, self.lab, method, *args, workers=[self.address])
-        return _Done(answers[self.address])
-
-    def run(
-        self, node: str, argv: list[str], timeout: float | None = 60.0, input: bytes | None = None
-    ) -> _Done:
-        return self._call("run", node, argv, timeout, input)
-
-    def impair(self, link: int, impairment: Any, direction: str | None = None) -> _Done:
-        return self._call("impair", link, impairment, direction)
-
-    def link_stats(self, link: int) -> _Done:
-        return self._call("link_stats", link)
-
-    def health(self) -> _Done:
-        return self._call("health")
-
-    def inspect(self) -> _Done:
-        return self._call("inspect")
-
-    def processes(self, node: str | None = None) -> _Done:
-        return self._call("processes", node)
-
-    def capture(self, node: str, interface: str, seconds: float, count: int | None = None) -> _Done:
-        return self._call("capture", node, interface, seconds, count)
-
-    def down(self, why: str | None = None) -> _Done:
-        return self._call("down", why)
-
-    def touch(self) -> None:
-        """Another client's view does not keep the part alive: its maker's heartbeat does."""
-
-
-class ClusterNode:
-    """A node of a lab across hosts, reached on its host."""
-
-    def __init__(self, lab: ClusterLab, name: str, host: str) -> None:
-        self.lab, self.name, self.host = lab, name, host
-
-    def run(self, argv: list[str], *, timeout: float | None = 60.0, input: bytes | None = None) -> ExecResult:
-        """Run argv to completion inside the node, on its host."""
-        code, out, err = self.lab._part(self.host).run(self.name, list(argv), timeout, input).result()
-        return ExecResult(code, out, err)
-
-    def capture(self, interface: str, *, seconds: float, count: int | None = None) -> tuple[bytes, int, int]:
-        """Capture on one of the node's interfaces, on its host, for `seconds` (or until
-        `count` packets): (the pcap file's bytes, packets, super-packets among them)."""
-        found: tuple[bytes, int, int] = (
-            self.lab._part(self.host).capture(self.name, interface, seconds, count).result()
-        )
-        return found
-
-    def __repr__(self) -> str:
-        return f"<node {self.name!r} on host {self.host}>"
-
-
-class ClusterLink:
-    """A link of a lab across hosts: a cross-host link is impaired on each side's relay (a_to_b
-    where the first end is, b_to_a where the second is), exactly as one relay would."""
-
-    def __init__(self, lab: ClusterLab, index: int) -> None:
-        self.lab, self.index = lab, index
-        self.model = lab.topology.links[index]
-        assert lab.plan is not None
-        self.at = lab.plan.local[index]
-        self.crosses = index in lab.plan.wires
-
-    def impair(
-        self, impairment: Any = None, *, direction: Direction | str | None = None, **netem: Any
-    ) -> None:
-        """Set the impairment as on one host (keyword arguments are Netem fields); with
-        direction, only that direction changes."""
-        if netem:
-            if impairment is not None:
-                raise LabError("give an impairment or keyword arguments, not both")
-            impairment = netem
-        way = Direction.parse(direction) if direction is not None else None
-        if not self.crosses:
-            ((host, li),) = self.at
-            self.lab._part(host).impair(li, impairment, way.value if way else None).result()
-            return
-        if way is None:
-            new = parse_impairment(impairment, None, both_ways=type(self.model).both_ways)
-            sides = [(0, new.a_to_b), (1, new.b_to_a)]
-        else:
-            one = getattr(parse_impairment(impairment, way), way.value)
-            sides = [(0 if way is Direction.A_TO_B else 1, one)]
-        for side, out in sides:  # each direction on the wire it leaves by
-            host, li = self.at[side]
-            self.lab._part(host).impair(li, out.model_dump(mode="json"), Direction.A_TO_B.value).result()
-
-    def clear(self, direction: Direction | str | None = None) -> None:
-        """No impairment (on one direction, or both)."""
-        way = Direction.parse(direction) if direction is not None else None
-        if not self.crosses:
-            ((host, li),) = self.at
-            self.lab._part(host).impair(li, None, way.value if way else None).result()
-            return
-        for side, (host, li) in enumerate(self.at):
-            if way is None or side == (0 if way is Direction.A_TO_B else 1):
-                self.lab._part(host).impair(li, None, None).result()
-
-    def stats(self) -> dict[str, Any]:
-        """Counters per direction as on one host (a cross-host link: a_to_b from the first end's
-        host, b_to_a from the second's, each counted where it is impaired), and each host's own
-        view under "hosts"."""
-        views = {host: self.lab._part(host).link_stats(li).result() for host, li in self.at}
-        if not self.crosses:
-            return {**next(iter(views.values())), "hosts": views}
-        (first, _), (second, _) = self.at
-        a, b = views[first], views[second]
-        return {
-            "via": a.get("via", "relay"),
-            "reason": f"across hosts {first} and {second}: each direction where it leaves",
-            "a_to_b": a.get("a_to_b", ""),
-            "b_to_a": b.get("a_to_b", ""),
-            "a_to_b_stats": a.get("a_to_b_stats", {}),
-            "b_to_a_stats": b.get("a_to_b_stats", {}),
-            "hosts": views,
-        }
