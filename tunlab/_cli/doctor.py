@@ -193,6 +193,7 @@ def _python() -> list[Check]:
     fast = importlib.util.find_spec("tunlab.devices.offload._fast") is not None
     numpy = importlib.util.find_spec("numpy") is not None
     trio = importlib.util.find_spec("trio") is not None
+    dask = importlib.util.find_spec("distributed") is not None
     return [
         Check(
             "compiled offload core",
@@ -211,6 +212,12 @@ def _python() -> list[Check]:
             trio,
             "installed" if trio else "not installed",
             "" if trio else "pip install 'tunlab[trio]'",
+        ),
+        Check(
+            "Dask distributed (tunlab[cluster]: labs across hosts)",
+            dask,
+            "installed" if dask else "not installed",
+            "" if dask else "pip install 'tunlab[cluster]'",
         ),
     ]
 
