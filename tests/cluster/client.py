@@ -144,14 +144,17 @@ def local() -> None:
     say(up_s=up_s, tcp_gbit=gbit)
 
 
-def hold(name: str) -> None:
-    """Up, ping across, say ready; down when stdin closes."""
-    lab = ClusterLab(small_topology(name), cluster=None)
+def hold(name: str, size: str = "small") -> None:
+    """Up (the small lab, or the 30-node one), ping across every link between hosts, say
+    ready; down when stdin closes."""
+    lab = ClusterLab(small_topology(name) if size == "small" else big_topology(name), cluster=None)
     lab.up()
-    pings = [
-        "1 received" in ping(lab, "a", "198.18.1.2", "-c1", "-W3"),
-        "1 received" in ping(lab, "b", "198.18.2.2", "-c1", "-W3"),
-    ]
+    assert lab.plan is not None
+    pings = []
+    for li in sorted(lab.plan.wires):
+        a = lab.topology.links[li].endpoints[0]
+        address = str(lab.topology.links[li].endpoints[1].ipv4[0].ip)
+        pings.append("1 received" in ping(lab, a.node, address, "-c1", "-W3"))
     say(ready=True, pings=pings, placement=lab.placement, **what_it_holds(lab))
     sys.stdin.read()
     say(problems=lab.down())
