@@ -26,7 +26,7 @@ from tunlab.devices._layer import Layer
 from tunlab.devices._packet_batch import PacketBatch
 from tunlab.devices.offload import GROTable, VirtioNetHdr, coalesce
 from tunlab.devices.offload import _impl as _impl
-from tunlab.devices.offload._gso import split, split_frame
+from tunlab.devices.offload._gso import packets_of, split, split_frame
 from tunlab.devices.offload._virtio import VIRTIO_NET_HDR_LEN
 
 # Receiver._next for a frame the compiled core did not plan (read_split's -2 as well)
@@ -279,17 +279,7 @@ class Receiver(RxQueue):
             return out
         if not self.backend.frame_format.virtio:
             return [frames.read(self.backend)]
-        frame = self._read_raw()
-        fast = _impl.fast
-        if fast is not None:
-            packets: list[bytes] | None = fast.split_bytes(frame, self.backend.layer is Layer.L2)
-            if packets is not None:
-                return packets
-        if len(frame) <= VIRTIO_NET_HDR_LEN:
-            raise ValueError(f"read {len(frame)} bytes: shorter than a virtio-net header")
-        hdr = VirtioNetHdr.decode(frame)
-        body = frame[VIRTIO_NET_HDR_LEN:]
-        return split_frame(hdr, body) if self.backend.layer is Layer.L2 else split(hdr, body)
+        return packets_of(self._read_raw(), self.backend.layer is Layer.L2)
 
     def next_packet(self) -> bytes:
         """One packet (frame for TAP): queued ones first."""

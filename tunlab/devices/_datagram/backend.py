@@ -103,15 +103,10 @@ class DatagramDevice(DeviceBackend):
 
     def _send_split(self, fd: int, data: Bytes) -> int:
         """A super-packet too large for one datagram: its packets, one datagram each."""
-        from tunlab.devices.offload._gso import split, split_frame
-        from tunlab.devices.offload._virtio import VIRTIO_NET_HDR_LEN, VirtioNetHdr
+        from tunlab.devices.offload._gso import packets_of
 
-        view = memoryview(data)
-        hdr = VirtioNetHdr.decode(view[:VIRTIO_NET_HDR_LEN])
-        body = view[self.frame_format.prefix :]
-        packets = split_frame(hdr, body) if self.layer is Layer.L2 else split(hdr, body)
         plain = bytes(self.frame_format.prefix)  # GSO_NONE, checksums complete
-        for packet in packets:
+        for packet in packets_of(data, self.layer is Layer.L2):
             os.write(fd, plain + packet)
         return len(data)
 

@@ -19,6 +19,7 @@ from tunlab.devices.offload._virtio import (
     VIRTIO_NET_HDR_GSO_TCPV4,
     VIRTIO_NET_HDR_GSO_TCPV6,
     VIRTIO_NET_HDR_GSO_UDP_L4,
+    VIRTIO_NET_HDR_LEN,
     VirtioNetHdr,
 )
 
@@ -352,3 +353,19 @@ def split_frame(hdr: VirtioNetHdr, frame: Bytes) -> list[bytes]:
     l2 = link_header_len(frame)
     link = bytes(frame[:l2])
     return [link + p for p in split(hdr, memoryview(frame)[l2:])]
+
+
+def packets_of(frame: Bytes, l2: bool) -> list[bytes]:
+    """The packets (Ethernet frames when l2) a frame read from an offload device stands for:
+    its virtio-net header decoded, the super-packet split, checksums completed. The compiled
+    core where it plans the frame, else split()/split_frame(), which word what is wrong."""
+    fast = _impl.fast
+    if fast is not None:
+        packets: list[bytes] | None = fast.split_bytes(frame, l2)
+        if packets is not None:
+            return packets
+    if len(frame) <= VIRTIO_NET_HDR_LEN:
+        raise ValueError(f"read {len(frame)} bytes: shorter than a virtio-net header")
+    hdr = VirtioNetHdr.decode(frame)
+    body = memoryview(frame)[VIRTIO_NET_HDR_LEN:]
+    return split_frame(hdr, body) if l2 else split(hdr, body)

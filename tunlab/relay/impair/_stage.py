@@ -10,8 +10,8 @@ from __future__ import annotations
 import array
 from typing import Any
 
-from tunlab.devices.offload._gso import split, split_frame
-from tunlab.devices.offload._virtio import VIRTIO_NET_HDR_LEN, VirtioNetHdr
+from tunlab.devices.offload._gso import packets_of
+from tunlab.devices.offload._virtio import VIRTIO_NET_HDR_LEN
 from tunlab.relay._stages import Packet, Stage, register_stage
 from tunlab.relay._stats import ACTIVE, BACKLOG, BACKLOG_BYTES, GENERATION, IMPAIR_WORDS, SENT, SENT_BYTES
 from tunlab.relay.impair._netem import NetemQueue
@@ -148,13 +148,7 @@ class ImpairStage(Stage):
         if not self.virtio:
             return  # without the header a frame is a packet already
         l2 = self.l2
-
-        def split_one(frame: Packet) -> list[Packet]:
-            hdr = VirtioNetHdr.decode(frame)
-            body = memoryview(frame)[VIRTIO_NET_HDR_LEN:]
-            return list(split_frame(hdr, body) if l2 else split(hdr, body))
-
-        self.netem.convert(split_one)
+        self.netem.convert(lambda frame: list(packets_of(frame, l2)))
 
 
 def _build(spec: dict[str, Any]) -> Stage:
