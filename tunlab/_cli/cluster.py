@@ -5,12 +5,13 @@ A client needs no root: it plans, checks and asks; the hosts' workers do the wor
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import json
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -92,10 +93,26 @@ def cluster_options(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-def _attach(name: str, opts: ClusterOptions) -> Any:
+@contextlib.contextmanager
+def _attached(name: str, opts: ClusterOptions) -> Iterator[Any]:
+    """The running lab `name` of the cluster, let go of (not taken down) after the block."""
     from tunlab.cluster._lab import ClusterLab
 
-    return ClusterLab.attach(name, **opts.connect_kwargs())
+    lab = ClusterLab.attach(name, **opts.connect_kwargs())
+    try:
+        yield lab
+    finally:
+        lab.detach()
+
+
+def _node(lab: Any, node: str) -> Any:
+    """A node of the lab; an unknown one is bad input naming the argument."""
+    from tunlab.errors import LabError
+
+    try:
+        return lab.node(node)
+    except LabError as exc:
+        raise click.BadParameter(str(exc), param_hint="NODE") from None
 
 
 # ---- the commands ---------------------------------------------------------------------------------
@@ -106,8 +123,7 @@ def validate(topo: Any, file: Path, opts: ClusterOptions) -> None:
     try:
         plan = lab.validate()
     finally:
-        lab.down()
-        lab.detach()
+        lab.detach()  # planned only: nothing to take down
     per_host: dict[str, int] = {}
     for host in plan.placement.values():
         per_host[host] = per_host.get(host, 0) + 1
@@ -164,8 +180,9 @@ def _placement_table(lab: Any) -> None:
 
 
 def down(name: str, opts: ClusterOptions) -> None:
-    lab = _attach(name, opts)
-    problems = lab.down()
+    from tunlab.cluster._lab import ClusterLab
+
+    problems = ClusterLab.attach(name, **opts.connect_kwargs()).down()
     for p in problems:
         err_console.print(f"[yellow]teardown:[/] {escape(p)}")
     console.print(f"lab {name} is down on the cluster")
@@ -209,15 +226,8 @@ def gc(opts: ClusterOptions) -> None:
 
 
 def exec_(name: str, node: str, command: list[str], opts: ClusterOptions) -> int:
-    lab = _attach(name, opts)
-    try:
-        try:
-            found = lab.node(node)
-        except Exception as exc:
-            raise click.BadParameter(str(exc), param_hint="NODE") from None
-        done = found.run(command, timeout=None)
-    finally:
-        lab.detach()
+    with _attached(name, opts) as lab:
+        done = _node(lab, node).run(command, timeout=None)
     sys.stdout.buffer.write(done.stdout)
     sys.stdout.flush()
     sys.stderr.buffer.write(done.stderr)
@@ -225,12 +235,9 @@ def exec_(name: str, node: str, command: list[str], opts: ClusterOptions) -> int
 
 
 def inspect(name: str, as_json: bool, opts: ClusterOptions) -> None:
-    lab = _attach(name, opts)
-    try:
+    with _attached(name, opts) as lab:
         data = lab.inspect()
         data["health"] = lab.health()
-    finally:
-        lab.detach()
     if as_json:
         click.echo(json.dumps(data, indent=2, default=str))
         return
@@ -248,18 +255,15 @@ def inspect(name: str, as_json: bool, opts: ClusterOptions) -> None:
             console.print(f"  {line}", markup=False)
 
 
-def ps(name: str, node: str | None, as_json: bool, opts: ClusterOptions) -> dict[str, Any]:
-    lab = _attach(name, opts)
-    try:
+def ps(name: str, node: str | None, as_json: bool, opts: ClusterOptions) -> None:
+    with _attached(name, opts) as lab:
         found: dict[str, Any] = lab.processes(node)
         placement = lab.placement
-    finally:
-        lab.detach()
     if as_json:
         click.echo(
             json.dumps({n: [dataclasses.asdict(p) for p in ps_] for n, ps_ in found.items()}, indent=2)
         )
-        return found
+        return
     table = Table()
     for col in ("node", "host", "pid", "state", "cpu", "command"):
         table.add_column(col, justify="right" if col in ("pid", "cpu") else "left")
@@ -268,20 +272,16 @@ def ps(name: str, node: str | None, as_json: bool, opts: ClusterOptions) -> dict
             cells = (node_name, placement[node_name], str(p.pid), p.state, f"{p.cpu_seconds:.2f}s", p.command)
             table.add_row(*(Text(c) for c in cells))
     console.print(table if table.row_count else "no processes")
-    return found
 
 
 def impair(name: str, link: str, value: Any, direction: Any, as_json: bool, opts: ClusterOptions) -> None:
-    lab = _attach(name, opts)
-    try:
+    with _attached(name, opts) as lab:
         live = lab.link(int(link) if link.isdigit() else link)
         if value is None:
             live.clear()
         else:
             live.impair(value, direction=direction)
         stats = live.stats()
-    finally:
-        lab.detach()
     if as_json:
         click.echo(json.dumps(stats, indent=2, default=str))
         return
@@ -293,13 +293,6 @@ def impair(name: str, link: str, value: Any, direction: Any, as_json: bool, opts
 def capture(
     name: str, node: str, interface: str, seconds: float, count: int | None, opts: ClusterOptions
 ) -> tuple[bytes, int, int]:
-    lab = _attach(name, opts)
-    try:
-        try:
-            found = lab.node(node)
-        except Exception as exc:
-            raise click.BadParameter(str(exc), param_hint="NODE") from None
-        result: tuple[bytes, int, int] = found.capture(interface, seconds=seconds, count=count)
-        return result
-    finally:
-        lab.detach()
+    with _attached(name, opts) as lab:
+        result: tuple[bytes, int, int] = _node(lab, node).capture(interface, seconds=seconds, count=count)
+    return result
