@@ -128,6 +128,7 @@ def place(topo: Topology, hosts: dict[str, str]) -> tuple[dict[str, str], list[I
     load = dict.fromkeys(hosts, 0)
     vm_memory = dict.fromkeys(hosts, 0)
     nodes = topo.resolved_nodes()
+    memory = {name: driver_for(node.kind).memory(node) or 0 for name, node in nodes.items()}
     for name, node in nodes.items():
         if node.host is None:
             continue
@@ -139,17 +140,15 @@ def place(topo: Topology, hosts: dict[str, str]) -> tuple[dict[str, str], list[I
             continue
         placement[name] = node.host
         load[node.host] += 1
-        vm_memory[node.host] += driver_for(node.kind).memory(node) or 0
+        vm_memory[node.host] += memory[name]
     if not hosts:
         return placement, issues
     free = [n for n, node in nodes.items() if node.host is None]
-    for name in sorted(
-        (n for n in free if driver_for(nodes[n].kind).memory(nodes[n])), key=lambda n: -_mem(nodes, n)
-    ):
+    for name in sorted((n for n in free if memory[n]), key=lambda n: -memory[n]):  # VMs, largest first
         host = min(hosts, key=lambda h: (vm_memory[h], load[h]))
         placement[name] = host
         load[host] += 1
-        vm_memory[host] += _mem(nodes, name)
+        vm_memory[host] += memory[name]
     share = math.ceil(len(nodes) / len(hosts))
     order = list(hosts)
     at = 0
@@ -162,10 +161,6 @@ def place(topo: Topology, hosts: dict[str, str]) -> tuple[dict[str, str], list[I
         placement[name] = host
         load[host] += 1
     return placement, issues
-
-
-def _mem(nodes: dict[str, Any], name: str) -> int:
-    return driver_for(nodes[name].kind).memory(nodes[name]) or 0
 
 
 def split(

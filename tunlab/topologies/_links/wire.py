@@ -21,10 +21,12 @@ from typing import Any, Literal
 from pydantic import Field, field_validator
 
 from tunlab._linux.netns import NetNamespace
+from tunlab.devices._backend import ETHERNET_HEADER
 from tunlab.devices._builder import DeviceBuilder
 from tunlab.devices._datagram import MAX_DATAGRAM, DatagramDevice
 from tunlab.devices._layer import Layer
 from tunlab.devices._sync import SyncDevice
+from tunlab.devices.offload._virtio import VIRTIO_NET_HDR_LEN
 from tunlab.errors import LabError
 from tunlab.topologies._catalog import Iface, Issue
 from tunlab.topologies._fields import Switch
@@ -33,8 +35,6 @@ from tunlab.topologies._links import vxlan, wiring
 from tunlab.topologies._links.base import A_TO_B, CheckContext, KernelTarget, LinkModel, LinkType
 from tunlab.topologies._runtime import Phase, PlannedStep, Runtime, Step
 
-VNET_HDR = 10
-ETHERNET = 14
 VXLAN_PORT = 4789  # IANA's; a wire over vxlan with port: 0 uses it
 SOCKET_BUFFER = 8 << 20  # a burst of 64 KB super-packets waits here instead of being dropped
 _reserved: dict[tuple[str, int], socket.socket] = {}
@@ -172,7 +172,7 @@ def open_wire(link: WireLink, like: SyncDevice) -> SyncDevice:
 def gso_limit(link: WireLink) -> int:
     """The node device's GSO size: the largest super-packet whose frame fits one datagram."""
     family = socket.AF_INET6 if ipaddress.ip_address(link.local).version == 6 else socket.AF_INET
-    framing = (VNET_HDR if link.offload else 0) + (ETHERNET if link.layer == "tap" else 0)
+    framing = (VIRTIO_NET_HDR_LEN if link.offload else 0) + (ETHERNET_HEADER if link.layer == "tap" else 0)
     return MAX_DATAGRAM[family] - framing
 
 
