@@ -7,7 +7,7 @@ import select
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import pytest
@@ -76,6 +76,33 @@ def tcp_transfer(pair: Pair, data: bytes) -> bytes:
     """Send data over TCP from A to B through whatever relays the devices; what B received."""
     result = traffic.tcp_stream(traffic.place(pair.ns_a), traffic.place(pair.ns_b), pair.addr_b, data=data)
     return data if result.exact else b"<the stream arrived damaged or incomplete>"
+
+
+def relayed_transfer(pair: Pair, data: bytes, step: Callable[[SyncDevice, SyncDevice], bool]) -> bytes:
+    """tcp_transfer() while a loop relays between the (nonblocking) devices: step(src, dst) for
+    each direction moves what src has and says whether there was anything."""
+    done = threading.Event()
+
+    def pump() -> None:
+        for dev in (pair.dev_a, pair.dev_b):
+            dev.set_nonblocking(True)
+        while not done.is_set():
+            moved = False
+            for src, dst in ((pair.dev_a, pair.dev_b), (pair.dev_b, pair.dev_a)):
+                try:
+                    moved = step(src, dst) or moved
+                except BlockingIOError:
+                    continue
+            if not moved:
+                select.select([pair.dev_a.fileno(), pair.dev_b.fileno()], [], [], 0.05)
+
+    t = threading.Thread(target=pump)
+    t.start()
+    try:
+        return tcp_transfer(pair, data)
+    finally:
+        done.set()
+        t.join()
 
 
 def test_tcp_stream_arrives_as_gso_super_packets(pair: Pair) -> None:
@@ -183,36 +210,19 @@ def test_recv_multiple_keeps_what_does_not_fit(pair: Pair) -> None:
     """With fewer buffers than segments, the rest is delivered by the next calls."""
     data = os.urandom(256 << 10)
     got_segments: list[bytes] = []
-    done = threading.Event()
+    bufs = [bytearray(2000) for _ in range(4)]
+    sizes = [0] * 4
+    table = GROTable()
 
-    def pump() -> None:
-        bufs = [bytearray(2000) for _ in range(4)]
-        sizes = [0] * 4
-        pair.dev_a.set_nonblocking(True)
-        pair.dev_b.set_nonblocking(True)
-        table = GROTable()
-        while not done.is_set():
-            moved = False
-            for src, dst in ((pair.dev_a, pair.dev_b), (pair.dev_b, pair.dev_a)):
-                try:
-                    n = src.recv_multiple(bufs, sizes, 0)
-                except BlockingIOError:
-                    continue
-                moved = True
-                pkts = [bytes(VIRTIO_NET_HDR_LEN) + bytes(bufs[i][: sizes[i]]) for i in range(n)]
-                if src is pair.dev_a:
-                    got_segments.extend(p[VIRTIO_NET_HDR_LEN:] for p in pkts)
-                dst.send_multiple(table, pkts, VIRTIO_NET_HDR_LEN)
-            if not moved:
-                select.select([pair.dev_a.fileno(), pair.dev_b.fileno()], [], [], 0.05)
+    def step(src: SyncDevice, dst: SyncDevice) -> bool:
+        n = src.recv_multiple(bufs, sizes, 0)
+        pkts = [bytes(VIRTIO_NET_HDR_LEN) + bytes(bufs[i][: sizes[i]]) for i in range(n)]
+        if src is pair.dev_a:
+            got_segments.extend(p[VIRTIO_NET_HDR_LEN:] for p in pkts)
+        dst.send_multiple(table, pkts, VIRTIO_NET_HDR_LEN)
+        return True
 
-    t = threading.Thread(target=pump)
-    t.start()
-    try:
-        assert tcp_transfer(pair, data) == data
-    finally:
-        done.set()
-        t.join()
+    assert relayed_transfer(pair, data, step) == data
     assert all(len(s) <= 1500 for s in got_segments)
 
 
@@ -229,38 +239,21 @@ def test_a_packet_batch_loop_relays_a_stream_split_and_coalesced(
         pytest.skip("the compiled offload core is not built here")
     data = os.urandom(3 << 20)
     largest = [0, 0]  # packets in one batch, bytes of the largest packet
-    done = threading.Event()
+    batches = {id(pair.dev_a): PacketBatch(slots), id(pair.dev_b): PacketBatch(slots)}
+    table = GROTable()
 
-    def pump() -> None:
-        batches = {id(pair.dev_a): PacketBatch(slots), id(pair.dev_b): PacketBatch(slots)}
-        table = GROTable()
-        for dev in (pair.dev_a, pair.dev_b):
-            dev.set_nonblocking(True)
-        while not done.is_set():
-            moved = False
-            for src, dst in ((pair.dev_a, pair.dev_b), (pair.dev_b, pair.dev_a)):
-                batch = batches[id(src)]
-                try:
-                    n = src.recv_multiple(batch)
-                except BlockingIOError:
-                    continue
-                moved = True
-                assert n == len(batch) and n <= slots
-                if src is pair.dev_a:
-                    largest[0] = max(largest[0], n)
-                    largest[1] = max(largest[1], *(len(p) for p in batch))
-                dst.send_multiple(table, batch)
-            if not moved:
-                select.select([pair.dev_a.fileno(), pair.dev_b.fileno()], [], [], 0.05)
+    def step(src: SyncDevice, dst: SyncDevice) -> bool:
+        batch = batches[id(src)]
+        n = src.recv_multiple(batch)
+        assert n == len(batch) and n <= slots
+        if src is pair.dev_a:
+            largest[0] = max(largest[0], n)
+            largest[1] = max(largest[1], *(len(p) for p in batch))
+        dst.send_multiple(table, batch)
+        return True
 
     with offload.using(implementation):
-        t = threading.Thread(target=pump)
-        t.start()
-        try:
-            assert tcp_transfer(pair, data) == data
-        finally:
-            done.set()
-            t.join()
+        assert relayed_transfer(pair, data, step) == data
     assert largest[0] > 1, "no super-packet was split into the batch"
     assert largest[1] <= 1500, f"a {largest[1]}-byte packet left the split"
 
