@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import gc
 import ipaddress
+import weakref
 
 import pytest
 import yaml
@@ -17,6 +18,7 @@ from tunlab.topologies import _parsing
 from tunlab.topologies._fields import _fast_v4_address, _fast_v4_interface
 from tunlab.topologies._gcpause import gc_paused
 from tunlab.topologies._limits import DEFAULT_LIMITS
+from tunlab.topologies._loader import load_text
 
 DOCUMENTS = [
     "name: t\nnodes: {a: {}, b: {mtu: 9000, up: true, x: null, f: 1.5, o: 0o17, h: 0x1f}}\n",
@@ -108,6 +110,9 @@ def test_aliases_stay_shared_objects() -> None:
         ("nodes:\n  h1: {}\n  h1: {}\n", "t.yaml:3: duplicate key 'h1' (first on line 2)"),
         ("? [a, b]\n: 1\n", "a mapping key must be a plain value"),
         ("x: &a {k: 1}\ny: {<<: *a, k: 1, k: 2}\n", "duplicate key 'k'"),  # the general path too
+        ("- {a: 1}\n- {b: 1,\n   b: 2}\n", "t.yaml:3: duplicate key 'b' (first on line 2)"),
+        ("1: a\n2: b\n1: c\n", "t.yaml:3: duplicate key 1 (first on line 1)"),
+        ("x:\n  ? {k: v}\n  : 1\n", "t.yaml:2: a mapping key must be a plain value"),
     ],
 )
 def test_duplicate_and_unhashable_keys_are_refused(text: str, message: str) -> None:
@@ -153,6 +158,38 @@ def test_dotted_fast_path_agrees_with_ipaddress(address: str, prefix: str | None
     _same_as_ipaddress(address if prefix is None else f"{address}/{prefix}")
 
 
+class _Cell:
+    """Something the collector tracks, to make a reference cycle of."""
+
+    other: object = None
+
+
+def test_what_a_read_leaves_alive_goes_to_the_oldest_generation_and_cycles_are_still_freed() -> None:
+    def cycle() -> weakref.ref[_Cell]:
+        a, b = _Cell(), _Cell()
+        a.other, b.other = b, a
+        return weakref.ref(a)
+
+    with gc_paused():
+        made = cycle()
+        kept = [[i] for i in range(1000)]  # alive after the read, like a topology
+    assert gc.get_count()[0] < len(kept)  # not left for the next young collection to walk
+    assert made() is not None  # a cycle: reference counting alone cannot free it
+    gc.collect()
+    assert made() is None  # the full collection still does
+
+
+def test_objects_a_program_froze_stay_frozen() -> None:
+    gc.freeze()
+    try:
+        frozen = gc.get_freeze_count()
+        with gc_paused():
+            kept = [[i] for i in range(100)]
+        assert gc.get_freeze_count() == frozen and kept
+    finally:
+        gc.unfreeze()
+
+
 def test_the_collector_runs_again_after_a_read_even_a_failed_one() -> None:
     assert gc.isenabled()
     with gc_paused():
@@ -164,3 +201,22 @@ def test_the_collector_runs_again_after_a_read_even_a_failed_one() -> None:
     with pytest.raises(TopologyError), gc_paused():
         _parsing.parse_yaml("a: 1\na: 2\n", "t.yaml", DEFAULT_LIMITS)
     assert gc.isenabled()
+
+
+@pytest.mark.parametrize(
+    ("text", "fmt"),
+    [
+        ('name: x\nnodes:\n  h1: {exec: [["echo", "a\\0b"]]}\n', "yaml"),
+        ('name: x\nnodes:\n  h1: {exec: [["echo", "a\\x00b"]]}\n', "yaml"),
+        ('{"name": "x", "nodes": {"h1": {"exec": [["echo", "a\\u0000b"]]}}}', "json"),
+        ('name = "x"\n[nodes.h1]\nexec = [["echo", "a\\u0000b"]]\n', "toml"),
+    ],
+)
+def test_a_nul_from_an_escape_is_refused_in_every_format(text: str, fmt: str) -> None:
+    with pytest.raises(TopologyError, match=r"nodes\.h1\.exec\[0\]\[1\]: 'a\\x00b' contains a NUL byte"):
+        load_text(text, fmt)
+
+
+def test_a_nul_in_a_variable_given_with_clean_text_is_refused() -> None:
+    with pytest.raises(TopologyError, match=r"vars\.who: 'a\\x00b' contains a NUL byte"):
+        load_text("name: x\nnodes: {h1: {}}\n", "yaml", variables={"who": "a\x00b"})

@@ -178,6 +178,34 @@ def test_a_valid_topology_with_every_link_type() -> None:
             "multicast address",
         ),
         (
+            BASE.replace("h2: {interfaces", "h2: {routes: [{dst: default, via: 198.18.1.2}], interfaces"),
+            "nodes.h2.routes[0].via: next hop 198.18.1.2 is an address of 'h2' itself",
+        ),
+        (  # the next hop is on eth0's segment, but the route says it is on t0
+            BASE.replace(
+                "h2: {interfaces: {eth0: {ipv4: [198.18.1.2/24]}}}",
+                "h2: {routes: [{dst: default, via: 198.18.1.1, dev: t0}], "
+                "interfaces: {eth0: {ipv4: [198.18.1.2/24]}, t0: {type: tun, ipv4: [198.18.4.1/24]}}}",
+            ),
+            "nodes.h2.routes[0].via: next hop 198.18.1.1 is on no segment connected to 'h2'",
+        ),
+        (
+            BASE.replace(
+                "h1: {interfaces: {eth0: {ipv4: [198.18.1.1/24]}}}",
+                "h1: {interfaces: {eth0: {ipv4: [198.18.1.1/24], ipv6: ['2001:db8::1/64']}, "
+                "t0: {type: tun, ipv6: ['2001:db8::1/120']}}}",
+            ),
+            "nodes.h1.interfaces.t0.ipv6: address 2001:db8::1 is also on h1:eth0",
+        ),
+        (
+            BASE.replace(
+                "h1: {interfaces: {eth0: {ipv4: [198.18.1.1/24]}}}",
+                "h1: {interfaces: {eth0: {ipv4: [198.18.1.1/24], ipv6: ['2001:db8::1/64']}, "
+                "t0: {type: tun, ipv6: ['2001:db8::2:1/112']}}}",
+            ),
+            "2001:db8::2:1/112 on t0 overlaps 2001:db8::1/64 on eth0 in node 'h1'",
+        ),
+        (
             BASE.replace("ipv4: [198.18.1.2/24]", "ipv4: [198.18.1.2/24], mtu: 70000"),
             "nodes.h2.interfaces.eth0.mtu: Input should be less than or equal to 65535",
         ),
@@ -185,6 +213,16 @@ def test_a_valid_topology_with_every_link_type() -> None:
 )
 def test_rule_messages_name_the_field(text: str, expected: str) -> None:
     assert expected in error_of(text)
+
+
+def test_link_local_ipv6_addresses_on_two_interfaces_do_not_overlap() -> None:
+    load(
+        BASE.replace(
+            "h1: {interfaces: {eth0: {ipv4: [198.18.1.1/24]}}}",
+            "h1: {interfaces: {eth0: {ipv4: [198.18.1.1/24], ipv6: ['fe80::1/64']}, "
+            "t0: {type: tun, ipv6: ['fe80::2/64']}}}",
+        )
+    )
 
 
 def test_errors_point_at_the_file_line() -> None:

@@ -3,6 +3,7 @@ tun/tap), with its merged settings and where it was declared (for messages)."""
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 from dataclasses import dataclass, field
@@ -82,17 +83,24 @@ _NO_SETTINGS = InterfaceSettings()  # an end that sets nothing (shared: settings
 
 def name_issue(name: str, option: str, loc: tuple[Any, ...]) -> Issue | None:
     """An interface-name problem at loc (the message without check_name's option prefix)."""
+    problem = _name_problem(name, option)
+    return None if problem is None else Issue(loc, problem)
+
+
+@functools.lru_cache(maxsize=4096)
+def _name_problem(name: str, option: str) -> str | None:
+    """What is wrong with an interface name, or None: judged once per name (a big lab repeats
+    a few names, eth0 or left and right, thousands of times)."""
     try:
         check_name(name, option)
     except ValueError as exc:
-        return Issue(loc, str(exc).removeprefix(f"{option}: "))
+        return str(exc).removeprefix(f"{option}: ")
     if option == "interface" and name == "lo":
-        return Issue(loc, "'lo' is the loopback interface every node already has: pick another name")
+        return "'lo' is the loopback interface every node already has: pick another name"
     if option == "interface" and _GENERATED.fullmatch(name):
-        return Issue(
-            loc,
+        return (
             f"{name!r} is how tunlab names the devices it adds to a node (relay shims, VM taps: "
-            "tl<letter><link index>...): pick another name",
+            "tl<letter><link index>...): pick another name"
         )
     return None
 
@@ -150,13 +158,13 @@ def catalog(topo: TopologyShape, issues: list[Issue] | None = None) -> Catalog:
             cat.add(end)
     for name, node in topo.nodes.items():
         for iface, settings in node.interfaces.items():
+            if (name, iface) in cat.ifaces:
+                continue  # settings for a link end (its name checked there)
             nloc: tuple[Any, ...] = ("nodes", name, "interfaces", iface)
             bad = name_issue(iface, "interface", nloc)
             if bad is not None:
                 problems.append(bad)
                 continue
-            if (name, iface) in cat.ifaces:
-                continue  # settings for a link end
             if settings.type is None:
                 problems.append(
                     Issue(nloc, "this interface is not connected by any link and has no type (tun or tap)")

@@ -234,7 +234,7 @@ def model_from_data(data: Any, source: Source | None = None) -> Topology:
     if not isinstance(data, dict):
         where = source.path if source else "topology"
         raise TopologyError(f"{where}: the top level must be a mapping with name, nodes and links")
-    nul = _nul_issues(data)
+    nul = _nul_issues(data, source.text if source else None)
     if nul:
         raise _issues_error(nul, source)
     try:
@@ -247,8 +247,13 @@ def model_from_data(data: Any, source: Source | None = None) -> Topology:
     return topo
 
 
-def _nul_issues(data: Any) -> list[Issue]:
-    """Strings with a NUL byte, anywhere: the kernel and docker would cut them short."""
+def _nul_issues(data: Any, text: str | None = None) -> list[Issue]:
+    """Strings with a NUL byte, anywhere: the kernel and docker would cut them short.
+
+    Parsed from text, a NUL comes from the text itself or from an escape (YAML's \\0, JSON's and
+    TOML's \\u0000): text with neither leaves only the variables given with it to look at."""
+    if text is not None and "\x00" not in text and "\\" not in text and isinstance(data, dict):
+        return _nul_issues({"vars": data["vars"]}) if "vars" in data else []
     try:
         if "\\u0000" not in json.dumps(data, default=str):  # the C encoder: one fast look first
             return []

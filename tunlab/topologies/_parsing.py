@@ -124,20 +124,31 @@ def _construct_fast(loader: Any, root: yaml.Node) -> Any:
         if tag == _MAP:
             out: dict[Any, Any] = {}
             built[id(node)] = out
-            lines: dict[Any, int] = {}
-            for key_node, value_node in node.value:
-                if key_node.tag in (_MERGE, _VALUE):
+            pairs = node.value
+            for key_node, value_node in pairs:  # strings, most of them: no call for those
+                key_tag = key_node.tag
+                if key_tag in (_MERGE, _VALUE):
                     raise _Unusual
-                key = build(key_node)
-                _note_key(key, key_node, lines)
-                out[key] = build(value_node)
+                key = key_node.value if key_tag == _STR else build(key_node)
+                try:
+                    out[key] = value_node.value if value_node.tag == _STR else build(value_node)
+                except TypeError:  # an unhashable key: _note_key says so, with its line
+                    _note_key(key, key_node, {})
+                    raise
+            if len(out) != len(pairs):  # a key given twice: find it, and say where
+                lines: dict[Any, int] = {}
+                for key_node, _ in pairs:
+                    _note_key(out_key(key_node), key_node, lines)
             return out
         if tag == _SEQ:
             items: list[Any] = []
             built[id(node)] = items
-            items.extend(build(child) for child in node.value)
+            items.extend(child.value if child.tag == _STR else build(child) for child in node.value)
             return items
         raise _Unusual
+
+    def out_key(key_node: yaml.Node) -> Any:
+        return key_node.value if key_node.tag == _STR else build(key_node)
 
     return build(root)
 

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import functools
 import ipaddress
-from typing import Any
+from typing import Any, NamedTuple
 
 from tunlab.relay._direction import DIRECTIONS
 from tunlab.topologies._catalog import Catalog, Iface, Issue, catalog
@@ -87,6 +86,38 @@ def _check_impairment(link: LinkModel, loc: tuple[Any, ...], cat: Catalog, issue
 AnyInterface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
 
 
+class _Addr(NamedTuple):
+    """An interface address as integers, made once per address: every containment, overlap and
+    equality check below compares these instead of building and hashing ipaddress objects
+    (their __eq__ and __hash__ are Python code: most of the checks' time at 10,000 nodes)."""
+
+    iface: Iface
+    address: AnyInterface
+    version: int
+    ip: int
+    first: int  # of its network
+    last: int
+    prefixlen: int
+    bits: int  # 32 or 128
+
+
+def _addr(iface: Iface, address: AnyInterface) -> _Addr:
+    v4 = isinstance(address, ipaddress.IPv4Interface)
+    bits, prefixlen, ip = (32 if v4 else 128), address.network.prefixlen, int(address)
+    host = (1 << (bits - prefixlen)) - 1
+    return _Addr(iface, address, 4 if v4 else 6, ip, ip & ~host, (ip & ~host) | host, prefixlen, bits)
+
+
+def _addrs(ifaces: list[Iface]) -> list[_Addr]:
+    return [_addr(i, a) for i in ifaces for a in i.addresses]
+
+
+def _span(net: ipaddress.IPv4Network | ipaddress.IPv6Network) -> tuple[int, int, int]:
+    """(version, first, last) of a network as integers."""
+    first = int(net.network_address)
+    return net.version, first, first | ((1 << (net.max_prefixlen - net.prefixlen)) - 1)
+
+
 def _addresses(iface: Iface) -> list[tuple[str, int, AnyInterface]]:
     """(field, index, address) for every address of an interface."""
     out: list[tuple[str, int, AnyInterface]] = [("ipv4", i, a) for i, a in enumerate(iface.settings.ipv4)]
@@ -111,20 +142,7 @@ def _host_address_problem(addr: AnyInterface) -> str | None:
     return None
 
 
-@functools.lru_cache(maxsize=65536)
-def _span(net: ipaddress.IPv4Network | ipaddress.IPv6Network) -> tuple[int, int, int]:
-    """(version, first, last) of a network as integers: containment, overlap and broadcast
-    without the ipaddress objects each comparison would build."""
-    first = int(net.network_address)
-    return net.version, first, first | ((1 << (net.max_prefixlen - net.prefixlen)) - 1)
-
-
-def _holds(net: Any, addr: Any) -> bool:
-    version, first, last = _span(net)
-    return addr.version == version and first <= int(addr) <= last
-
-
-def _check_addresses(topo: Topology, cat: Catalog, issues: list[Issue]) -> None:
+def _check_addresses(cat: Catalog, by_node: dict[str, list[_Addr]], issues: list[Issue]) -> None:
     # invalid host addresses
     for iface in cat.ifaces.values():
         for fam, ai, addr in _addresses(iface):
@@ -152,47 +170,41 @@ def _check_addresses(topo: Topology, cat: Catalog, issues: list[Issue]) -> None:
                         )
                     )
                 seen[key] = iface
-    for node in topo.nodes:
-        mine = [(i, a) for i in cat.of_node(node) for a in i.addresses]
-        for x, (ia, aa) in enumerate(mine):
-            for ib, ab in mine[x + 1 :]:
-                if ia is ib or aa.version != ab.version:
+    for node, mine in by_node.items():
+        _check_node_overlaps(node, mine, issues)
+
+
+def _check_node_overlaps(node: str, mine: list[_Addr], issues: list[Issue]) -> None:
+    """Two addresses of one node that are the same, or whose networks overlap (host addresses,
+    /32 and /128, may be on several interfaces; IPv6 link-local ones are per interface)."""
+    for x, a in enumerate(mine):
+        for b in mine[x + 1 :]:
+            if a.iface is b.iface or a.version != b.version:
+                continue
+            where = b.iface.where("ipv4" if b.version == 4 else "ipv6")
+            if a.ip == b.ip:
+                issues.append(Issue(where, f"address {b.address.ip} is also on {node}:{a.iface.name}"))
+            elif a.prefixlen < a.bits and b.prefixlen < b.bits and a.first <= b.last and b.first <= a.last:
+                if a.version == 6 and (a.address.ip.is_link_local or b.address.ip.is_link_local):
                     continue
-                if int(aa) == int(ab):
-                    where = ib.where("ipv4" if ab.version == 4 else "ipv6")
-                    issues.append(Issue(where, f"address {ab.ip} is also on {node}:{ia.name}"))
-                elif (
-                    aa.network.prefixlen < 32
-                    and ab.network.prefixlen < 32
-                    and _overlap(aa.network, ab.network)
-                ):
-                    if aa.version == 6 and (aa.ip.is_link_local or ab.ip.is_link_local):
-                        continue
-                    issues.append(
-                        Issue(
-                            ib.where("ipv4" if ab.version == 4 else "ipv6"),
-                            f"{ab} on {ib.name} overlaps {aa} on {ia.name} in node '{node}': "
-                            "routing would be ambiguous",
-                        )
+                issues.append(
+                    Issue(
+                        where,
+                        f"{b.address} on {b.iface.name} overlaps {a.address} on {a.iface.name} in node "
+                        f"'{node}': routing would be ambiguous",
                     )
+                )
 
 
-def _overlap(a: Any, b: Any) -> bool:
-    _, a_first, a_last = _span(a)
-    _, b_first, b_last = _span(b)
-    return a_first <= b_last and b_first <= a_last
-
-
-def _check_nodes(topo: Topology, cat: Catalog, issues: list[Issue]) -> None:
+def _check_nodes(topo: Topology, cat: Catalog, by_node: dict[str, list[_Addr]], issues: list[Issue]) -> None:
     nodes = topo.resolved_nodes()
     for name, node in nodes.items():
         loc = ("nodes", name)
         issues.extend(Issue((*loc, *sub), message) for sub, message in driver_for(node.kind).check(node))
         ifaces = cat.of_node(name)
         names = {i.name for i in ifaces}
-        connected = [a for i in ifaces for a in i.addresses]
         for ri, route in enumerate(node.routes):
-            issues += _route_issues(name, (*loc, "routes", ri), route, ifaces, names, connected)
+            issues += _route_issues(name, (*loc, "routes", ri), route, names, by_node[name])
         issues += _duplicate_routes(loc, node.routes)
         in_guest = driver_for(node.kind).interfaces_in_guest
         for key, value in node.sysctls.items():
@@ -211,8 +223,7 @@ def _duplicate_routes(loc: tuple[Any, ...], routes: list[Any]) -> list[Issue]:
             dst = route.network()
         except ValueError:
             continue  # reported by _route_issues
-        key = (dst, route.metric or 0)
-        first = seen.setdefault(key, ri)
+        first = seen.setdefault((_span(dst), route.metric or 0), ri)
         if first != ri:
             issues.append(
                 Issue(
@@ -226,7 +237,7 @@ def _duplicate_routes(loc: tuple[Any, ...], routes: list[Any]) -> list[Issue]:
 
 
 def _route_issues(
-    name: str, rloc: tuple[Any, ...], route: Any, ifaces: list[Any], names: set[str], connected: list[Any]
+    name: str, rloc: tuple[Any, ...], route: Any, names: set[str], connected: list[_Addr]
 ) -> list[Issue]:
     """What the kernel would refuse of one route of node `name` (checked as rtnetlink would)."""
     try:
@@ -236,17 +247,14 @@ def _route_issues(
     issues = []
     if route.dev is not None and route.dev not in names and route.dev != "lo":
         issues.append(Issue((*rloc, "dev"), f"node '{name}' has no interface '{route.dev}'"))
-    own = [
-        a
-        for a in connected
-        if a.version == dst.version and a.network == dst and a.network.prefixlen < a.max_prefixlen
-    ]
+    span = _span(dst)
+    own = [a for a in connected if (a.version, a.first, a.last) == span and a.prefixlen < a.bits]
     if own and dst.version == 4 and not route.metric:
         issues.append(
             Issue(
                 (*rloc, "dst"),
-                f"{dst} is a subnet connected to '{name}' ({own[0]}): the kernel's own route to it "
-                "exists already (add a metric to add a second one, or leave the route out)",
+                f"{dst} is a subnet connected to '{name}' ({own[0].address}): the kernel's own route "
+                "to it exists already (add a metric to add a second one, or leave the route out)",
             )
         )
     if route.via is None:
@@ -265,21 +273,22 @@ def _route_issues(
                 )
             )
         return issues
-    via = int(route.via)
-    on_link = [a for a in connected if _holds(a.network, route.via)]
-    if route.dev is not None:
-        on_link = [
-            a for i in ifaces if i.name == route.dev for a in i.addresses if _holds(a.network, route.via)
-        ]
+    via, version = int(route.via), span[0]
+    on_link = [
+        a
+        for a in connected
+        if a.version == version and a.first <= via <= a.last and route.dev in (None, a.iface.name)
+    ]
     if not on_link:
         issues.append(Issue((*rloc, "via"), f"next hop {route.via} is on no segment connected to '{name}'"))
-    elif any(int(a) == via for a in on_link):
+    elif any(a.ip == via for a in on_link):
         issues.append(Issue((*rloc, "via"), f"next hop {route.via} is an address of '{name}' itself"))
-    elif route.via.version == 4 and any(
-        via == _span(a.network)[2] and a.network.prefixlen < 31 for a in on_link
-    ):
+    elif version == 4 and any(via == a.last and a.prefixlen < 31 for a in on_link):
         issues.append(
-            Issue((*rloc, "via"), f"next hop {route.via} is the broadcast address of {on_link[0].network}")
+            Issue(
+                (*rloc, "via"),
+                f"next hop {route.via} is the broadcast address of {on_link[0].address.network}",
+            )
         )
     return issues
 
@@ -288,6 +297,7 @@ def check_topology(topo: Topology) -> list[Issue]:
     issues: list[Issue] = []
     cat = catalog(topo, issues)
     _check_links(topo, cat, issues)
-    _check_addresses(topo, cat, issues)
-    _check_nodes(topo, cat, issues)
+    by_node = {node: _addrs(cat.of_node(node)) for node in topo.nodes}  # made once, read twice
+    _check_addresses(cat, by_node, issues)
+    _check_nodes(topo, cat, by_node, issues)
     return issues
