@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Sequence
 from typing import Protocol
 
 from tunlab.devices._backend import Bytes
 from tunlab.devices._batch import batch_frames
+from tunlab.devices._ready import DONE, ready
 from tunlab.devices._sync import SyncDevice
 from tunlab.devices.offload import IDEAL_BATCH_SIZE, GROTable
 from tunlab.errors import DeviceClosedError
@@ -45,10 +46,13 @@ class Framed:
     def __aiter__(self) -> AsyncIterator[bytes]:
         return self
 
-    async def __anext__(self) -> bytes:
+    def __anext__(self) -> Awaitable[bytes]:
         pending = self._pending
-        if pending:  # a super-packet split earlier: no await needed (the common case)
-            return pending.popleft()
+        if pending:  # a super-packet split earlier (the common case): done now, no coroutine
+            return ready(pending.popleft())
+        return self._read_next()
+
+    async def _read_next(self) -> bytes:
         try:
             return await self.recv()
         except DeviceClosedError:
@@ -70,14 +74,20 @@ class Framed:
         """Packets waiting in the current batch."""
         return len(self._batch)
 
-    async def send(self, packet: Bytes) -> None:
-        """Queue one packet; a full batch is flushed before this returns."""
+    def send(self, packet: Bytes) -> Awaitable[None]:
+        """Queue one packet (await it); a full batch is flushed before the await returns.
+
+        The packet joins the batch when send() is called; only a flush waits on the device."""
         if self._closed:
             raise DeviceClosedError("send() on a closed Framed writer")
         batch = self._batch
         batch.append(packet)
         if len(batch) >= self.batch_size:
-            await self.flush()
+            return self._flush_full()
+        return DONE
+
+    async def _flush_full(self) -> None:
+        await self.flush()
 
     async def flush(self) -> int:
         """Coalesce and write the batch; returns the bytes written."""

@@ -1494,7 +1494,70 @@ out:
 }
 #endif
 
+/* ---- ready(value): an awaitable that is done already ----------------------------------------
+ * `await ready(v)` is v at once. Framed hands one out for a packet split earlier and for a send
+ * that only queued, where a coroutine per packet cost more than the packet's own work. am_send
+ * answers PYGEN_RETURN, so the interpreter's await takes the value without an exception; the
+ * iterator protocol (tp_iternext) is there for callers that drive it by hand. Stateless: one
+ * object may be awaited any number of times. */
+typedef struct {
+    PyObject_HEAD
+    PyObject *value;
+} Ready;
+
+static void ready_dealloc(Ready *self) {
+    Py_XDECREF(self->value);
+    PyObject_Free(self);
+}
+
+static PyObject *ready_await(PyObject *self) {
+    Py_INCREF(self);
+    return self;
+}
+
+static PyObject *ready_next(Ready *self) {
+    PyObject *stop = PyObject_CallOneArg(PyExc_StopIteration, self->value);
+    if (stop != NULL) {
+        PyErr_SetObject(PyExc_StopIteration, stop);
+        Py_DECREF(stop);
+    }
+    return NULL;
+}
+
+static PySendResult ready_send(PyObject *self, PyObject *arg, PyObject **result) {
+    (void)arg;
+    PyObject *value = ((Ready *)self)->value;
+    Py_INCREF(value);
+    *result = value;
+    return PYGEN_RETURN;
+}
+
+static PyAsyncMethods ready_async = {ready_await, NULL, NULL, ready_send};
+
+static PyTypeObject ReadyType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "tunlab.devices.offload._fast.Ready",
+    .tp_basicsize = sizeof(Ready),
+    .tp_dealloc = (destructor)ready_dealloc,
+    .tp_as_async = &ready_async,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "An awaitable that is done already: awaiting it gives its value.",
+    .tp_iter = PyObject_SelfIter,
+    .tp_iternext = (iternextfunc)ready_next,
+};
+
+static PyObject *py_ready(PyObject *self, PyObject *value) {
+    (void)self;
+    Ready *r = PyObject_New(Ready, &ReadyType);
+    if (r == NULL)
+        return NULL;
+    Py_INCREF(value);
+    r->value = value;
+    return (PyObject *)r;
+}
+
 static PyMethodDef methods[] = {
+    {"ready", py_ready, METH_O, "ready(value) -> Awaitable: done already; awaiting it gives value"},
     {"ones_sum", py_ones_sum, METH_VARARGS,
      "ones_sum(data, initial=0) -> int: the one's-complement sum of data, modulo 0xFFFF"},
     {"segment", py_segment, METH_VARARGS,
@@ -1526,4 +1589,8 @@ static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT, "_fast", "The compiled offload core and relay pump of tunlab.", -1, methods,
 };
 
-PyMODINIT_FUNC PyInit__fast(void) { return PyModule_Create(&module); }
+PyMODINIT_FUNC PyInit__fast(void) {
+    if (PyType_Ready(&ReadyType) < 0)
+        return NULL;
+    return PyModule_Create(&module);
+}

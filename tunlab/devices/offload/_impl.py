@@ -30,6 +30,11 @@ _compiled: ModuleType | None = _load()
 fast: ModuleType | None = _compiled  # what the offload modules call; None: the pure code
 
 
+def compiled_core() -> ModuleType | None:
+    """The compiled module when it was built (and TUNLAB_PURE is not set), whatever use() chose."""
+    return _compiled
+
+
 def implementation() -> str:
     """'compiled' or 'python': which one split, coalesce and the checksums use now."""
     return "compiled" if fast is not None else "python"
