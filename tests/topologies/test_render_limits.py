@@ -4,6 +4,7 @@ and render-seconds (RLIMIT_CPU and a deadline), so the bomb costs the caller not
 
 from __future__ import annotations
 
+import os
 import resource
 import time
 
@@ -11,6 +12,7 @@ import pytest
 
 from tunlab.errors import TopologyError
 from tunlab.topologies._limits import Limits
+from tunlab.topologies._loader import load_text
 from tunlab.topologies._templating import render
 
 BOMBS = [
@@ -50,3 +52,54 @@ def test_errors_and_results_cross_the_process_boundary_intact() -> None:
     assert render("{{ n * 2 }} ✓", {"n": 21}, "t.yaml") == "42 ✓"
     with pytest.raises(TopologyError, match="'nope' is undefined"):
         render("{{ nope }}", {}, "t.yaml")
+
+
+# ---- parsed while it renders ------------------------------------------------------------------
+# A YAML template is parsed as the child streams its text. Whatever the parser made of text cut
+# short, the template's own error is the one reported, as when the render finished first.
+PREFIX = "name: big\nnodes:\n{% for i in range(20000) %}  n{{ i }}: {}\n{% endfor %}"  # > 64 KiB
+
+
+def _children() -> set[int]:
+    with open(f"/proc/{os.getpid()}/task/{os.getpid()}/children") as f:
+        return {int(pid) for pid in f.read().split()}
+
+
+@pytest.mark.parametrize("in_process", [False, True], ids=["child", "in-process"])
+@pytest.mark.parametrize(
+    ("template", "limits", "message"),
+    [
+        (PREFIX + "links: [{{ nope }}]\n", Limits(), r"big\.yaml:\d+: template: 'nope' is undefined"),
+        (
+            "name: x\nnodes: {{ '{' }}\n{{ nope }}\n",
+            Limits(),
+            "'nope' is undefined",
+        ),  # the text so far is not YAML
+        (
+            PREFIX + "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}",
+            Limits(render_seconds=1),
+            "render-seconds=1",
+        ),
+        (PREFIX + "links: []\n", Limits(rendered_size=100_000), "rendered-size"),
+    ],
+)
+def test_a_template_error_after_text_was_parsed_is_the_one_reported(
+    template: str, limits: Limits, message: str, in_process: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if in_process:
+        monkeypatch.setenv("TUNLAB_RENDER_IN_PROCESS", "1")
+    before = _children()
+    with pytest.raises(TopologyError, match=message):
+        load_text(template, "yaml", "big.yaml", limits=limits)
+    assert _children() == before  # the render's child is reaped, whatever happened
+
+
+def test_a_yaml_error_in_text_that_rendered_whole_names_its_line() -> None:
+    with pytest.raises(TopologyError, match=r"big\.yaml:20004: "):
+        load_text(PREFIX + "links: [\n  - a: {\n", "yaml", "big.yaml")
+
+
+def test_a_template_streamed_into_the_parser_gives_the_same_topology() -> None:
+    streamed = load_text(PREFIX + "links: []\n", "yaml", "big.yaml")
+    whole = load_text(render(PREFIX + "links: []\n", {}, "big.yaml"), "yaml", "big.yaml")
+    assert streamed.model_dump() == whole.model_dump() and len(streamed.nodes) == 20000

@@ -5,8 +5,10 @@ Python, so only a process boundary makes the documented limits hold against it.
 
 The child is forked (no exec, so it costs a few milliseconds and needs nothing re-imported); it
 renders with the in-process guard as well (for a clear message on a Python-level loop) and
-sends back the text or the error as JSON. Where there is no fork (Windows), rendering stays in
-process with the guard alone.
+streams the text back as it renders, then its verdict (done, or the error). The parent may
+read the text while the child still renders — the YAML parser does, on the other core — and
+hears the verdict before it reports anything about the text. Where there is no fork (Windows),
+rendering stays in process with the guard alone.
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ import select
 import signal
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from typing import Any
 
 from tunlab.errors import TopologyError
 from tunlab.topologies._limits import Limits, describe
@@ -64,30 +67,147 @@ def _limit_self(lim: Limits) -> None:
     resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))
 
 
-def _child(render: Callable[[], str], path: str, lim: Limits, out: int) -> None:
-    """Render and send ["ok", text] or ["error", message] or ["memory"]; never returns."""
+_TEXT, _VERDICT = b"T", b"V"  # frames: a kind byte, a 4-byte length, the payload
+_BATCH = 1 << 16  # text is sent in pieces of about this many bytes
+
+
+def _send(out: int, kind: bytes, payload: bytes) -> None:
+    view = memoryview(kind + len(payload).to_bytes(4, "big") + payload)
+    while view:
+        view = view[os.write(out, view) :]
+
+
+Render = Callable[[Callable[[str], None]], None]  # renders, each piece of text to the sink given
+
+
+class _Batcher:
+    """The child's sink: pieces of text gathered and sent in frames of about _BATCH bytes."""
+
+    def __init__(self, out: int) -> None:
+        self.out = out
+        self.pending: list[str] = []
+        self.size = 0
+
+    def __call__(self, piece: str) -> None:
+        self.pending.append(piece)
+        self.size += len(piece)
+        if self.size >= _BATCH:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.pending:
+            _send(self.out, _TEXT, "".join(self.pending).encode())
+            self.pending, self.size = [], 0
+
+
+def _child(render: Render, path: str, lim: Limits, out: int) -> None:
+    """Render, streaming the text in pieces, then the verdict ["ok"], ["error", message] or
+    ["memory"]; never returns."""
     try:
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, signal.SIG_DFL)  # the parent stops the render by killing this
         try:
             _limit_self(lim)
-            answer: list[str] = ["ok", render()]
+            sink = _Batcher(out)
+            render(sink)
+            sink.flush()
+            verdict = ["ok"]
         except MemoryError:
-            answer = ["memory"]
+            verdict = ["memory"]
         except TopologyError as exc:
-            answer = ["error", str(exc)]
+            verdict = ["error", str(exc)]
         except BaseException as exc:
-            answer = ["error", f"{path}: template: {type(exc).__name__}: {exc}"]
-        data = json.dumps(answer).encode()
-        view = memoryview(data)
-        while view:
-            view = view[os.write(out, view) :]
+            verdict = ["error", f"{path}: template: {type(exc).__name__}: {exc}"]
+        _send(out, _VERDICT, json.dumps(verdict).encode())
     finally:
         os._exit(0)
 
 
-def render_isolated(render: Callable[[], str], path: str, lim: Limits) -> str:
-    """render() in a forked child held to lim; its text, or the TopologyError it raised."""
+class RenderedStream:
+    """The text a child renders, read while it renders: read() for a parser, then finish() for
+    the whole text or the render's error (which comes before anything said about the text)."""
+
+    def __init__(self, pid: int, fd: int, path: str, lim: Limits) -> None:
+        self._pid: int | None = pid
+        self._fd = fd
+        self._path, self._lim = path, lim
+        self._deadline = time.monotonic() + lim.render_seconds + 0.5  # the child's guard speaks first
+        self._raw = bytearray()
+        self._parts: list[str] = []
+        self._verdict: list[Any] | None = None
+        self._eof = False
+        self._status = 0
+
+    def _frame(self) -> tuple[bytes, bytes] | None:
+        """The next whole frame from the pipe, or None at its end."""
+        raw = self._raw
+        while True:
+            if len(raw) >= 5:
+                end = 5 + int.from_bytes(raw[1:5], "big")
+                if len(raw) >= end:
+                    kind, payload = bytes(raw[:1]), bytes(raw[5:end])
+                    del raw[:end]
+                    return kind, payload
+            if self._eof:
+                return None
+            left = self._deadline - time.monotonic()
+            if left <= 0:
+                raise _time_error(self._path, self._lim)
+            if select.select([self._fd], [], [], left)[0]:
+                chunk = os.read(self._fd, 1 << 20)
+                self._eof = not chunk
+                raw += chunk
+
+    def read(self, size: int = -1) -> str:
+        """The next piece of text, '' at the end (what libyaml's reader asks of a stream)."""
+        while self._verdict is None:
+            frame = self._frame()
+            if frame is None:
+                break
+            kind, payload = frame
+            if kind == _TEXT:
+                text = payload.decode()
+                self._parts.append(text)
+                return text
+            self._verdict = json.loads(payload)
+        return ""
+
+    def text_so_far(self) -> str:
+        return "".join(self._parts)
+
+    def finish(self) -> str:
+        """The whole text once the child is done; the render's error (limits included) raised."""
+        while self.read():
+            pass
+        self._reap()
+        if os.WIFSIGNALED(self._status):  # SIGXCPU (RLIMIT_CPU), or killed some other way
+            raise _time_error(self._path, self._lim)
+        verdict = self._verdict or ["memory"]  # no words at all: it could not allocate them
+        if verdict[0] == "ok":
+            return self.text_so_far()
+        if verdict[0] == "memory":
+            raise memory_error(self._path, self._lim)
+        raise TopologyError(str(verdict[1]))
+
+    def _reap(self) -> None:
+        if self._pid is not None:
+            _pid, self._status = os.waitpid(self._pid, 0)
+            self._pid = None
+
+    def close(self) -> None:
+        """Stop the child if it still runs; nothing is left behind."""
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+        if self._pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self._pid, signal.SIGKILL)
+            self._reap()
+
+
+@contextlib.contextmanager
+def stream_isolated(render: Render, path: str, lim: Limits) -> Iterator[RenderedStream]:
+    """render() run in a forked child held to lim, its text readable as it comes."""
     read_end, write_end = os.pipe()
     with warnings.catch_warnings():  # 3.12+ warns on fork with threads: the child runs no one's locks
         warnings.simplefilter("ignore", DeprecationWarning)
@@ -96,36 +216,8 @@ def render_isolated(render: Callable[[], str], path: str, lim: Limits) -> str:
         os.close(read_end)
         _child(render, path, lim, write_end)
     os.close(write_end)
-    chunks: list[bytes] = []
-    deadline = time.monotonic() + lim.render_seconds + 0.5  # the child's own guard speaks first
-    ended = False
+    stream = RenderedStream(pid, read_end, path, lim)
     try:
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise _time_error(path, lim)
-            if not select.select([read_end], [], [], left)[0]:
-                continue
-            chunk = os.read(read_end, 1 << 20)
-            if not chunk:
-                break
-            chunks.append(chunk)
-        _pid, status = os.waitpid(pid, 0)
-        ended = True
+        yield stream
     finally:
-        os.close(read_end)
-        if not ended:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-            os.waitpid(pid, 0)
-    if os.WIFSIGNALED(status):  # SIGXCPU (RLIMIT_CPU), or killed some other way
-        raise _time_error(path, lim)
-    try:
-        answer = json.loads(b"".join(chunks) or b'["memory"]')  # no words at all: it could not allocate them
-    except ValueError:
-        raise memory_error(path, lim) from None
-    if answer[0] == "ok":
-        return str(answer[1])
-    if answer[0] == "memory":
-        raise memory_error(path, lim)
-    raise TopologyError(str(answer[1]))
+        stream.close()

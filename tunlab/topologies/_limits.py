@@ -89,6 +89,7 @@ class RenderGuard:
         self._done = threading.Event()
         self._thread: threading.Thread | None = None
         self._main = threading.current_thread() is threading.main_thread()
+        self._interrupted = False  # the watchdog sent the main thread a KeyboardInterrupt
 
     def check(self) -> None:
         """Cooperative check (called by the sandbox on every call): raises past a limit."""
@@ -116,6 +117,7 @@ class RenderGuard:
                 )
             if self.reason is not None:
                 if self._main:
+                    self._interrupted = True
                     _thread.interrupt_main()
                 return
 
@@ -127,14 +129,25 @@ class RenderGuard:
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
         self._done.set()
-        if self._thread is not None:
-            self._thread.join()
+        try:
+            if self._thread is not None:
+                self._thread.join()
+            _bytecode_boundary()  # a KeyboardInterrupt the watchdog sent is delivered by now
+        except KeyboardInterrupt:
+            # the main thread noticed the limit itself (check) while the watchdog did too: its
+            # interrupt came late, into this exit; it is this guard's, not the user's Ctrl-C
+            if not self._interrupted:
+                raise
         if (
             self.reason is not None
             and exc_type is not None
             and issubclass(exc_type, (KeyboardInterrupt, MemoryError))
         ):
             raise TopologyError(self.reason) from None
+
+
+def _bytecode_boundary() -> None:
+    """A Python-level call: pending signal handlers (interrupt_main's) run at the call."""
 
 
 def check_shape(data: Any, limits: Limits, path: str) -> None:

@@ -35,7 +35,7 @@ from tunlab.topologies._models import (
     kinds_with_field,
     types_with_field,
 )
-from tunlab.topologies._templating import render
+from tunlab.topologies._templating import render, render_stream
 from tunlab.topologies._validate import Issue, check_topology
 
 FORMATS = {".yaml": "yaml", ".yml": "yaml", ".toml": "toml", ".json": "json"}
@@ -320,10 +320,14 @@ def _load_text(
         )
     if "{{" in text or "{%" in text or "{#" in text:
         context = {**_file_vars(text, fmt, limits), **(variables or {})}
-        rendered = render(text, context, path, limits)
-    else:  # nothing to render: parsed once, below
+        if fmt == "yaml":
+            rendered, data = _render_and_parse_yaml(text, context, path, limits)
+        else:
+            rendered = render(text, context, path, limits)
+            data = parsing.parse(rendered, fmt, path, limits)
+    else:  # nothing to render
         rendered = text
-    data = parsing.parse(rendered, fmt, path, limits)
+        data = parsing.parse(rendered, fmt, path, limits)
     check_shape(data, limits, path)
     if isinstance(data, dict) and variables:
         data["vars"] = {**(data.get("vars") or {}), **variables}
@@ -334,6 +338,21 @@ def _load_text(
         raise TopologyError(
             f"{path}: nested too deeply to validate, {describe('depth', limits.depth)}"
         ) from None
+
+
+def _render_and_parse_yaml(
+    text: str, context: Mapping[str, Any], path: str, limits: Limits
+) -> tuple[str, Any]:
+    """The rendered text and its data, parsed as the render streams in (render and parse run
+    on two cores at once). Whatever the parser makes of a render that failed half-way, the
+    template's own error is the one reported, as if the render had finished first."""
+    with render_stream(text, context, path, limits) as stream:
+        try:
+            data = parsing.parse_yaml_stream(stream, path, limits)
+        except TopologyError:
+            stream.finish()  # raises the template's error, if it had one
+            raise
+        return stream.finish(), data
 
 
 def load_file(

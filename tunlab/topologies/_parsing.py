@@ -11,7 +11,8 @@ from __future__ import annotations
 import json
 import re
 import sys
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Protocol
 
 import yaml
 
@@ -188,8 +189,25 @@ def _check_graph(root: yaml.Node, limits: Limits, path: str) -> None:
         sizes[key] = total
 
 
+class TextStream(Protocol):
+    """Text read as it comes (a render in progress): read() pieces, '' at the end."""
+
+    def read(self, size: int = -1) -> str: ...
+
+    def text_so_far(self) -> str: ...
+
+
 def parse_yaml(text: str, path: str, limits: Limits) -> Any:
-    loader = UniqueKeyLoader(text)
+    return _parse_yaml(text, lambda: text, path, limits)
+
+
+def parse_yaml_stream(stream: TextStream, path: str, limits: Limits) -> Any:
+    """parse_yaml of text read from stream as it comes (libyaml asks for it piece by piece)."""
+    return _parse_yaml(stream, stream.text_so_far, path, limits)
+
+
+def _parse_yaml(source: str | TextStream, text_of: Callable[[], str], path: str, limits: Limits) -> Any:
+    loader = UniqueKeyLoader(source)
     try:
         try:
             node = loader.get_single_node()
@@ -199,7 +217,7 @@ def parse_yaml(text: str, path: str, limits: Limits) -> Any:
             ) from None
         if node is None:
             return None
-        if "&" in text:  # anchors (and so aliases) may be used: bound what they expand to
+        if "&" in text_of():  # anchors (and so aliases) may be used: bound what they expand to
             _check_graph(node, limits, path)
         try:
             return _construct_fast(loader, node)

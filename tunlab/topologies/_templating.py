@@ -8,8 +8,9 @@ it can, the render runs in a child process the kernel holds to those limits (_is
 
 from __future__ import annotations
 
+import contextlib
 import operator
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import jinja2
@@ -103,10 +104,44 @@ def template_env(
 def render(text: str, variables: Mapping[str, Any], path: str, limits: Limits | None = None) -> str:
     """The rendered text; every failure is a TopologyError that names the file (and the limit).
     Rendered in a child process held to the limits by the kernel where it can be (_isolated)."""
+    with render_stream(text, variables, path, limits) as stream:
+        return stream.finish()
+
+
+class _Rendered:
+    """A render done in this process, served as a RenderedStream is (no fork here)."""
+
+    def __init__(self, text: str) -> None:
+        self._text, self._given = text, False
+
+    def read(self, size: int = -1) -> str:
+        given, self._given = self._given, True
+        return "" if given else self._text
+
+    def text_so_far(self) -> str:
+        return self._text
+
+    def finish(self) -> str:
+        return self._text
+
+
+@contextlib.contextmanager
+def render_stream(
+    text: str, variables: Mapping[str, Any], path: str, limits: Limits | None = None
+) -> Iterator[isolated.RenderedStream | _Rendered]:
+    """The rendered text as it comes: read() it (a parser may, while a child process still
+    renders), then finish() for all of it or the template's error. In this process, where
+    there is no fork, the render is done (or has failed) before the block starts."""
     lim = limits or Limits()
     if isolated.available():
-        return isolated.render_isolated(lambda: _render_here(text, variables, path, lim), path, lim)
-    return _render_here(text, variables, path, lim)
+        with isolated.stream_isolated(
+            lambda sink: _render_into(text, variables, path, lim, sink), path, lim
+        ) as stream:
+            yield stream
+    else:
+        parts: list[str] = []
+        _render_into(text, variables, path, lim, parts.append)
+        yield _Rendered("".join(parts))
 
 
 def _at(path: str, exc: BaseException) -> str:
@@ -121,13 +156,15 @@ def _at(path: str, exc: BaseException) -> str:
     return f"{path}:{line}" if line is not None else path
 
 
-def _render_here(text: str, variables: Mapping[str, Any], path: str, lim: Limits) -> str:
-    """Render in this process, stopped by the guard at its limits."""
+def _render_into(
+    text: str, variables: Mapping[str, Any], path: str, lim: Limits, sink: Callable[[str], None]
+) -> None:
+    """Render in this process, each piece of text to sink (inside the guard, so its limits and
+    messages cover the sink's work too), stopped by the guard at its limits."""
     try:
         with RenderGuard(lim, path) as guard:
             env = template_env(lim, guard)
             template = env.from_string(text)
-            parts: list[str] = []
             size = 0
             for chunk in template.generate(**variables):
                 size += len(chunk)
@@ -136,9 +173,8 @@ def _render_here(text: str, variables: Mapping[str, Any], path: str, lim: Limits
                         f"{path}: template: the rendered file is larger than "
                         f"{describe('rendered-size', lim.rendered_size)}"
                     )
-                parts.append(chunk)
+                sink(chunk)
                 guard.check()
-            return "".join(parts)
     except TopologyError as exc:
         text_ = str(exc)
         raise TopologyError(text_ if text_.startswith(path) else f"{path}: {text_}") from None
