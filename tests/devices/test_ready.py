@@ -4,6 +4,9 @@ Ready and the pure-Python fallback give the same values, under asyncio and trio 
 from __future__ import annotations
 
 import asyncio
+import collections
+import gc
+import weakref
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -84,6 +87,7 @@ def test_the_framed_loop_under_asyncio(compiled: bool, monkeypatch: pytest.Monke
     if not compiled:
         monkeypatch.setattr(_framed, "ready", _ready._coroutine)
         monkeypatch.setattr(_framed, "DONE", _ready.ReadyValue(None))
+        monkeypatch.setattr(_framed, "packet_reader", None)
     _framed_loop(lambda main: asyncio.run(main()))
 
 
@@ -112,3 +116,45 @@ def test_a_full_batch_is_written_when_its_send_is_awaited() -> None:
         asyncio.run(main())
     finally:
         dev.close()
+
+
+def test_the_compiled_packet_reader_gives_queued_packets_then_waits_on_the_fallback() -> None:
+    if _ready.packet_reader is None:
+        pytest.skip("the compiled core is not built here")
+    reader = _ready.packet_reader
+    pending = collections.deque([b"a", b"b"])
+    reads = [b"c"]
+
+    async def fallback() -> bytes:
+        await asyncio.sleep(0)  # a real wait: the loop runs
+        if not reads:
+            raise StopAsyncIteration
+        return reads.pop()
+
+    async def main() -> list[bytes]:
+        got = []
+        async for packet in reader(pending, fallback):
+            got.append(packet)
+            if packet == b"a":
+                pending.append(b"a2")  # queued while iterating: still in order
+        return got
+
+    assert asyncio.run(main()) == [b"a", b"b", b"a2", b"c"]
+
+
+def test_a_packet_reader_in_a_reference_cycle_is_collected() -> None:
+    if _ready.packet_reader is None:
+        pytest.skip("the compiled core is not built here")
+
+    class Holder:
+        reader: object = None
+
+        async def fallback(self) -> bytes:
+            raise StopAsyncIteration
+
+    holder = Holder()
+    holder.reader = _ready.packet_reader(collections.deque(), holder.fallback)  # holder -> reader -> holder
+    gone = weakref.ref(holder)
+    del holder
+    gc.collect()
+    assert gone() is None

@@ -7,7 +7,7 @@ from typing import Protocol
 
 from tunlab.devices._backend import Bytes
 from tunlab.devices._batch import batch_frames
-from tunlab.devices._ready import DONE, ready
+from tunlab.devices._ready import DONE, packet_reader, ready
 from tunlab.devices._sync import SyncDevice
 from tunlab.devices.offload import IDEAL_BATCH_SIZE, GROTable
 from tunlab.errors import DeviceClosedError
@@ -44,7 +44,11 @@ class Framed:
 
     # read half
     def __aiter__(self) -> AsyncIterator[bytes]:
-        return self
+        """Packets as they come: the compiled core's iterator hands out the ones already split
+        without a Python call each; without the core, this object is its own iterator."""
+        if packet_reader is None:
+            return self
+        return packet_reader(self._pending, self._read_next)
 
     def __anext__(self) -> Awaitable[bytes]:
         pending = self._pending

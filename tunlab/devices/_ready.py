@@ -9,7 +9,8 @@ TUNLAB_PURE=1) ready() is a coroutine again and DONE a small reusable awaitable.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Generator
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable, Generator
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from tunlab.devices.offload import _impl
@@ -42,6 +43,12 @@ if TYPE_CHECKING:
 
 else:
     ready = getattr(_impl.compiled_core(), "ready", None) or _coroutine
+
+# packet_reader(pending, fallback): an async iterator giving pending.popleft() as a done
+# awaitable while the deque has packets, else fallback() (which waits for a read); None
+# without the compiled core, where Framed is its own iterator
+PacketReader = Callable[[deque[bytes], Callable[[], Awaitable[bytes]]], AsyncIterator[bytes]]
+packet_reader: PacketReader | None = getattr(_impl.compiled_core(), "packet_reader", None)
 
 # shared by every send that only queued: the compiled Ready may be awaited again and again
 DONE: Awaitable[None] = ready(None) if ready is not _coroutine else ReadyValue(None)

@@ -1556,8 +1556,100 @@ static PyObject *py_ready(PyObject *self, PyObject *value) {
     return (PyObject *)r;
 }
 
+/* ---- packet_reader(pending, fallback): Framed's async iterator ------------------------------
+ * `async for packet in framed` asks am_anext once per packet: a packet already split (in the
+ * pending deque) comes back as a Ready at once, with no Python frame on the way; an empty
+ * deque hands the wait to fallback() (a coroutine that reads the device). */
+typedef struct {
+    PyObject_HEAD
+    PyObject *pending;
+    PyObject *popleft;
+    PyObject *fallback;
+} Reader;
+
+static int reader_traverse(Reader *self, visitproc visit, void *arg) {
+    Py_VISIT(self->pending);
+    Py_VISIT(self->popleft);
+    Py_VISIT(self->fallback);
+    return 0;
+}
+
+static int reader_clear(Reader *self) {
+    Py_CLEAR(self->pending);
+    Py_CLEAR(self->popleft);
+    Py_CLEAR(self->fallback);
+    return 0;
+}
+
+static void reader_dealloc(Reader *self) {
+    PyObject_GC_UnTrack(self);
+    reader_clear(self);
+    PyObject_GC_Del(self);
+}
+
+static PyObject *reader_aiter(PyObject *self) {
+    Py_INCREF(self);
+    return self;
+}
+
+static PyObject *reader_anext(Reader *self) {
+    Py_ssize_t queued = PyObject_Size(self->pending);
+    if (queued < 0)
+        return NULL;
+    if (queued == 0)
+        return PyObject_CallNoArgs(self->fallback);
+    PyObject *packet = PyObject_CallNoArgs(self->popleft);
+    if (packet == NULL)
+        return NULL;
+    Ready *r = PyObject_New(Ready, &ReadyType);
+    if (r == NULL) {
+        Py_DECREF(packet);
+        return NULL;
+    }
+    r->value = packet;
+    return (PyObject *)r;
+}
+
+static PyAsyncMethods reader_async = {NULL, reader_aiter, (unaryfunc)reader_anext, NULL};
+
+static PyTypeObject ReaderType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "tunlab.devices.offload._fast.PacketReader",
+    .tp_basicsize = sizeof(Reader),
+    .tp_dealloc = (destructor)reader_dealloc,
+    .tp_as_async = &reader_async,
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_doc = "Framed's async iterator: queued packets at once, else fallback() waits for a read.",
+    .tp_traverse = (traverseproc)reader_traverse,
+    .tp_clear = (inquiry)reader_clear,
+};
+
+static PyObject *py_packet_reader(PyObject *self, PyObject *args) {
+    (void)self;
+    PyObject *pending, *fallback;
+    if (!PyArg_ParseTuple(args, "OO", &pending, &fallback))
+        return NULL;
+    PyObject *popleft = PyObject_GetAttrString(pending, "popleft");
+    if (popleft == NULL)
+        return NULL;
+    Reader *r = PyObject_GC_New(Reader, &ReaderType);
+    if (r == NULL) {
+        Py_DECREF(popleft);
+        return NULL;
+    }
+    Py_INCREF(pending);
+    Py_INCREF(fallback);
+    r->pending = pending;
+    r->popleft = popleft;
+    r->fallback = fallback;
+    PyObject_GC_Track(r);
+    return (PyObject *)r;
+}
+
 static PyMethodDef methods[] = {
     {"ready", py_ready, METH_O, "ready(value) -> Awaitable: done already; awaiting it gives value"},
+    {"packet_reader", py_packet_reader, METH_VARARGS,
+     "packet_reader(pending, fallback) -> AsyncIterator: pending.popleft() as a Ready, else fallback()"},
     {"ones_sum", py_ones_sum, METH_VARARGS,
      "ones_sum(data, initial=0) -> int: the one's-complement sum of data, modulo 0xFFFF"},
     {"segment", py_segment, METH_VARARGS,
@@ -1590,7 +1682,7 @@ static struct PyModuleDef module = {
 };
 
 PyMODINIT_FUNC PyInit__fast(void) {
-    if (PyType_Ready(&ReadyType) < 0)
+    if (PyType_Ready(&ReadyType) < 0 || PyType_Ready(&ReaderType) < 0)
         return NULL;
     return PyModule_Create(&module);
 }
