@@ -13,7 +13,7 @@ import pytest
 from tunlab.errors import TopologyError
 from tunlab.topologies._limits import Limits
 from tunlab.topologies._loader import load_text
-from tunlab.topologies._templating import render
+from tunlab.topologies._templating import render, render_stream
 
 BOMBS = [
     "{{ 'x' | center(1500000000) }}",
@@ -103,3 +103,13 @@ def test_a_template_streamed_into_the_parser_gives_the_same_topology() -> None:
     streamed = load_text(PREFIX + "links: []\n", "yaml", "big.yaml")
     whole = load_text(render(PREFIX + "links: []\n", {}, "big.yaml"), "yaml", "big.yaml")
     assert streamed.model_dump() == whole.model_dump() and len(streamed.nodes) == 20000
+
+
+def test_a_parser_slower_than_the_render_is_not_taken_for_a_slow_render() -> None:
+    # 3 MB of text rendered fast; the reader starts 1.5 s late, past render-seconds=1: the
+    # text was drained as it came, so the child never waited on the pipe, and nothing timed out
+    template = "{% for i in range(100000) %}n{{ i }}: 0123456789012345678901\n{% endfor %}"
+    with render_stream(template, {}, "slow.yaml", Limits(render_seconds=1)) as stream:
+        time.sleep(1.5)
+        text = stream.finish()
+    assert len(text) > 3_000_000 and text.endswith("n99999: 0123456789012345678901\n")

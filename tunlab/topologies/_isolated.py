@@ -13,11 +13,13 @@ rendering stays in process with the guard alone.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import json
 import os
 import select
 import signal
+import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -125,38 +127,64 @@ def _child(render: Render, path: str, lim: Limits, out: int) -> None:
 
 class RenderedStream:
     """The text a child renders, read while it renders: read() for a parser, then finish() for
-    the whole text or the render's error (which comes before anything said about the text)."""
+    the whole text or the render's error (which comes before anything said about the text).
+
+    A thread drains the pipe as the child writes, so the child never waits on a parser slower
+    than itself: a wait would count against its render-seconds. The wall-clock deadline is
+    for the child's text and verdict: once text is here, a slow parser is never timed out."""
 
     def __init__(self, pid: int, fd: int, path: str, lim: Limits) -> None:
         self._pid: int | None = pid
         self._fd = fd
         self._path, self._lim = path, lim
         self._deadline = time.monotonic() + lim.render_seconds + 0.5  # the child's guard speaks first
-        self._raw = bytearray()
         self._parts: list[str] = []
         self._verdict: list[Any] | None = None
-        self._eof = False
         self._status = 0
+        self._frames: collections.deque[tuple[bytes, bytes]] = collections.deque()
+        self._ended = False  # the pipe's end was read
+        self._cond = threading.Condition()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._drain, name="tunlab-render-stream", daemon=True)
+        self._thread.start()
+
+    def _drain(self) -> None:
+        """Read frames off the pipe as they come, until its end (or close())."""
+        raw = bytearray()
+        try:
+            while not self._stop.is_set():
+                if not select.select([self._fd], [], [], 0.1)[0]:
+                    continue
+                chunk = os.read(self._fd, 1 << 20)
+                if not chunk:
+                    break
+                raw += chunk
+                frames = []
+                while len(raw) >= 5 and len(raw) >= 5 + int.from_bytes(raw[1:5], "big"):
+                    end = 5 + int.from_bytes(raw[1:5], "big")
+                    frames.append((bytes(raw[:1]), bytes(raw[5:end])))
+                    del raw[:end]
+                if frames:
+                    with self._cond:
+                        self._frames.extend(frames)
+                        self._cond.notify()
+        except (OSError, ValueError):
+            pass  # the fd went away under close(): the reader is done either way
+        finally:
+            with self._cond:
+                self._ended = True
+                self._cond.notify()
 
     def _frame(self) -> tuple[bytes, bytes] | None:
-        """The next whole frame from the pipe, or None at its end."""
-        raw = self._raw
-        while True:
-            if len(raw) >= 5:
-                end = 5 + int.from_bytes(raw[1:5], "big")
-                if len(raw) >= end:
-                    kind, payload = bytes(raw[:1]), bytes(raw[5:end])
-                    del raw[:end]
-                    return kind, payload
-            if self._eof:
-                return None
-            left = self._deadline - time.monotonic()
-            if left <= 0:
-                raise _time_error(self._path, self._lim)
-            if select.select([self._fd], [], [], left)[0]:
-                chunk = os.read(self._fd, 1 << 20)
-                self._eof = not chunk
-                raw += chunk
+        """The next whole frame, or None at the pipe's end; past the deadline with nothing
+        come, the render's time error."""
+        with self._cond:
+            while not self._frames and not self._ended:
+                left = self._deadline - time.monotonic()
+                if left <= 0:
+                    raise _time_error(self._path, self._lim)
+                self._cond.wait(left)
+            return self._frames.popleft() if self._frames else None
 
     def read(self, size: int = -1) -> str:
         """The next piece of text, '' at the end (what libyaml's reader asks of a stream)."""
@@ -195,14 +223,16 @@ class RenderedStream:
             self._pid = None
 
     def close(self) -> None:
-        """Stop the child if it still runs; nothing is left behind."""
-        if self._fd >= 0:
-            os.close(self._fd)
-            self._fd = -1
+        """Stop the child if it still runs, and the drain; nothing is left behind."""
         if self._pid is not None:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(self._pid, signal.SIGKILL)
             self._reap()
+        self._stop.set()
+        self._thread.join()
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
 
 
 @contextlib.contextmanager
