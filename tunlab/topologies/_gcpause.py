@@ -5,9 +5,12 @@ paused while a topology is read; reference counting still frees everything as us
 
 When it ends, what the read left alive (the topology: half a million objects for 10,000 nodes)
 is long-lived, so it goes straight to the oldest generation (gc.freeze then gc.unfreeze)
-instead of being walked by the next young collection (0.2 s) on its way there. Cycles in it are
-still found by the next full collection. A process that froze objects of its own (gc.freeze
-before forking workers) is left as it is: unfreeze would release those too."""
+instead of being walked by the next young collection (0.2 s) on its way there. Objects moved
+that way do not count toward CPython's own trigger for a full collection, so the reads keep
+that count themselves: once they have moved a quarter of what the last full collection left
+(at least a million objects), the next read ends with a full collection, which frees the
+cycles among them, as CPython would have by then. A process that froze objects of its own
+(gc.freeze before forking workers) is left as it is: unfreeze would release those too."""
 
 from __future__ import annotations
 
@@ -19,6 +22,9 @@ from collections.abc import Iterator
 _lock = threading.Lock()
 _depth = 0  # readers in progress (threads may read topologies at once)
 _was_enabled = False
+_MIN_BUDGET = 1_000_000
+_moved = 0  # objects moved to the oldest generation by reads since the last full collection
+_budget = _MIN_BUDGET  # ... and how many may be, before a full collection is due
 
 
 @contextlib.contextmanager
@@ -38,6 +44,23 @@ def gc_paused() -> Iterator[None]:
             _depth -= 1
             if _depth == 0 and _was_enabled:
                 if gc.get_freeze_count() == 0:
-                    gc.freeze()  # every tracked object to the permanent generation, and
-                    gc.unfreeze()  # back into the oldest one: two list splices
+                    _promote()
                 gc.enable()
+
+
+def _promote() -> None:
+    """Move every tracked object to the oldest generation (two list splices), counting them;
+    a full collection when the count says one is due."""
+    global _moved, _budget
+    _moved += gc.get_count()[0]  # objects made since the last young collection: the read's
+    gc.freeze()
+    gc.unfreeze()
+    if _moved >= _budget:
+        gc.collect()
+        _moved = 0
+        _budget = _next_budget()
+
+
+def _next_budget() -> int:
+    """A quarter of what the full collection left, as CPython's own rule (at least a million)."""
+    return max(_MIN_BUDGET, len(gc.get_objects()) // 4)
