@@ -1,7 +1,7 @@
 """Soak: 200 up/down cycles of the demo lab, then 8 labs up and down in parallel, 5 times.
 
 Reports fds, namespaces, processes and RSS of this process before and after each phase: all
-of them must be flat (a leak shows as growth). Not part of `make test` (it takes minutes).
+of them must be flat (a leak shows as growth; RSS may settle by up to 16 MiB after the warm-up). Not part of `make test` (it takes minutes).
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from tunlab.topologies import Lab, load_file
 DEMO = Path(__file__).resolve().parents[1] / "examples" / "demo.yaml"
 CYCLES = int(os.environ.get("SOAK_CYCLES", "200"))
 PARALLEL = int(os.environ.get("SOAK_PARALLEL", "8"))
+RSS_SLACK_MIB = 16  # RSS growth after the warm-up that is not counted as a leak
 
 
 def sample() -> dict[str, int]:
@@ -72,6 +73,10 @@ def main() -> None:
         f"max {times[-1]:.2f} s; peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss >> 10} MiB"
     )
     grew = {k: rows[-1][1][k] - rows[1][1][k] for k in rows[1][1] if k != "RSS MiB"}
+    # memory: allocator arenas and thread stacks settle in the first cycles; a leak grows on
+    rss_grew = rows[-1][1]["RSS MiB"] - rows[1][1]["RSS MiB"]
+    if rss_grew > RSS_SLACK_MIB:
+        grew["RSS MiB"] = rss_grew
     print("flat: " + ("yes" if not any(grew.values()) else f"NO, grew {grew}"))
 
 

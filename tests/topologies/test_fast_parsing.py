@@ -14,7 +14,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tunlab.errors import TopologyError
-from tunlab.topologies import _parsing
+from tunlab.topologies import _gcpause, _parsing
 from tunlab.topologies._fields import _fast_v4_address, _fast_v4_interface
 from tunlab.topologies._gcpause import gc_paused
 from tunlab.topologies._limits import DEFAULT_LIMITS
@@ -172,7 +172,7 @@ def test_what_a_read_leaves_alive_goes_to_the_oldest_generation_and_cycles_are_s
 
     with gc_paused():
         made = cycle()
-        kept = [[i] for i in range(1000)]  # alive after the read, like a topology
+        kept = [[i] for i in range(_gcpause._BIG + 10_000)]  # alive after the read, like a topology
     assert gc.get_count()[0] < len(kept)  # not left for the next young collection to walk
     assert made() is not None  # a cycle: reference counting alone cannot free it
     gc.collect()
@@ -184,11 +184,10 @@ def test_cycles_left_by_many_reads_are_freed_without_anyone_calling_collect(
 ) -> None:
     # moved objects do not count toward CPython's own trigger: the reads keep that count, and a
     # full collection comes once they moved their budget (made small here, to keep this quick)
-    from tunlab.topologies import _gcpause
-
     monkeypatch.setattr(_gcpause, "_moved", 0)
     monkeypatch.setattr(_gcpause, "_budget", 20_000)
     monkeypatch.setattr(_gcpause, "_next_budget", lambda: 20_000)
+    monkeypatch.setattr(_gcpause, "_BIG", 1000)
     made = []
     for _ in range(40):
         with gc_paused():
