@@ -20,10 +20,7 @@ from tunlab.devices.offload import _impl
 from tunlab.errors import DeviceClosedError
 
 COMPILED = getattr(_impl.compiled_core(), "ready", None)
-READIES: list[Any] = [
-    pytest.param(_ready.ReadyValue, id="pure-reusable"),
-    pytest.param(_ready._coroutine, id="pure"),
-]
+READIES: list[Any] = [pytest.param(_ready._coroutine, id="pure")]
 if COMPILED is not None:
     READIES.insert(0, pytest.param(COMPILED, id="compiled"))
 
@@ -35,6 +32,15 @@ def test_awaiting_a_ready_gives_its_value(ready: Callable[[Any], Awaitable[Any]]
         return await ready(value)
 
     assert asyncio.run(main()) is value
+
+
+def test_the_pure_done_may_be_awaited_again() -> None:
+    done = _ready._Done()
+
+    async def main() -> list[Any]:
+        return [await done, await done, await done]
+
+    assert asyncio.run(main()) == [None, None, None]
 
 
 def test_the_compiled_ready_may_be_awaited_again_and_driven_by_hand() -> None:
@@ -86,8 +92,8 @@ def test_the_framed_loop_under_asyncio(compiled: bool, monkeypatch: pytest.Monke
         pytest.skip("the compiled core is not built here")
     if not compiled:
         monkeypatch.setattr(_framed, "ready", _ready._coroutine)
-        monkeypatch.setattr(_framed, "DONE", _ready.ReadyValue(None))
-        monkeypatch.setattr(_framed, "packet_reader", None)
+        monkeypatch.setattr(_framed, "DONE", _ready._Done())
+        monkeypatch.setattr(_framed, "packet_reader", _ready._PacketReader)
     _framed_loop(lambda main: asyncio.run(main()))
 
 
@@ -118,10 +124,13 @@ def test_a_full_batch_is_written_when_its_send_is_awaited() -> None:
         dev.close()
 
 
-def test_the_compiled_packet_reader_gives_queued_packets_then_waits_on_the_fallback() -> None:
-    if _ready.packet_reader is None:
-        pytest.skip("the compiled core is not built here")
-    reader = _ready.packet_reader
+READERS: list[Any] = [pytest.param(_ready._PacketReader, id="pure")]
+if getattr(_impl.compiled_core(), "packet_reader", None) is not None:
+    READERS.insert(0, pytest.param(_impl.compiled_core().packet_reader, id="compiled"))  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("reader", READERS)
+def test_a_packet_reader_gives_queued_packets_then_waits_on_the_fallback(reader: Any) -> None:
     pending = collections.deque([b"a", b"b"])
     reads = [b"c"]
 
@@ -142,10 +151,8 @@ def test_the_compiled_packet_reader_gives_queued_packets_then_waits_on_the_fallb
     assert asyncio.run(main()) == [b"a", b"b", b"a2", b"c"]
 
 
-def test_a_packet_reader_in_a_reference_cycle_is_collected() -> None:
-    if _ready.packet_reader is None:
-        pytest.skip("the compiled core is not built here")
-
+@pytest.mark.parametrize("reader", READERS)
+def test_a_packet_reader_in_a_reference_cycle_is_collected(reader: Any) -> None:
     class Holder:
         reader: object = None
 
@@ -153,7 +160,7 @@ def test_a_packet_reader_in_a_reference_cycle_is_collected() -> None:
             raise StopAsyncIteration
 
     holder = Holder()
-    holder.reader = _ready.packet_reader(collections.deque(), holder.fallback)  # holder -> reader -> holder
+    holder.reader = reader(collections.deque(), holder.fallback)  # holder -> reader -> holder
     gone = weakref.ref(holder)
     del holder
     gc.collect()

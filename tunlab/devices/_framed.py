@@ -44,10 +44,8 @@ class Framed:
 
     # read half
     def __aiter__(self) -> AsyncIterator[bytes]:
-        """Packets as they come: the compiled core's iterator hands out the ones already split
-        without a Python call each; without the core, this object is its own iterator."""
-        if packet_reader is None:
-            return self
+        """Packets as they come: those already split without a coroutine or Python call each
+        (the compiled core's iterator), then a read of the device."""
         return packet_reader(self._pending, self._read_next)
 
     def __anext__(self) -> Awaitable[bytes]:

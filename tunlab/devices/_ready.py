@@ -10,8 +10,8 @@ TUNLAB_PURE=1) ready() is a coroutine again and DONE a small reusable awaitable.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Generator
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from tunlab.devices.offload import _impl
 
@@ -23,17 +23,17 @@ async def _coroutine(value: T) -> T:
     return value
 
 
-class ReadyValue(Generic[T]):
-    """A done awaitable that may be awaited many times (the pure-Python DONE)."""
+_EXHAUSTED: Iterator[Any] = iter(())  # shared: an await on it ends at once, with None
 
-    __slots__ = ("value",)
 
-    def __init__(self, value: T) -> None:
-        self.value = value
+class _Done:
+    """The pure-Python DONE: awaiting it gives None at once, as often as it is awaited (its
+    __await__ hands out an iterator that is already exhausted: a coroutine's cost, reusable)."""
 
-    def __await__(self) -> Generator[Any, None, T]:
-        yield from ()  # a generator that yields nothing: each await runs a fresh one to its return
-        return self.value
+    __slots__ = ()
+
+    def __await__(self) -> Iterator[Any]:
+        return _EXHAUSTED
 
 
 if TYPE_CHECKING:
@@ -44,11 +44,29 @@ if TYPE_CHECKING:
 else:
     ready = getattr(_impl.compiled_core(), "ready", None) or _coroutine
 
-# packet_reader(pending, fallback): an async iterator giving pending.popleft() as a done
-# awaitable while the deque has packets, else fallback() (which waits for a read); None
-# without the compiled core, where Framed is its own iterator
+
+class _PacketReader:
+    """The pure-Python packet_reader: one coroutine per packet (its __anext__), no more."""
+
+    __slots__ = ("_fallback", "_pending")
+
+    def __init__(self, pending: deque[bytes], fallback: Callable[[], Awaitable[bytes]]) -> None:
+        self._pending, self._fallback = pending, fallback
+
+    def __aiter__(self) -> _PacketReader:
+        return self
+
+    async def __anext__(self) -> bytes:
+        pending = self._pending
+        if pending:
+            return pending.popleft()
+        return await self._fallback()
+
+
+# packet_reader(pending, fallback): an async iterator giving pending.popleft() while the deque
+# has packets (as a done awaitable, compiled), else what fallback() gives (it waits for a read)
 PacketReader = Callable[[deque[bytes], Callable[[], Awaitable[bytes]]], AsyncIterator[bytes]]
-packet_reader: PacketReader | None = getattr(_impl.compiled_core(), "packet_reader", None)
+packet_reader: PacketReader = getattr(_impl.compiled_core(), "packet_reader", None) or _PacketReader
 
 # shared by every send that only queued: the compiled Ready may be awaited again and again
-DONE: Awaitable[None] = ready(None) if ready is not _coroutine else ReadyValue(None)
+DONE: Awaitable[None] = ready(None) if ready is not _coroutine else cast(Awaitable[None], _Done())
