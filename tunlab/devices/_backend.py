@@ -88,6 +88,19 @@ class Handoff:
     spec: dict[str, str | int | bool]
 
 
+def handoff_spec(backend: DeviceBackend, **own: str | int | bool) -> dict[str, str | int | bool]:
+    """The spec every handoff carries (platform, layer, the GSO kinds of its frames), plus what
+    the backend itself needs to rebuild its frame I/O (own)."""
+    fmt = backend.frame_format
+    return {
+        "platform": backend.platform,
+        "layer": backend.layer.value,
+        "tcp_gso": fmt.tcp_gso,
+        "udp_gso": fmt.udp_gso,
+        **own,
+    }
+
+
 class Configurator:
     """A device's interface as the OS configures it: name, index, MTU, addresses, MAC, flags,
     persistence, queues. Each platform has its own; what one cannot do raises

@@ -16,7 +16,7 @@ import socket
 from collections.abc import Sequence
 from typing import ClassVar
 
-from tunlab.devices._backend import Bytes, DeviceBackend, FrameFormat, Handoff, WritableBuffer
+from tunlab.devices._backend import Bytes, DeviceBackend, FrameFormat, Handoff, WritableBuffer, handoff_spec
 from tunlab.devices._capabilities import Capability
 from tunlab.devices._layer import Layer
 from tunlab.devices._readiness import PollTarget, Readiness
@@ -67,15 +67,7 @@ class DatagramDevice(DeviceBackend):
 
     def handoff(self) -> Handoff:
         fmt = self.frame_format
-        spec: dict[str, str | int | bool] = {
-            "platform": self.platform,
-            "layer": self.layer.value,
-            "prefix": fmt.prefix,
-            "virtio": fmt.virtio,
-            "tcp_gso": fmt.tcp_gso,
-            "udp_gso": fmt.udp_gso,
-        }
-        return Handoff((self._check(),), spec)
+        return Handoff((self._check(),), handoff_spec(self, prefix=fmt.prefix, virtio=fmt.virtio))
 
     @property
     def closed(self) -> bool:

@@ -33,6 +33,7 @@ from tunlab.devices._backend import (
     IPAddress,
     IPInterface,
     WritableBuffer,
+    handoff_spec,
 )
 from tunlab.devices._capabilities import Capability
 from tunlab.devices._config import DeviceConfig, LinkSettings, check_name
@@ -284,15 +285,7 @@ class LinuxDevice(DeviceBackend):
         return dev
 
     def handoff(self) -> Handoff:
-        fmt = self.frame_format
-        spec: dict[str, str | int | bool] = {
-            "platform": self.platform,
-            "layer": self.layer.value,
-            "flags": self._flags,
-            "tcp_gso": fmt.tcp_gso,
-            "udp_gso": fmt.udp_gso,
-        }
-        return Handoff((self._check(),), spec)
+        return Handoff((self._check(),), handoff_spec(self, flags=self._flags))
 
     @property
     def vnet_hdr(self) -> bool:
