@@ -20,7 +20,7 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from tunlab._cli.output import console, err_console
+from tunlab._cli.output import console, err_console, print_processes
 
 F = TypeVar("F", bound=Callable[..., Any])
 T = TypeVar("T")
@@ -259,19 +259,12 @@ def ps(name: str, node: str | None, as_json: bool, opts: ClusterOptions) -> None
     with _attached(name, opts) as lab:
         found: dict[str, Any] = lab.processes(node)
         placement = lab.placement
-    if as_json:
-        click.echo(
-            json.dumps({n: [dataclasses.asdict(p) for p in ps_] for n, ps_ in found.items()}, indent=2)
-        )
-        return
-    table = Table()
-    for col in ("node", "host", "pid", "state", "cpu", "command"):
-        table.add_column(col, justify="right" if col in ("pid", "cpu") else "left")
-    for node_name, processes in found.items():
-        for p in processes:
-            cells = (node_name, placement[node_name], str(p.pid), p.state, f"{p.cpu_seconds:.2f}s", p.command)
-            table.add_row(*(Text(c) for c in cells))
-    console.print(table if table.row_count else "no processes")
+    print_processes(
+        found,
+        as_json,
+        ("node", "host", "pid", "state", "cpu", "command"),
+        lambda n, p: (n, placement[n], str(p.pid), p.state, f"{p.cpu_seconds:.2f}s", p.command),
+    )
 
 
 def impair(name: str, link: str, value: Any, direction: Any, as_json: bool, opts: ClusterOptions) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import shutil
@@ -17,7 +16,6 @@ import click
 from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
-from rich.text import Text
 
 from tunlab._cli import cluster as on_cluster
 from tunlab._cli.cluster import ClusterOptions, cluster_options
@@ -31,6 +29,7 @@ from tunlab._cli.output import (
     UserError,
     console,
     err_console,
+    print_processes,
 )
 from tunlab.errors import DeployError, LabError, TopologyError, TunlabError
 from tunlab.relay._direction import DIRECTIONS
@@ -396,21 +395,19 @@ def ps(name: str, node: str | None, as_json: bool, cluster: ClusterOptions | Non
     _require_root_linux("tunlab ps")
     from tunlab.topologies._operations import processes_running
 
-    found = processes_running(name, node)
-    if as_json:
-        click.echo(
-            json.dumps({n: [dataclasses.asdict(p) for p in ps_] for n, ps_ in found.items()}, indent=2)
-        )
-        return
-    table = Table()
-    for col in ("node", "pid", "state", "cpu", "rss", "command"):
-        table.add_column(col, justify="right" if col in ("pid", "cpu", "rss") else "left")
-    for node_name, processes in found.items():
-        for p in processes:
-            rss = f"{p.rss_bytes / 2**20:.1f}M"
-            cells = (node_name, str(p.pid), p.state, f"{p.cpu_seconds:.2f}s", rss, p.command)
-            table.add_row(*(Text(c) for c in cells))  # commands are text, never rich markup
-    console.print(table if table.row_count else "no processes")
+    print_processes(
+        processes_running(name, node),
+        as_json,
+        ("node", "pid", "state", "cpu", "rss", "command"),
+        lambda n, p: (
+            n,
+            str(p.pid),
+            p.state,
+            f"{p.cpu_seconds:.2f}s",
+            f"{p.rss_bytes / 2**20:.1f}M",
+            p.command,
+        ),
+    )
 
 
 @cli.command()
