@@ -79,6 +79,18 @@ def _send(out: int, kind: bytes, payload: bytes) -> None:
         view = view[os.write(out, view) :]
 
 
+def _take_frames(raw: bytearray) -> list[tuple[bytes, bytes]]:
+    """The whole frames (kind, payload) at the front of raw, taken out of it."""
+    frames = []
+    while len(raw) >= 5:
+        end = 5 + int.from_bytes(raw[1:5], "big")
+        if len(raw) < end:
+            break
+        frames.append((bytes(raw[:1]), bytes(raw[5:end])))
+        del raw[:end]
+    return frames
+
+
 Render = Callable[[Callable[[str], None]], None]  # renders, each piece of text to the sink given
 
 
@@ -159,11 +171,7 @@ class RenderedStream:
                 if not chunk:
                     break
                 raw += chunk
-                frames = []
-                while len(raw) >= 5 and len(raw) >= 5 + int.from_bytes(raw[1:5], "big"):
-                    end = 5 + int.from_bytes(raw[1:5], "big")
-                    frames.append((bytes(raw[:1]), bytes(raw[5:end])))
-                    del raw[:end]
+                frames = _take_frames(raw)
                 if frames:
                     with self._cond:
                         self._frames.extend(frames)
